@@ -1,0 +1,113 @@
+"""Trellis: reliable multi-step LLM workflows.
+
+A flow is a graph of small typed steps: LLM calls with validated structured outputs, and
+plain Python. Trellis runs independent steps in parallel, routes on validated results,
+retries by failure mode, enforces budgets and accounts every token and cent::
+
+    import trellis as tl
+
+    flow = tl.Flow("triage", inputs={"feedback": str})
+
+    @flow.step
+    async def sentiment(feedback: str, llm: tl.LLM) -> Sentiment:
+        return await llm.generate(f"Classify: {feedback}", output=Sentiment, model="small")
+
+    result = flow.run_sync({"feedback": "..."}, models={"small": "sim:small"})
+"""
+
+from trellis.config import Config, ModelBinding, RoleBinding
+from trellis.engine.engine import Engine
+from trellis.engine.results import (
+    CallRecord,
+    Decision,
+    ErrorInfo,
+    RunResult,
+    Stats,
+    StepRecord,
+)
+from trellis.errors import (
+    AuthenticationError,
+    BadRequestError,
+    BudgetExceededError,
+    ConfigurationError,
+    ContextOverflowError,
+    FailureMode,
+    FlowDefinitionError,
+    InputError,
+    ModelError,
+    ModelTimeoutError,
+    OutputTypeError,
+    OutputValidationError,
+    OverloadedError,
+    QuotaExceededError,
+    RateLimitError,
+    RefusalError,
+    ReplyAttempt,
+    StepError,
+    TrellisError,
+    TruncatedError,
+)
+from trellis.flow.flow import Flow
+from trellis.flow.inject import LLM, ElementFailure, Round, RunContext
+from trellis.flow.policy import Budget, RetryPolicy
+from trellis.flow.step import Condition, branch
+from trellis.models.base import Message, Model, ModelRequest, ModelResponse, Usage
+from trellis.models.function import FunctionModel, TestModel
+from trellis.models.pricing import Price, PriceTable
+from trellis.models.sim import SimModel, SimOptions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LLM",
+    "AuthenticationError",
+    "BadRequestError",
+    "Budget",
+    "BudgetExceededError",
+    "CallRecord",
+    "Condition",
+    "Config",
+    "ConfigurationError",
+    "ContextOverflowError",
+    "Decision",
+    "ElementFailure",
+    "Engine",
+    "ErrorInfo",
+    "FailureMode",
+    "Flow",
+    "FlowDefinitionError",
+    "FunctionModel",
+    "InputError",
+    "Message",
+    "Model",
+    "ModelBinding",
+    "ModelError",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelTimeoutError",
+    "OutputTypeError",
+    "OutputValidationError",
+    "OverloadedError",
+    "Price",
+    "PriceTable",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RefusalError",
+    "ReplyAttempt",
+    "RetryPolicy",
+    "RoleBinding",
+    "Round",
+    "RunContext",
+    "RunResult",
+    "SimModel",
+    "SimOptions",
+    "Stats",
+    "StepError",
+    "StepRecord",
+    "TestModel",
+    "TrellisError",
+    "TruncatedError",
+    "Usage",
+    "__version__",
+    "branch",
+]

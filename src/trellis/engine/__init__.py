@@ -1,0 +1,1 @@
+"""The engine: scheduling, LLM calls with retries and validation, budgets, accounting."""

@@ -1,0 +1,120 @@
+"""Budget enforcement: reserve before a call, settle after it, stop before a limit is crossed.
+
+A guard may have a parent (a batch's guard above each item's), so one call is checked
+against every enclosing budget. All of this runs on one event loop: no locks needed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from trellis.errors import BudgetExceededError
+from trellis.flow.policy import Budget
+
+__all__ = ["BudgetGuard", "Reservation"]
+
+
+@dataclass(slots=True)
+class Reservation:
+    tokens: int
+    cost: float
+    guards: tuple[BudgetGuard, ...]
+    settled: bool = False
+
+
+class BudgetGuard:
+    def __init__(
+        self, budget: Budget | None, *, parent: BudgetGuard | None = None, label: str = "run"
+    ) -> None:
+        self.budget = budget or Budget()
+        self.parent = parent
+        self.label = label
+        self.started = time.monotonic()
+        self.spent_usd = 0.0
+        self.spent_tokens = 0
+        self.calls = 0
+        self.reserved_usd = 0.0
+        self.reserved_tokens = 0
+        self.exhausted: BudgetExceededError | None = None
+
+    def _chain(self) -> tuple[BudgetGuard, ...]:
+        chain: list[BudgetGuard] = []
+        guard: BudgetGuard | None = self
+        while guard is not None:
+            if not guard.budget.unlimited:
+                chain.append(guard)
+            guard = guard.parent
+        return tuple(chain)
+
+    @property
+    def needs_prices(self) -> bool:
+        return any(g.budget.max_usd is not None for g in self._chain())
+
+    def deadline(self) -> float | None:
+        """The earliest monotonic deadline of this guard and its parents, if any."""
+        ends = [
+            g.started + g.budget.max_seconds
+            for g in self._chain()
+            if g.budget.max_seconds is not None
+        ]
+        return min(ends) if ends else None
+
+    def check_time(self) -> None:
+        for g in self._chain():
+            limit = g.budget.max_seconds
+            if limit is not None:
+                elapsed = time.monotonic() - g.started
+                if elapsed >= limit:
+                    g._fail("max_seconds", limit, elapsed, "wall time")
+
+    def reserve(self, tokens: int, cost: float) -> Reservation:
+        """Reserve an estimated call; raise if it would cross any limit."""
+        chain = self._chain()
+        for g in chain:
+            b = g.budget
+            if g.exhausted is not None:
+                raise g.exhausted
+            if b.max_calls is not None and g.calls + 1 > b.max_calls:
+                g._fail("max_calls", b.max_calls, g.calls + 1, "LLM calls")
+            if b.max_tokens is not None:
+                total = g.spent_tokens + g.reserved_tokens + tokens
+                if total > b.max_tokens:
+                    g._fail("max_tokens", b.max_tokens, total, "tokens")
+            if b.max_usd is not None:
+                total_usd = g.spent_usd + g.reserved_usd + cost
+                if total_usd > b.max_usd:
+                    g._fail("max_usd", b.max_usd, total_usd, "USD")
+        self.check_time()
+        for g in chain:
+            g.calls += 1
+            g.reserved_tokens += tokens
+            g.reserved_usd += cost
+        return Reservation(tokens, cost, chain)
+
+    def settle(self, reservation: Reservation, tokens: int, cost: float) -> None:
+        if reservation.settled:
+            return
+        reservation.settled = True
+        for g in reservation.guards:
+            g.reserved_tokens -= reservation.tokens
+            g.reserved_usd -= reservation.cost
+            g.spent_tokens += tokens
+            g.spent_usd += cost
+        if not reservation.guards:
+            self.spent_tokens += tokens
+            self.spent_usd += cost
+
+    def _fail(self, which: str, limit: float, would_be: float, unit: str) -> None:
+        shown = f"{limit:g}" if which != "max_usd" else f"${limit:.4f}"
+        after = f"{would_be:g}" if which != "max_usd" else f"${would_be:.4f}"
+        err = BudgetExceededError(
+            f"{self.label} budget {which}={shown} would be exceeded ({unit}: {after} "
+            f"with this call); stopped before it",
+            budget=which,
+            limit=float(limit),
+            spent=float(would_be),
+        )
+        if which != "max_seconds":
+            self.exhausted = err
+        raise err

@@ -1,0 +1,240 @@
+"""``Engine``: what runs flows. Holds configuration, model instances and the batch budget.
+
+One engine serves many runs (and many flows); model clients are created once per binding
+and shared by every run, so connection pools and rate limits are shared too. There is no
+global engine: create one where your program starts, or let ``flow.run`` make a one-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from pydantic import ValidationError
+
+from trellis.config import Config, ModelBinding, RoleBinding
+from trellis.engine.budget import BudgetGuard
+from trellis.engine.results import ErrorInfo, RunResult, StepRecord
+from trellis.engine.runner import Run
+from trellis.errors import InputError
+from trellis.flow.flow import Flow
+from trellis.flow.graph import CompiledFlow
+from trellis.flow.policy import Budget
+from trellis.models.base import Model
+from trellis.models.registry import ProviderFactory, ProviderRegistry
+
+__all__ = ["Engine", "new_run_id"]
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(4)
+
+
+class Engine:
+    """Runs flows.
+
+    - ``config``: model roles and prices (see :class:`tl.Config`, ``Config.from_toml``).
+    - ``models``: role bindings added on top of ``config``: ``{"small": "sim:small"}``,
+      or a :class:`tl.Model` instance (e.g. a ``FunctionModel`` in tests).
+    - ``providers``: extra provider factories by name.
+    - ``budget``: a budget over *everything* this engine runs (a batch's total), on top of
+      each run's own budget.
+    - ``seed``: seeds the backoff jitter, for reproducible tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Config | None = None,
+        models: Mapping[str, Any] | None = None,
+        providers: Mapping[str, ProviderFactory] | None = None,
+        budget: Budget | None = None,
+        seed: int | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.config = config or Config()
+        self._models: dict[str, Model] = {}
+        if models:
+            bound: dict[str, Any] = {}
+            for role, value in models.items():
+                if isinstance(value, Model):
+                    binding = ModelBinding("@instance", role)
+                    self._models[str(binding)] = value
+                    bound[role] = RoleBinding(binding)
+                else:
+                    bound[role] = value
+            self.config = self.config.with_models(bound)
+        self.registry = ProviderRegistry(providers)
+        self.guard = BudgetGuard(budget, label="batch") if budget is not None else None
+        self.rng = random.Random(seed)
+        self.sleep = sleep
+        self._chains: dict[tuple[str, tuple[str, ...] | None], list[Model]] = {}
+
+    # -- models ---------------------------------------------------------------------------
+
+    def model(self, binding: ModelBinding) -> Model:
+        key = str(binding)
+        model = self._models.get(key)
+        if model is None:
+            model = self._models[key] = self.registry.create(binding)
+        return model
+
+    def model_chain(self, role: str, fallbacks: Sequence[str] | None = None) -> list[Model]:
+        """The model for ``role`` followed by its fallbacks (deduplicated)."""
+        key = (role, tuple(fallbacks) if fallbacks is not None else None)
+        chain = self._chains.get(key)
+        if chain is None:
+            primary: RoleBinding = self.config.resolve(role)
+            names = primary.fallbacks if fallbacks is None else tuple(fallbacks)
+            chain = [self.model(primary.binding)]
+            for name in names:
+                model = self.model(self.config.resolve(name).binding)
+                if model not in chain:
+                    chain.append(model)
+            self._chains[key] = chain
+        return chain
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(
+        self,
+        flow: Flow,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        budget: Budget | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Run ``flow`` once. Raises :class:`InputError` for bad inputs; a failing step does
+        not raise: the result's ``status`` is ``"failed"`` and ``error`` says why (call
+        ``result.raise_for_status()`` to raise instead)."""
+        plan = flow.compile()
+        values = validate_inputs(plan, inputs)
+        guard = BudgetGuard(budget or flow.budget, parent=self.guard)
+        run = Run(self, flow, plan, values, run_id or new_run_id(), guard)
+        return await run.execute()
+
+    async def run_many(
+        self,
+        flow: Flow,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        budget: Budget | None = None,
+    ) -> AsyncIterator[tuple[int, RunResult]]:
+        """Run ``flow`` once per item, ``concurrency`` at a time; yield ``(index, result)``
+        as runs finish. An item with bad inputs yields a failed result, it does not stop the
+        batch. Once the engine's batch budget is exhausted, items not yet started are
+        yielded as failed with the budget error, without running."""
+        if concurrency < 1:
+            raise InputError("concurrency must be at least 1")
+        plan = flow.compile()
+        queue: asyncio.Queue[tuple[int, RunResult | BaseException]] = asyncio.Queue()
+        iterator = iter(enumerate(items))
+        active = 0
+
+        async def one(index: int, item: Mapping[str, Any]) -> None:
+            outcome: RunResult | BaseException
+            try:
+                if self.guard is not None and self.guard.exhausted is not None:
+                    outcome = failed_result(plan, item, self.guard.exhausted)
+                else:
+                    outcome = await self.run(flow, item, budget=budget)
+            except InputError as exc:
+                outcome = failed_result(plan, item, exc)
+            except Exception as exc:  # an engine bug: surface it to the consumer, don't hang
+                outcome = exc
+            await queue.put((index, outcome))
+
+        tasks: set[asyncio.Task[None]] = set()
+
+        def start_next() -> bool:
+            nonlocal active
+            try:
+                index, item = next(iterator)
+            except StopIteration:
+                return False
+            task = asyncio.get_running_loop().create_task(one(index, item))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            active += 1
+            return True
+
+        try:
+            while active < concurrency and start_next():
+                pass
+            while active:
+                index, outcome = await queue.get()
+                active -= 1
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                start_next()
+                yield index, outcome
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        for model in self._models.values():
+            await model.aclose()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def validate_inputs(plan: CompiledFlow, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+    given = dict(inputs or {})
+    unknown = sorted(set(given) - set(plan.inputs))
+    if unknown:
+        known = ", ".join(sorted(plan.inputs)) or "none"
+        raise InputError(f"flow {plan.name!r}: unknown input(s) {unknown}; it reads: {known}")
+    values: dict[str, Any] = {}
+    for name, spec in plan.inputs.items():
+        if name not in given:
+            if spec.required:
+                raise InputError(
+                    f"flow {plan.name!r}: missing input {name!r} (read by "
+                    f"{', '.join(spec.readers)})"
+                )
+            continue
+        value = given[name]
+        if spec.adapter is not None:
+            try:
+                value = spec.adapter.validate_python(value)
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                where = ".".join(str(p) for p in first["loc"])
+                detail = f"{where}: {first['msg']}" if where else first["msg"]
+                raise InputError(f"flow {plan.name!r}: input {name!r}: {detail}") from exc
+        values[name] = value
+    return values
+
+
+def failed_result(plan: CompiledFlow, inputs: Mapping[str, Any], exc: BaseException) -> RunResult:
+    """A result for a run that could not start (bad inputs, exhausted batch budget)."""
+    records = {s.name: StepRecord(s.name, status="cancelled", reason=str(exc)) for s in plan.steps}
+    return RunResult(
+        run_id=new_run_id(),
+        flow=plan.name,
+        inputs=dict(inputs),
+        steps=records,
+        status="failed",
+        error=ErrorInfo.from_exception(exc),
+        started_at=time.time(),
+    )

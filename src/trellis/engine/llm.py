@@ -1,0 +1,285 @@
+"""The LLM handle a step receives: one call = resolve role -> attempts -> validate -> account.
+
+Per model in the chain (the role's model, then its fallbacks)::
+
+    reserve budget -> send (per-attempt deadline) -> record attempt -> classify
+      transient (rate limit, timeout)  -> wait retry-after / backoff, same request
+      overloaded                       -> backoff, then the next model
+      refusal, truncated, overflow     -> the next model (never the identical request)
+      auth, bad request, quota         -> raise at once
+      malformed / invalid output       -> re-ask with the error, bounded by `reasks`
+
+Every attempt becomes a :class:`CallRecord`, so retries and re-asks are counted, not hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from trellis.engine.results import CallRecord
+from trellis.engine.structured import OutputSpec, ParseFailure, output_spec, reask_message
+from trellis.errors import (
+    ConfigurationError,
+    FailureMode,
+    ModelError,
+    ModelTimeoutError,
+    OutputValidationError,
+    RefusalError,
+    ReplyAttempt,
+    TruncatedError,
+)
+from trellis.flow.inject import LLM, Prompt
+from trellis.models.base import Message, Model, ModelRequest, ModelResponse, Usage
+
+if TYPE_CHECKING:
+    from trellis.engine.runner import StepScope
+
+__all__ = ["EngineLLM"]
+
+
+class EngineLLM(LLM):
+    __slots__ = ("_calls", "_scope")
+
+    def __init__(self, scope: StepScope) -> None:
+        self._scope = scope
+        self._calls = 0
+
+    async def generate(
+        self,
+        prompt: Prompt,
+        *,
+        output: Any = None,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        reasks: int | None = None,
+        fallbacks: Sequence[str] | None = None,
+        timeout: float | None = None,
+        seed: int | None = None,
+    ) -> Any:
+        scope = self._scope
+        self._calls += 1
+        call_no = scope.next_call()
+        role = model or scope.default_model or "default"
+        chain = scope.run.engine.model_chain(role, fallbacks)
+        spec = output_spec(output) if output is not None else None
+        messages = _messages(prompt, system)
+        policy = scope.policy
+        call = _Call(
+            scope=scope,
+            call_no=call_no,
+            role=role,
+            spec=spec,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            reasks=policy.reasks if reasks is None else reasks,
+            timeout=policy.timeout if timeout is None else timeout,
+        )
+        last: ModelError | None = None
+        for position, target in enumerate(chain):
+            try:
+                value = await call.on_model(target, messages)
+            except ModelError as exc:
+                last = exc
+                more = position + 1 < len(chain)
+                if more and (exc.mode.wants_other_model or isinstance(exc, OutputValidationError)):
+                    continue
+                raise
+            scope.record.usage.calls += 1
+            scope.run.result.usage.calls += 1
+            return value
+        assert last is not None
+        raise last
+
+
+class _Call:
+    """One ``generate`` call's attempts across the model chain."""
+
+    def __init__(
+        self,
+        *,
+        scope: StepScope,
+        call_no: int,
+        role: str,
+        spec: OutputSpec | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        seed: int | None,
+        reasks: int,
+        timeout: float | None,
+    ) -> None:
+        self.scope = scope
+        self.call_no = call_no
+        self.role = role
+        self.spec = spec
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.reasks = reasks
+        self.timeout = timeout
+        self.attempt = 0
+
+    async def on_model(self, model: Model, messages: list[Message]) -> Any:
+        scope = self.scope
+        policy = scope.policy
+        engine = scope.run.engine
+        spec = self.spec
+        convo = list(messages)
+        transient = overloaded = reasked = 0
+        bad: list[ReplyAttempt] = []
+        wait = 0.0
+        provider_model = model.name.partition(":")[2] or model.name
+        while True:
+            request = ModelRequest(
+                messages=tuple(convo),
+                model=provider_model,
+                output_schema=spec.schema if spec else None,
+                schema_name=spec.name if spec else None,
+                temperature=self.temperature,
+                max_tokens=self.max_tokens,
+                seed=self.seed,
+            )
+            reservation = scope.run.reserve(model.name, request)
+            self.attempt += 1
+            started = time.perf_counter()
+            response: ModelResponse | None = None
+            error: ModelError | None = None
+            try:
+                if self.timeout is None:
+                    response = await model.complete(request)
+                else:
+                    async with asyncio.timeout(self.timeout):
+                        response = await model.complete(request)
+            except TimeoutError:
+                error = ModelTimeoutError(
+                    f"{model.name} did not answer within {self.timeout:g}s", model=model.name
+                )
+            except ModelError as exc:
+                error = exc
+            except asyncio.CancelledError:
+                scope.run.settle(reservation, model.name, Usage())
+                raise
+            except Exception as exc:  # a provider bug: never retried blindly
+                scope.run.settle(reservation, model.name, Usage())
+                raise ConfigurationError(
+                    f"model provider {model.name} raised {type(exc).__name__}: {exc}"
+                ) from exc
+            latency = time.perf_counter() - started
+
+            if error is not None:
+                usage = error.usage or Usage()
+                self._record(model, usage, reservation, latency, wait, error.mode, str(error))
+                mode = error.mode
+                if mode in (FailureMode.RATE_LIMIT, FailureMode.TIMEOUT):
+                    transient += 1
+                    if transient >= policy.max_attempts:
+                        raise error
+                    retry_after = getattr(error, "retry_after", None)
+                    if mode is FailureMode.RATE_LIMIT and retry_after is not None:
+                        wait = min(float(retry_after), policy.max_retry_after)
+                    else:
+                        wait = policy.backoff(transient, engine.rng)
+                elif mode is FailureMode.OVERLOADED:
+                    overloaded += 1
+                    if overloaded >= policy.overloaded_attempts:
+                        raise error
+                    wait = policy.backoff(overloaded, engine.rng)
+                else:
+                    raise error
+                await scope.run.sleep(wait)
+                continue
+
+            assert response is not None
+            wait = 0.0
+            usage = response.usage
+            if response.finish_reason == "length":
+                msg = f"{model.name} stopped at max_tokens ({self.max_tokens}); reply truncated"
+                self._record(model, usage, reservation, latency, 0.0, FailureMode.TRUNCATED, msg)
+                raise TruncatedError(msg, model=model.name, usage=usage)
+            if response.finish_reason in ("refusal", "content_filter") or response.refusal:
+                msg = f"{model.name} refused: {response.refusal or response.finish_reason}"
+                self._record(model, usage, reservation, latency, 0.0, FailureMode.REFUSAL, msg)
+                raise RefusalError(msg, model=model.name, usage=usage)
+            if spec is None:
+                self._record(model, usage, reservation, latency, 0.0, None, None)
+                return response.text
+            parsed = spec.parse(response.text)
+            if not isinstance(parsed, ParseFailure):
+                self._record(model, usage, reservation, latency, 0.0, None, None)
+                return parsed
+            self._record(model, usage, reservation, latency, 0.0, parsed.mode, parsed.error)
+            bad.append(
+                ReplyAttempt(
+                    model=model.name,
+                    text=response.text,
+                    error=parsed.error,
+                    mode=parsed.mode,
+                    usage=usage,
+                )
+            )
+            if reasked >= self.reasks:
+                raise OutputValidationError(
+                    f"{model.name} gave no valid {spec.name} after {reasked} re-ask(s): "
+                    f"{parsed.error.splitlines()[0]}",
+                    attempts=bad,
+                    model=model.name,
+                )
+            reasked += 1
+            convo.append(Message("assistant", response.text))
+            convo.append(Message("user", reask_message(parsed, spec)))
+
+    def _record(
+        self,
+        model: Model,
+        usage: Usage,
+        reservation: Any,
+        latency: float,
+        wait: float,
+        mode: FailureMode | None,
+        error: str | None,
+    ) -> None:
+        scope = self.scope
+        cost = scope.run.settle(reservation, model.name, usage)
+        record = CallRecord(
+            step=scope.record.name,
+            call=self.call_no,
+            attempt=self.attempt,
+            model=model.name,
+            role=self.role,
+            outcome="ok" if mode is None else mode.value,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=cost,
+            latency_s=latency,
+            wait_s=wait,
+            index=scope.index,
+            round=scope.round,
+            error=error,
+        )
+        scope.add_call(record)
+
+
+def _messages(prompt: Prompt, system: str | None) -> list[Message]:
+    out: list[Message] = [Message("system", system)] if system else []
+    if isinstance(prompt, str):
+        out.append(Message("user", prompt))
+        return out
+    for item in prompt:
+        if isinstance(item, Message):
+            out.append(item)
+        elif isinstance(item, Mapping) and item.get("role") in ("system", "user", "assistant"):
+            out.append(Message(item["role"], str(item.get("content", ""))))  # type: ignore[arg-type]
+        else:
+            raise ConfigurationError(
+                f"a prompt message must be tl.Message or {{'role': 'user'|'assistant'|'system', "
+                f"'content': str}}, got {item!r}"
+            )
+    if not out:
+        raise ConfigurationError("the prompt is empty")
+    return out
+

@@ -1,0 +1,528 @@
+"""One run of a compiled flow: dependency counting, concurrency, skip / fail propagation.
+
+Scheduling is event-driven, never a rescan: each step keeps a count of unfinished steps
+it reads; when a step settles, its dependents' counts drop and those reaching zero join a
+ready queue. A plain synchronous step runs inline (no task), so a chain of cheap steps
+costs microseconds per step; async steps, mapped elements and loops run as tasks. Work per
+completion is O(dependents), independent of how wide the flow or a fan-out is.
+
+A failing step cancels what depends on it; independent branches run on. A run-fatal error
+(budget, configuration, quota, authentication) cancels everything still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from trellis.engine.budget import BudgetGuard, Reservation
+from trellis.engine.llm import EngineLLM
+from trellis.engine.results import CallRecord, Decision, ErrorInfo, RunResult, StepRecord
+from trellis.errors import (
+    AuthenticationError,
+    BudgetExceededError,
+    ConfigurationError,
+    OutputTypeError,
+    QuotaExceededError,
+    StepError,
+    TrellisError,
+)
+from trellis.flow.inject import ElementFailure, Round, RunContext
+from trellis.flow.policy import RetryPolicy
+from trellis.flow.types import describe
+from trellis.models.base import ModelRequest, Usage
+from trellis.models.tokens import estimate_request_tokens
+
+if TYPE_CHECKING:
+    from trellis.engine.engine import Engine
+    from trellis.flow.flow import Flow
+    from trellis.flow.graph import CompiledFlow
+    from trellis.flow.step import StepSpec
+
+__all__ = ["Run", "StepScope"]
+
+PENDING, RUNNING, DONE, SKIPPED, FAILED, CANCELLED = range(6)
+_MISSING = object()
+_RUN_FATAL = (BudgetExceededError, ConfigurationError, QuotaExceededError, AuthenticationError)
+
+
+class StepScope:
+    """What an LLM call needs to know about the step execution that makes it."""
+
+    __slots__ = ("default_model", "index", "policy", "record", "round", "run")
+
+    def __init__(
+        self,
+        run: Run,
+        record: StepRecord,
+        policy: RetryPolicy,
+        default_model: str | None,
+        index: int | None,
+        round: int | None,
+    ) -> None:
+        self.run = run
+        self.record = record
+        self.policy = policy
+        self.default_model = default_model
+        self.index = index
+        self.round = round
+
+    def next_call(self) -> int:
+        counters = self.run.call_numbers
+        n = counters.get(self.record.name, 0) + 1
+        counters[self.record.name] = n
+        return n
+
+    def add_call(self, record: CallRecord) -> None:
+        self.run.result.calls.append(record)
+        self.record.usage.add_attempt(record)
+        self.run.result.usage.add_attempt(record)
+
+
+class Run:
+    def __init__(
+        self,
+        engine: Engine,
+        flow: Flow,
+        plan: CompiledFlow,
+        inputs: dict[str, Any],
+        run_id: str,
+        guard: BudgetGuard,
+    ) -> None:
+        self.engine = engine
+        self.flow = flow
+        self.plan = plan
+        self.guard = guard
+        n = len(plan.steps)
+        self.records = [StepRecord(s.name) for s in plan.steps]
+        self.result = RunResult(
+            run_id=run_id,
+            flow=plan.name,
+            inputs=inputs,
+            steps={r.name: r for r in self.records},
+            started_at=time.time(),
+        )
+        self.values: dict[str, Any] = dict(inputs)
+        self.state = [PENDING] * n
+        self.waiting = [len(d) for d in plan.deps]
+        self.finished = 0
+        self.ready: deque[int] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.call_numbers: dict[str, int] = {}
+        self.fatal: BaseException | None = None
+        self.slots = asyncio.Semaphore(flow.concurrency) if flow.concurrency else None
+        self._draining = False
+        self._done: asyncio.Future[None] | None = None
+
+    # -- driving the run --------------------------------------------------------------------
+
+    async def execute(self) -> RunResult:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        self.ready.extend(i for i, w in enumerate(self.waiting) if w == 0)
+        self._drain()
+        if self.finished < len(self.records):
+            deadline = self.guard.deadline()
+            try:
+                if deadline is None:
+                    await asyncio.shield(self._done)
+                else:
+                    remaining = max(0.0, deadline - time.monotonic())
+                    await asyncio.wait_for(asyncio.shield(self._done), remaining)
+            except TimeoutError:
+                try:
+                    self.guard.check_time()
+                except BudgetExceededError as exc:
+                    self._abort(exc)
+                await self._done
+            except asyncio.CancelledError:
+                self._cancel_tasks()
+                raise
+        result = self.result
+        result.duration_s = time.perf_counter() - started
+        result.status = "done" if all(s in (DONE, SKIPPED) for s in self.state) else "failed"
+        if result.status == "failed" and result.error is None:
+            result.error = ErrorInfo("Cancelled", "the run was cancelled")
+        return result
+
+    def _drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            ready = self.ready
+            while ready:
+                self._start(ready.popleft())
+        finally:
+            self._draining = False
+
+    def _settle(self, i: int, state: int) -> None:
+        self.state[i] = state
+        self.finished += 1
+        waiting = self.waiting
+        for j in self.plan.dependents[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                self.ready.append(j)
+        if self.finished == len(self.records):
+            done = self._done
+            if done is not None and not done.done():
+                done.set_result(None)
+        else:
+            self._drain()
+
+    # -- starting a step ------------------------------------------------------------------
+
+    def _start(self, i: int) -> None:
+        plan = self.plan
+        spec = plan.steps[i]
+        record = self.records[i]
+        state = self.state
+        if self.fatal is not None:
+            self._finish_unrun(i, CANCELLED, f"the run stopped: {type(self.fatal).__name__}")
+            return
+        for d in plan.deps[i]:
+            if state[d] >= FAILED:
+                what = "failed" if state[d] == FAILED else "was cancelled"
+                self._finish_unrun(i, CANCELLED, f"upstream step {plan.steps[d].name!r} {what}")
+                return
+        values = self.values
+        kwargs: dict[str, Any] = {}
+        for param, source in plan.sources[i]:
+            if source >= 0 and state[source] == SKIPPED:
+                if not param.optional:
+                    reason = f"its input {param.name!r} was skipped"
+                    self._decide(spec.name, "skip", "skip", reason, {})
+                    self._finish_unrun(i, SKIPPED, reason)
+                    return
+                kwargs[param.name] = param.fallback
+            else:
+                value = values.get(param.name, _MISSING)
+                kwargs[param.name] = param.fallback if value is _MISSING else value
+        if spec.when is not None and not self._check_when(i, spec):
+            return
+        record.started_at = time.time()
+        if spec.is_async or spec.map_over or spec.max_rounds or spec.injected or _retries(spec):
+            state[i] = RUNNING
+            task = asyncio.get_running_loop().create_task(self._run_async(i, kwargs))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        # A plain synchronous step: run inline, no task, no await.
+        state[i] = RUNNING
+        t0 = time.perf_counter()
+        record.attempts = 1
+        try:
+            output = spec.fn(**kwargs)
+            validator = plan.validators[i]
+            if validator is not None:
+                output = self._validated(spec, validator, output)
+        except Exception as exc:
+            record.duration_s = time.perf_counter() - t0
+            self._fail(i, exc)
+            return
+        self._complete(i, output, t0)
+
+    def _check_when(self, i: int, spec: StepSpec) -> bool:
+        when = spec.when
+        assert when is not None
+        values = {}
+        for name in when.reads:
+            source = self.plan.index.get(name)
+            if source is not None and self.state[source] == SKIPPED:
+                reason = f"its condition reads {name!r}, which was skipped"
+                self._decide(spec.name, "skip", "skip", reason, {})
+                self._finish_unrun(i, SKIPPED, reason)
+                return False
+            values[name] = self.values.get(name)
+        kind = "branch" if when.router else "when"
+        try:
+            ok = when(values)
+        except Exception as exc:
+            err = StepError(
+                f"step {spec.name!r}: its when= condition raised {type(exc).__name__}: {exc}",
+                step=spec.name,
+            )
+            err.__cause__ = exc
+            self._fail(i, err)
+            return False
+        outcome = "run" if ok else "skip"
+        reason = f"{when.description} is {'true' if ok else 'false'}"
+        self._decide(spec.name, kind, outcome, reason, values)
+        if not ok:
+            self._finish_unrun(i, SKIPPED, reason)
+        return ok
+
+    def _decide(
+        self, step: str, kind: str, outcome: str, reason: str, values: dict[str, Any]
+    ) -> None:
+        self.result.decisions.append(Decision(step, kind, outcome, reason, values))
+
+    # -- finishing a step -----------------------------------------------------------------
+
+    def _complete(self, i: int, output: Any, t0: float) -> None:
+        record = self.records[i]
+        record.status = "done"
+        record.output = output
+        record.duration_s = time.perf_counter() - t0
+        self.values[record.name] = output
+        self._settle(i, DONE)
+
+    def _finish_unrun(self, i: int, state: int, reason: str) -> None:
+        record = self.records[i]
+        record.status = "skipped" if state == SKIPPED else "cancelled"
+        record.reason = reason
+        self._settle(i, state)
+
+    def _fail(self, i: int, exc: BaseException) -> None:
+        spec = self.plan.steps[i]
+        if not isinstance(exc, TrellisError):
+            wrapped = StepError(
+                f"step {spec.name!r} raised {type(exc).__name__}: {exc}", step=spec.name
+            )
+            wrapped.__cause__ = exc
+            exc = wrapped
+        record = self.records[i]
+        record.status = "failed"
+        record.error = ErrorInfo.from_exception(exc, step=spec.name)
+        record.reason = str(exc)
+        if self.result.error is None:
+            self.result.error = record.error
+        if isinstance(exc, _RUN_FATAL) and self.fatal is None:
+            self._abort(exc)
+        self._settle(i, FAILED)
+
+    def _abort(self, exc: BaseException) -> None:
+        self.fatal = exc
+        if self.result.error is None or isinstance(exc, BudgetExceededError):
+            self.result.error = ErrorInfo.from_exception(exc)
+        self._cancel_tasks()
+
+    def _cancel_tasks(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+
+    # -- executing async steps, maps and loops ----------------------------------------------
+
+    async def _run_async(self, i: int, kwargs: dict[str, Any]) -> None:
+        spec = self.plan.steps[i]
+        t0 = time.perf_counter()
+        try:
+            if spec.map_over is not None:
+                output = await self._run_map(i, spec, kwargs)
+            elif spec.max_rounds is not None:
+                output = await self._run_loop(i, spec, kwargs)
+            else:
+                output = await self._run_once(i, spec, kwargs, None, None)
+        except asyncio.CancelledError:
+            self.records[i].duration_s = time.perf_counter() - t0
+            why = type(self.fatal).__name__ if self.fatal else "cancelled"
+            self._finish_unrun(i, CANCELLED, f"stopped while running: {why}")
+            return
+        except Exception as exc:
+            self.records[i].duration_s = time.perf_counter() - t0
+            self._fail(i, exc)
+            return
+        self._complete(i, output, t0)
+
+    async def _run_once(
+        self,
+        i: int,
+        spec: StepSpec,
+        kwargs: dict[str, Any],
+        index: int | None,
+        round_: Round[Any] | None,
+        *,
+        holds_slot: bool = False,
+    ) -> Any:
+        record = self.records[i]
+        policy = spec.retry or self.flow.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            record.attempts += 1
+            call_kwargs = kwargs
+            if spec.injected:
+                call_kwargs = {**kwargs, **self._injected(spec, record, policy, index, round_)}
+            try:
+                if self.slots is not None and not holds_slot:
+                    async with self.slots:
+                        output = await _invoke(spec, call_kwargs)
+                else:
+                    output = await _invoke(spec, call_kwargs)
+                validator = self.plan.validators[i]
+                return output if validator is None else self._validated(spec, validator, output)
+            except policy.retry_on as exc:
+                if isinstance(exc, _RUN_FATAL) or attempt >= policy.step_attempts:
+                    raise
+                await self.sleep(policy.backoff(attempt, self.engine.rng))
+
+    def _injected(
+        self,
+        spec: StepSpec,
+        record: StepRecord,
+        policy: RetryPolicy,
+        index: int | None,
+        round_: Round[Any] | None,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        number = round_.number if round_ is not None else None
+        for name, kind in spec.injected.items():
+            if kind == "llm":
+                model = spec.model or self.flow.model
+                out[name] = EngineLLM(StepScope(self, record, policy, model, index, number))
+            elif kind == "context":
+                out[name] = RunContext(self.result.run_id, self.plan.name, spec.name, index, number)
+            else:
+                out[name] = round_
+        return out
+
+    async def _run_map(self, i: int, spec: StepSpec, kwargs: dict[str, Any]) -> list[Any]:
+        assert spec.map_over is not None
+        record = self.records[i]
+        items = kwargs[spec.map_over]
+        if not isinstance(items, list | tuple):
+            try:
+                items = list(items)
+            except TypeError as exc:
+                raise StepError(
+                    f"step {spec.name!r} maps over {spec.map_over!r}, which is a "
+                    f"{type(items).__name__}, not a list",
+                    step=spec.name,
+                ) from exc
+        record.elements = len(items)
+        results: list[Any] = [None] * len(items)
+        if not items:
+            return results
+        collect = spec.on_error == "collect"
+        slots = self.slots
+        key = spec.map_over
+
+        async def element(index: int, item: Any) -> None:
+            try:
+                kw = {**kwargs, key: item}
+                results[index] = await self._run_once(
+                    i, spec, kw, index, None, holds_slot=slots is not None
+                )
+            except Exception as exc:
+                if not collect or isinstance(exc, _RUN_FATAL):
+                    raise
+                record.element_failures += 1
+                results[index] = ElementFailure(index, type(exc).__name__, str(exc))
+            finally:
+                if slots is not None:
+                    slots.release()
+
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            if slots is None:
+                tasks = [loop.create_task(element(n, item)) for n, item in enumerate(items)]
+                await asyncio.gather(*tasks)
+            else:
+                failed: list[BaseException] = []
+
+                def note_failure(task: asyncio.Task[None]) -> None:
+                    if not task.cancelled() and task.exception() is not None:
+                        failed.append(task.exception())  # type: ignore[arg-type]
+
+                for n, item in enumerate(items):
+                    await slots.acquire()
+                    if failed:
+                        slots.release()
+                        break
+                    task = loop.create_task(element(n, item))
+                    task.add_done_callback(note_failure)
+                    tasks.append(task)
+                await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return results
+
+    async def _run_loop(self, i: int, spec: StepSpec, kwargs: dict[str, Any]) -> Any:
+        assert spec.max_rounds is not None
+        record = self.records[i]
+        history: list[Any] = []
+        output: Any = None
+        for number in range(1, spec.max_rounds + 1):
+            round_ = Round(number, tuple(history))
+            output = await self._run_once(i, spec, kwargs, None, round_)
+            history.append(output)
+            record.rounds = number
+            if spec.until is None:
+                continue
+            try:
+                satisfied = bool(spec.until(output))
+            except Exception as exc:
+                raise StepError(
+                    f"step {spec.name!r}: its until= condition raised {type(exc).__name__}: "
+                    f"{exc}",
+                    step=spec.name,
+                ) from exc
+            last = number == spec.max_rounds
+            if satisfied:
+                outcome, reason = "stop", f"round {number}: until() is true"
+            elif last:
+                outcome, reason = "stop", f"round {number}: max_rounds={spec.max_rounds} reached"
+            else:
+                outcome, reason = "continue", f"round {number}: until() is false"
+            self._decide(spec.name, "loop", outcome, reason, {"round": number})
+            if satisfied:
+                break
+        return output
+
+    # -- helpers used by the LLM handle -------------------------------------------------------
+
+    def _validated(self, spec: StepSpec, validator: Callable[[Any], Any], output: Any) -> Any:
+        try:
+            return validator(output)
+        except Exception as exc:
+            raise OutputTypeError(
+                f"step {spec.name!r} returned {type(output).__name__} but is annotated "
+                f"-> {describe(spec.output_type)}: {str(exc).strip().splitlines()[0]}",
+                step=spec.name,
+            ) from exc
+
+    def reserve(self, model: str, request: ModelRequest) -> Reservation:
+        guard = self.guard
+        budget = guard.budget
+        prompt = estimate_request_tokens(request)
+        completion = request.max_tokens or budget.reserve_output_tokens
+        estimate = Usage(prompt, completion)
+        cost = 0.0
+        if guard.needs_prices:
+            price = self.engine.config.prices.price(model)
+            if price is None:
+                raise ConfigurationError(
+                    f"a USD budget is set but model {model!r} has no price; add it under "
+                    "[prices] in trellis.toml or pass prices= to Config"
+                )
+            cost = price.cost(estimate)
+        return guard.reserve(estimate.total_tokens, cost)
+
+    def settle(self, reservation: Reservation, model: str, usage: Usage) -> float | None:
+        cost = self.engine.config.prices.cost(model, usage)
+        self.guard.settle(reservation, usage.total_tokens, cost or 0.0)
+        return cost
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            await self.engine.sleep(seconds)
+
+
+async def _invoke(spec: StepSpec, kwargs: dict[str, Any]) -> Any:
+    result = spec.fn(**kwargs)
+    if spec.is_async:
+        result = await result
+    return result
+
+
+def _retries(spec: StepSpec) -> bool:
+    return bool(spec.retry is not None and spec.retry.retry_on)

@@ -1,0 +1,231 @@
+"""Trellis's one exception tree, and the failure taxonomy that drives retries.
+
+Every error Trellis raises derives from :class:`TrellisError`. Foreign errors (from a
+provider SDK, an HTTP client, the user's own step code) are mapped at the boundary with
+``raise ... from`` so the original stays reachable as ``__cause__``.
+
+::
+
+    TrellisError
+    ├── FlowDefinitionError          the flow itself is wrong (found when it is built)
+    ├── ConfigurationError           model bindings, providers, price table, options
+    ├── InputError                   flow inputs missing or of the wrong type
+    ├── StepError                    a step's own code raised
+    │   └── OutputTypeError          a step returned a value that is not its annotated type
+    ├── BudgetExceededError          a run budget (cost, tokens, calls, time) would be exceeded
+    └── ModelError                   an LLM call failed; ``.mode`` is its FailureMode
+        ├── RateLimitError           429; ``.retry_after`` when the provider said
+        ├── ModelTimeoutError        the attempt's deadline passed
+        ├── OverloadedError          5xx / overloaded
+        ├── RefusalError             refusal or content filter
+        ├── TruncatedError           the reply hit max_tokens
+        ├── ContextOverflowError     the request does not fit the model's context
+        ├── AuthenticationError      401 / 403
+        ├── BadRequestError          400 / 404 / 413 / 422
+        ├── QuotaExceededError       out of credit: fails the whole run
+        └── OutputValidationError    no valid structured output within the re-ask budget
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trellis.models.base import Usage
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "ContextOverflowError",
+    "FailureMode",
+    "FlowDefinitionError",
+    "InputError",
+    "ModelError",
+    "ModelTimeoutError",
+    "OutputTypeError",
+    "OutputValidationError",
+    "OverloadedError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RefusalError",
+    "ReplyAttempt",
+    "StepError",
+    "TrellisError",
+    "TruncatedError",
+]
+
+
+class FailureMode(enum.StrEnum):
+    """Why one LLM attempt failed. Retries are decided by mode, never by message text."""
+
+    MALFORMED = "malformed"  # reply is not parseable JSON -> re-ask
+    INVALID = "invalid"  # JSON that fails the output schema -> re-ask
+    RATE_LIMIT = "rate_limit"  # wait retry-after, else backoff
+    TIMEOUT = "timeout"  # per-attempt deadline -> retry
+    OVERLOADED = "overloaded"  # 5xx / overloaded -> backoff, then fallback model
+    REFUSAL = "refusal"  # refusal / content filter -> never retried identically
+    TRUNCATED = "truncated"  # hit max_tokens -> never resent identically
+    CONTEXT_OVERFLOW = "context_overflow"  # prompt too long -> never resent identically
+    AUTH = "auth"  # fail fast
+    BAD_REQUEST = "bad_request"  # fail fast
+    QUOTA = "quota"  # fail the run
+
+    @property
+    def is_reask(self) -> bool:
+        return self in (FailureMode.MALFORMED, FailureMode.INVALID)
+
+    @property
+    def is_transient(self) -> bool:
+        """Worth sending the identical request again after a wait."""
+        return self in (FailureMode.RATE_LIMIT, FailureMode.TIMEOUT, FailureMode.OVERLOADED)
+
+    @property
+    def wants_other_model(self) -> bool:
+        """The same request to the same model will not succeed: try a fallback model."""
+        return self in (
+            FailureMode.REFUSAL,
+            FailureMode.TRUNCATED,
+            FailureMode.CONTEXT_OVERFLOW,
+            FailureMode.OVERLOADED,
+        )
+
+
+class TrellisError(Exception):
+    """Base of every error Trellis raises."""
+
+
+class FlowDefinitionError(TrellisError):
+    """The flow is not well formed: unknown input, cycle, duplicate step, type mismatch...
+
+    ``step`` and ``param`` name where the problem is, when it is in one place.
+    """
+
+    def __init__(self, message: str, *, step: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.step = step
+        self.param = param
+
+
+class ConfigurationError(TrellisError):
+    """A model role is unbound, a binding or provider is unknown, an option is invalid."""
+
+
+class InputError(TrellisError):
+    """The inputs given to a run are missing, unknown or of the wrong type."""
+
+
+class StepError(TrellisError):
+    """A step's own code raised. ``__cause__`` is the original exception."""
+
+    def __init__(self, message: str, *, step: str):
+        super().__init__(message)
+        self.step = step
+
+
+class OutputTypeError(StepError):
+    """A step returned a value that does not match its return annotation."""
+
+
+class BudgetExceededError(TrellisError):
+    """A run budget would be exceeded; the run stops cleanly before it is."""
+
+    def __init__(self, message: str, *, budget: str, limit: float, spent: float):
+        super().__init__(message)
+        self.budget = budget
+        self.limit = limit
+        self.spent = spent
+
+
+class ModelError(TrellisError):
+    """An LLM call failed. ``mode`` tells how, and so what the retry layer does about it."""
+
+    mode: FailureMode = FailureMode.BAD_REQUEST
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status_code: int | None = None,
+        usage: Usage | None = None,
+    ):
+        super().__init__(message)
+        self.model = model
+        self.status_code = status_code
+        self.usage = usage  # tokens billed for a failed attempt, when known
+
+
+class RateLimitError(ModelError):
+    mode = FailureMode.RATE_LIMIT
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class ModelTimeoutError(ModelError):
+    mode = FailureMode.TIMEOUT
+
+
+class OverloadedError(ModelError):
+    mode = FailureMode.OVERLOADED
+
+
+class RefusalError(ModelError):
+    mode = FailureMode.REFUSAL
+
+
+class TruncatedError(ModelError):
+    mode = FailureMode.TRUNCATED
+
+
+class ContextOverflowError(ModelError):
+    mode = FailureMode.CONTEXT_OVERFLOW
+
+
+class AuthenticationError(ModelError):
+    mode = FailureMode.AUTH
+
+
+class BadRequestError(ModelError):
+    mode = FailureMode.BAD_REQUEST
+
+
+class QuotaExceededError(ModelError):
+    mode = FailureMode.QUOTA
+
+
+class ReplyAttempt:
+    """One raw reply that failed parsing or validation, kept for the error report."""
+
+    __slots__ = ("error", "mode", "model", "text", "usage")
+
+    def __init__(
+        self, *, model: str, text: str, error: str, mode: FailureMode, usage: Usage
+    ) -> None:
+        self.model = model
+        self.text = text
+        self.error = error
+        self.mode = mode
+        self.usage = usage
+
+    def __repr__(self) -> str:
+        return f"ReplyAttempt(model={self.model!r}, mode={self.mode.value}, error={self.error!r})"
+
+
+class OutputValidationError(ModelError):
+    """No reply parsed and validated within the re-ask budget.
+
+    ``attempts`` holds every failed reply with its raw text, the error and its usage.
+    """
+
+    mode = FailureMode.INVALID
+
+    def __init__(self, message: str, *, attempts: list[ReplyAttempt], **kw: Any):
+        super().__init__(message, **kw)
+        self.attempts = attempts
+        if attempts:
+            self.mode = attempts[-1].mode

@@ -1,0 +1,1 @@
+"""Flow definition: steps, graph building and validation, routing, policies."""

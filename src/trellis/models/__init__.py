@@ -1,0 +1,1 @@
+"""Model providers: the interface, the offline simulator and function-backed test models."""

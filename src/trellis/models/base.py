@@ -1,0 +1,93 @@
+"""The model interface: one core method, ``complete``, and the plain data it exchanges.
+
+A provider (the simulator, a function-backed test model, an HTTP client for a real API)
+implements :class:`Model`. It turns a :class:`ModelRequest` into a :class:`ModelResponse`,
+or raises a :class:`~trellis.errors.ModelError` subclass whose ``mode`` classifies the
+failure. Providers never retry: the engine's retry layer is the only one. Providers also
+do not interpret ``finish_reason``; the engine maps ``length`` and refusals to failures.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "FinishReason",
+    "Message",
+    "Model",
+    "ModelRequest",
+    "ModelResponse",
+    "Usage",
+]
+
+Role = Literal["system", "user", "assistant"]
+
+#: Normalised reasons a reply ended. Providers map their own dialect onto these; a value
+#: they do not know is passed through as ``"other"`` with the original kept in ``raw``.
+FinishReason = Literal["stop", "length", "content_filter", "refusal", "tool_calls", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens of one attempt (or a sum of attempts)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """Everything a provider needs for one attempt. Immutable: a re-ask is a new request."""
+
+    messages: tuple[Message, ...]
+    model: str  # the provider's model name, without the provider prefix
+    output_schema: dict[str, Any] | None = None  # JSON schema of the structured output
+    schema_name: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # provider-specific options
+
+    def prompt_text(self) -> str:
+        return "\n".join(m.content for m in self.messages)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponse:
+    text: str
+    usage: Usage
+    finish_reason: FinishReason = "stop"
+    refusal: str | None = None  # the refusal message, when the model refused
+    model: str | None = None  # the model that answered, as the provider reports it
+    raw_finish_reason: str | None = None  # the provider's own finish value
+
+
+class Model(abc.ABC):
+    """A model provider bound to one model. Subclasses implement :meth:`complete`."""
+
+    #: ``provider:model``, as used in bindings, accounting and the price table.
+    name: str
+
+    @abc.abstractmethod
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Send one request; return the reply or raise a ``ModelError`` subclass."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Release connections. The engine calls it when it is closed."""
