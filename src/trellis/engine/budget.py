@@ -66,7 +66,14 @@ class BudgetGuard:
             if limit is not None:
                 elapsed = time.monotonic() - g.started
                 if elapsed >= limit:
-                    g._fail("max_seconds", limit, elapsed, "wall time")
+                    raise g._error("max_seconds", limit, elapsed, "wall time")
+
+    def time_exceeded(self) -> BudgetExceededError:
+        """The error for the guard whose wall-time deadline is the earliest."""
+        timed = [g for g in self._chain() if g.budget.max_seconds is not None]
+        guard = min(timed, key=lambda g: g.started + (g.budget.max_seconds or 0.0))
+        limit = guard.budget.max_seconds or 0.0
+        return guard._error("max_seconds", limit, time.monotonic() - guard.started, "wall time")
 
     def reserve(self, tokens: int, cost: float) -> Reservation:
         """Reserve an estimated call; raise if it would cross any limit."""
@@ -76,15 +83,15 @@ class BudgetGuard:
             if g.exhausted is not None:
                 raise g.exhausted
             if b.max_calls is not None and g.calls + 1 > b.max_calls:
-                g._fail("max_calls", b.max_calls, g.calls + 1, "LLM calls")
+                raise g._error("max_calls", b.max_calls, g.calls + 1, "LLM calls")
             if b.max_tokens is not None:
                 total = g.spent_tokens + g.reserved_tokens + tokens
                 if total > b.max_tokens:
-                    g._fail("max_tokens", b.max_tokens, total, "tokens")
+                    raise g._error("max_tokens", b.max_tokens, total, "tokens")
             if b.max_usd is not None:
                 total_usd = g.spent_usd + g.reserved_usd + cost
                 if total_usd > b.max_usd:
-                    g._fail("max_usd", b.max_usd, total_usd, "USD")
+                    raise g._error("max_usd", b.max_usd, total_usd, "USD")
         self.check_time()
         for g in chain:
             g.calls += 1
@@ -105,7 +112,9 @@ class BudgetGuard:
             self.spent_tokens += tokens
             self.spent_usd += cost
 
-    def _fail(self, which: str, limit: float, would_be: float, unit: str) -> None:
+    def _error(
+        self, which: str, limit: float, would_be: float, unit: str
+    ) -> BudgetExceededError:
         shown = f"{limit:g}" if which != "max_usd" else f"${limit:.4f}"
         after = f"{would_be:g}" if which != "max_usd" else f"${would_be:.4f}"
         err = BudgetExceededError(
@@ -117,4 +126,4 @@ class BudgetGuard:
         )
         if which != "max_seconds":
             self.exhausted = err
-        raise err
+        return err

@@ -41,11 +41,10 @@ __all__ = ["EngineLLM"]
 
 
 class EngineLLM(LLM):
-    __slots__ = ("_calls", "_scope")
+    __slots__ = ("_scope",)
 
     def __init__(self, scope: StepScope) -> None:
         self._scope = scope
-        self._calls = 0
 
     async def generate(
         self,
@@ -62,7 +61,6 @@ class EngineLLM(LLM):
         seed: int | None = None,
     ) -> Any:
         scope = self._scope
-        self._calls += 1
         call_no = scope.next_call()
         role = model or scope.default_model or "default"
         chain = scope.run.engine.model_chain(role, fallbacks)

@@ -134,10 +134,7 @@ class Run:
                     remaining = max(0.0, deadline - time.monotonic())
                     await asyncio.wait_for(asyncio.shield(self._done), remaining)
             except TimeoutError:
-                try:
-                    self.guard.check_time()
-                except BudgetExceededError as exc:
-                    self._abort(exc)
+                self._abort(self.guard.time_exceeded())
                 await self._done
             except asyncio.CancelledError:
                 self._cancel_tasks()
@@ -206,7 +203,13 @@ class Run:
         if spec.when is not None and not self._check_when(i, spec):
             return
         record.started_at = time.time()
-        if spec.is_async or spec.map_over or spec.max_rounds or spec.injected or _retries(spec):
+        if (
+            spec.is_async
+            or spec.map_over
+            or spec.max_rounds
+            or spec.injected
+            or (spec.retry or self.flow.retry).retry_on
+        ):
             state[i] = RUNNING
             task = asyncio.get_running_loop().create_task(self._run_async(i, kwargs))
             self.tasks.add(task)
@@ -523,6 +526,3 @@ async def _invoke(spec: StepSpec, kwargs: dict[str, Any]) -> Any:
         result = await result
     return result
 
-
-def _retries(spec: StepSpec) -> bool:
-    return bool(spec.retry is not None and spec.retry.retry_on)

@@ -261,5 +261,11 @@ def _check_options(spec: StepSpec) -> None:
             f"step {name!r}: a tl.Round parameter needs max_rounds= (and usually until=)",
             step=name,
         )
+    if "llm" in spec.injected.values() and not spec.is_async:
+        raise FlowDefinitionError(
+            f"step {name!r} asks for tl.LLM but is a plain function; LLM calls are awaited, "
+            f"so make it 'async def {name}(...)'",
+            step=name,
+        )
     if spec.retry is not None and not isinstance(spec.retry, RetryPolicy):
         raise FlowDefinitionError(f"step {name!r}: retry= must be a tl.RetryPolicy", step=name)
