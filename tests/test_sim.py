@@ -211,9 +211,7 @@ def test_sample_is_deterministic() -> None:
 
 def test_strings_use_hint_words() -> None:
     hint = "Summarise the quarterly revenue forecast for the Zanzibar subsidiary"
-    texts = [
-        sample_value({"type": "string"}, random.Random(i), hint_text=hint) for i in range(30)
-    ]
+    texts = [sample_value({"type": "string"}, random.Random(i), hint_text=hint) for i in range(30)]
     joined = " ".join(texts).lower()
     assert "zanzibar" in joined
     assert "revenue" in joined

@@ -321,6 +321,12 @@ class _Sampler:
         others = [b for b in branches if not (isinstance(b, Mapping) and b.get("type") == "null")]
         if nulls and (not others or self._wants_null(depth)):
             return nulls[0]
+        if len(others) > 1:
+            # A bare string next to a number is pydantic's Decimal (and the like): a prose
+            # string would not validate, a number always does.
+            numeric = [b for b in others if b.get("type") in ("number", "integer")]
+            if numeric:
+                others = [b for b in others if not _is_bare_string(b)] or others
         if depth >= _SOFT_DEPTH:
             simple = [b for b in others if not self._is_container(b)]
             if simple:
@@ -562,6 +568,12 @@ class _Sampler:
         return _sentence(rng, words)
 
 
+def _is_bare_string(schema: Schema) -> bool:
+    return schema.get("type") == "string" and not any(
+        k in schema for k in ("format", "pattern", "enum", "const", "minLength", "maxLength")
+    )
+
+
 def _freeze(v: Any) -> Any:
     if isinstance(v, dict):
         return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
@@ -601,10 +613,15 @@ def _format_value(fmt: str, rng: random.Random, words: Sequence[str]) -> str | N
         return f"https://www.example.com/{_ascii_word(_word(rng, words))}"
     if fmt == "uuid":
         return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    if fmt == "ipv4":
-        return f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-    if fmt == "ipv6":
-        return f"2001:db8::{rng.randint(1, 0xFFFF):x}"
+    if fmt.startswith("ip"):  # ipv4, ipv6, ipvanyaddress, ipv4network, ipvanyinterface...
+        v6 = fmt.startswith("ipv6")
+        if "network" in fmt:
+            return "2001:db8::/64" if v6 else f"10.{rng.randint(0, 255)}.0.0/16"
+        if v6:
+            addr = f"2001:db8::{rng.randint(1, 0xFFFF):x}"
+        else:
+            addr = f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        return f"{addr}/{64 if v6 else 24}" if "interface" in fmt else addr
     if fmt in ("hostname", "idn-hostname"):
         return f"{_ascii_word(_word(rng, words))}.example.com"
     if fmt == "path":

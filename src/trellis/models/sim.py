@@ -124,6 +124,10 @@ class SimOptions(BaseModel):
     def _parse_latency(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip().removesuffix("ms").strip()
+            try:
+                return float(text)
+            except ValueError:
+                pass
             for sep in ("..", "-", ","):
                 low, found, high = text.partition(sep)
                 if found and low.strip() and high.strip():
