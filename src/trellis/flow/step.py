@@ -95,10 +95,11 @@ def branch(router: str, *labels: Any) -> Condition:
         value = kw[router]
         return value in wanted or getattr(value, "value", object()) in wanted
 
-    shown = ", ".join(repr(label) for label in labels)
-    return Condition(
-        predicate, [router], f"{router} in ({shown})", router=router, labels=tuple(labels)
-    )
+    if len(labels) == 1:
+        description = f"{router} == {labels[0]!r}"
+    else:
+        description = f"{router} in ({', '.join(repr(label) for label in labels)})"
+    return Condition(predicate, [router], description, router=router, labels=tuple(labels))
 
 
 @dataclass(slots=True)

@@ -105,6 +105,31 @@ def hint_words(hint_text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+_NAME_RE = re.compile(r"\b[A-Z][a-zA-Z'&.-]+(?:\s+(?:of\s+|de\s+|van\s+)?[A-Z][a-zA-Z'&.-]+)*")
+_ENTITY_FIELDS = (
+    "name", "entity", "entities", "subject", "object", "source", "target", "person",
+    "persons", "people", "organization", "organizations", "location", "locations", "company",
+    "place", "author", "owner",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=512)
+def hint_names(hint_text: str) -> tuple[str, ...]:
+    """Capitalised names in ``hint_text`` ("Amara Okonkwo", "Lumen Docs"), in order.
+
+    Entity-like string fields reuse them, the way a real model quotes names from its prompt,
+    so that later steps can link what earlier steps extracted.
+    """
+    out: dict[str, None] = {}
+    for match in _NAME_RE.findall(hint_text):
+        name = match.strip(" .'&-")
+        if len(name) >= 3 and name.lower() not in _STOPWORDS:
+            out[name] = None
+            if len(out) >= 64:
+                break
+    return tuple(out)
+
+
 def _word(rng: random.Random, words: Sequence[str]) -> str:
     if words and rng.random() < 0.7:
         return rng.choice(words)
@@ -188,12 +213,19 @@ def _is_id_name(name: str) -> bool:
 
 
 class _Sampler:
-    __slots__ = ("rng", "root", "words")
+    __slots__ = ("names", "rng", "root", "words")
 
-    def __init__(self, root: Schema, rng: random.Random, words: Sequence[str]) -> None:
+    def __init__(
+        self,
+        root: Schema,
+        rng: random.Random,
+        words: Sequence[str],
+        names: Sequence[str] = (),
+    ) -> None:
         self.root = root
         self.rng = rng
         self.words = words
+        self.names = names
 
     # -- resolution ---------------------------------------------------------------------
 
@@ -559,6 +591,8 @@ class _Sampler:
             return _format_value("email", rng, words) or "user@example.com"
         if any(n in lname for n in ("url", "link", "website", "href", "uri")):
             return _format_value("uri", rng, words) or "https://example.com"
+        if self.names and _name_has(name, _ENTITY_FIELDS) and rng.random() < 0.7:
+            return rng.choice(self.names)
         if _name_has(name, _LONG_TEXT_NAMES):
             return " ".join(_sentence(rng, words) for _ in range(rng.randint(1, 3)))
         if _name_has(name, _PHRASE_NAMES):
@@ -747,7 +781,8 @@ def sample_value(schema: Mapping[str, Any], rng: random.Random, *, hint_text: st
     Raises ``ValueError`` for a schema it cannot walk (a non-local or dangling ``$ref``,
     or recursion that never terminates).
     """
-    return _Sampler(schema, rng, hint_words(hint_text)).sample(schema, "", 0)
+    sampler = _Sampler(schema, rng, hint_words(hint_text), hint_names(hint_text))
+    return sampler.sample(schema, "", 0)
 
 
 def _json_types(sampler: _Sampler, schema: Schema, depth: int = 0) -> set[str] | None:

@@ -1,0 +1,1 @@
+"""Behavioural tests for the runnable examples in examples/."""
