@@ -11,7 +11,7 @@ import asyncio
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -125,7 +125,7 @@ class Engine:
         *,
         concurrency: int = 8,
         budget: Budget | None = None,
-    ) -> AsyncIterator[tuple[int, RunResult]]:
+    ) -> AsyncGenerator[tuple[int, RunResult], None]:
         """Run ``flow`` once per item, ``concurrency`` at a time; yield ``(index, result)``
         as runs finish. An item with bad inputs yields a failed result, it does not stop the
         batch. Once the engine's batch budget is exhausted, items not yet started are
