@@ -210,7 +210,9 @@ class _Call:
             if not isinstance(parsed, ParseFailure):
                 self._record(model, usage, reservation, latency, 0.0, None, None)
                 return parsed
-            self._record(model, usage, reservation, latency, 0.0, parsed.mode, parsed.error)
+            self._record(
+                model, usage, reservation, latency, 0.0, parsed.mode, parsed.error, response.text
+            )
             bad.append(
                 ReplyAttempt(
                     model=model.name,
@@ -223,7 +225,7 @@ class _Call:
             if reasked >= self.reasks:
                 raise OutputValidationError(
                     f"{model.name} gave no valid {spec.name} after {reasked} re-ask(s): "
-                    f"{parsed.error.splitlines()[0]}",
+                    f"{_one_line(parsed.error)}",
                     attempts=bad,
                     model=model.name,
                 )
@@ -240,6 +242,7 @@ class _Call:
         wait: float,
         mode: FailureMode | None,
         error: str | None,
+        reply: str | None = None,
     ) -> None:
         scope = self.scope
         cost = scope.run.settle(reservation, model.name, usage)
@@ -258,8 +261,17 @@ class _Call:
             index=scope.index,
             round=scope.round,
             error=error,
+            reply=reply,
         )
         scope.add_call(record)
+
+
+def _one_line(error: str) -> str:
+    """A multi-line validation report as one line: 'header: - a: msg; - b: msg'."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else error
+    return f"{lines[0]} {'; '.join(lines[1:4])}" + ("; ..." if len(lines) > 4 else "")
 
 
 def _messages(prompt: Prompt, system: str | None) -> list[Message]:

@@ -47,6 +47,7 @@ class CallRecord:
     index: int | None = None
     round: int | None = None
     error: str | None = None
+    reply: str | None = None  # the raw reply, kept for replies that failed to parse/validate
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +65,7 @@ class CallRecord:
             "index": self.index,
             "round": self.round,
             "error": self.error,
+            "reply": self.reply,
         }
 
 
