@@ -236,5 +236,6 @@ def failed_result(plan: CompiledFlow, inputs: Mapping[str, Any], exc: BaseExcept
         steps=records,
         status="failed",
         error=ErrorInfo.from_exception(exc),
+        exception=exc,
         started_at=time.time(),
     )

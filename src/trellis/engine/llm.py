@@ -121,6 +121,7 @@ class _Call:
         self.reasks = reasks
         self.timeout = timeout
         self.attempt = 0
+        self.waited = 0.0  # the backoff / retry-after slept before the current attempt
 
     async def on_model(self, model: Model, messages: list[Message]) -> Any:
         scope = self.scope
@@ -144,6 +145,7 @@ class _Call:
             )
             reservation = scope.run.reserve(model.name, request)
             self.attempt += 1
+            self.waited, wait = wait, 0.0
             started = time.perf_counter()
             response: ModelResponse | None = None
             error: ModelError | None = None
@@ -159,8 +161,9 @@ class _Call:
                 )
             except ModelError as exc:
                 error = exc
-            except asyncio.CancelledError:
-                scope.run.settle(reservation, model.name, Usage())
+            except asyncio.CancelledError:  # the run stopped: the request may still be billed
+                latency = time.perf_counter() - started
+                self._record(model, Usage(), reservation, latency, "cancelled", "cancelled")
                 raise
             except Exception as exc:  # a provider bug: never retried blindly
                 scope.run.settle(reservation, model.name, Usage())
@@ -171,7 +174,7 @@ class _Call:
 
             if error is not None:
                 usage = error.usage or Usage()
-                self._record(model, usage, reservation, latency, wait, error.mode, str(error))
+                self._record(model, usage, reservation, latency, error.mode, str(error))
                 mode = error.mode
                 if mode in (FailureMode.RATE_LIMIT, FailureMode.TIMEOUT):
                     transient += 1
@@ -193,25 +196,24 @@ class _Call:
                 continue
 
             assert response is not None
-            wait = 0.0
             usage = response.usage
             if response.finish_reason == "length":
                 msg = f"{model.name} stopped at max_tokens ({self.max_tokens}); reply truncated"
-                self._record(model, usage, reservation, latency, 0.0, FailureMode.TRUNCATED, msg)
+                self._record(model, usage, reservation, latency, FailureMode.TRUNCATED, msg)
                 raise TruncatedError(msg, model=model.name, usage=usage)
             if response.finish_reason in ("refusal", "content_filter") or response.refusal:
                 msg = f"{model.name} refused: {response.refusal or response.finish_reason}"
-                self._record(model, usage, reservation, latency, 0.0, FailureMode.REFUSAL, msg)
+                self._record(model, usage, reservation, latency, FailureMode.REFUSAL, msg)
                 raise RefusalError(msg, model=model.name, usage=usage)
             if spec is None:
-                self._record(model, usage, reservation, latency, 0.0, None, None)
+                self._record(model, usage, reservation, latency, None, None)
                 return response.text
             parsed = spec.parse(response.text)
             if not isinstance(parsed, ParseFailure):
-                self._record(model, usage, reservation, latency, 0.0, None, None)
+                self._record(model, usage, reservation, latency, None, None)
                 return parsed
             self._record(
-                model, usage, reservation, latency, 0.0, parsed.mode, parsed.error, response.text
+                model, usage, reservation, latency, parsed.mode, parsed.error, response.text
             )
             bad.append(
                 ReplyAttempt(
@@ -239,8 +241,7 @@ class _Call:
         usage: Usage,
         reservation: Any,
         latency: float,
-        wait: float,
-        mode: FailureMode | None,
+        mode: FailureMode | str | None,
         error: str | None,
         reply: str | None = None,
     ) -> None:
@@ -252,12 +253,12 @@ class _Call:
             attempt=self.attempt,
             model=model.name,
             role=self.role,
-            outcome="ok" if mode is None else mode.value,
+            outcome="ok" if mode is None else str(mode),
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cost_usd=cost,
             latency_s=latency,
-            wait_s=wait,
+            wait_s=self.waited,
             index=scope.index,
             round=scope.round,
             error=error,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,6 +68,13 @@ class CallRecord:
         }
 
 
+class FailureCounts(dict[str, int]):
+    """Failed attempts by failure mode; a mode with no failures reads as 0."""
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
 @dataclass(slots=True)
 class Stats:
     """Accounting summed over calls: of a step, a run, or a batch."""
@@ -80,7 +86,7 @@ class Stats:
     cost_usd: float = 0.0  # sum over attempts with a known price
     unpriced_attempts: int = 0  # attempts whose model has no price: cost is incomplete
     latency_s: float = 0.0  # summed attempt latency
-    failures: Counter[str] = field(default_factory=Counter)  # failure mode -> attempts
+    failures: FailureCounts = field(default_factory=lambda: FailureCounts())
 
     @property
     def total_tokens(self) -> int:
@@ -115,7 +121,8 @@ class Stats:
         self.cost_usd += other.cost_usd
         self.unpriced_attempts += other.unpriced_attempts
         self.latency_s += other.latency_s
-        self.failures.update(other.failures)
+        for mode, count in other.failures.items():
+            self.failures[mode] += count
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -191,6 +198,7 @@ class StepRecord:
     rounds: int | None = None  # looping steps
     elements: int | None = None  # mapped steps
     element_failures: int = 0
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -224,6 +232,8 @@ class RunResult:
     error: ErrorInfo | None = None
     started_at: float = 0.0
     duration_s: float = 0.0
+    #: The exception behind ``error`` (not serialised): what ``raise_for_status`` raises.
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -249,8 +259,11 @@ class RunResult:
         return record.output if record is not None and record.status == "done" else default
 
     def raise_for_status(self) -> RunResult:
-        """Raise a :class:`TrellisError` describing the failure if the run did not finish."""
+        """Raise the error that failed the run (a :class:`TrellisError`: for a step's own
+        exception, a :class:`StepError` whose ``__cause__`` is the original)."""
         if self.status != "done":
+            if self.exception is not None:
+                raise self.exception
             err = self.error
             text = f"{err.type}: {err.message}" if err else self.status
             raise TrellisError(f"run {self.run_id} of flow {self.flow!r} {self.status}: {text}")

@@ -9,6 +9,7 @@ annotated parameter, a flow input annotated differently by two steps, and a
 
 from __future__ import annotations
 
+import collections.abc as cabc
 import difflib
 import enum
 import heapq
@@ -115,8 +116,11 @@ def _collect_inputs(
             if param is None:  # read only by the when= condition
                 found.setdefault(read, []).append((spec.name, Any, False, None))
             else:
+                read_as = param.annotation
+                if spec.map_over == read and read_as is not Any:
+                    read_as = list[read_as]  # type: ignore[valid-type]
                 found.setdefault(read, []).append(
-                    (spec.name, param.annotation, param.has_default, param.default)
+                    (spec.name, read_as, param.has_default, param.default)
                 )
     inputs: dict[str, InputSpec] = {}
     names = list(declared) if declared is not None else list(found)
@@ -222,13 +226,13 @@ def _check_types(flow: CompiledFlow) -> None:
             _check_branch_labels(flow, spec)
 
 
+_LISTLIKE = (list, tuple, set, frozenset, cabc.Sequence, cabc.Iterable, cabc.Collection)
+
+
 def _is_listlike(tp: Any) -> bool:
     if tp is Any:
         return True
-    base = get_origin(tp) or tp
-    return (isinstance(base, type) and base in (list, tuple)) or str(base).startswith(
-        "<class 'collections.abc."
-    )
+    return (get_origin(tp) or tp) in _LISTLIKE
 
 
 def _check_branch_labels(flow: CompiledFlow, spec: StepSpec) -> None:

@@ -9,14 +9,13 @@ flow is never rejected for a construct the checker does not understand.
 from __future__ import annotations
 
 import collections.abc as cabc
-import dataclasses
 import enum
 import types
 import typing
 from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
 __all__ = ["compatible", "describe", "is_optional", "make_validator"]
 
@@ -80,15 +79,21 @@ def compatible(produced: Any, expected: Any) -> bool:
             return True
         if expected is complex and produced in (int, float):
             return True
-        return issubclass(produced, expected)
+        try:
+            return issubclass(produced, expected)
+        except TypeError:  # TypedDict, protocols...: cannot decide
+            return True
 
     # Generic containers: compare origins, then arguments.
     p_base = p_origin or produced
     e_base = e_origin or expected
     if not (isinstance(p_base, type) and isinstance(e_base, type)):
         return True
-    if not issubclass(p_base, e_base):
-        return False
+    try:
+        if not issubclass(p_base, e_base):
+            return False
+    except TypeError:
+        return True
     p_args, e_args = get_args(produced), get_args(expected)
     if not p_args or not e_args:
         return True
@@ -124,47 +129,137 @@ def _literal_fits(value: Any, expected: Any) -> bool:
 
 
 def make_validator(tp: Any) -> Callable[[Any], Any] | None:
-    """A strict validator for a step's return annotation, or ``None`` for ``Any``.
+    """A strict checker for a step's return annotation, or ``None`` for ``Any``.
 
-    Strict: a ``str`` is not coerced to ``int`` and a ``dict`` is not turned into a model;
-    a step must return what it says it returns.
+    Strict and non-converting: a ``str`` is not an ``int``, a ``dict`` is not a model, at
+    any depth (``list[Sentiment]``, ``Sentiment | None``, ``dict[str, Topic]``). The value
+    is returned unchanged. Constructs without a structural check (``Annotated``
+    constraints, TypedDict, ...) fall back to a strict Pydantic validation.
     """
-    tp = _strip_annotated(tp) if get_origin(tp) is not typing.Annotated else tp
-    if tp is Any or tp is object:
+    check = _checker(tp)
+    if check is None:
+        return None
+
+    def validate(value: Any) -> Any:
+        check(value)
+        return value
+
+    return validate
+
+
+Check = Callable[[Any], None]
+
+
+def _checker(tp: Any) -> Check | None:
+    if tp is Any or tp is object or isinstance(tp, typing.TypeVar):
         return None
     if tp is None or tp is _NONE:
+        return _expect(lambda v: v is None, "None")
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin is None and isinstance(tp, type) and not args:
+        return _class_checker(tp)
+    if _is_union(tp):
+        members = [_checker(a) for a in args]
+        if any(m is None for m in members):
+            return None
+        checks = [m for m in members if m is not None]
+        name = describe(tp)
 
-        def check_none(value: Any) -> Any:
-            if value is not None:
-                raise TypeError(f"expected None, got {type(value).__name__}")
-            return value
+        def check_union(value: Any) -> None:
+            for member in checks:
+                try:
+                    member(value)
+                    return
+                except (TypeError, ValueError):
+                    continue
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
 
-        return check_none
-    if isinstance(tp, type) and tp in (int, str, bool, float, bytes) and not get_args(tp):
-        exact = tp
-
-        def check_scalar(value: Any) -> Any:
-            cls = type(value)
-            if cls is exact or (exact is float and cls is int):
-                return value
-            if isinstance(value, exact) and not (exact is int and cls is bool):
-                return value
-            raise TypeError(f"expected {exact.__name__}, got {cls.__name__}")
-
-        return check_scalar
-    if isinstance(tp, type) and (issubclass(tp, BaseModel) or dataclasses.is_dataclass(tp)):
-        model_cls = tp
-
-        def check_instance(value: Any) -> Any:
-            if isinstance(value, model_cls):
-                return value
-            raise TypeError(f"expected {model_cls.__qualname__}, got {type(value).__name__}")
-
-        return check_instance
+        return check_union
+    if origin is Literal:
+        allowed = args
+        return _expect(
+            lambda v: any(v == a and type(v) is type(a) for a in allowed), describe(tp)
+        )
+    if origin in (list, set, frozenset, cabc.Sequence, cabc.Set, cabc.Collection,
+                  cabc.Iterable):  # fmt: skip
+        runtime = origin if origin in (list, set, frozenset) else cabc.Collection
+        item = _checker(args[0]) if args else None
+        return _container_checker(runtime, item, describe(tp))
+    if origin is tuple:
+        return _tuple_checker(args, describe(tp))
+    if origin in (dict, cabc.Mapping):
+        key = _checker(args[0]) if args else None
+        val = _checker(args[1]) if len(args) > 1 else None
+        return _mapping_checker(dict if origin is dict else cabc.Mapping, key, val, describe(tp))
     adapter: TypeAdapter[Any] = TypeAdapter(tp)
 
-    def check(value: Any) -> Any:
-        return adapter.validate_python(value, strict=True)
+    def check_adapter(value: Any) -> None:
+        adapter.validate_python(value, strict=True)
+
+    return check_adapter
+
+
+def _expect(ok: Callable[[Any], bool], expected: str) -> Check:
+    def check(value: Any) -> None:
+        if not ok(value):
+            raise TypeError(f"expected {expected}, got {type(value).__name__} {value!r:.60}")
+
+    return check
+
+
+def _class_checker(cls: type) -> Check:
+    if cls is float:
+        return _expect(lambda v: type(v) in (float, int), "float")
+    if cls is int:
+        return _expect(lambda v: isinstance(v, int) and type(v) is not bool, "int")
+    return _expect(lambda v: isinstance(v, cls), cls.__qualname__)
+
+
+def _container_checker(runtime: type, item: Check | None, name: str) -> Check:
+    def check(value: Any) -> None:
+        if not isinstance(value, runtime) or isinstance(value, str | bytes):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        if item is not None:
+            for n, element in enumerate(typing.cast("cabc.Iterable[Any]", value)):
+                try:
+                    item(element)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"item {n}: {exc}") from None
+
+    return check
+
+
+def _tuple_checker(args: tuple[Any, ...], name: str) -> Check:
+    if len(args) == 2 and args[1] is Ellipsis:
+        return _container_checker(tuple, _checker(args[0]), name)
+    items = [_checker(a) for a in args]
+
+    def check(value: Any) -> None:
+        if not isinstance(value, tuple) or (args and len(value) != len(items)):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        for n, (item, element) in enumerate(zip(items, value, strict=False)):
+            if item is not None:
+                try:
+                    item(element)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"item {n}: {exc}") from None
+
+    return check
+
+
+def _mapping_checker(runtime: type, key: Check | None, val: Check | None, name: str) -> Check:
+    def check(value: Any) -> None:
+        if not isinstance(value, runtime):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        for k, v in typing.cast("cabc.Mapping[Any, Any]", value).items():
+            try:
+                if key is not None:
+                    key(k)
+                if val is not None:
+                    val(v)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"key {k!r}: {exc}") from None
 
     return check
 

@@ -1,0 +1,402 @@
+"""The ``trellis`` command: ``run`` and ``check``, wired from the other cli modules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from trellis import __version__
+from trellis.cli.batch import BatchRun, check_output_path, write_results
+from trellis.cli.check import describe_flow, render_flow
+from trellis.cli.errors import EXIT_FAILED, EXIT_OK, CliError, configuration_error
+from trellis.cli.inputs import parse_input, read_items
+from trellis.cli.render import fmt_seconds, fmt_usd, render_result, render_summary
+from trellis.cli.settings import Settings, make_settings
+from trellis.cli.summary import BatchSummary, summarize
+from trellis.cli.target import load_flow
+from trellis.engine.results import RunResult
+from trellis.errors import InputError
+from trellis.flow.flow import Flow
+
+__all__ = ["app", "main"]
+
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="trellis",
+    help=(
+        "Trellis: reliable multi-step LLM workflows.\n\n"
+        "Run a flow once or over a JSONL batch, with model roles bound from trellis.toml "
+        "or --model, budgets, retries by failure mode and a cost / route summary."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+TARGET_HELP = (
+    "The flow to use: `path/to/file.py:flow` (a Python file and the name of the "
+    "tl.Flow in it) or `package.module:flow`. The `:flow` part may be left out "
+    "when the file defines exactly one flow."
+)
+
+
+def _fail(error: CliError) -> typer.Exit:
+    typer.echo(f"error: {error.message}", err=True)
+    return typer.Exit(error.code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"trellis {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the installed Trellis version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Trellis: reliable multi-step LLM workflows.
+
+    Run a flow once or over a JSONL file of items with `trellis run`, or check a
+    flow's definition with `trellis check`. Model roles ("small", "large"...) are
+    bound in ./trellis.toml (or --config) and with --model ROLE=provider:model.
+    """
+
+
+# -- trellis check -------------------------------------------------------------------------
+
+
+@app.command()
+def check(
+    target: Annotated[str, typer.Argument(help=TARGET_HELP, metavar="TARGET", show_default=False)],
+) -> None:
+    """Validate a flow and list its inputs and steps in the order they run.
+
+    For each step: what it reads (flow inputs and other steps), its output type and its
+    options (when / branch, map, loop, model, retry). Nothing is run and no model is
+    called. Exit code 0 when the flow is valid, 2 with the problem otherwise.
+
+    Example: `trellis check examples/feedback_triage.py:flow`
+    """
+    try:
+        flow, parsed = load_flow(target)
+    except CliError as exc:
+        raise _fail(exc) from None
+    render_flow(Console(), describe_flow(flow), str(parsed))
+
+
+# -- trellis run ---------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help=TARGET_HELP, metavar="TARGET", show_default=False)],
+    input_json: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="JSON",
+            help=(
+                "Run once with these flow inputs, a JSON object: "
+                """--input '{"feedback": "The app keeps crashing"}'."""
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input-file",
+            "-f",
+            metavar="FILE.jsonl",
+            help=(
+                "Run once per line of this JSONL file (one JSON object of flow inputs per "
+                "line; blank lines are skipped). Every line is checked before anything runs."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE.jsonl",
+            help=(
+                "With --input-file: write one JSON line per item, in input order (index, "
+                "run_id, status, inputs, outputs, skipped, error, usage). '-' writes to "
+                "stdout. Without it, per-item results are not saved."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="ROLE=PROVIDER:MODEL",
+            help=(
+                "Bind a model role, overriding the config file; repeatable. Options go in "
+                "a query string: --model small=sim:small --model "
+                "'large=sim:large?latency_ms=100-300&rate_limit=0.05'. Providers: sim."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            metavar="FILE.toml",
+            help=(
+                "Configuration file with the model roles (a 'models' table) and prices "
+                "(a 'prices' table). Default: ./trellis.toml when it exists."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency", "-n", min=1, help="With --input-file: how many items run at once."
+        ),
+    ] = 8,
+    budget_usd: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-usd",
+            min=0,
+            metavar="USD",
+            help=(
+                "Stop before the whole command's model spend would exceed this many US "
+                "dollars. Items not finished fail with BudgetExceededError; finished ones "
+                "are kept and written."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    budget_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--budget-tokens",
+            min=0,
+            metavar="N",
+            help="Like --budget-usd, for the total tokens (input + output) of the command.",
+            show_default=False,
+        ),
+    ] = None,
+    budget_calls: Annotated[
+        int | None,
+        typer.Option(
+            "--budget-calls",
+            min=0,
+            metavar="N",
+            help="Like --budget-usd, for the number of model requests (retries included).",
+            show_default=False,
+        ),
+    ] = None,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--max-seconds",
+            metavar="S",
+            help="Wall-time limit for each run (each item); a slower run fails cleanly.",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print only errors and a one-line outcome: no tables."),
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help=(
+                "Print JSON instead of tables: the full run result with --input, the "
+                "batch summary with --input-file."
+            ),
+        ),
+    ] = False,
+    no_progress: Annotated[
+        bool,
+        typer.Option(
+            "--no-progress",
+            help="No progress bar (it is shown only when stderr is a terminal anyway).",
+        ),
+    ] = False,
+) -> None:
+    """Run a flow once (`--input`) or over a JSONL file of items (`--input-file`).
+
+    Examples:
+
+    `trellis run examples/feedback_triage.py:flow --input '{"feedback": "Love it"}'`
+
+    `trellis run examples/feedback_triage.py:flow --input-file examples/data/feedback.jsonl
+    --output results.jsonl --config examples/trellis.toml`
+
+    A batch prints a summary: items done / failed, the route each step took, retries by
+    failure mode, tokens, cost per model, latency. Exit code: 0 when every item is done,
+    1 when any item failed, 2 for a usage or configuration error (nothing was run).
+    """
+    try:
+        flow, parsed = load_flow(target)
+        if input_json is not None and input_file is not None:
+            raise CliError("give either --input (one run) or --input-file (a batch), not both")
+        if output is not None and input_file is None:
+            raise CliError("--output needs --input-file (with --input, use --json)")
+        if as_json and output is not None and str(output) == "-":
+            raise CliError("--json and --output - would both write to stdout; pick one")
+        settings = make_settings(
+            flow,
+            config_path=config,
+            models=models or [],
+            budget_usd=budget_usd,
+            budget_tokens=budget_tokens,
+            budget_calls=budget_calls,
+            max_seconds=max_seconds,
+        )
+        if input_file is not None:
+            code = _run_batch(
+                flow,
+                str(parsed),
+                input_file,
+                output,
+                settings,
+                concurrency=concurrency,
+                quiet=quiet,
+                as_json=as_json,
+                progress=not (quiet or no_progress or as_json),
+            )
+        else:
+            code = _run_once(flow, input_json, settings, quiet=quiet, as_json=as_json)
+    except CliError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+def _required_inputs(flow: Flow) -> list[str]:
+    return [name for name, spec in flow.compile().inputs.items() if spec.required]
+
+
+async def _one(flow: Flow, inputs: dict[str, Any], settings: Settings) -> RunResult:
+    async with settings.engine() as engine:
+        try:
+            return await engine.run(flow, inputs, budget=settings.run_budget)
+        except InputError as exc:
+            raise CliError(str(exc)) from None
+
+
+def _run_once(
+    flow: Flow, input_json: str | None, settings: Settings, *, quiet: bool, as_json: bool
+) -> int:
+    if input_json is None:
+        required = _required_inputs(flow)
+        if required:
+            example = json.dumps(dict.fromkeys(required, "..."))
+            raise CliError(
+                f"flow {flow.name!r} needs inputs ({', '.join(required)}): give "
+                f"--input '{example}' or --input-file items.jsonl"
+            )
+        inputs: dict[str, Any] = {}
+    else:
+        inputs = parse_input(flow, input_json)
+    result = asyncio.run(_one(flow, inputs, settings))
+    message = configuration_error([result])
+    if message is not None:
+        raise CliError(message)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    elif quiet:
+        if result.ok:
+            typer.echo(f"done in {fmt_seconds(result.duration_s)}")
+        else:
+            err = result.error
+            typer.echo(f"failed: {err.type}: {err.message}" if err else "failed", err=True)
+    else:
+        render_result(Console(), result)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _run_batch(
+    flow: Flow,
+    title: str,
+    input_file: Path,
+    output: Path | None,
+    settings: Settings,
+    *,
+    concurrency: int,
+    quiet: bool,
+    as_json: bool,
+    progress: bool,
+) -> int:
+    items = read_items(flow, input_file)
+    check_output_path(output)
+    to_stdout = output is not None and str(output) == "-"
+    console = Console(stderr=to_stdout)
+    batch = BatchRun(
+        flow,
+        items,
+        settings,
+        concurrency=concurrency,
+        progress=Console(stderr=True) if progress else None,
+    )
+    interrupted = False
+    try:
+        asyncio.run(batch.execute())
+    except KeyboardInterrupt:
+        interrupted = True
+    if batch.config_error is not None:
+        raise CliError(batch.config_error)
+    written = write_results(output, items, batch.results) if output is not None else None
+    summary = summarize(batch.finished, prices=batch.prices, wall_s=batch.wall_s)
+    if as_json:
+        sys.stdout.write(json.dumps(summary.to_dict(), indent=2) + "\n")
+    elif quiet:
+        console.print(_one_line(summary), highlight=False, soft_wrap=True)
+    else:
+        render_summary(console, summary, f"{flow.name} ({title})")
+    if written is not None and not to_stdout and not as_json:
+        console.print(f"results: {written} line(s) written to {output}", highlight=False)
+    elif output is None and not quiet and not as_json:
+        console.print("[dim]per-item results not saved (add --output results.jsonl)[/]")
+    if interrupted:
+        unfinished = len(items) - len(batch.finished)
+        typer.echo(f"interrupted: {unfinished} item(s) did not finish", err=True)
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary.failed == 0 else EXIT_FAILED
+
+
+def _one_line(summary: BatchSummary) -> str:
+    cost = fmt_usd(summary.cost_usd)
+    if not summary.cost_known:
+        cost = f"≥ {cost}"
+    return (
+        f"{summary.total} items: {summary.done} done, {summary.failed} failed · "
+        f"{summary.attempts} attempts · {cost}"
+    )
+
+
+def main() -> None:
+    """Entry point of the ``trellis`` console script."""
+    app()

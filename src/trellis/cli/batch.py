@@ -1,0 +1,161 @@
+"""Running a batch: items through ``engine.run_many`` with a progress bar, then JSONL out.
+
+Results are written after the batch, one line per item in *input* order, whatever order
+the runs finished in. A configuration error (it would fail every item alike) stops the
+batch at the first item that shows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from trellis.cli.errors import CliError, configuration_error
+from trellis.cli.inputs import Item
+from trellis.cli.settings import Settings
+from trellis.engine.results import RunResult, jsonable
+from trellis.flow.flow import Flow
+
+__all__ = ["BatchRun", "check_output_path", "result_line", "write_results"]
+
+
+class BatchRun:
+    """One batch. ``results[i]`` is item i's result once it finished (None before), so a
+    caller interrupted by Ctrl-C can still write what finished."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        items: Sequence[Item],
+        settings: Settings,
+        *,
+        concurrency: int,
+        progress: Console | None,
+    ) -> None:
+        self.flow = flow
+        self.items = items
+        self.settings = settings
+        self.concurrency = concurrency
+        self.progress_console = progress
+        self.results: list[RunResult | None] = [None] * len(items)
+        self.config_error: str | None = None
+        self.prices = settings.config.prices
+        self.started = time.perf_counter()
+        self.wall_s = 0.0
+
+    @property
+    def finished(self) -> list[RunResult]:
+        return [r for r in self.results if r is not None]
+
+    async def execute(self) -> None:
+        self.started = time.perf_counter()
+        try:
+            with self._progress() as progress:
+                task = progress.add_task(self.flow.name, total=len(self.items), status="")
+                await self._run(progress, task)
+        finally:
+            self.wall_s = time.perf_counter() - self.started
+
+    async def _run(self, progress: Progress, task: Any) -> None:
+        done = failed = 0
+        cost = 0.0
+        async with self.settings.engine() as engine:
+            self.prices = engine.config.prices
+            stream = engine.run_many(
+                self.flow,
+                (item.inputs for item in self.items),
+                concurrency=self.concurrency,
+                budget=self.settings.run_budget,
+            )
+            async with contextlib.aclosing(stream) as results:
+                async for index, result in results:
+                    self.results[index] = result
+                    message = configuration_error([result])
+                    if message is not None:
+                        self.config_error = message
+                        break
+                    if result.ok:
+                        done += 1
+                    else:
+                        failed += 1
+                    cost += result.usage.cost_usd
+                    status = f"[green]✓ {done}[/]" + (f" [red]✗ {failed}[/]" if failed else "")
+                    progress.update(task, advance=1, status=f"{status} ${cost:.4f}")
+
+    def _progress(self) -> Progress:
+        console = self.progress_console
+        return Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            disable=console is None or not console.is_terminal,
+            transient=False,
+        )
+
+
+def result_line(index: int, item: Item, result: RunResult) -> dict[str, Any]:
+    """The JSON object written for one item."""
+    return {
+        "index": index,
+        "run_id": result.run_id,
+        "status": result.status,
+        "inputs": jsonable(item.inputs),
+        "outputs": jsonable(result.outputs),
+        "skipped": result.skipped,
+        "error": result.error.to_dict() if result.error else None,
+        "usage": result.usage.to_dict(),
+        "duration_s": round(result.duration_s, 6),
+    }
+
+
+def check_output_path(path: Path | None) -> None:
+    """Fail before running anything if the results could not be written."""
+    if path is None or str(path) == "-":
+        return
+    if path.is_dir():
+        raise CliError(f"--output {str(path)!r} is a directory; give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise CliError(f"--output {str(path)!r}: folder {str(parent)!r} does not exist")
+
+
+def write_results(path: Path, items: Sequence[Item], results: Sequence[RunResult | None]) -> int:
+    """Write one line per finished item in input order (``-``: stdout); return lines."""
+    lines = [
+        json.dumps(result_line(i, item, result), ensure_ascii=False)
+        for i, (item, result) in enumerate(zip(items, results, strict=True))
+        if result is not None
+    ]
+    text = "".join(line + "\n" for line in lines)
+    if str(path) == "-":
+        out: TextIO = sys.stdout
+        out.write(text)
+        out.flush()
+    else:
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot write --output {str(path)!r}: {exc.strerror}") from None
+    return len(lines)

@@ -1,0 +1,36 @@
+"""The CLI's one error: a message for the user and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from trellis.engine.results import RunResult
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliError", "configuration_error"]
+
+EXIT_OK = 0  # every item is done
+EXIT_FAILED = 1  # at least one item failed
+EXIT_USAGE = 2  # bad usage or configuration: nothing (more) was run
+
+
+class CliError(Exception):
+    """Reported as ``error: <message>`` on stderr, then the process exits with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def configuration_error(results: Iterable[RunResult]) -> str | None:
+    """The message of the first ConfigurationError among ``results`` (run or step), if any.
+
+    A configuration error (an unbound role, an unknown provider, an unpriced model under a
+    USD budget) fails every item the same way, so the CLI reports it once and stops.
+    """
+    for result in results:
+        errors = [result.error, *(s.error for s in result.steps.values())]
+        for error in errors:
+            if error is not None and error.type == "ConfigurationError":
+                return error.message
+    return None

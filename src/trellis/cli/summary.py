@@ -1,0 +1,342 @@
+"""What a batch did, as data: items, routes taken, retries, tokens, cost, latency.
+
+Pure functions over :class:`RunResult` values and a price table; nothing here prints (see
+:mod:`trellis.cli.render`), so the numbers are unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from trellis.engine.results import RunResult
+from trellis.models.base import Usage
+from trellis.models.pricing import Price, PriceTable
+
+__all__ = [
+    "BatchSummary",
+    "Counterfactual",
+    "Latency",
+    "ModelUsage",
+    "StepRoutes",
+    "percentile",
+    "summarize",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StepRoutes:
+    """How the items went through one step."""
+
+    step: str
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    #: decision kind ("when", "branch", "skip", "loop") -> outcome ("run", "skip", ...) -> items
+    decisions: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: logical ``llm.generate`` calls by the role they asked for ("small": 38, "large": 22)
+    calls_by_role: dict[str, int] = field(default_factory=dict)
+    #: successful attempts by the model that answered
+    answers_by_model: dict[str, int] = field(default_factory=dict)
+    #: logical calls answered by a fallback (not the model their first attempt went to)
+    fallbacks: int = 0
+    rounds: int = 0  # loop rounds, summed over items
+    elements: int = 0  # mapped elements, summed over items
+    element_failures: int = 0
+
+    @property
+    def ran(self) -> int:
+        """Items whose step code ran (done or failed)."""
+        return self.done + self.failed
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """Attempts, tokens and cost of one ``provider:model`` over the batch."""
+
+    model: str
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float  # the priced attempts' cost
+    unpriced_attempts: int
+
+    @property
+    def cost_known(self) -> bool:
+        return self.unpriced_attempts == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Counterfactual:
+    """The batch's priced attempts re-priced as if they had all gone to ``model``."""
+
+    model: str
+    cost_usd: float  # what it would have cost
+    actual_usd: float  # what the same attempts did cost
+    saved_usd: float
+    saved_pct: float
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Per-item wall time (``RunResult.duration_s``) over the items that ran."""
+
+    items: int
+    p50: float
+    p95: float
+    max: float
+    mean: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    total: int
+    done: int
+    failed: int
+    not_started: int  # failed before running (the batch budget was already spent)
+    #: error type (with the budget's name for budget errors) -> items failed by it
+    failures: dict[str, int]
+    failure_examples: dict[str, str]  # error type -> the first message seen
+    steps: tuple[StepRoutes, ...]
+    calls: int  # llm.generate() calls that returned a value
+    attempts: int  # requests sent, failed attempts and re-asks included
+    retries: dict[str, int]  # failure mode -> failed attempts ("malformed": 3, ...)
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float  # priced attempts only
+    unpriced_attempts: int
+    models: tuple[ModelUsage, ...]  # most expensive first
+    counterfactual: Counterfactual | None
+    latency: Latency | None
+    wall_s: float | None
+    items_per_s: float | None
+
+    @property
+    def cost_known(self) -> bool:
+        return self.unpriced_attempts == 0
+
+    @property
+    def started(self) -> int:
+        return self.total - self.not_started
+
+    @property
+    def cost_per_item(self) -> float | None:
+        """Cost divided by the items that ran."""
+        return self.cost_usd / self.started if self.started else None
+
+    @property
+    def failed_attempts(self) -> int:
+        return sum(self.retries.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["steps"] = [{**asdict(s), "ran": s.ran} for s in self.steps]
+        data["cost_known"] = self.cost_known
+        data["cost_per_item"] = self.cost_per_item
+        return data
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between closest ranks."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100.0
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _never_started(result: RunResult) -> bool:
+    return (
+        result.status == "failed"
+        and not result.calls
+        and result.duration_s == 0.0
+        and all(s.status == "cancelled" for s in result.steps.values())
+    )
+
+
+def _failure_key(result: RunResult) -> tuple[str, str]:
+    error = result.error
+    if error is None:
+        return "Failed", "the run did not finish"
+    key = f"{error.type} ({error.budget})" if error.budget else error.type
+    return key, error.message
+
+
+_OUTCOME_ORDER = {"run": 0, "skip": 1, "continue": 2, "stop": 3}
+
+
+def _ordered(outcomes: Counter[str]) -> dict[str, int]:
+    return dict(sorted(outcomes.items(), key=lambda kv: (_OUTCOME_ORDER.get(kv[0], 9), kv[0])))
+
+
+def _step_routes(results: Sequence[RunResult]) -> tuple[StepRoutes, ...]:
+    order: list[str] = []
+    for result in results:
+        order.extend(name for name in result.steps if name not in order)
+    status: dict[str, Counter[str]] = {name: Counter() for name in order}
+    decisions: dict[str, dict[str, Counter[str]]] = {name: {} for name in order}
+    roles: dict[str, Counter[str]] = {name: Counter() for name in order}
+    answers: dict[str, Counter[str]] = {name: Counter() for name in order}
+    extra: dict[str, Counter[str]] = {name: Counter() for name in order}
+    fallbacks: Counter[str] = Counter()
+    for result in results:
+        for name, record in result.steps.items():
+            status[name][record.status] += 1
+            extra[name]["rounds"] += record.rounds or 0
+            extra[name]["elements"] += record.elements or 0
+            extra[name]["element_failures"] += record.element_failures
+        for decision in result.decisions:
+            by_kind = decisions.setdefault(decision.step, {})
+            by_kind.setdefault(decision.kind, Counter())[decision.outcome] += 1
+        first_model: dict[tuple[str, int], str] = {}
+        for call in result.calls:
+            if call.step not in roles:
+                continue
+            key = (call.step, call.call)
+            if key not in first_model:
+                first_model[key] = call.model
+                roles[call.step][call.role] += 1
+            if call.outcome == "ok":
+                answers[call.step][call.model] += 1
+                if call.model != first_model[key]:
+                    fallbacks[call.step] += 1
+    return tuple(
+        StepRoutes(
+            step=name,
+            done=status[name]["done"],
+            skipped=status[name]["skipped"],
+            failed=status[name]["failed"],
+            cancelled=status[name]["cancelled"],
+            decisions={k: _ordered(v) for k, v in decisions.get(name, {}).items()},
+            calls_by_role=dict(roles[name].most_common()),
+            answers_by_model=dict(answers[name].most_common()),
+            fallbacks=fallbacks[name],
+            rounds=extra[name]["rounds"],
+            elements=extra[name]["elements"],
+            element_failures=extra[name]["element_failures"],
+        )
+        for name in order
+    )
+
+
+def _model_usage(results: Sequence[RunResult], prices: PriceTable) -> tuple[ModelUsage, ...]:
+    totals: dict[str, Counter[str]] = {}
+    costs: dict[str, float] = {}
+    for result in results:
+        for call in result.calls:
+            t = totals.setdefault(call.model, Counter())
+            t["attempts"] += 1
+            t["input_tokens"] += call.input_tokens
+            t["output_tokens"] += call.output_tokens
+            if call.cost_usd is None:
+                t["unpriced"] += 1
+            else:
+                costs[call.model] = costs.get(call.model, 0.0) + call.cost_usd
+    usages = [
+        ModelUsage(
+            model=model,
+            attempts=t["attempts"],
+            input_tokens=t["input_tokens"],
+            output_tokens=t["output_tokens"],
+            cost_usd=costs.get(model, 0.0),
+            unpriced_attempts=t["unpriced"],
+        )
+        for model, t in totals.items()
+    ]
+
+    def rank(u: ModelUsage) -> tuple[float, float, float, str]:
+        price = prices.price(u.model)
+        if price is None:
+            return (1.0, 0.0, 0.0, u.model)
+        return (0.0, -price.output, -price.input, u.model)
+
+    return tuple(sorted(usages, key=rank))
+
+
+def _counterfactual(results: Sequence[RunResult], prices: PriceTable) -> Counterfactual | None:
+    priced: dict[str, Price] = {}
+    for result in results:
+        for call in result.calls:
+            if call.cost_usd is not None and call.model not in priced:
+                price = prices.price(call.model)
+                if price is not None:
+                    priced[call.model] = price
+    if len(priced) < 2:
+        return None
+    top = max(priced, key=lambda m: (priced[m].output, priced[m].input, m))
+    price = priced[top]
+    would = actual = 0.0
+    for result in results:
+        for call in result.calls:
+            if call.model in priced and call.cost_usd is not None:
+                would += price.cost(Usage(call.input_tokens, call.output_tokens))
+                actual += call.cost_usd
+    saved = would - actual
+    pct = 100.0 * saved / would if would > 0 else 0.0
+    return Counterfactual(top, would, actual, saved, pct)
+
+
+def _latency(results: Sequence[RunResult]) -> Latency | None:
+    durations = [r.duration_s for r in results if not _never_started(r)]
+    if not durations:
+        return None
+    return Latency(
+        items=len(durations),
+        p50=percentile(durations, 50),
+        p95=percentile(durations, 95),
+        max=max(durations),
+        mean=sum(durations) / len(durations),
+    )
+
+
+def summarize(
+    results: Sequence[RunResult], *, prices: PriceTable, wall_s: float | None = None
+) -> BatchSummary:
+    """Summarise a batch's results (in any order); ``prices`` is the engine's price table
+    (``engine.config.prices``), used to rank models and for the counterfactual."""
+    failures: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    retries: Counter[str] = Counter()
+    calls = attempts = tokens_in = tokens_out = unpriced = 0
+    cost = 0.0
+    for result in results:
+        if result.status != "done":
+            key, message = _failure_key(result)
+            failures[key] += 1
+            examples.setdefault(key, message)
+        usage = result.usage
+        retries.update(usage.failures)
+        calls += usage.calls
+        attempts += usage.attempts
+        tokens_in += usage.input_tokens
+        tokens_out += usage.output_tokens
+        cost += usage.cost_usd
+        unpriced += usage.unpriced_attempts
+    done = sum(1 for r in results if r.status == "done")
+    return BatchSummary(
+        total=len(results),
+        done=done,
+        failed=len(results) - done,
+        not_started=sum(1 for r in results if _never_started(r)),
+        failures=dict(failures.most_common()),
+        failure_examples=examples,
+        steps=_step_routes(results),
+        calls=calls,
+        attempts=attempts,
+        retries=dict(retries.most_common()),
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost_usd=cost,
+        unpriced_attempts=unpriced,
+        models=_model_usage(results, prices),
+        counterfactual=_counterfactual(results, prices),
+        latency=_latency(results),
+        wall_s=wall_s,
+        items_per_s=len(results) / wall_s if wall_s else None,
+    )
