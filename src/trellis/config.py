@@ -95,8 +95,9 @@ def _role_from_value(role: str, value: Any) -> RoleBinding:
         fallbacks = options.pop("fallbacks", ())
         if isinstance(fallbacks, str):
             fallbacks = (fallbacks,)
-        names_ok = isinstance(fallbacks, list | tuple) and all(isinstance(f, str) for f in fallbacks)
-        if not names_ok:
+        if not isinstance(fallbacks, list | tuple) or not all(
+            isinstance(f, str) for f in fallbacks
+        ):
             raise ConfigurationError(f"model role {role!r}: fallbacks must be a list of names")
         return RoleBinding(ModelBinding.parse(spec, **options), tuple(fallbacks))
     raise ConfigurationError(
