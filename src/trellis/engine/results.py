@@ -37,7 +37,7 @@ class CallRecord:
     attempt: int  # attempt number within that call, across models (1-based)
     model: str  # provider:model that was asked
     role: str  # the role (or spec) the step asked for
-    outcome: str  # "ok" or a FailureMode value
+    outcome: str  # "ok", a FailureMode value, or "cancelled" (the run stopped mid-call)
     input_tokens: int
     output_tokens: int
     cost_usd: float | None  # None: the model has no price
@@ -86,6 +86,7 @@ class Stats:
     cost_usd: float = 0.0  # sum over attempts with a known price
     unpriced_attempts: int = 0  # attempts whose model has no price: cost is incomplete
     latency_s: float = 0.0  # summed attempt latency
+    retries: int = 0  # attempts beyond the first of each call (re-asks, retries, fallbacks)
     failures: FailureCounts = field(default_factory=lambda: FailureCounts())
 
     @property
@@ -97,8 +98,8 @@ class Stats:
         return self.unpriced_attempts == 0
 
     @property
-    def retries(self) -> int:
-        """Attempts beyond the first of each successful or failed call."""
+    def failed_attempts(self) -> int:
+        """Attempts that failed (each was retried, re-asked, fell back, or failed the call)."""
         return sum(self.failures.values())
 
     def add_attempt(self, record: CallRecord) -> None:
@@ -110,6 +111,8 @@ class Stats:
             self.unpriced_attempts += 1
         else:
             self.cost_usd += record.cost_usd
+        if record.attempt > 1:
+            self.retries += 1
         if record.outcome != "ok":
             self.failures[record.outcome] += 1
 
@@ -121,6 +124,7 @@ class Stats:
         self.cost_usd += other.cost_usd
         self.unpriced_attempts += other.unpriced_attempts
         self.latency_s += other.latency_s
+        self.retries += other.retries
         for mode, count in other.failures.items():
             self.failures[mode] += count
 
@@ -134,6 +138,7 @@ class Stats:
             "cost_usd_known_part": round(self.cost_usd, 10),
             "unpriced_attempts": self.unpriced_attempts,
             "latency_s": round(self.latency_s, 6),
+            "retries": self.retries,
             "failures": dict(sorted(self.failures.items())),
         }
 

@@ -164,10 +164,13 @@ def build_step(
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
     except Exception as exc:  # NameError for an annotation that cannot be resolved
+        param = _unresolvable_param(fn)
+        where = f"the annotation of {param!r}" if param else "its annotations"
         raise FlowDefinitionError(
-            f"step {step!r}: cannot resolve its annotations ({exc}); define the types it "
-            "uses at module level",
+            f"step {step!r}: cannot resolve {where} ({exc}); define the types it uses at "
+            "module level",
             step=step,
+            param=param,
         ) from exc
     signature = inspect.signature(fn)
     params: list[Param] = []
@@ -214,6 +217,21 @@ def build_step(
     )
     _check_options(spec)
     return spec
+
+
+def _unresolvable_param(fn: Callable[..., Any]) -> str | None:
+    """The first parameter whose annotation cannot be resolved on its own."""
+    for name, annotation in getattr(fn, "__annotations__", {}).items():
+
+        def probe() -> None: ...
+
+        probe.__annotations__ = {"x": annotation}
+        probe.__module__ = getattr(fn, "__module__", probe.__module__)
+        try:
+            typing.get_type_hints(probe, globalns=getattr(fn, "__globals__", None))
+        except Exception:
+            return None if name == "return" else name
+    return None
 
 
 def _injected_kind(annotation: Any) -> str | None:

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, PydanticSchemaGenerationError, TypeAdapter
 
 __all__ = ["compatible", "describe", "is_optional", "make_validator"]
 
@@ -157,6 +157,8 @@ def _checker(tp: Any) -> Check | None:
         return _expect(lambda v: v is None, "None")
     origin = get_origin(tp)
     args = get_args(tp)
+    if typing.is_typeddict(tp):
+        return _typeddict_checker(tp)
     if origin is None and isinstance(tp, type) and not args:
         return _class_checker(tp)
     if _is_union(tp):
@@ -192,7 +194,9 @@ def _checker(tp: Any) -> Check | None:
         key = _checker(args[0]) if args else None
         val = _checker(args[1]) if len(args) > 1 else None
         return _mapping_checker(dict if origin is dict else cabc.Mapping, key, val, describe(tp))
-    adapter: TypeAdapter[Any] = TypeAdapter(tp)
+    adapter = _adapter(tp)
+    if adapter is None:  # nothing Pydantic can check (Iterator[int], a Protocol...)
+        return None
 
     def check_adapter(value: Any) -> None:
         adapter.validate_python(value, strict=True)
@@ -208,12 +212,52 @@ def _expect(ok: Callable[[Any], bool], expected: str) -> Check:
     return check
 
 
-def _class_checker(cls: type) -> Check:
+def _adapter(tp: Any) -> TypeAdapter[Any] | None:
+    """A Pydantic adapter for ``tp``; plain classes are checked with ``isinstance``."""
+    try:
+        return TypeAdapter(tp)
+    except PydanticSchemaGenerationError:
+        pass
+    except Exception:
+        return None
+    try:
+        return TypeAdapter(tp, config=ConfigDict(arbitrary_types_allowed=True))
+    except Exception:
+        return None
+
+
+def _class_checker(cls: type) -> Check | None:
+    if getattr(cls, "_is_protocol", False) and not getattr(cls, "_is_runtime_protocol", False):
+        return None
     if cls is float:
         return _expect(lambda v: type(v) in (float, int), "float")
     if cls is int:
         return _expect(lambda v: isinstance(v, int) and type(v) is not bool, "int")
     return _expect(lambda v: isinstance(v, cls), cls.__qualname__)
+
+
+def _typeddict_checker(tp: Any) -> Check:
+    fields = {k: _checker(v) for k, v in typing.get_type_hints(tp).items()}
+    required: frozenset[str] = getattr(tp, "__required_keys__", frozenset(fields))
+    name = describe(tp)
+
+    def check(value: Any) -> None:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        missing = sorted(required - value.keys())
+        if missing:
+            raise TypeError(f"{name} is missing {', '.join(missing)}")
+        for key, item in value.items():
+            field_check = fields.get(key)
+            if key not in fields:
+                raise TypeError(f"{name} has no key {key!r}")
+            if field_check is not None:
+                try:
+                    field_check(item)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"key {key!r}: {exc}") from None
+
+    return check
 
 
 def _container_checker(runtime: type, item: Check | None, name: str) -> Check:
@@ -268,4 +312,4 @@ def input_adapter(tp: Any) -> TypeAdapter[Any] | None:
     """A lax validator for flow inputs (which often arrive as JSON): ``{}`` -> model."""
     if tp is Any or tp is object:
         return None
-    return TypeAdapter(tp)
+    return _adapter(tp)

@@ -1,0 +1,592 @@
+"""Trellis benchmark suite: ``python bench/run.py --out bench/results.json [--quick]``.
+
+Every figure is the median of several repetitions, measured in the same process run as
+its baseline (repetitions interleaved, order rotated), and reported with that baseline.
+See ``bench/README.md`` for what each figure measures and its goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:  # running as a script puts it there; importing may not
+    sys.path.insert(0, str(BENCH_DIR))
+
+import langgraph_workloads as lgw  # noqa: E402
+import workloads as wl  # noqa: E402
+from common import Goal, figure, interleave, median  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import trellis as tl  # noqa: E402
+
+US = 1e6
+CHAIN_GOAL = Goal("<=", 25.0)
+FANOUT_GOAL = Goal("<=", 1.5)
+LIMITED_GOAL = Goal("<=", 1.05)
+RSS_GOAL = Goal("<", 100.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """Workload sizes and repetition counts. Figure names keep the full-size numbers
+    (``fanout_10000_...``); each figure records the ``n`` it actually used."""
+
+    chain: int = 1000
+    fanout_small: int = 1000
+    fanout_large: int = 10000
+    limited: int = 1000
+    limit: int = 50
+    sim: int = 1000
+    rss: int = 10000
+    reps: int = 5  # fan-outs, limited run, LangGraph, peak RSS
+    chain_reps: int = 15  # the chains take milliseconds: more repetitions, steadier median
+    langgraph_limit_s: float = 60.0  # a LangGraph run slower than this is re-run smaller
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    chain=100,
+    fanout_small=100,
+    fanout_large=1000,
+    limited=100,
+    sim=100,
+    rss=1000,
+    reps=2,
+    chain_reps=2,
+)
+
+
+# -- Trellis figures ------------------------------------------------------------------------
+
+
+async def trellis_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    async with tl.Engine() as engine:
+        say("chain (sync steps)")
+        n = sizes.chain
+        functions = wl.chain_functions(n, is_async=False)
+        flow = wl.chain_flow(functions)
+        s = await interleave(
+            sizes.chain_reps,
+            {
+                "direct": wl.direct_chain_runner(functions),
+                "trellis": wl.trellis_chain_runner(engine, flow, n),
+            },
+        )
+        figures["chain_overhead_us_per_step"] = figure(
+            value=median(s["trellis"]) / n * US,
+            unit="us/step",
+            baseline=median(s["direct"]) / n * US,
+            baseline_unit="us/step",
+            baseline_what="the same functions called directly in a loop",
+            goal=CHAIN_GOAL,
+            reps=sizes.chain_reps,
+            n=n,
+            run_ms=median(s["trellis"]) * 1e3,
+            samples_us_per_step=[x / n * US for x in s["trellis"]],
+        )
+
+        say("chain (async steps)")
+        afunctions = wl.chain_functions(n, is_async=True)
+        aflow = wl.chain_flow(afunctions)
+        s = await interleave(
+            sizes.chain_reps,
+            {
+                "direct": wl.direct_async_chain_runner(afunctions),
+                "trellis": wl.trellis_chain_runner(engine, aflow, n),
+            },
+        )
+        figures["chain_overhead_us_per_step_async"] = figure(
+            value=median(s["trellis"]) / n * US,
+            unit="us/step",
+            baseline=median(s["direct"]) / n * US,
+            baseline_unit="us/step",
+            baseline_what="the same coroutine functions awaited directly in a loop",
+            goal=None,
+            reps=sizes.chain_reps,
+            n=n,
+            run_ms=median(s["trellis"]) * 1e3,
+            samples_us_per_step=[x / n * US for x in s["trellis"]],
+        )
+
+        fanout = wl.fanout_flow()
+        per_branch: dict[str, tuple[float, float]] = {}
+        for key, n in (("1000", sizes.fanout_small), ("10000", sizes.fanout_large)):
+            say(f"fan-out of {n}")
+            s = await interleave(
+                sizes.reps,
+                {
+                    "asyncio": wl.asyncio_gather_runner(n),
+                    "trellis": wl.trellis_fanout_runner(engine, fanout, n),
+                },
+            )
+            t, b = median(s["trellis"]), median(s["asyncio"])
+            figures[f"fanout_{key}_ratio_vs_asyncio"] = figure(
+                value=t / b,
+                unit="x",
+                baseline=b,
+                baseline_unit="s",
+                baseline_what=f"asyncio.gather of {n} sleep(0.05)",
+                goal=FANOUT_GOAL,
+                reps=sizes.reps,
+                n=n,
+                makespan_s=t,
+                samples_ratio=[x / y for x, y in zip(s["trellis"], s["asyncio"], strict=True)],
+            )
+            t_branch = (t - wl.CALL_S) / n * US
+            b_branch = (b - wl.CALL_S) / n * US
+            per_branch[key] = (t_branch, b_branch)
+            figures[f"fanout_{key}_us_per_branch"] = figure(
+                value=t_branch,
+                unit="us/branch",
+                baseline=b_branch,
+                baseline_unit="us/branch",
+                baseline_what="asyncio.gather: (makespan - 50 ms) / n",
+                goal=None,
+                reps=sizes.reps,
+                n=n,
+                overhead_vs_asyncio_us_per_branch=(t - b) / n * US,
+            )
+        (t1, b1), (t2, b2) = per_branch["1000"], per_branch["10000"]
+        figures["fanout_branch_cost_growth"] = figure(
+            value=t2 / t1,
+            unit="x",
+            baseline=b2 / b1,
+            baseline_unit="x",
+            baseline_what="the same growth for asyncio.gather",
+            goal=None,
+            reps=sizes.reps,
+            n=sizes.fanout_large,
+            note=(
+                f"us/branch at n={sizes.fanout_large} divided by us/branch at "
+                f"n={sizes.fanout_small}; ~1 means per-branch cost does not grow with width"
+            ),
+        )
+
+        say(f"limited: {sizes.limited} calls, concurrency={sizes.limit}")
+        n, limit = sizes.limited, sizes.limit
+        ideal = n / limit * wl.CALL_S
+        s = await interleave(
+            sizes.reps,
+            {
+                "asyncio": wl.asyncio_semaphore_runner(n, limit),
+                "trellis": wl.trellis_fanout_runner(engine, wl.fanout_flow(concurrency=limit), n),
+            },
+        )
+        t, b = median(s["trellis"]), median(s["asyncio"])
+        figures["limited_ratio_vs_ideal"] = figure(
+            value=t / ideal,
+            unit="x",
+            baseline=ideal,
+            baseline_unit="s",
+            baseline_what=f"ideal makespan {n}/{limit} x 50 ms",
+            goal=LIMITED_GOAL,
+            reps=sizes.reps,
+            n=n,
+            concurrency=limit,
+            makespan_s=t,
+            asyncio_semaphore_s=b,
+            asyncio_semaphore_ratio_vs_ideal=b / ideal,
+        )
+
+    say(f"fan-out of {sizes.sim} simulator calls")
+    n = sizes.sim
+    async with tl.Engine(models={"small": wl.SIM_BINDING}) as sim_engine:
+        s = await interleave(
+            sizes.reps,
+            {
+                "asyncio": wl.asyncio_gather_runner(n),
+                "trellis": wl.trellis_sim_fanout_runner(sim_engine, wl.sim_fanout_flow(), n),
+            },
+        )
+    t, b = median(s["trellis"]), median(s["asyncio"])
+    figures["sim_fanout_1000_ratio_vs_asyncio"] = figure(
+        value=t / b,
+        unit="x",
+        baseline=b,
+        baseline_unit="s",
+        baseline_what=f"asyncio.gather of {n} sleep(0.05)",
+        goal=None,
+        reps=sizes.reps,
+        n=n,
+        model=wl.SIM_BINDING,
+        makespan_s=t,
+        overhead_vs_asyncio_us_per_call=(t - b) / n * US,
+    )
+    return figures
+
+
+# -- peak RSS (fresh subprocesses) ------------------------------------------------------------
+
+
+def rss_probe(mode: str, n: int) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "rss_probe.py"), mode, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"rss_probe.py {mode} {n} failed:\n{proc.stderr.strip()}")
+    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return report
+
+
+def rss_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str, Any]:
+    n = sizes.rss
+    say(f"peak RSS: fan-out of {n} in fresh subprocesses")
+    probes: dict[str, list[dict[str, Any]]] = {"asyncio": [], "trellis": []}
+    for rep in range(sizes.reps):
+        order = ["asyncio", "trellis"] if rep % 2 == 0 else ["trellis", "asyncio"]
+        for mode in order:
+            probes[mode].append(rss_probe(mode, n))
+    peak = {mode: [float(p["peak_rss_mb"]) for p in ps] for mode, ps in probes.items()}
+    t, b = median(peak["trellis"]), median(peak["asyncio"])
+    exact = all(p["vm_hwm_mb"] is not None for ps in probes.values() for p in ps)
+    return {
+        "peak_rss_mb_fanout_10000": figure(
+            value=t,
+            unit="MB",
+            baseline=b,
+            baseline_unit="MB",
+            baseline_what=f"a subprocess that imports trellis and gathers {n} sleeps",
+            goal=RSS_GOAL,
+            reps=sizes.reps,
+            n=n,
+            increment_mb=t - b,
+            method=(
+                "VmHWM of the probe process (/proc/self/status)"
+                if exact
+                else "ru_maxrss (may include the parent's RSS, inherited across exec)"
+            ),
+            samples_mb=peak["trellis"],
+            ru_maxrss_mb_median=median([float(p["ru_maxrss_mb"]) for p in probes["trellis"]]),
+        )
+    }
+
+
+# -- LangGraph side by side -----------------------------------------------------------------
+
+
+async def _guarded(
+    name: str, results: dict[str, Any], work: Callable[[], Awaitable[dict[str, Any]]]
+) -> None:
+    """A LangGraph failure is recorded, never raised: the Trellis figures stand alone."""
+    try:
+        results[name] = await work()
+    except Exception as exc:
+        results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        traceback.print_exc(file=sys.stderr)
+
+
+async def langgraph_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str, Any]:
+    version = lgw.version()
+    if version is None:
+        return {"available": False, "reason": "langgraph is not importable"}
+    out: dict[str, Any] = {
+        "available": True,
+        "version": version,
+        "note": (
+            "each workload runs Trellis, LangGraph and the baseline interleaved in one "
+            "loop; 'trellis' is the Trellis figure from that same measurement"
+        ),
+    }
+    figures: dict[str, Any] = {}
+    out["figures"] = figures
+
+    async def chain() -> dict[str, Any]:
+        n = sizes.chain
+        say(f"LangGraph chain of {n}")
+        nodes = lgw.chain_nodes(n)
+        graph = lgw.chain_graph(nodes)
+        functions = wl.chain_functions(n, is_async=False)
+        async with tl.Engine() as engine:
+            s = await interleave(
+                sizes.reps,
+                {
+                    "direct": lgw.direct_chain_runner(nodes),
+                    "trellis": wl.trellis_chain_runner(engine, wl.chain_flow(functions), n),
+                    "langgraph": lgw.chain_runner(graph, n),
+                },
+            )
+        lg, tr = median(s["langgraph"]) / n * US, median(s["trellis"]) / n * US
+        return figure(
+            value=lg,
+            unit="us/step",
+            baseline=median(s["direct"]) / n * US,
+            baseline_unit="us/step",
+            baseline_what="the same node functions applied directly in a loop",
+            goal=CHAIN_GOAL,
+            reps=sizes.reps,
+            n=n,
+            trellis=tr,
+            ratio_trellis_over_langgraph=tr / lg,
+            samples_s=dict(s),
+        )
+
+    async def fanout(n: int) -> dict[str, Any]:
+        note = None
+        graph = lgw.fanout_graph()
+        say(f"LangGraph fan-out of {n}")
+        try:  # the LangGraph warm-up doubles as a practicality probe
+            await lgw.fanout_runner(graph, n, limit_s=sizes.langgraph_limit_s)()
+        except TimeoutError:
+            smaller = max(1, n // 10)
+            note = (
+                f"LangGraph fan-out of {n} took over {sizes.langgraph_limit_s:g} s; "
+                f"measured at n={smaller} instead"
+            )
+            say(note)
+            n = smaller
+            await lgw.fanout_runner(graph, n)()
+        async with tl.Engine() as engine:
+            trellis = wl.trellis_fanout_runner(engine, wl.fanout_flow(), n)
+            baseline = wl.asyncio_gather_runner(n)
+            await trellis()
+            await baseline()
+            s = await interleave(
+                sizes.reps,
+                {"asyncio": baseline, "trellis": trellis, "langgraph": lgw.fanout_runner(graph, n)},
+                warmup=0,
+            )
+        b = median(s["asyncio"])
+        lg, tr = median(s["langgraph"]) / b, median(s["trellis"]) / b
+        return figure(
+            value=lg,
+            unit="x",
+            baseline=b,
+            baseline_unit="s",
+            baseline_what=f"asyncio.gather of {n} sleep(0.05)",
+            goal=FANOUT_GOAL,
+            reps=sizes.reps,
+            n=n,
+            makespan_s=median(s["langgraph"]),
+            trellis=tr,
+            trellis_makespan_s=median(s["trellis"]),
+            ratio_trellis_over_langgraph=tr / lg,
+            samples_s=dict(s),
+            **({"note": note} if note else {}),
+        )
+
+    async def limited() -> dict[str, Any]:
+        n, limit = sizes.limited, sizes.limit
+        say(f"LangGraph limited: {n} calls, max_concurrency={limit}")
+        ideal = n / limit * wl.CALL_S
+        graph = lgw.fanout_graph()
+        async with tl.Engine() as engine:
+            s = await interleave(
+                sizes.reps,
+                {
+                    "trellis": wl.trellis_fanout_runner(
+                        engine, wl.fanout_flow(concurrency=limit), n
+                    ),
+                    "langgraph": lgw.fanout_runner(
+                        graph, n, max_concurrency=limit, limit_s=sizes.langgraph_limit_s
+                    ),
+                },
+            )
+        lg, tr = median(s["langgraph"]) / ideal, median(s["trellis"]) / ideal
+        return figure(
+            value=lg,
+            unit="x",
+            baseline=ideal,
+            baseline_unit="s",
+            baseline_what=f"ideal makespan {n}/{limit} x 50 ms",
+            goal=LIMITED_GOAL,
+            reps=sizes.reps,
+            n=n,
+            concurrency=limit,
+            makespan_s=median(s["langgraph"]),
+            trellis=tr,
+            ratio_trellis_over_langgraph=tr / lg,
+            samples_s=dict(s),
+        )
+
+    await _guarded("chain_overhead_us_per_step", figures, chain)
+    await _guarded("fanout_1000_ratio_vs_asyncio", figures, lambda: fanout(sizes.fanout_small))
+    await _guarded("fanout_10000_ratio_vs_asyncio", figures, lambda: fanout(sizes.fanout_large))
+    await _guarded("limited_ratio_vs_ideal", figures, limited)
+    return out
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    def version_of(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    usable: int | None
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "trellis": tl.__version__,
+        "pydantic": version_of("pydantic"),
+        "langgraph": version_of("langgraph"),
+        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if x == 0 or abs(x) >= 100:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    if abs(x) >= 0.1:
+        return f"{x:.3f}"
+    return f"{x:.3g}"
+
+
+def _met(fig: dict[str, Any]) -> str:
+    met = fig.get("meets_goal")
+    return "—" if met is None else "[green]yes[/]" if met else "[bold red]NO[/]"
+
+
+def print_report(console: Console, report: dict[str, Any]) -> None:
+    quick = " (--quick: reduced sizes, figures are not meaningful)" if report["quick"] else ""
+    m = report["machine"]
+    table = Table(
+        title=f"Trellis benchmarks{quick}",
+        caption=(
+            f"Python {m['python']}, {m['usable_cpus']} usable CPU(s); medians; "
+            "ratio = value / baseline when both share a unit"
+        ),
+    )
+    for col in ("figure", "n", "value", "unit", "baseline", "ratio", "goal", "met", "reps"):
+        table.add_column(col, justify="left" if col in ("figure", "unit", "goal") else "right")
+    for name, fig in report["figures"].items():
+        table.add_row(
+            name,
+            str(fig["n"]),
+            _fmt(fig["value"]),
+            fig["unit"],
+            f"{_fmt(fig['baseline'])} {fig['baseline_unit']}",
+            _fmt(fig["ratio"]),
+            fig["goal"],
+            _met(fig),
+            str(fig["reps"]),
+        )
+    console.print(table)
+
+    lg = report["langgraph"]
+    if not lg.get("available"):
+        console.print(f"LangGraph: not measured ({lg.get('reason', 'skipped')}).")
+        return
+    side = Table(title=f"Trellis vs LangGraph {lg['version']} (same workloads, same process)")
+    for col in ("workload", "n", "unit", "Trellis", "LangGraph", "Trellis/LangGraph", "baseline"):
+        side.add_column(col, justify="left" if col in ("workload", "unit") else "right")
+    notes: list[str] = []
+    for name, fig in lg["figures"].items():
+        if "error" in fig:
+            side.add_row(name, "", "", "", "[red]error[/]", "", "")
+            notes.append(f"{name}: {fig['error']}")
+            continue
+        side.add_row(
+            name,
+            str(fig["n"]),
+            fig["unit"],
+            _fmt(fig["trellis"]),
+            _fmt(fig["value"]),
+            _fmt(fig["ratio_trellis_over_langgraph"]),
+            f"{_fmt(fig['baseline'])} {fig['baseline_unit']}",
+        )
+        if "note" in fig:
+            notes.append(f"{name}: {fig['note']}")
+    console.print(side)
+    for note in notes:
+        console.print(f"  note: {note}")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.json")
+    parser.add_argument("--quick", action="store_true", help="sizes / 10, 2 repetitions")
+    parser.add_argument("--reps", type=int, help="repetitions per figure (default 5, quick 2)")
+    parser.add_argument("--no-langgraph", action="store_true", help="skip the LangGraph side")
+    parser.add_argument(
+        "--check", action="store_true", help="exit with status 1 if a goal is missed"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.reps is not None:
+        if args.reps < 1:
+            raise SystemExit("--reps must be at least 1")
+        sizes = replace(sizes, reps=args.reps, chain_reps=max(args.reps, sizes.chain_reps))
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    err = Console(stderr=True)
+
+    def say(what: str) -> None:
+        err.print(f"[dim]· {what}[/]")
+
+    started = time.perf_counter()
+    machine = machine_info()
+    figures = asyncio.run(trellis_figures(sizes, say))
+    figures.update(rss_figures(sizes, say))
+    if args.no_langgraph:
+        langgraph: dict[str, Any] = {"available": False, "reason": "skipped (--no-langgraph)"}
+    else:
+        try:
+            langgraph = asyncio.run(langgraph_figures(sizes, say))
+        except Exception as exc:  # never let LangGraph break the Trellis figures
+            traceback.print_exc(file=sys.stderr)
+            langgraph = {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
+    report: dict[str, Any] = {
+        "quick": args.quick,
+        "machine": machine,
+        "sizes": asdict(sizes),
+        "duration_s": round(time.perf_counter() - started, 1),
+        "figures": figures,
+        "langgraph": langgraph,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_report(console, report)
+    missed = [name for name, fig in figures.items() if fig["meets_goal"] is False]
+    console.print(
+        f"wrote {args.out} in {report['duration_s']:g} s; "
+        + (f"goals missed: {', '.join(missed)}" if missed else "all goals met")
+        + (" (--quick sizes: not meaningful)" if args.quick else "")
+    )
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

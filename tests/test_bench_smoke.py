@@ -1,0 +1,83 @@
+"""Smoke test of the benchmark suite: ``bench/run.py --quick`` runs end to end (tiny sizes,
+two repetitions), prints its table and writes well-formed JSON. No figure is judged here:
+quick sizes on a shared machine say nothing about performance."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FIGURES = {
+    "chain_overhead_us_per_step",
+    "chain_overhead_us_per_step_async",
+    "fanout_1000_ratio_vs_asyncio",
+    "fanout_1000_us_per_branch",
+    "fanout_10000_ratio_vs_asyncio",
+    "fanout_10000_us_per_branch",
+    "fanout_branch_cost_growth",
+    "limited_ratio_vs_ideal",
+    "sim_fanout_1000_ratio_vs_asyncio",
+    "peak_rss_mb_fanout_10000",
+}
+GOALS = {
+    "chain_overhead_us_per_step",
+    "fanout_1000_ratio_vs_asyncio",
+    "fanout_10000_ratio_vs_asyncio",
+    "limited_ratio_vs_ideal",
+    "peak_rss_mb_fanout_10000",
+}
+LANGGRAPH_FIGURES = {
+    "chain_overhead_us_per_step",
+    "fanout_1000_ratio_vs_asyncio",
+    "fanout_10000_ratio_vs_asyncio",
+    "limited_ratio_vs_ideal",
+}
+
+
+def _positive(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def test_quick_bench_prints_figures_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("Trellis benchmarks", *sorted(FIGURES)):
+        assert name in proc.stdout, f"{name!r} missing from the printed table"
+
+    report = json.loads(out.read_text())
+    assert report["quick"] is True
+    assert {"python", "cpu_count"} <= set(report["machine"])
+    assert set(report["figures"]) == FIGURES
+    for name, fig in report["figures"].items():
+        assert {"value", "unit", "baseline", "goal", "meets_goal", "reps", "n"} <= set(fig), name
+        assert _positive(fig["value"]), (name, fig["value"])
+        assert _positive(fig["baseline"]), (name, fig["baseline"])
+        assert fig["reps"] == 2, name
+        if name in GOALS:
+            assert isinstance(fig["meets_goal"], bool), name
+        else:
+            assert fig["meets_goal"] is None and fig["goal"] == "informational", name
+
+    langgraph = report["langgraph"]
+    assert isinstance(langgraph["available"], bool)
+    if langgraph["available"]:  # the bench extra is installed: the same workloads, side by side
+        assert set(langgraph["figures"]) == LANGGRAPH_FIGURES
+        for name, fig in langgraph["figures"].items():
+            assert "error" not in fig, (name, fig.get("error"))
+            assert _positive(fig["value"]) and _positive(fig["trellis"]), name
+            assert _positive(fig["ratio_trellis_over_langgraph"]), name
+        assert "Trellis vs LangGraph" in proc.stdout
