@@ -348,3 +348,38 @@ def test_reservation_matches_the_token_estimate() -> None:
     """The reservation arithmetic above relies on this estimate."""
     request = tl.ModelRequest(messages=(tl.Message("user", "q0"),), model="m")
     assert estimate_request_tokens(request) == 4
+
+
+async def test_calls_in_flight_make_a_concurrent_call_wait_not_fail() -> None:
+    """Reservations of calls in flight alone never exhaust a budget: a call that fits what
+    was actually spent waits for them to settle, then runs."""
+    flow = tl.Flow("parallel-budget", inputs={"n": int})
+
+    @flow.step
+    def items(n: int) -> list[int]:
+        return list(range(n))
+
+    @flow.step(map_over="items")
+    async def ask(items: int, llm: tl.LLM) -> str:
+        return await llm.generate(f"question {items}", model="small", max_tokens=100)
+
+    in_flight = 0
+    peak = 0
+
+    async def reply(request: tl.ModelRequest) -> tl.ModelResponse:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return tl.ModelResponse("ok", tl.Usage(10, 2))
+
+    # Each call reserves ~100+ tokens but spends 12: 4 calls in flight would "use" the whole
+    # budget by reservation, yet 20 calls fit what is really spent.
+    budget = tl.Budget(max_tokens=450)
+    async with tl.Engine(models={"small": FunctionModel(reply)}, sleep=no_wait) as eng:
+        result = await eng.run(flow, {"n": 20}, budget=budget)
+    assert result.ok, result.error
+    assert result.usage.attempts == 20
+    assert result.usage.total_tokens == 240
+    assert 1 < peak < 20  # some calls ran together, others waited for reservations

@@ -6,11 +6,19 @@ from collections.abc import Iterable
 
 from trellis.engine.results import RunResult
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliError", "configuration_error"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CliError",
+    "configuration_error",
+]
 
 EXIT_OK = 0  # every item is done
 EXIT_FAILED = 1  # at least one item failed
 EXIT_USAGE = 2  # bad usage or configuration: nothing (more) was run
+EXIT_INTERRUPTED = 130  # Ctrl-C: what finished was written
 
 
 class CliError(Exception):

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from trellis.cli.errors import CliError
-from trellis.engine.engine import validate_inputs
 from trellis.errors import InputError
 from trellis.flow.flow import Flow
 
@@ -30,7 +29,7 @@ class Item:
 
 def _check_inputs(flow: Flow, inputs: dict[str, Any], where: str) -> None:
     try:
-        validate_inputs(flow.compile(), inputs)
+        flow.validate_inputs(inputs)
     except InputError as exc:
         raise CliError(f"{where}: {exc}") from None
 

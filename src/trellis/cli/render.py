@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
-from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -124,7 +123,8 @@ def render_result(console: Console, result: RunResult) -> None:
         console.print(_step_header(name, record), highlight=False)
         body = _step_body(record, width)
         if body is not None:
-            console.print(Padding(body, (0, 0, 0, 4), expand=False), highlight=False)
+            indented = Text("    ").join(body.split("\n", include_separator=True))
+            console.print(Text("    ") + indented, highlight=False, soft_wrap=True)
     usage = result.usage
     if not usage.attempts:
         line = f"no LLM calls · {fmt_seconds(result.duration_s)}"
@@ -234,7 +234,7 @@ def summary_renderables(summary: BatchSummary, title: str) -> list[RenderableTyp
     if summary.failures:
         lines = ["[bold]Failures[/]"]
         for key, n in summary.failures.items():
-            example = summary.failure_examples.get(key, "")
+            example = (summary.failure_examples.get(key) or "").strip().split("\n")[0]
             lines.append(f"  [red]{escape(key)}[/] ×{n}  [dim]{escape(example)}[/]")
         if summary.not_started:
             lines.append(f"  [dim]{summary.not_started} item(s) never started[/]")

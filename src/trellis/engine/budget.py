@@ -2,10 +2,12 @@
 
 A guard may have a parent (a batch's guard above each item's), so one call is checked
 against every enclosing budget. All of this runs on one event loop: no locks needed.
+A call that would exceed a limit only because of calls still in flight waits for them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -37,6 +39,7 @@ class BudgetGuard:
         self.reserved_usd = 0.0
         self.reserved_tokens = 0
         self.exhausted: BudgetExceededError | None = None
+        self._waiters: list[asyncio.Future[None]] = []
 
     def _chain(self) -> tuple[BudgetGuard, ...]:
         chain: list[BudgetGuard] = []
@@ -75,9 +78,33 @@ class BudgetGuard:
         limit = guard.budget.max_seconds or 0.0
         return guard._error("max_seconds", limit, time.monotonic() - guard.started, "wall time")
 
-    def reserve(self, tokens: int, cost: float) -> Reservation:
-        """Reserve an estimated call; raise if it would cross any limit."""
+    async def reserve(self, tokens: int, cost: float) -> Reservation:
+        """Reserve an estimated call against this guard and its parents.
+
+        Raises when the call would exceed a limit on what has actually been spent. When it
+        fits the spend but not the spend plus what calls in flight have reserved, it waits
+        for those calls to settle and checks again, so a concurrent batch neither overshoots
+        nor gives up early.
+        """
         chain = self._chain()
+        while True:
+            blocking = self._blocking(chain, tokens, cost)
+            if blocking is None:
+                break
+            waiter = asyncio.get_running_loop().create_future()
+            blocking._waiters.append(waiter)
+            await waiter
+        self.check_time()
+        for g in chain:
+            g.calls += 1
+            g.reserved_tokens += tokens
+            g.reserved_usd += cost
+        return Reservation(tokens, cost, chain)
+
+    @staticmethod
+    def _blocking(chain: tuple[BudgetGuard, ...], tokens: int, cost: float) -> BudgetGuard | None:
+        """Raise if the call cannot fit; return a guard to wait on if it may fit later."""
+        wait_on: BudgetGuard | None = None
         for g in chain:
             b = g.budget
             if g.exhausted is not None:
@@ -85,19 +112,16 @@ class BudgetGuard:
             if b.max_calls is not None and g.calls + 1 > b.max_calls:
                 raise g._error("max_calls", b.max_calls, g.calls + 1, "LLM calls")
             if b.max_tokens is not None:
-                total = g.spent_tokens + g.reserved_tokens + tokens
-                if total > b.max_tokens:
-                    raise g._error("max_tokens", b.max_tokens, total, "tokens")
+                if g.spent_tokens + tokens > b.max_tokens:
+                    raise g._error("max_tokens", b.max_tokens, g.spent_tokens + tokens, "tokens")
+                if g.spent_tokens + g.reserved_tokens + tokens > b.max_tokens:
+                    wait_on = wait_on or g
             if b.max_usd is not None:
-                total_usd = g.spent_usd + g.reserved_usd + cost
-                if total_usd > b.max_usd:
-                    raise g._error("max_usd", b.max_usd, total_usd, "USD")
-        self.check_time()
-        for g in chain:
-            g.calls += 1
-            g.reserved_tokens += tokens
-            g.reserved_usd += cost
-        return Reservation(tokens, cost, chain)
+                if g.spent_usd + cost > b.max_usd:
+                    raise g._error("max_usd", b.max_usd, g.spent_usd + cost, "USD")
+                if g.spent_usd + g.reserved_usd + cost > b.max_usd:
+                    wait_on = wait_on or g
+        return wait_on
 
     def settle(self, reservation: Reservation, tokens: int, cost: float) -> None:
         if reservation.settled:
@@ -108,6 +132,10 @@ class BudgetGuard:
             g.reserved_usd -= reservation.cost
             g.spent_tokens += tokens
             g.spent_usd += cost
+            waiters, g._waiters = g._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         if not reservation.guards:
             self.spent_tokens += tokens
             self.spent_usd += cost

@@ -15,8 +15,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mappi
 from types import TracebackType
 from typing import Any
 
-from pydantic import ValidationError
-
 from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.budget import BudgetGuard
 from trellis.engine.results import ErrorInfo, RunResult, StepRecord
@@ -28,7 +26,7 @@ from trellis.flow.policy import Budget
 from trellis.models.base import Model
 from trellis.models.registry import ProviderFactory, ProviderRegistry
 
-__all__ = ["Engine", "new_run_id"]
+__all__ = ["Engine", "failed_result", "new_run_id"]
 
 
 def new_run_id() -> str:
@@ -113,7 +111,7 @@ class Engine:
         not raise: the result's ``status`` is ``"failed"`` and ``error`` says why (call
         ``result.raise_for_status()`` to raise instead)."""
         plan = flow.compile()
-        values = validate_inputs(plan, inputs)
+        values = plan.validate_inputs(inputs)
         guard = BudgetGuard(budget or flow.budget, parent=self.guard)
         run = Run(self, flow, plan, values, run_id or new_run_id(), guard)
         return await run.execute()
@@ -196,34 +194,6 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def validate_inputs(plan: CompiledFlow, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
-    given = dict(inputs or {})
-    unknown = sorted(set(given) - set(plan.inputs))
-    if unknown:
-        known = ", ".join(sorted(plan.inputs)) or "none"
-        raise InputError(f"flow {plan.name!r}: unknown input(s) {unknown}; it reads: {known}")
-    values: dict[str, Any] = {}
-    for name, spec in plan.inputs.items():
-        if name not in given:
-            if spec.required:
-                raise InputError(
-                    f"flow {plan.name!r}: missing input {name!r} (read by "
-                    f"{', '.join(spec.readers)})"
-                )
-            continue
-        value = given[name]
-        if spec.adapter is not None:
-            try:
-                value = spec.adapter.validate_python(value)
-            except ValidationError as exc:
-                first = exc.errors(include_url=False)[0]
-                where = ".".join(str(p) for p in first["loc"])
-                detail = f"{where}: {first['msg']}" if where else first["msg"]
-                raise InputError(f"flow {plan.name!r}: input {name!r}: {detail}") from exc
-        values[name] = value
-    return values
 
 
 def failed_result(plan: CompiledFlow, inputs: Mapping[str, Any], exc: BaseException) -> RunResult:

@@ -143,7 +143,7 @@ class _Call:
                 max_tokens=self.max_tokens,
                 seed=self.seed,
             )
-            reservation = scope.run.reserve(model.name, request)
+            reservation = await scope.run.reserve(model.name, request)
             self.attempt += 1
             self.waited, wait = wait, 0.0
             started = time.perf_counter()

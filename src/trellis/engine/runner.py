@@ -516,7 +516,7 @@ class Run:
                 step=spec.name,
             ) from exc
 
-    def reserve(self, model: str, request: ModelRequest) -> Reservation:
+    async def reserve(self, model: str, request: ModelRequest) -> Reservation:
         guard = self.guard
         budget = guard.budget
         prompt = estimate_request_tokens(request)
@@ -531,7 +531,7 @@ class Run:
                     "[prices] in trellis.toml or pass prices= to Config"
                 )
             cost = price.cost(estimate)
-        return guard.reserve(estimate.total_tokens, cost)
+        return await guard.reserve(estimate.total_tokens, cost)
 
     def settle(self, reservation: Reservation, model: str, usage: Usage) -> float | None:
         cost = self.engine.config.prices.cost(model, usage)

@@ -146,6 +146,10 @@ class Flow:
         """Raise :class:`FlowDefinitionError` if the flow is not well formed."""
         self.compile()
 
+    def validate_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Check inputs for a run without running; raises :class:`InputError`."""
+        return self.compile().validate_inputs(inputs)
+
     @property
     def steps(self) -> Mapping[str, StepSpec]:
         return dict(self._steps)

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
-from trellis.errors import FlowDefinitionError
+from trellis.errors import FlowDefinitionError, InputError
 from trellis.flow.step import Param, StepSpec
 from trellis.flow.types import compatible, describe, input_adapter, make_validator
 
@@ -51,6 +51,36 @@ class CompiledFlow:
 
     def step(self, name: str) -> StepSpec:
         return self.steps[self.index[name]]
+
+    def validate_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The inputs, validated (lax: JSON objects become models); :class:`InputError`
+        names a missing, unknown or ill-typed input."""
+        plan = self
+        given = dict(inputs or {})
+        unknown = sorted(set(given) - set(plan.inputs))
+        if unknown:
+            known = ", ".join(sorted(plan.inputs)) or "none"
+            raise InputError(f"flow {plan.name!r}: unknown input(s) {unknown}; it reads: {known}")
+        values: dict[str, Any] = {}
+        for name, spec in plan.inputs.items():
+            if name not in given:
+                if spec.required:
+                    raise InputError(
+                        f"flow {plan.name!r}: missing input {name!r} (read by "
+                        f"{', '.join(spec.readers)})"
+                    )
+                continue
+            value = given[name]
+            if spec.adapter is not None:
+                try:
+                    value = spec.adapter.validate_python(value)
+                except ValidationError as exc:
+                    first = exc.errors(include_url=False)[0]
+                    where = ".".join(str(p) for p in first["loc"])
+                    detail = f"{where}: {first['msg']}" if where else first["msg"]
+                    raise InputError(f"flow {plan.name!r}: input {name!r}: {detail}") from exc
+            values[name] = value
+        return values
 
 
 def compile_flow(

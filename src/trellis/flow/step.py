@@ -75,6 +75,8 @@ class Condition:
             )
         reads = [p.name for p in params]
         name = getattr(fn, "__name__", "condition")
+        if name == "<lambda>":
+            name = "condition"
         return cls(fn, reads, f"{name}({', '.join(reads)})")
 
     def __call__(self, values: dict[str, Any]) -> bool:
