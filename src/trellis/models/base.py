@@ -19,10 +19,12 @@ __all__ = [
     "Model",
     "ModelRequest",
     "ModelResponse",
+    "ToolCall",
+    "ToolSpec",
     "Usage",
 ]
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 
 #: Normalised reasons a reply ended. Providers map their own dialect onto these; a value
 #: they do not know is passed through as ``"other"`` with the original kept in ``raw``.
@@ -30,9 +32,32 @@ FinishReason = Literal["stop", "length", "content_filter", "refusal", "tool_call
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call: its name, what it does, and its JSON-schema parameters."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call the model asked for. ``arguments`` is the raw JSON text, unvalidated."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
+    """One conversation turn. An assistant turn may carry ``tool_calls``; a ``tool`` turn
+    answers the call ``tool_call_id`` with ``content``."""
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +88,8 @@ class ModelRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     seed: int | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str | None = None  # "auto", "required", "none", or a tool's name
     extra: dict[str, Any] = field(default_factory=dict)  # provider-specific options
 
     def prompt_text(self) -> str:
@@ -77,6 +104,7 @@ class ModelResponse:
     refusal: str | None = None  # the refusal message, when the model refused
     model: str | None = None  # the model that answered, as the provider reports it
     raw_finish_reason: str | None = None  # the provider's own finish value
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class Model(abc.ABC):
