@@ -13,6 +13,10 @@ provider SDK, an HTTP client, the user's own step code) are mapped at the bounda
     ├── StepError                    a step's own code raised
     │   └── OutputTypeError          a step returned a value that is not its annotated type
     ├── BudgetExceededError          a run budget (cost, tokens, calls, time) would be exceeded
+    ├── StoreError                   the store is unusable: newer/foreign schema, corrupt row
+    │   └── SerializationError       a value cannot be stored as JSON
+    ├── RunLockedError               another process is executing this run (its lease)
+    ├── StepChangedError             a recorded step's code changed since the run was recorded
     └── ModelError                   an LLM call failed; ``.mode`` is its FailureMode
         ├── RateLimitError           429; ``.retry_after`` when the provider said
         ├── ModelTimeoutError        the attempt's deadline passed
@@ -52,7 +56,11 @@ __all__ = [
     "RateLimitError",
     "RefusalError",
     "ReplyAttempt",
+    "RunLockedError",
+    "SerializationError",
+    "StepChangedError",
     "StepError",
+    "StoreError",
     "TrellisError",
     "TruncatedError",
 ]
@@ -137,6 +145,31 @@ class BudgetExceededError(TrellisError):
         self.budget = budget
         self.limit = limit
         self.spent = spent
+
+
+class StoreError(TrellisError):
+    """The store cannot be used: a newer or foreign schema, a corrupt record, a bad URL."""
+
+
+class SerializationError(StoreError):
+    """A value cannot be recorded as JSON (and Trellis never falls back to pickle)."""
+
+
+class RunLockedError(TrellisError):
+    """Another process holds this run's lease: it is executing it now."""
+
+    def __init__(self, message: str, *, run_id: str, owner: str):
+        super().__init__(message)
+        self.run_id = run_id
+        self.owner = owner
+
+
+class StepChangedError(TrellisError):
+    """A step completed in the recorded run has a different definition now."""
+
+    def __init__(self, message: str, *, step: str):
+        super().__init__(message)
+        self.step = step
 
 
 class ModelError(TrellisError):

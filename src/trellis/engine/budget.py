@@ -123,6 +123,16 @@ class BudgetGuard:
                     wait_on = wait_on or g
         return wait_on
 
+    def charge(self, tokens: int, cost: float, calls: int = 1) -> None:
+        """Count spending that happened before this guard existed (a journaled call replayed
+        on resume was paid for once; it counts against the budget, it is not paid again)."""
+        guard: BudgetGuard | None = self
+        while guard is not None:
+            guard.calls += calls
+            guard.spent_tokens += tokens
+            guard.spent_usd += cost
+            guard = guard.parent
+
     def settle(self, reservation: Reservation, tokens: int, cost: float) -> None:
         if reservation.settled:
             return

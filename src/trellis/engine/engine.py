@@ -17,16 +17,22 @@ from typing import Any
 
 from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.budget import BudgetGuard
+from trellis.engine.durable import DurableRun, load_result, process_owner
 from trellis.engine.results import ErrorInfo, RunResult, StepRecord
 from trellis.engine.runner import Run
-from trellis.errors import InputError
+from trellis.errors import ConfigurationError, InputError
 from trellis.flow.flow import Flow
 from trellis.flow.graph import CompiledFlow
-from trellis.flow.policy import Budget
+from trellis.flow.policy import Budget, Cache
 from trellis.models.base import Model
 from trellis.models.registry import ProviderFactory, ProviderRegistry
+from trellis.store import MemoryStore, Store, open_store
+from trellis.store.codec import decode, encode
 
 __all__ = ["Engine", "failed_result", "new_run_id"]
+
+
+_CACHE_PREFIX = "llm-reply/v1/"
 
 
 def new_run_id() -> str:
@@ -42,6 +48,13 @@ class Engine:
     - ``providers``: extra provider factories by name.
     - ``budget``: a budget over *everything* this engine runs (a batch's total), on top of
       each run's own budget.
+    - ``store``: where runs are recorded (a :class:`Store` or a URL such as
+      ``"sqlite:///.trellis/trellis.db"``). With a store every run is durable: completed
+      steps and LLM calls are journaled as they finish, a completed run id returns its
+      recorded result, and an incomplete one resumes. Without one, runs live in memory.
+    - ``cache``: a response cache for every step (``tl.Cache(ttl=...)`` or ``True``); steps
+      and flows can set their own. It lives in the store, or in memory without one.
+    - ``lease_ttl``: seconds before a dead process's claim on a run expires.
     - ``seed``: seeds the backoff jitter, for reproducible tests.
     """
 
@@ -52,10 +65,18 @@ class Engine:
         models: Mapping[str, Any] | None = None,
         providers: Mapping[str, ProviderFactory] | None = None,
         budget: Budget | None = None,
+        store: Store | str | None = None,
+        cache: Cache | bool | None = None,
+        lease_ttl: float = 30.0,
         seed: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config or Config()
+        self.store: Store | None = open_store(store) if isinstance(store, str) else store
+        self.cache = cache
+        self.lease_ttl = lease_ttl
+        self.owner = process_owner()
+        self._cache_store: Store | None = None
         self._models: dict[str, Model] = {}
         if models:
             bound: dict[str, Any] = {}
@@ -106,15 +127,68 @@ class Engine:
         *,
         budget: Budget | None = None,
         run_id: str | None = None,
+        rerun_changed: bool = False,
+        meta: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run ``flow`` once. Raises :class:`InputError` for bad inputs; a failing step does
         not raise: the result's ``status`` is ``"failed"`` and ``error`` says why (call
-        ``result.raise_for_status()`` to raise instead)."""
+        ``result.raise_for_status()`` to raise instead).
+
+        With a store: ``run_id`` of a completed run returns the recorded result without
+        executing anything; of an incomplete run, resumes it (``inputs`` may be omitted).
+        A step whose code changed since it was recorded raises :class:`StepChangedError`
+        unless ``rerun_changed``, which re-runs it and everything downstream. ``meta`` is
+        recorded with a new run (the CLI keeps what it needs to resume there)."""
         plan = flow.compile()
-        values = plan.validate_inputs(inputs)
         guard = BudgetGuard(budget or flow.budget, parent=self.guard)
-        run = Run(self, flow, plan, values, run_id or new_run_id(), guard)
-        return await run.execute()
+        if self.store is None:
+            values = plan.validate_inputs(inputs)
+            return await Run(self, flow, plan, values, run_id or new_run_id(), guard).execute()
+        durable = DurableRun.open(
+            self.store,
+            plan,
+            inputs,
+            run_id or new_run_id(),
+            owner=self.owner,
+            lease_ttl=self.lease_ttl,
+            meta=meta,
+        )
+        if durable.recorded is not None:
+            return durable.recorded
+        async with durable.lease():
+            journal = durable.start(rerun_changed=rerun_changed)
+            run = Run(self, flow, plan, durable.values, durable.run_id, guard, journal)
+            result = await run.execute()
+            durable.finish(result)
+        return result
+
+    def load(self, run_id: str, flow: Flow | None = None) -> RunResult:
+        """A recorded run from the store (outputs typed when ``flow`` is given)."""
+        if self.store is None:
+            raise ConfigurationError("this engine has no store: pass store= to record runs")
+        return load_result(self.store, run_id, flow.compile() if flow else None)
+
+    # -- response cache ---------------------------------------------------------------------
+
+    def _cache_backend(self) -> Store:
+        if self.store is not None:
+            return self.store
+        if self._cache_store is None:
+            self._cache_store = MemoryStore()
+        return self._cache_store
+
+    def cache_lookup(self, digest: str, output_type: Any) -> tuple[bool, Any]:
+        text = self._cache_backend().cache_get(_CACHE_PREFIX + digest, time.time())
+        if text is None:
+            return False, None
+        return True, decode(text, output_type if output_type is not None else Any, "a cache entry")
+
+    def cache_store_value(self, digest: str, value: Any, cache: Cache) -> None:
+        now = time.time()
+        expires = now + cache.ttl if cache.ttl is not None else None
+        self._cache_backend().cache_put(
+            _CACHE_PREFIX + digest, encode(value, "a cached reply"), now, expires
+        )
 
     async def run_many(
         self,
@@ -181,6 +255,7 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
+        """Close model clients. A store passed in stays open: its owner closes it."""
         for model in self._models.values():
             await model.aclose()
 

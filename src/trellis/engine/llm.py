@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.journal import request_hash
 from trellis.engine.results import CallRecord
 from trellis.engine.structured import OutputSpec, ParseFailure, output_spec, reask_message
 from trellis.errors import (
@@ -78,6 +79,34 @@ class EngineLLM(LLM):
             reasks=policy.reasks if reasks is None else reasks,
             timeout=policy.timeout if timeout is None else timeout,
         )
+        run = scope.run
+        journal = run.journal
+        key = digest = None
+        if journal is not None or scope.cache is not None:
+            first = ModelRequest(
+                messages=tuple(messages),
+                model=chain[0].name,
+                output_schema=spec.schema if spec else None,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                seed=seed,
+            )
+            digest = request_hash(chain[0].name, first)
+        if journal is not None and digest is not None:
+            key = scope.journal_key()
+            replay = journal.lookup(key, digest, output)
+            if replay is not None:
+                for record in replay.attempts:
+                    scope.add_call(record)
+                    run.guard.charge(record.total_tokens, record.cost_usd or 0.0)
+                return self._returned(replay.value)
+        if scope.cache is not None and digest is not None:
+            found, hit = run.engine.cache_lookup(digest, output)
+            if found:
+                call.record_cache_hit(chain[0])
+                if journal is not None and key is not None:
+                    journal.save_call(key, digest, hit, call.records)
+                return self._returned(hit)
         last: ModelError | None = None
         for position, target in enumerate(chain):
             try:
@@ -88,11 +117,18 @@ class EngineLLM(LLM):
                 if more and (exc.mode.wants_other_model or isinstance(exc, OutputValidationError)):
                     continue
                 raise
-            scope.record.usage.calls += 1
-            scope.run.result.usage.calls += 1
-            return value
+            if journal is not None and key is not None and digest is not None:
+                journal.save_call(key, digest, value, call.records)
+            if scope.cache is not None and digest is not None:
+                run.engine.cache_store_value(digest, value, scope.cache)
+            return self._returned(value)
         assert last is not None
         raise last
+
+    def _returned(self, value: Any) -> Any:
+        self._scope.record.usage.calls += 1
+        self._scope.run.result.usage.calls += 1
+        return value
 
 
 class _Call:
@@ -121,6 +157,7 @@ class _Call:
         self.reasks = reasks
         self.timeout = timeout
         self.attempt = 0
+        self.records: list[CallRecord] = []  # every attempt of this call
         self.waited = 0.0  # the backoff / retry-after slept before the current attempt
 
     async def on_model(self, model: Model, messages: list[Message]) -> Any:
@@ -264,7 +301,29 @@ class _Call:
             error=error,
             reply=reply,
         )
+        self.records.append(record)
         scope.add_call(record)
+
+    def record_cache_hit(self, model: Model) -> None:
+        """A reply served from the response cache: recorded, costs nothing."""
+        self.attempt += 1
+        record = CallRecord(
+            step=self.scope.record.name,
+            call=self.call_no,
+            attempt=self.attempt,
+            model=model.name,
+            role=self.role,
+            outcome="ok",
+            input_tokens=0,
+            output_tokens=0,
+            cost_usd=0.0,
+            latency_s=0.0,
+            index=self.scope.index,
+            round=self.scope.round,
+            source="cache",
+        )
+        self.records.append(record)
+        self.scope.add_call(record)
 
 
 def _one_line(error: str) -> str:
@@ -293,4 +352,3 @@ def _messages(prompt: Prompt, system: str | None) -> list[Message]:
     if not out:
         raise ConfigurationError("the prompt is empty")
     return out
-

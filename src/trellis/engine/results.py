@@ -47,6 +47,11 @@ class CallRecord:
     round: int | None = None
     error: str | None = None
     reply: str | None = None  # the raw reply, kept for replies that failed to parse/validate
+    source: str = "live"  # "live", "journal" (replayed on resume) or "cache" (cost nothing)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +70,7 @@ class CallRecord:
             "round": self.round,
             "error": self.error,
             "reply": self.reply,
+            "source": self.source,
         }
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.budget import BudgetGuard, Reservation
+from trellis.engine.journal import Journal
 from trellis.engine.llm import EngineLLM
 from trellis.engine.results import CallRecord, Decision, ErrorInfo, RunResult, StepRecord
 from trellis.errors import (
@@ -32,7 +33,7 @@ from trellis.errors import (
     TrellisError,
 )
 from trellis.flow.inject import ElementFailure, Round, RunContext
-from trellis.flow.policy import RetryPolicy
+from trellis.flow.policy import Cache, RetryPolicy, resolve_cache
 from trellis.flow.types import describe
 from trellis.models.base import ModelRequest, Usage
 from trellis.models.tokens import estimate_request_tokens
@@ -53,7 +54,17 @@ _RUN_FATAL = (BudgetExceededError, ConfigurationError, QuotaExceededError, Authe
 class StepScope:
     """What an LLM call needs to know about the step execution that makes it."""
 
-    __slots__ = ("default_model", "index", "policy", "record", "round", "run")
+    __slots__ = (
+        "attempt",
+        "cache",
+        "default_model",
+        "index",
+        "policy",
+        "record",
+        "round",
+        "run",
+        "seq",
+    )
 
     def __init__(
         self,
@@ -63,6 +74,8 @@ class StepScope:
         default_model: str | None,
         index: int | None,
         round: int | None,
+        attempt: int,
+        cache: Cache | None,
     ) -> None:
         self.run = run
         self.record = record
@@ -70,6 +83,14 @@ class StepScope:
         self.default_model = default_model
         self.index = index
         self.round = round
+        self.attempt = attempt
+        self.cache = cache
+        self.seq = 0  # calls made by this execution, for stable journal keys
+
+    def journal_key(self) -> str:
+        """Where the next call is made: stable across a resume of the same code."""
+        self.seq += 1
+        return f"{self.record.name}|{self.index}|{self.round}|{self.attempt}|{self.seq}"
 
     def next_call(self) -> int:
         counters = self.run.call_numbers
@@ -92,8 +113,10 @@ class Run:
         inputs: dict[str, Any],
         run_id: str,
         guard: BudgetGuard,
+        journal: Journal | None = None,
     ) -> None:
         self.engine = engine
+        self.journal = journal
         self.flow = flow
         self.plan = plan
         self.guard = guard
@@ -115,6 +138,7 @@ class Run:
         self.call_numbers: dict[str, int] = {}
         self.fatal: BaseException | None = None
         self.slots = asyncio.Semaphore(flow.concurrency) if flow.concurrency else None
+        self.step_decisions: dict[str, list[Decision]] = {}
         self._draining = False
         self._done: asyncio.Future[None] | None = None
 
@@ -188,6 +212,17 @@ class Run:
                 what = "failed" if state[d] == FAILED else "was cancelled"
                 self._finish_unrun(i, CANCELLED, f"upstream step {plan.steps[d].name!r} {what}")
                 return
+        if self.journal is not None:
+            restored = self.journal.restore(i, record)
+            if restored is not None:
+                self.result.decisions.extend(restored.decisions)
+                self.result.calls.extend(restored.calls)
+                self.result.usage.merge(record.usage)
+                usage = record.usage
+                self.guard.charge(usage.total_tokens, usage.cost_usd, usage.attempts)
+                self.values[spec.name] = record.output
+                self._settle(i, DONE)
+                return
         values = self.values
         kwargs: dict[str, Any] = {}
         for param, source in plan.sources[i]:
@@ -201,8 +236,11 @@ class Run:
             else:
                 value = values.get(param.name, _MISSING)
                 kwargs[param.name] = param.fallback if value is _MISSING else value
-        if spec.when is not None and not self._check_when(i, spec):
-            return
+        if spec.when is not None:
+            if not self._check_when(i, spec):
+                return
+            if self.journal is not None:
+                self.journal.step_started(i, record, self.step_decisions.get(spec.name, []))
         record.started_at = time.time()
         if (
             spec.is_async
@@ -264,7 +302,10 @@ class Run:
     def _decide(
         self, step: str, kind: str, outcome: str, reason: str, values: dict[str, Any]
     ) -> None:
-        self.result.decisions.append(Decision(step, kind, outcome, reason, values))
+        decision = Decision(step, kind, outcome, reason, values)
+        self.result.decisions.append(decision)
+        if self.journal is not None:
+            self.step_decisions.setdefault(step, []).append(decision)
 
     # -- finishing a step -----------------------------------------------------------------
 
@@ -274,12 +315,19 @@ class Run:
         record.output = output
         record.duration_s = time.perf_counter() - t0
         self.values[record.name] = output
+        if self.journal is not None:
+            self._journal_step(i, record)
+            if record.status != "done":
+                self._settle(i, FAILED)
+                return
         self._settle(i, DONE)
 
     def _finish_unrun(self, i: int, state: int, reason: str) -> None:
         record = self.records[i]
         record.status = "skipped" if state == SKIPPED else "cancelled"
         record.reason = reason
+        if self.journal is not None:
+            self._journal_step(i, record)
         self._settle(i, state)
 
     def _fail(self, i: int, exc: BaseException) -> None:
@@ -300,7 +348,27 @@ class Run:
             self.result.exception = exc
         if isinstance(exc, _RUN_FATAL) and self.fatal is None:
             self._abort(exc)
+        if self.journal is not None:
+            self._journal_step(i, record)
         self._settle(i, FAILED)
+
+    def _journal_step(self, i: int, record: StepRecord) -> None:
+        assert self.journal is not None
+        try:
+            self.journal.step_settled(i, record, self.step_decisions.get(record.name, []))
+        except TrellisError as exc:  # e.g. an output JSON cannot hold: the step failed
+            if record.status == "done":
+                record.status = "failed"
+                record.error = ErrorInfo.from_exception(exc, step=record.name)
+                record.reason = str(exc)
+                record.exception = exc
+                if self.result.error is None:
+                    self.result.error = record.error
+                    self.result.exception = exc
+                self.values.pop(record.name, None)
+                self.journal.step_settled(i, record, [])
+            else:
+                raise
 
     def _abort(self, exc: BaseException) -> None:
         self.fatal = exc
@@ -360,7 +428,8 @@ class Run:
             record.attempts += 1
             call_kwargs = kwargs
             if spec.injected:
-                call_kwargs = {**kwargs, **self._injected(spec, record, policy, index, round_)}
+                injected = self._injected(spec, record, policy, index, round_, attempt)
+                call_kwargs = {**kwargs, **injected}
             try:
                 if self.slots is not None and not holds_slot:
                     async with self.slots:
@@ -381,13 +450,16 @@ class Run:
         policy: RetryPolicy,
         index: int | None,
         round_: Round[Any] | None,
+        attempt: int,
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         number = round_.number if round_ is not None else None
         for name, kind in spec.injected.items():
             if kind == "llm":
                 model = spec.model or self.flow.model
-                out[name] = EngineLLM(StepScope(self, record, policy, model, index, number))
+                cache = resolve_cache(spec.cache, self.flow.cache, self.engine.cache)
+                scope = StepScope(self, record, policy, model, index, number, attempt, cache)
+                out[name] = EngineLLM(scope)
             elif kind == "context":
                 out[name] = RunContext(self.result.run_id, self.plan.name, spec.name, index, number)
             else:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from trellis.errors import FlowDefinitionError
 from trellis.flow.graph import CompiledFlow, compile_flow
-from trellis.flow.policy import Budget, RetryPolicy
+from trellis.flow.policy import Budget, Cache, RetryPolicy
 from trellis.flow.step import Condition, OnError, StepSpec, build_step
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ class Flow:
         retry: RetryPolicy | None = None,
         model: str | None = None,
         budget: Budget | None = None,
+        cache: Cache | bool | None = None,
         description: str = "",
     ) -> None:
         if not name:
@@ -57,6 +58,7 @@ class Flow:
         self.retry = retry or RetryPolicy()
         self.model = model
         self.budget = budget
+        self.cache = cache
         self._steps: dict[str, StepSpec] = {}
         self._compiled: CompiledFlow | None = None
 
@@ -78,6 +80,7 @@ class Flow:
         until: Callable[[Any], Any] | None = None,
         retry: RetryPolicy | None = None,
         model: str | None = None,
+        cache: Cache | bool | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -93,6 +96,7 @@ class Flow:
         until: Callable[[Any], Any] | None = None,
         retry: RetryPolicy | None = None,
         model: str | None = None,
+        cache: Cache | bool | None = None,
     ) -> Any:
         """Add a step. Used bare (``@flow.step``) or with options:
 
@@ -105,6 +109,8 @@ class Flow:
         - ``max_rounds`` / ``until``: run the step repeatedly (a ``tl.Round`` parameter
           sees earlier rounds) until ``until(output)`` is true or ``max_rounds`` pass.
         - ``retry``: this step's :class:`tl.RetryPolicy`; ``model``: its default role.
+        - ``cache``: reuse identical LLM replies across runs (:class:`tl.Cache`, ``True``,
+          or ``False`` to turn off a cache set on the flow or engine).
         """
 
         def register(func: F) -> F:
@@ -118,6 +124,7 @@ class Flow:
                 until=until,
                 retry=retry,
                 model=model,
+                cache=cache,
             )
             self.add(spec)
             return func

@@ -14,7 +14,7 @@ import difflib
 import enum
 import heapq
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
@@ -48,6 +48,7 @@ class CompiledFlow:
     inputs: Mapping[str, InputSpec]
     validators: tuple[Callable[[Any], Any] | None, ...]  # per step: checks its return value
     sources: tuple[tuple[tuple[Param, int], ...], ...]  # per step: (param, source step or -1)
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def step(self, name: str) -> StepSpec:
         return self.steps[self.index[name]]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from trellis.errors import ConfigurationError
 
-__all__ = ["Budget", "RetryPolicy"]
+__all__ = ["Budget", "Cache", "RetryPolicy", "resolve_cache"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +87,34 @@ class Budget:
             and self.max_calls is None
             and self.max_seconds is None
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Cache:
+    """Reuse LLM replies across runs. Opt-in: ``cache=tl.Cache(ttl=3600)`` (or ``True``) on a
+    step, a flow or the engine (``--cache`` on the CLI); ``cache=False`` on a step turns an
+    inherited cache off.
+
+    The key covers the model, every request parameter, the messages and the output schema,
+    so only an identical request hits. A hit is recorded (``CallRecord.source == "cache"``)
+    and costs nothing. ``ttl`` is in seconds; ``None`` keeps entries until cleared.
+    """
+
+    ttl: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ttl is not None and self.ttl <= 0:
+            raise ConfigurationError("Cache.ttl must be positive (seconds) or None")
+
+
+def resolve_cache(*levels: Cache | bool | None) -> Cache | None:
+    """The first level that says something (step, flow, engine): a Cache, or off."""
+    for level in levels:
+        if level is None:
+            continue
+        if level is False:
+            return None
+        if level is True:
+            return Cache()
+        return level
+    return None

@@ -15,7 +15,7 @@ from typing import Any, Literal, get_origin
 
 from trellis.errors import FlowDefinitionError
 from trellis.flow.inject import LLM, ElementFailure, Round, RunContext
-from trellis.flow.policy import RetryPolicy
+from trellis.flow.policy import Cache, RetryPolicy
 from trellis.flow.types import is_optional
 
 __all__ = ["Condition", "Param", "StepSpec", "branch"]
@@ -121,6 +121,7 @@ class StepSpec:
     until: Callable[[Any], Any] | None = None
     retry: RetryPolicy | None = None
     model: str | None = None
+    cache: Cache | bool | None = None
     description: str = ""
 
     @property
@@ -157,6 +158,7 @@ def build_step(
     until: Callable[[Any], Any] | None = None,
     retry: RetryPolicy | None = None,
     model: str | None = None,
+    cache: Cache | bool | None = None,
 ) -> StepSpec:
     if not callable(fn):
         raise FlowDefinitionError(f"a step must be a function, got {fn!r}")
@@ -215,6 +217,7 @@ def build_step(
         until=until,
         retry=retry,
         model=model,
+        cache=cache,
         description=(inspect.getdoc(fn) or "").split("\n\n")[0],
     )
     _check_options(spec)

@@ -1,0 +1,190 @@
+"""Durable runs: start or resume a run in a store, hold its lease, record how it ended.
+
+- A new run id: the run row is created (inputs recorded) before anything executes.
+- A completed run id: the recorded result is returned; nothing executes.
+- An incomplete run id: resumed; completed steps and LLM calls are replayed from the
+  journal, the rest runs. Inputs, when given again, must match the recorded ones.
+- One process at a time: a lease (owner + expiry) is taken on the run row and renewed
+  while it runs; another process gets :class:`RunLockedError`. A process that dies leaves
+  a lease that expires after ``lease_ttl`` seconds, and the run becomes resumable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from trellis.engine.journal import (
+    Journal,
+    call_record_from_dict,
+    decision_from_dict,
+    error_from_json,
+    record_from_row,
+    stats_from_json,
+)
+from trellis.engine.results import CallRecord, Decision, RunResult, StepRecord
+from trellis.errors import InputError, RunLockedError
+from trellis.flow.graph import CompiledFlow
+from trellis.store.base import RunRow, Store
+from trellis.store.codec import decode, encode
+
+__all__ = ["DurableRun", "load_result", "process_owner"]
+
+
+def process_owner() -> str:
+    """Who holds a lease: host, pid and a random tag (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class DurableRun:
+    def __init__(
+        self,
+        store: Store,
+        plan: CompiledFlow,
+        run_id: str,
+        values: dict[str, Any],
+        recorded: RunResult | None,
+        owner: str,
+        lease_ttl: float,
+    ) -> None:
+        self.store = store
+        self.plan = plan
+        self.run_id = run_id
+        self.values = values
+        self.recorded = recorded  # set when the run already completed
+        self.owner = owner
+        self.lease_ttl = lease_ttl
+        self.journal: Journal | None = None
+
+    @classmethod
+    def open(
+        cls,
+        store: Store,
+        plan: CompiledFlow,
+        inputs: Mapping[str, Any] | None,
+        run_id: str,
+        *,
+        owner: str,
+        lease_ttl: float,
+        meta: Mapping[str, Any] | None = None,
+    ) -> DurableRun:
+        row = store.get_run(run_id)
+        if row is None:
+            values = plan.validate_inputs(inputs)
+            store.create_run(
+                RunRow(
+                    run_id=run_id,
+                    flow=plan.name,
+                    status="running",
+                    inputs=encode(values, "the run's inputs"),
+                    started_at=time.time(),
+                    meta=json.dumps(dict(meta)) if meta else None,
+                )
+            )
+            return cls(store, plan, run_id, values, None, owner, lease_ttl)
+        if row.flow != plan.name:
+            raise InputError(
+                f"run {run_id!r} belongs to flow {row.flow!r}, not {plan.name!r}; use another "
+                "run id"
+            )
+        recorded_inputs = decode(row.inputs, Any, f"the inputs of run {run_id!r}")
+        values = plan.validate_inputs(recorded_inputs)
+        if inputs is not None:
+            given = plan.validate_inputs(inputs)
+            if encode(given) != encode(values):
+                raise InputError(
+                    f"run {run_id!r} was started with other inputs; resume it without inputs, "
+                    "or use another run id"
+                )
+        recorded = load_result(store, run_id, plan) if row.status == "done" else None
+        return cls(store, plan, run_id, values, recorded, owner, lease_ttl)
+
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[None]:
+        holder = self.store.acquire_lease(self.run_id, self.owner, time.time(), self.lease_ttl)
+        if holder is not None:
+            row = self.store.get_run(self.run_id)
+            left = (row.lease_expires or 0.0) - time.time() if row else 0.0
+            raise RunLockedError(
+                f"run {self.run_id} is being executed by {holder} (its lease expires in "
+                f"{max(0.0, left):.0f}s if that process died); try again later",
+                run_id=self.run_id,
+                owner=holder,
+            )
+        heartbeat = asyncio.get_running_loop().create_task(self._renew())
+        try:
+            yield
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self.store.release_lease(self.run_id, self.owner)
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            self.store.renew_lease(self.run_id, self.owner, time.time(), self.lease_ttl)
+
+    def start(self, *, rerun_changed: bool) -> Journal:
+        self.journal = Journal(self.store, self.run_id, self.plan, rerun_changed=rerun_changed)
+        self.store.update_run(self.run_id, status="running")
+        return self.journal
+
+    def finish(self, result: RunResult) -> None:
+        self.store.update_run(
+            self.run_id,
+            status="done" if result.status == "done" else "failed",
+            finished_at=time.time(),
+            error=json.dumps(result.error.to_dict()) if result.error else None,
+            usage=json.dumps(result.usage.to_dict()),
+        )
+
+
+def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> RunResult:
+    """A run as recorded. With the flow's plan, outputs come back typed (models...)."""
+    row = store.get_run(run_id)
+    if row is None:
+        raise InputError(f"no run {run_id!r} in the store {store.url}")
+    steps_by_name = {s.step: s for s in store.load_steps(run_id)}
+    names = [s.name for s in plan.steps] if plan is not None else list(steps_by_name)
+    records: dict[str, StepRecord] = {}
+    decisions: list[Decision] = []
+    for i, name in enumerate(names):
+        srow = steps_by_name.get(name)
+        if srow is None:
+            records[name] = StepRecord(name)
+            continue
+        output_type = plan.steps[i].produces if plan is not None else Any
+        records[name] = record_from_row(srow, output_type)
+        if srow.decisions:
+            decisions.extend(
+                decision_from_dict(d) for d in decode(srow.decisions, Any, "decisions")
+            )
+    calls: list[CallRecord] = []
+    for crow in store.load_calls(run_id):
+        calls.extend(call_record_from_dict(a) for a in decode(crow.attempts, Any, "call attempts"))
+    for call in calls:
+        call.source = "live"
+    result = RunResult(
+        run_id=row.run_id,
+        flow=row.flow,
+        inputs=decode(row.inputs, Any, "inputs"),
+        steps=records,
+        status=row.status if row.status in ("done", "failed") else "running",
+        decisions=decisions,
+        calls=calls,
+        usage=stats_from_json(row.usage),
+        error=error_from_json(row.error) if row.error else None,
+        started_at=row.started_at,
+        duration_s=(row.finished_at - row.started_at) if row.finished_at else 0.0,
+    )
+    if plan is not None:
+        result.inputs = plan.validate_inputs(result.inputs)
+    return result

@@ -1,0 +1,305 @@
+"""The bridge between a run and its store: record as work completes, replay on resume.
+
+- When a step settles its record (status, output, usage, decisions) is saved at once.
+- When an ``llm.generate`` call returns, its value and every attempt are saved at once,
+  keyed by where it was made: step, element, round, step attempt, and the call's order
+  within that execution. A resumed step that makes the same call (same key, same request)
+  gets the journaled value back instead of calling the model again.
+- At resume, a completed step whose definition hash changed is an error, unless the
+  caller asked to re-run changed steps: then it and everything downstream run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic_core import to_json
+
+from trellis.engine.results import CallRecord, Decision, ErrorInfo, Stats, StepRecord
+from trellis.errors import StepChangedError, StoreError
+from trellis.flow.fingerprint import flow_fingerprints
+from trellis.models.base import ModelRequest
+from trellis.store.base import CallRow, StepRow, Store
+from trellis.store.codec import decode, encode
+
+if TYPE_CHECKING:
+    from trellis.flow.graph import CompiledFlow
+
+__all__ = ["Journal", "JournaledCall", "request_hash"]
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """A completed step brought back from the journal."""
+
+    decisions: list[Decision]
+    calls: list[CallRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledCall:
+    value: Any
+    attempts: list[CallRecord]
+
+
+class Journal:
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        plan: CompiledFlow,
+        *,
+        rerun_changed: bool = False,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.plan = plan
+        self._fingerprints = flow_fingerprints(plan)
+        steps = {row.step: row for row in store.load_steps(run_id)}
+        self._calls = {row.key: row for row in store.load_calls(run_id)}
+        self._calls_by_step: dict[str, list[CallRow]] = {}
+        for call in self._calls.values():
+            self._calls_by_step.setdefault(call.key.partition("|")[0], []).append(call)
+        self._done: dict[int, StepRow] = {}
+        stale: set[int] = set()
+        for i, spec in enumerate(plan.steps):
+            row = steps.get(spec.name)
+            if row is None or row.status != "done":
+                continue
+            if row.definition != self._fingerprints[i]:
+                if not rerun_changed:
+                    raise StepChangedError(
+                        f"step {spec.name!r} changed since run {run_id} recorded it; re-run "
+                        "changed steps and what depends on them with --rerun-changed "
+                        "(rerun_changed=True), or start a new run",
+                        step=spec.name,
+                    )
+                stale.add(i)
+            self._done[i] = row
+        for i in _downstream(plan, stale):
+            self._done.pop(i, None)
+        self.replayed_steps = 0
+        self.replayed_calls = 0
+
+    # -- steps ----------------------------------------------------------------------------
+
+    @property
+    def restorable(self) -> int:
+        return len(self._done)
+
+    def restore(self, i: int, record: StepRecord) -> Restored | None:
+        """Fill ``record`` from the journal if step ``i`` completed before; return its
+        decisions and calls, or ``None`` when the step must run."""
+        row = self._done.get(i)
+        if row is None:
+            return None
+        spec = self.plan.steps[i]
+        record.status = "done"
+        record.output = decode(row.output, spec.produces, f"step {spec.name!r}")
+        _apply_details(record, row)
+        self.replayed_steps += 1
+        calls = [
+            call_record_from_dict(a)
+            for call in self._calls_by_step.get(spec.name, [])
+            for a in decode(call.attempts, Any, f"call {call.key!r}")
+        ]
+        return Restored(_decisions(row), calls)
+
+    def step_settled(self, i: int, record: StepRecord, decisions: list[Decision]) -> None:
+        self.store.save_step(step_row(self.run_id, record, self._fingerprints[i], decisions))
+
+    def step_started(self, i: int, record: StepRecord, decisions: list[Decision]) -> None:
+        """Record a routing decision as it is made (the step then runs)."""
+        row = step_row(self.run_id, record, self._fingerprints[i], decisions)
+        row.status = "running"
+        self.store.save_step(row)
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def lookup(self, key: str, request: str, output_type: Any) -> JournaledCall | None:
+        row = self._calls.get(key)
+        if row is None or row.request != request:
+            return None
+        tp = Any if output_type is None else output_type
+        value = decode(row.result, tp, f"journaled call {key!r}")
+        attempts = [call_record_from_dict(a) for a in decode(row.attempts, Any, f"call {key!r}")]
+        self.replayed_calls += 1
+        return JournaledCall(value, attempts)
+
+    def save_call(self, key: str, request: str, value: Any, attempts: list[CallRecord]) -> None:
+        row = CallRow(
+            run_id=self.run_id,
+            key=key,
+            request=request,
+            result=encode(value, f"the reply of call {key!r}"),
+            attempts=json.dumps([a.to_dict() for a in attempts]),
+        )
+        self.store.save_call(row)
+        self._calls[key] = row
+
+
+def request_hash(model: str, request: ModelRequest) -> str:
+    """What makes a journaled reply reusable: the model asked and the whole request."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(model.encode())
+    for m in request.messages:
+        h.update(f"\x1e{m.role}\x1f{m.content}\x1f{m.tool_call_id}".encode())
+        for tc in m.tool_calls:
+            h.update(f"\x1d{tc.id}\x1f{tc.name}\x1f{tc.arguments}".encode())
+    h.update(
+        json.dumps(
+            [
+                request.output_schema,
+                request.temperature,
+                request.max_tokens,
+                request.seed,
+                [(t.name, t.description, t.parameters) for t in request.tools],
+                request.tool_choice,
+            ],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
+    return h.hexdigest()
+
+
+def step_row(
+    run_id: str, record: StepRecord, definition: str, decisions: list[Decision]
+) -> StepRow:
+    usage = record.usage
+    details: dict[str, Any] = {
+        "started_at": record.started_at,
+        "duration_s": record.duration_s,
+        "attempts": record.attempts,
+    }
+    for name in ("rounds", "elements"):
+        value = getattr(record, name)
+        if value is not None:
+            details[name] = value
+    if record.element_failures:
+        details["element_failures"] = record.element_failures
+    return StepRow(
+        run_id=run_id,
+        step=record.name,
+        status=record.status,
+        definition=definition,
+        output=encode(record.output, f"the output of step {record.name!r}")
+        if record.status == "done"
+        else None,
+        reason=record.reason,
+        error=json.dumps(record.error.to_dict()) if record.error else None,
+        usage=json.dumps(usage.to_dict()) if usage.attempts else None,
+        decisions=json.dumps([d.to_dict() for d in decisions]) if decisions else None,
+        details=to_json(details).decode(),
+    )
+
+
+def record_from_row(row: StepRow, output_type: Any = Any) -> StepRecord:
+    """A StepRecord rebuilt from the store (outputs typed when ``output_type`` is given)."""
+    record = StepRecord(row.step)
+    record.status = row.status  # type: ignore[assignment]
+    record.reason = row.reason
+    if row.status == "done":
+        record.output = decode(row.output, output_type, f"step {row.step!r}")
+    if row.error:
+        record.error = error_from_json(row.error)
+    _apply_details(record, row)
+    return record
+
+
+def error_from_json(text: str) -> ErrorInfo:
+    data = decode(text, Any, "an error record")
+    try:
+        return ErrorInfo(
+            type=data["type"],
+            message=data["message"],
+            step=data.get("step"),
+            mode=data.get("mode"),
+            budget=data.get("budget"),
+        )
+    except (KeyError, TypeError) as exc:
+        raise StoreError(f"corrupt error record: {text[:80]!r}") from exc
+
+
+def stats_from_json(text: str | None) -> Stats:
+    stats = Stats()
+    if not text:
+        return stats
+    data = decode(text, Any, "a usage record")
+    try:
+        stats.calls = int(data["calls"])
+        stats.attempts = int(data["attempts"])
+        stats.input_tokens = int(data["input_tokens"])
+        stats.output_tokens = int(data["output_tokens"])
+        stats.cost_usd = float(data["cost_usd_known_part"])
+        stats.unpriced_attempts = int(data["unpriced_attempts"])
+        stats.latency_s = float(data["latency_s"])
+        stats.retries = int(data.get("retries", 0))
+        for mode, count in data["failures"].items():
+            stats.failures[mode] = int(count)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"corrupt usage record: {text[:80]!r}") from exc
+    return stats
+
+
+def decision_from_dict(data: dict[str, Any]) -> Decision:
+    return Decision(data["step"], data["kind"], data["outcome"], data["reason"], data["values"])
+
+
+def _decisions(row: StepRow) -> list[Decision]:
+    if not row.decisions:
+        return []
+    try:
+        return [decision_from_dict(d) for d in decode(row.decisions, Any, "decisions")]
+    except (KeyError, TypeError) as exc:
+        raise StoreError(f"corrupt decision record for step {row.step!r}") from exc
+
+
+def _apply_details(record: StepRecord, row: StepRow) -> None:
+    record.usage = stats_from_json(row.usage)
+    if row.details:
+        details = decode(row.details, Any, f"details of step {row.step!r}")
+        record.started_at = details.get("started_at")
+        record.duration_s = details.get("duration_s")
+        record.attempts = int(details.get("attempts", 0))
+        record.rounds = details.get("rounds")
+        record.elements = details.get("elements")
+        record.element_failures = int(details.get("element_failures", 0))
+
+
+def call_record_from_dict(data: dict[str, Any]) -> CallRecord:
+    try:
+        return CallRecord(
+            step=data["step"],
+            call=data["call"],
+            attempt=data["attempt"],
+            model=data["model"],
+            role=data["role"],
+            outcome=data["outcome"],
+            input_tokens=data["input_tokens"],
+            output_tokens=data["output_tokens"],
+            cost_usd=data["cost_usd"],
+            latency_s=data["latency_s"],
+            wait_s=data.get("wait_s", 0.0),
+            index=data.get("index"),
+            round=data.get("round"),
+            error=data.get("error"),
+            reply=data.get("reply"),
+            source="journal",
+        )
+    except (KeyError, TypeError) as exc:
+        raise StoreError(f"corrupt call record: {str(data)[:80]}") from exc
+
+
+def _downstream(plan: CompiledFlow, roots: set[int]) -> set[int]:
+    seen = set(roots)
+    stack = list(roots)
+    while stack:
+        for j in plan.dependents[stack.pop()]:
+            if j not in seen:
+                seen.add(j)
+                stack.append(j)
+    return seen

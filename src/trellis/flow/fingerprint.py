@@ -1,0 +1,66 @@
+"""A step's definition hash: detects, at resume, a step whose code or prompt changed.
+
+The hash covers the function's source (its prompt lives there), falling back to its
+compiled code and constants when the source is unavailable, plus the step's options
+(condition, map, loop, model, output type). Whitespace-only edits of the source change it
+too: a re-run is the safe side of that trade.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import textwrap
+import types
+from collections.abc import Callable
+from typing import Any
+
+from trellis.flow.graph import CompiledFlow
+from trellis.flow.step import StepSpec
+from trellis.flow.types import describe
+
+__all__ = ["flow_fingerprints", "step_fingerprint"]
+
+
+def step_fingerprint(spec: StepSpec) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(_code_text(spec.fn).encode())
+    when = spec.when
+    parts = [
+        ",".join(p.name for p in spec.params),
+        describe(spec.output_type),
+        when.description if when else "",
+        _code_text(when.predicate) if when else "",
+        str(spec.map_over),
+        spec.on_error,
+        str(spec.max_rounds),
+        _code_text(spec.until) if spec.until else "",
+        str(spec.model),
+    ]
+    h.update("\x1f".join(parts).encode())
+    return h.hexdigest()
+
+
+def _code_text(fn: Callable[..., Any]) -> str:
+    try:
+        return textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        if not isinstance(code, types.CodeType):
+            return repr(fn)
+        return _code_repr(code)
+
+
+def _code_repr(code: types.CodeType) -> str:
+    consts = [
+        _code_repr(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts
+    ]
+    return f"{code.co_code.hex()}|{consts}|{code.co_names}|{code.co_varnames}"
+
+
+def flow_fingerprints(plan: CompiledFlow) -> list[str]:
+    """Every step's fingerprint, in plan order; computed once per compiled flow."""
+    cached = plan.memo.get("fingerprints")
+    if cached is None:
+        cached = plan.memo["fingerprints"] = [step_fingerprint(s) for s in plan.steps]
+    return list(cached)

@@ -1,0 +1,171 @@
+"""The store interface: runs, completed steps, the LLM call journal, and the response cache.
+
+Every record is plain JSON text tagged with its format version (``FORMAT``); nothing is ever
+pickled. Methods are synchronous and short: the engine calls them on the event loop thread
+right when a step completes or an LLM call returns, so that a killed process loses at most
+the work that was in flight. (SQLite in WAL mode commits in tens of microseconds.)
+
+A store implementation passes ``tests/store/conformance.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["FORMAT", "CacheStats", "CallRow", "RunRow", "StepRow", "Store"]
+
+#: Version of the JSON record format written in every row.
+FORMAT = 1
+
+RunState = Literal["pending", "running", "done", "failed"]
+
+
+@dataclass(slots=True)
+class RunRow:
+    run_id: str
+    flow: str
+    status: RunState
+    inputs: str  # JSON object
+    started_at: float
+    parent_id: str | None = None
+    item_index: int | None = None
+    finished_at: float | None = None
+    error: str | None = None  # JSON ErrorInfo
+    usage: str | None = None  # JSON Stats
+    meta: str | None = None  # JSON object: how to resume (target, options), batch info
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+
+
+@dataclass(slots=True)
+class StepRow:
+    run_id: str
+    step: str
+    status: str  # done | skipped | failed | cancelled | running
+    definition: str  # the step's definition hash when it ran
+    output: str | None = None  # JSON, for done steps
+    reason: str | None = None
+    error: str | None = None  # JSON ErrorInfo
+    usage: str | None = None  # JSON Stats, when the step made LLM calls
+    decisions: str | None = None  # JSON list of decisions about this step
+    details: str | None = None  # JSON: started_at, duration_s, attempts, rounds, elements...
+
+
+@dataclass(slots=True)
+class CallRow:
+    """A completed ``llm.generate`` call: what it returned and every attempt it took."""
+
+    run_id: str
+    key: str  # step / element / round / call number: stable across a resume
+    request: str  # hash of the first request: a changed prompt is a journal miss
+    result: str  # JSON of the returned value (validated output, or text)
+    attempts: str  # JSON list of CallRecord dicts
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    entries: int
+    expired: int
+    hits: int
+    bytes: int
+
+
+class Store(abc.ABC):
+    """Where durable runs live. Implementations: ``MemoryStore``, ``SQLiteStore``."""
+
+    url: str
+
+    # -- runs -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_run(self, row: RunRow) -> None:
+        """Insert a run; a run with this id must not exist yet."""
+
+    @abc.abstractmethod
+    def create_runs(self, rows: list[RunRow]) -> None:
+        """Insert many runs at once (a batch's items), atomically."""
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> RunRow | None: ...
+
+    @abc.abstractmethod
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: RunState,
+        finished_at: float | None = None,
+        error: str | None = None,
+        usage: str | None = None,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        parent_id: str | None = None,
+        top_level: bool = False,
+        limit: int | None = None,
+    ) -> list[RunRow]:
+        """Newest first. ``parent_id`` lists a batch's items (in item order instead);
+        ``top_level`` leaves batch items out."""
+
+    # -- leases: one process executes a run at a time ----------------------------------------
+
+    @abc.abstractmethod
+    def acquire_lease(self, run_id: str, owner: str, now: float, ttl: float) -> str | None:
+        """Take the run's lease if it is free, expired or already ours; return ``None``.
+        Otherwise return the current owner (and leave the lease alone)."""
+
+    @abc.abstractmethod
+    def renew_lease(self, run_id: str, owner: str, now: float, ttl: float) -> bool: ...
+
+    @abc.abstractmethod
+    def release_lease(self, run_id: str, owner: str) -> None: ...
+
+    # -- steps and calls ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def save_step(self, row: StepRow) -> None:
+        """Insert or replace the record of one step of a run."""
+
+    @abc.abstractmethod
+    def load_steps(self, run_id: str) -> list[StepRow]: ...
+
+    @abc.abstractmethod
+    def save_call(self, row: CallRow) -> None:
+        """Journal a completed LLM call (insert or replace by run and key)."""
+
+    @abc.abstractmethod
+    def load_calls(self, run_id: str) -> list[CallRow]: ...
+
+    # -- response cache --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def cache_get(self, key: str, now: float) -> str | None:
+        """The cached value, if present and not expired; counts a hit."""
+
+    @abc.abstractmethod
+    def cache_put(self, key: str, value: str, now: float, expires_at: float | None) -> None: ...
+
+    @abc.abstractmethod
+    def cache_stats(self, now: float) -> CacheStats: ...
+
+    @abc.abstractmethod
+    def cache_clear(self, *, expired_only: bool = False, now: float = 0.0) -> int:
+        """Delete entries (all, or only expired ones); return how many."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the connection."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

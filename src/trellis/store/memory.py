@@ -1,0 +1,141 @@
+"""An in-memory store: the same semantics as SQLite, nothing survives the process."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from trellis.errors import StoreError
+from trellis.store.base import CacheStats, CallRow, RunRow, RunState, StepRow, Store
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self.url = "memory:"
+        self._runs: dict[str, RunRow] = {}
+        self._order: list[str] = []
+        self._steps: dict[str, dict[str, StepRow]] = {}
+        self._calls: dict[str, dict[str, CallRow]] = {}
+        self._cache: dict[str, tuple[str, float | None, int]] = {}
+
+    def create_run(self, row: RunRow) -> None:
+        self.create_runs([row])
+
+    def create_runs(self, rows: list[RunRow]) -> None:
+        for row in rows:
+            if row.run_id in self._runs:
+                raise StoreError(f"run {row.run_id!r} already exists")
+        for row in rows:
+            self._runs[row.run_id] = dataclasses.replace(row)
+            self._order.append(row.run_id)
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        row = self._runs.get(run_id)
+        return dataclasses.replace(row) if row else None
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: RunState,
+        finished_at: float | None = None,
+        error: str | None = None,
+        usage: str | None = None,
+    ) -> None:
+        row = self._runs.get(run_id)
+        if row is None:
+            raise StoreError(f"no run {run_id!r}")
+        row.status = status
+        row.finished_at = finished_at
+        row.error = error
+        if usage is not None:
+            row.usage = usage
+
+    def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        parent_id: str | None = None,
+        top_level: bool = False,
+        limit: int | None = None,
+    ) -> list[RunRow]:
+        rows = [self._runs[r] for r in self._order]
+        if parent_id is not None:
+            rows = sorted(
+                (r for r in rows if r.parent_id == parent_id), key=lambda r: r.item_index or 0
+            )
+        else:
+            rows = sorted(rows, key=lambda r: r.started_at, reverse=True)
+            if top_level:
+                rows = [r for r in rows if r.parent_id is None]
+        rows = [
+            r
+            for r in rows
+            if (flow is None or r.flow == flow) and (status is None or r.status == status)
+        ]
+        return [dataclasses.replace(r) for r in rows[:limit]]
+
+    def acquire_lease(self, run_id: str, owner: str, now: float, ttl: float) -> str | None:
+        row = self._runs.get(run_id)
+        if row is None:
+            raise StoreError(f"no run {run_id!r}")
+        held = row.lease_owner is not None and row.lease_owner != owner
+        if held and row.lease_expires is not None and row.lease_expires > now:
+            return row.lease_owner
+        row.lease_owner, row.lease_expires = owner, now + ttl
+        return None
+
+    def renew_lease(self, run_id: str, owner: str, now: float, ttl: float) -> bool:
+        row = self._runs.get(run_id)
+        if row is None or row.lease_owner != owner:
+            return False
+        row.lease_expires = now + ttl
+        return True
+
+    def release_lease(self, run_id: str, owner: str) -> None:
+        row = self._runs.get(run_id)
+        if row is not None and row.lease_owner == owner:
+            row.lease_owner, row.lease_expires = None, None
+
+    def save_step(self, row: StepRow) -> None:
+        self._steps.setdefault(row.run_id, {})[row.step] = dataclasses.replace(row)
+
+    def load_steps(self, run_id: str) -> list[StepRow]:
+        return [dataclasses.replace(r) for r in self._steps.get(run_id, {}).values()]
+
+    def save_call(self, row: CallRow) -> None:
+        self._calls.setdefault(row.run_id, {})[row.key] = dataclasses.replace(row)
+
+    def load_calls(self, run_id: str) -> list[CallRow]:
+        return [dataclasses.replace(r) for r in self._calls.get(run_id, {}).values()]
+
+    def cache_get(self, key: str, now: float) -> str | None:
+        entry = self._cache.get(key)
+        if entry is None or (entry[1] is not None and entry[1] <= now):
+            return None
+        self._cache[key] = (entry[0], entry[1], entry[2] + 1)
+        return entry[0]
+
+    def cache_put(self, key: str, value: str, now: float, expires_at: float | None) -> None:
+        self._cache[key] = (value, expires_at, 0)
+
+    def cache_stats(self, now: float) -> CacheStats:
+        expired = sum(1 for _, exp, _ in self._cache.values() if exp is not None and exp <= now)
+        return CacheStats(
+            entries=len(self._cache),
+            expired=expired,
+            hits=sum(h for _, _, h in self._cache.values()),
+            bytes=sum(len(v.encode()) for v, _, _ in self._cache.values()),
+        )
+
+    def cache_clear(self, *, expired_only: bool = False, now: float = 0.0) -> int:
+        if not expired_only:
+            n = len(self._cache)
+            self._cache.clear()
+            return n
+        dead = [k for k, (_, exp, _) in self._cache.items() if exp is not None and exp <= now]
+        for k in dead:
+            del self._cache[k]
+        return len(dead)

@@ -1,0 +1,399 @@
+"""The embedded default store: one SQLite file, WAL mode, numbered migrations.
+
+Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL`` (the default here) commits
+without waiting for the disk on every transaction. That is safe against a killed or
+crashed *process* — every committed step and call survives — but a power loss or OS crash
+can lose the last transactions before the most recent checkpoint (never corrupt the file).
+Choose ``synchronous="FULL"`` (``sqlite:///path?synchronous=FULL``) to fsync every commit
+and survive power loss too, at the cost of one fsync per completed step and LLM call.
+
+One writer: the engine writes from its event-loop thread only. The schema is versioned in
+``trellis_meta``; opening a database written by a newer Trellis, or a SQLite file that is
+not a Trellis store, is a clear :class:`StoreError`. Every SQL value is bound.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from trellis.errors import StoreError
+from trellis.store.base import FORMAT, CacheStats, CallRow, RunRow, RunState, StepRow, Store
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+_APP = "trellis"
+
+#: Numbered migrations; the database's ``schema_version`` is how many have been applied.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        flow TEXT NOT NULL,
+        status TEXT NOT NULL,
+        inputs TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        parent_id TEXT,
+        item_index INTEGER,
+        finished_at REAL,
+        error TEXT,
+        usage TEXT,
+        meta TEXT,
+        lease_owner TEXT,
+        lease_expires REAL,
+        format INTEGER NOT NULL
+    );
+    CREATE INDEX runs_parent ON runs (parent_id, item_index);
+    CREATE INDEX runs_started ON runs (started_at);
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL,
+        step TEXT NOT NULL,
+        status TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        output TEXT,
+        reason TEXT,
+        error TEXT,
+        usage TEXT,
+        decisions TEXT,
+        details TEXT,
+        format INTEGER NOT NULL,
+        PRIMARY KEY (run_id, step)
+    ) WITHOUT ROWID;
+    CREATE TABLE calls (
+        run_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request TEXT NOT NULL,
+        result TEXT NOT NULL,
+        attempts TEXT NOT NULL,
+        format INTEGER NOT NULL,
+        PRIMARY KEY (run_id, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE cache (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        hits INTEGER NOT NULL DEFAULT 0,
+        format INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_RUN_COLUMNS = (
+    "run_id, flow, status, inputs, started_at, parent_id, item_index, finished_at, error, "
+    "usage, meta, lease_owner, lease_expires"
+)
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "NORMAL") -> None:
+        self.path = str(path)
+        sync = str(synchronous).upper()
+        if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise StoreError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+        self.url = f"sqlite:///{self.path}"
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self.path!r}: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={sync}")  # a keyword checked above
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(
+                f"{self.path!r} is not a usable Trellis store ({exc}); point --store or "
+                "TRELLIS_STORE at another file"
+            ) from exc
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        db = self._db
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "trellis_meta" not in tables:
+            if tables:
+                raise StoreError(
+                    f"{self.path!r} is a SQLite database but not a Trellis store (it has "
+                    f"tables {sorted(tables)[:5]}); use another path"
+                )
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE trellis_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute(
+                "INSERT INTO trellis_meta VALUES ('app', ?), ('schema_version', '0')", (_APP,)
+            )
+            db.execute("COMMIT")
+        meta = dict(db.execute("SELECT key, value FROM trellis_meta").fetchall())
+        if meta.get("app") != _APP:
+            raise StoreError(f"{self.path!r} is not a Trellis store (app={meta.get('app')!r})")
+        try:
+            version = int(meta.get("schema_version", "x"))
+        except ValueError as exc:
+            raise StoreError(f"{self.path!r}: corrupt schema_version {meta!r}") from exc
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path!r} was written by a newer Trellis (schema version {version}, this "
+                f"version knows up to {SCHEMA_VERSION}); upgrade Trellis to open it"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split(_MIGRATIONS[number]):
+                    db.execute(statement)
+                db.execute(
+                    "UPDATE trellis_meta SET value = ? WHERE key = 'schema_version'",
+                    (str(number + 1),),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        row = self._db.execute("SELECT value FROM trellis_meta WHERE key='schema_version'")
+        return int(row.fetchone()[0])
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def create_run(self, row: RunRow) -> None:
+        self.create_runs([row])
+
+    def create_runs(self, rows: list[RunRow]) -> None:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                f"INSERT INTO runs ({_RUN_COLUMNS}, format) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*_run_values(r), FORMAT) for r in rows],
+            )
+            db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            db.execute("ROLLBACK")
+            raise StoreError(f"cannot create run(s): {exc}") from exc
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        cur = self._db.execute(
+            f"SELECT {_RUN_COLUMNS}, format FROM runs WHERE run_id = ?", (run_id,)
+        )
+        row = cur.fetchone()
+        return _run_row(row) if row else None
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: RunState,
+        finished_at: float | None = None,
+        error: str | None = None,
+        usage: str | None = None,
+    ) -> None:
+        cur = self._db.execute(
+            "UPDATE runs SET status = ?, finished_at = ?, error = ?, usage = COALESCE(?, usage) "
+            "WHERE run_id = ?",
+            (status, finished_at, error, usage, run_id),
+        )
+        if cur.rowcount != 1:
+            raise StoreError(f"no run {run_id!r}")
+
+    def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        parent_id: str | None = None,
+        top_level: bool = False,
+        limit: int | None = None,
+    ) -> list[RunRow]:
+        where: list[str] = []
+        args: list[Any] = []
+        if flow is not None:
+            where.append("flow = ?")
+            args.append(flow)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if parent_id is not None:
+            where.append("parent_id = ?")
+            args.append(parent_id)
+            order = "item_index"
+        else:
+            order = "started_at DESC, rowid DESC"
+            if top_level:
+                where.append("parent_id IS NULL")
+        sql = f"SELECT {_RUN_COLUMNS}, format FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [_run_row(r) for r in self._db.execute(sql, args)]
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire_lease(self, run_id: str, owner: str, now: float, ttl: float) -> str | None:
+        db = self._db
+        cur = db.execute(
+            "UPDATE runs SET lease_owner = ?, lease_expires = ? WHERE run_id = ? AND "
+            "(lease_owner IS NULL OR lease_owner = ? OR lease_expires IS NULL OR "
+            "lease_expires <= ?)",
+            (owner, now + ttl, run_id, owner, now),
+        )
+        if cur.rowcount == 1:
+            return None
+        row = db.execute("SELECT lease_owner FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id!r}")
+        return str(row[0])
+
+    def renew_lease(self, run_id: str, owner: str, now: float, ttl: float) -> bool:
+        cur = self._db.execute(
+            "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND lease_owner = ?",
+            (now + ttl, run_id, owner),
+        )
+        return cur.rowcount == 1
+
+    def release_lease(self, run_id: str, owner: str) -> None:
+        self._db.execute(
+            "UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
+            "WHERE run_id = ? AND lease_owner = ?",
+            (run_id, owner),
+        )
+
+    # -- steps and calls ------------------------------------------------------------------
+
+    def save_step(self, row: StepRow) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, reason, "
+            "error, usage, decisions, details, format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.run_id,
+                row.step,
+                row.status,
+                row.definition,
+                row.output,
+                row.reason,
+                row.error,
+                row.usage,
+                row.decisions,
+                row.details,
+                FORMAT,
+            ),
+        )
+
+    def load_steps(self, run_id: str) -> list[StepRow]:
+        cur = self._db.execute(
+            "SELECT run_id, step, status, definition, output, reason, error, usage, decisions, "
+            "details, format FROM steps WHERE run_id = ?",
+            (run_id,),
+        )
+        out = []
+        for r in cur:
+            _check_format(r[-1], f"step {r[1]!r} of run {run_id!r}")
+            out.append(StepRow(*r[:-1]))
+        return out
+
+    def save_call(self, row: CallRow) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO calls (run_id, key, request, result, attempts, format) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (row.run_id, row.key, row.request, row.result, row.attempts, FORMAT),
+        )
+
+    def load_calls(self, run_id: str) -> list[CallRow]:
+        cur = self._db.execute(
+            "SELECT run_id, key, request, result, attempts, format FROM calls WHERE run_id = ?",
+            (run_id,),
+        )
+        out = []
+        for r in cur:
+            _check_format(r[-1], f"call {r[1]!r} of run {run_id!r}")
+            out.append(CallRow(*r[:-1]))
+        return out
+
+    # -- cache ------------------------------------------------------------------------------
+
+    def cache_get(self, key: str, now: float) -> str | None:
+        db = self._db
+        row = db.execute(
+            "SELECT value, expires_at, format FROM cache WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None or (row[1] is not None and row[1] <= now):
+            return None
+        _check_format(row[2], "a cache entry")
+        db.execute("UPDATE cache SET hits = hits + 1 WHERE key = ?", (key,))
+        return str(row[0])
+
+    def cache_put(self, key: str, value: str, now: float, expires_at: float | None) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO cache (key, value, created_at, expires_at, hits, format) "
+            "VALUES (?, ?, ?, ?, 0, ?)",
+            (key, value, now, expires_at, FORMAT),
+        )
+
+    def cache_stats(self, now: float) -> CacheStats:
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ? "
+            "THEN 1 ELSE 0 END), 0), COALESCE(SUM(hits), 0), COALESCE(SUM(LENGTH(value)), 0) "
+            "FROM cache",
+            (now,),
+        ).fetchone()
+        return CacheStats(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+    def cache_clear(self, *, expired_only: bool = False, now: float = 0.0) -> int:
+        if expired_only:
+            cur = self._db.execute(
+                "DELETE FROM cache WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            )
+        else:
+            cur = self._db.execute("DELETE FROM cache")
+        return cur.rowcount
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+
+def _split(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _run_values(r: RunRow) -> tuple[Any, ...]:
+    return (
+        r.run_id,
+        r.flow,
+        r.status,
+        r.inputs,
+        r.started_at,
+        r.parent_id,
+        r.item_index,
+        r.finished_at,
+        r.error,
+        r.usage,
+        r.meta,
+        r.lease_owner,
+        r.lease_expires,
+    )
+
+
+def _run_row(r: Sequence[Any]) -> RunRow:
+    _check_format(r[-1], f"run {r[0]!r}")
+    return RunRow(*r[:-1])
+
+
+def _check_format(value: Any, what: str) -> None:
+    if value != FORMAT:
+        raise StoreError(f"{what} has record format {value!r}; this Trellis reads format {FORMAT}")
