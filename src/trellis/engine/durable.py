@@ -18,7 +18,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from trellis.engine.journal import (
@@ -35,7 +35,7 @@ from trellis.flow.graph import CompiledFlow
 from trellis.store.base import RunRow, Store
 from trellis.store.codec import decode, encode
 
-__all__ = ["DurableRun", "load_result", "process_owner"]
+__all__ = ["DurableRun", "finish_batch", "load_result", "open_batch", "process_owner"]
 
 
 def process_owner() -> str:
@@ -188,3 +188,61 @@ def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> 
     if plan is not None:
         result.inputs = plan.validate_inputs(result.inputs)
     return result
+
+
+def open_batch(
+    store: Store,
+    plan: CompiledFlow,
+    items: Iterable[Mapping[str, Any]] | None,
+    batch_id: str,
+    meta: Mapping[str, Any] | None,
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """The batch's items as ``(child run id, inputs)``, creating the batch if it is new.
+
+    A new batch records the parent and every item (as pending child runs) in one
+    transaction, before any item runs, so an interrupted batch knows all its items.
+    """
+    row = store.get_run(batch_id)
+    if row is not None:
+        if row.flow != plan.name:
+            raise InputError(f"batch {batch_id!r} belongs to flow {row.flow!r}, not {plan.name!r}")
+        children = store.list_runs(parent_id=batch_id)
+        if items is not None and len(list(items)) != len(children):
+            raise InputError(
+                f"batch {batch_id!r} was recorded with {len(children)} items; resume it "
+                "without items, or use another batch id"
+            )
+        store.update_run(batch_id, status="running")
+        return [(c.run_id, decode(c.inputs, Any, f"the inputs of {c.run_id}")) for c in children]
+    if items is None:
+        raise InputError(f"no batch {batch_id!r} in the store {store.url}")
+    now = time.time()
+    listed = [dict(item) for item in items]
+    rows = [
+        RunRow(
+            run_id=batch_id,
+            flow=plan.name,
+            status="running",
+            inputs=json.dumps({"items": len(listed)}),
+            started_at=now,
+            meta=json.dumps({"batch": True, **(meta or {})}),
+        )
+    ]
+    for index, item in enumerate(listed):
+        rows.append(
+            RunRow(
+                run_id=f"{batch_id}.{index}",
+                flow=plan.name,
+                status="pending",
+                inputs=encode(item, f"the inputs of item {index}"),
+                started_at=now,
+                parent_id=batch_id,
+                item_index=index,
+            )
+        )
+    store.create_runs(rows)
+    return [(r.run_id, listed[i]) for i, r in enumerate(rows[1:])]
+
+
+def finish_batch(store: Store, batch_id: str, *, ok: bool) -> None:
+    store.update_run(batch_id, status="done" if ok else "failed", finished_at=time.time())

@@ -17,7 +17,13 @@ from typing import Any
 
 from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.budget import BudgetGuard
-from trellis.engine.durable import DurableRun, load_result, process_owner
+from trellis.engine.durable import (
+    DurableRun,
+    finish_batch,
+    load_result,
+    open_batch,
+    process_owner,
+)
 from trellis.engine.results import ErrorInfo, RunResult, StepRecord
 from trellis.engine.runner import Run
 from trellis.errors import ConfigurationError, InputError
@@ -193,29 +199,57 @@ class Engine:
     async def run_many(
         self,
         flow: Flow,
-        items: Iterable[Mapping[str, Any]],
+        items: Iterable[Mapping[str, Any]] | None = None,
         *,
         concurrency: int = 8,
         budget: Budget | None = None,
+        batch_id: str | None = None,
+        rerun_changed: bool = False,
+        meta: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[tuple[int, RunResult], None]:
         """Run ``flow`` once per item, ``concurrency`` at a time; yield ``(index, result)``
         as runs finish. An item with bad inputs yields a failed result, it does not stop the
         batch. Once the engine's batch budget is exhausted, items not yet started are
-        yielded as failed with the budget error, without running."""
+        yielded as failed with the budget error, without running.
+
+        With a store and a ``batch_id``, the batch is one parent run whose items are child
+        runs (``<batch_id>.<index>``), all recorded before the first one starts. Running
+        the same ``batch_id`` again (``items`` may be omitted) yields the recorded results
+        of finished items without running them, and resumes the others."""
         if concurrency < 1:
             raise InputError("concurrency must be at least 1")
         plan = flow.compile()
+        run_ids: list[str | None]
+        if batch_id is not None:
+            if self.store is None:
+                raise ConfigurationError("batch_id= needs an engine with a store")
+            work = open_batch(self.store, plan, items, batch_id, meta)
+            run_ids = [w[0] for w in work]
+            pending: list[Mapping[str, Any]] = [w[1] for w in work]
+        else:
+            if items is None:
+                raise InputError("run_many needs items (or the batch_id of a recorded batch)")
+            pending = list(items)
+            run_ids = [None] * len(pending)
         queue: asyncio.Queue[tuple[int, RunResult | BaseException]] = asyncio.Queue()
-        iterator = iter(enumerate(items))
+        iterator = iter(enumerate(pending))
         active = 0
+        failures = 0
 
         async def one(index: int, item: Mapping[str, Any]) -> None:
             outcome: RunResult | BaseException
+            run_id = run_ids[index]
             try:
                 if self.guard is not None and self.guard.exhausted is not None:
                     outcome = failed_result(plan, item, self.guard.exhausted)
                 else:
-                    outcome = await self.run(flow, item, budget=budget)
+                    outcome = await self.run(
+                        flow,
+                        None if run_id is not None else item,
+                        budget=budget,
+                        run_id=run_id,
+                        rerun_changed=rerun_changed,
+                    )
             except InputError as exc:
                 outcome = failed_result(plan, item, exc)
             except Exception as exc:  # an engine bug: surface it to the consumer, don't hang
@@ -244,8 +278,11 @@ class Engine:
                 active -= 1
                 if isinstance(outcome, BaseException):
                     raise outcome
+                failures += not outcome.ok
                 start_next()
                 yield index, outcome
+            if batch_id is not None and self.store is not None:
+                finish_batch(self.store, batch_id, ok=failures == 0)
         finally:
             for task in tasks:
                 task.cancel()
