@@ -12,8 +12,10 @@ import asyncio
 import json
 import os
 import platform
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -26,6 +28,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:  # running as a script puts it there; importing may not
     sys.path.insert(0, str(BENCH_DIR))
 
+import durable_workloads as dwl  # noqa: E402
 import langgraph_workloads as lgw  # noqa: E402
 import workloads as wl  # noqa: E402
 from common import Goal, figure, interleave, median  # noqa: E402
@@ -39,6 +42,10 @@ CHAIN_GOAL = Goal("<=", 25.0)
 FANOUT_GOAL = Goal("<=", 1.5)
 LIMITED_GOAL = Goal("<=", 1.05)
 RSS_GOAL = Goal("<", 100.0)
+DURABLE_GOAL = Goal("<=", 100.0)
+DURABLE_RATIO_GOAL = Goal("<=", 1.5)
+BYTES_GOAL = Goal("<", 1024.0)
+RESUME_GOAL = Goal("<", 50.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,7 @@ class Sizes:
     limit: int = 50
     sim: int = 1000
     rss: int = 10000
+    durable: int = 1000  # the durable chain and the resumed run (per-step units)
     reps: int = 5  # fan-outs, limited run, LangGraph, peak RSS
     chain_reps: int = 15  # the chains take milliseconds: more repetitions, steadier median
     langgraph_limit_s: float = 60.0  # a LangGraph run slower than this is re-run smaller
@@ -66,6 +74,7 @@ QUICK = Sizes(
     limited=100,
     sim=100,
     rss=1000,
+    durable=200,
     reps=2,
     chain_reps=2,
 )
@@ -228,6 +237,115 @@ async def trellis_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str,
         makespan_s=t,
         overhead_vs_asyncio_us_per_call=(t - b) / n * US,
     )
+    return figures
+
+
+# -- durable runs (SQLite store) ------------------------------------------------------------
+
+
+async def durable_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str, Any]:
+    """The chain checkpointed in a SQLite store vs plain sqlite3, its bytes, its resume.
+    Every repetition uses a fresh database file (see ``bench/durable_workloads.py``)."""
+    figures: dict[str, Any] = {}
+    n, reps = sizes.durable, sizes.chain_reps
+    with tempfile.TemporaryDirectory(prefix="trellis-bench-") as tmp:
+        work = dwl.WorkDir(tmp)
+        where = {
+            "db_files": "a fresh database file per repetition (fresh run id too)",
+            "db_dir": tmp,
+            "filesystem": dwl.filesystem(tmp),
+            "sqlite_version": sqlite3.sqlite_version,
+            "synchronous": "NORMAL",
+        }
+
+        say(f"durable chain of {n} (SQLite store) vs plain sqlite3 inserts")
+        functions = wl.chain_functions(n, is_async=False)
+        flow = wl.chain_flow(functions)
+        durable = dwl.TrellisDurableChain(work, flow, n)
+        plain = dwl.PlainSQLiteChain(work, functions)
+        async with tl.Engine() as engine:
+            s = await interleave(
+                reps,
+                {
+                    "sqlite": plain,
+                    "durable": durable,
+                    "memory": wl.trellis_chain_runner(engine, flow, n),
+                },
+            )
+        d, p, m = (median(s[k]) / n * US for k in ("durable", "sqlite", "memory"))
+        figures["durable_chain_overhead_us_per_step"] = figure(
+            value=d,
+            unit="us/step",
+            baseline=p,
+            baseline_unit="us/step",
+            baseline_what=(
+                "plain sqlite3: the same functions in a loop, one INSERT + commit per output"
+            ),
+            goal=DURABLE_GOAL,
+            reps=reps,
+            n=n,
+            run_ms=median(s["durable"]) * 1e3,
+            in_memory_us_per_step=m,
+            store_cost_us_per_step=d - m,
+            samples_us_per_step=[x / n * US for x in s["durable"]],
+            baseline_samples_us_per_step=[x / n * US for x in s["sqlite"]],
+            **where,
+            **durable.settings,
+        )
+        figures["durable_ratio_vs_sqlite"] = figure(
+            value=d / p,
+            unit="x",
+            baseline=p,
+            baseline_unit="us/insert",
+            baseline_what="plain sqlite3 INSERT + commit per step (WAL, synchronous=NORMAL)",
+            goal=DURABLE_RATIO_GOAL,
+            reps=reps,
+            n=n,
+            samples_ratio=[x / y for x, y in zip(s["durable"], s["sqlite"], strict=True)],
+        )
+        tb, pb = dwl.last(durable.bytes_per_step, reps), dwl.last(plain.bytes_per_step, reps)
+        figures["checkpoint_bytes_per_step"] = figure(
+            value=median(tb),
+            unit="B/step",
+            baseline=median(pb),
+            baseline_unit="B/step",
+            baseline_what="the plain sqlite3 table (run_id, step, output JSON) per row",
+            goal=BYTES_GOAL,
+            reps=reps,
+            n=n,
+            method=(
+                "database bytes after the run minus before, WAL checkpointed "
+                "(wal_checkpoint(TRUNCATE)) before both; divided by n"
+            ),
+            avg_row_bytes=median(dwl.last(durable.row_bytes_per_step, reps)),
+            baseline_avg_row_bytes=median(dwl.last(plain.row_bytes_per_step, reps)),
+            row_bytes_what="SUM(LENGTH(CAST(col AS BLOB))) over every column / rows",
+            samples_b_per_step=tb,
+            **durable.settings,
+        )
+
+        say(f"resume of a {n}-step run with {n - 1} steps complete")
+        incomplete = dwl.IncompleteRun(work, n)
+        resume = dwl.TrellisResume(incomplete)
+        s = await interleave(reps, {"select": dwl.PlainSQLiteLoad(incomplete), "resume": resume})
+        r, b = median(s["resume"]), median(s["select"])
+        figures["resume_overhead_ms"] = figure(
+            value=r * 1e3,
+            unit="ms",
+            baseline=b * 1e3,
+            baseline_unit="ms",
+            baseline_what=f"plain sqlite3 SELECT of the run's {n} step rows (fetchall)",
+            goal=RESUME_GOAL,
+            reps=reps,
+            n=n,
+            restored_steps=n - 1,
+            executed_steps=1,
+            us_per_restored_step=r / (n - 1) * US,
+            open_store_ms=median(dwl.last(resume.open_store_s, reps)) * 1e3,
+            first_run_ms=median(incomplete.first_run_s) * 1e3,
+            samples_ms=[x * 1e3 for x in s["resume"]],
+            **where,
+        )
     return figures
 
 
@@ -422,6 +540,72 @@ async def langgraph_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[st
     await _guarded("fanout_1000_ratio_vs_asyncio", figures, lambda: fanout(sizes.fanout_small))
     await _guarded("fanout_10000_ratio_vs_asyncio", figures, lambda: fanout(sizes.fanout_large))
     await _guarded("limited_ratio_vs_ideal", figures, limited)
+
+    async def durable() -> dict[str, dict[str, Any]]:
+        n = sizes.durable
+        say(f"LangGraph SqliteSaver chain of {n}")
+        with tempfile.TemporaryDirectory(prefix="trellis-bench-") as tmp:
+            work = dwl.WorkDir(tmp)
+            functions = wl.chain_functions(n, is_async=False)
+            trellis = dwl.TrellisDurableChain(work, wl.chain_flow(functions), n)
+            plain = dwl.PlainSQLiteChain(work, functions)
+            langgraph = dwl.LangGraphDurableChain(work, lgw.chain_nodes(n))
+            s = await interleave(
+                sizes.reps, {"sqlite": plain, "trellis": trellis, "langgraph": langgraph}
+            )
+        lg, tr, p = (median(s[k]) / n * US for k in ("langgraph", "trellis", "sqlite"))
+        mode = {
+            "durability": langgraph.durability,
+            "synchronous": "NORMAL",
+            **({"note": langgraph.note} if langgraph.note else {}),
+        }
+        lgb = median(dwl.last(langgraph.bytes_per_step, sizes.reps))
+        trb = median(dwl.last(trellis.bytes_per_step, sizes.reps))
+        return {
+            "durable_chain_overhead_us_per_step": figure(
+                value=lg,
+                unit="us/step",
+                baseline=p,
+                baseline_unit="us/step",
+                baseline_what="plain sqlite3 INSERT + commit per step",
+                goal=DURABLE_GOAL,
+                reps=sizes.reps,
+                n=n,
+                trellis=tr,
+                ratio_trellis_over_langgraph=tr / lg,
+                samples_s=dict(s),
+                **mode,
+            ),
+            "checkpoint_bytes_per_step": figure(
+                value=lgb,
+                unit="B/step",
+                baseline=median(dwl.last(plain.bytes_per_step, sizes.reps)),
+                baseline_unit="B/step",
+                baseline_what="the plain sqlite3 table per row",
+                goal=BYTES_GOAL,
+                reps=sizes.reps,
+                n=n,
+                trellis=trb,
+                ratio_trellis_over_langgraph=trb / lgb,
+                stored_bytes_per_step=median(dwl.last(langgraph.row_bytes_per_step, sizes.reps)),
+                trellis_avg_row_bytes=median(dwl.last(trellis.row_bytes_per_step, sizes.reps)),
+                **mode,
+            ),
+        }
+
+    checkpointer = dwl.langgraph_checkpointer_version()
+    out["checkpointer"] = checkpointer
+    if checkpointer is None:
+        out["checkpointer_note"] = (
+            "langgraph-checkpoint-sqlite is not installed: no durable-run comparison"
+        )
+    else:
+        try:
+            figures.update(await durable())
+        except Exception as exc:  # recorded, never raised (like _guarded, for two figures)
+            traceback.print_exc(file=sys.stderr)
+            for name in ("durable_chain_overhead_us_per_step", "checkpoint_bytes_per_step"):
+                figures[name] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
 
 
@@ -452,6 +636,8 @@ def machine_info() -> dict[str, Any]:
         "trellis": tl.__version__,
         "pydantic": version_of("pydantic"),
         "langgraph": version_of("langgraph"),
+        "langgraph_checkpoint_sqlite": version_of("langgraph-checkpoint-sqlite"),
+        "sqlite": sqlite3.sqlite_version,
         "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -559,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     machine = machine_info()
     figures = asyncio.run(trellis_figures(sizes, say))
+    figures.update(asyncio.run(durable_figures(sizes, say)))
     figures.update(rss_figures(sizes, say))
     if args.no_langgraph:
         langgraph: dict[str, Any] = {"available": False, "reason": "skipped (--no-langgraph)"}

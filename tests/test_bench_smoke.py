@@ -13,6 +13,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
+DURABLE = {
+    "durable_chain_overhead_us_per_step",
+    "durable_ratio_vs_sqlite",
+    "checkpoint_bytes_per_step",
+    "resume_overhead_ms",
+}
 FIGURES = {
     "chain_overhead_us_per_step",
     "chain_overhead_us_per_step_async",
@@ -24,6 +30,7 @@ FIGURES = {
     "limited_ratio_vs_ideal",
     "sim_fanout_1000_ratio_vs_asyncio",
     "peak_rss_mb_fanout_10000",
+    *DURABLE,
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -31,6 +38,7 @@ GOALS = {
     "fanout_10000_ratio_vs_asyncio",
     "limited_ratio_vs_ideal",
     "peak_rss_mb_fanout_10000",
+    *DURABLE,
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",
@@ -38,6 +46,9 @@ LANGGRAPH_FIGURES = {
     "fanout_10000_ratio_vs_asyncio",
     "limited_ratio_vs_ideal",
 }
+#: Present when langgraph-checkpoint-sqlite is installed too (the bench extra has it).
+LANGGRAPH_DURABLE_FIGURES = {"durable_chain_overhead_us_per_step", "checkpoint_bytes_per_step"}
+QUICK_DURABLE_STEPS = 200
 
 
 def _positive(x: Any) -> bool:
@@ -72,10 +83,23 @@ def test_quick_bench_prints_figures_and_writes_json(tmp_path: Path) -> None:
         else:
             assert fig["meets_goal"] is None and fig["goal"] == "informational", name
 
+    figures = report["figures"]
+    for name in DURABLE:  # per-step units at the quick chain length
+        assert figures[name]["n"] == QUICK_DURABLE_STEPS, name
+    assert figures["durable_chain_overhead_us_per_step"]["unit"] == "us/step"
+    assert _positive(figures["durable_chain_overhead_us_per_step"]["in_memory_us_per_step"])
+    bytes_fig = figures["checkpoint_bytes_per_step"]
+    assert bytes_fig["unit"] == "B/step"
+    assert _positive(bytes_fig["avg_row_bytes"]) and _positive(bytes_fig["baseline_avg_row_bytes"])
+    resume = figures["resume_overhead_ms"]
+    assert resume["restored_steps"] == QUICK_DURABLE_STEPS - 1 and resume["executed_steps"] == 1
+
     langgraph = report["langgraph"]
     assert isinstance(langgraph["available"], bool)
     if langgraph["available"]:  # the bench extra is installed: the same workloads, side by side
-        assert set(langgraph["figures"]) == LANGGRAPH_FIGURES
+        durable = LANGGRAPH_DURABLE_FIGURES if langgraph["checkpointer"] else set()
+        expected = LANGGRAPH_FIGURES | durable
+        assert set(langgraph["figures"]) == expected
         for name, fig in langgraph["figures"].items():
             assert "error" not in fig, (name, fig.get("error"))
             assert _positive(fig["value"]) and _positive(fig["trellis"]), name

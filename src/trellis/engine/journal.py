@@ -170,11 +170,13 @@ def step_row(
     run_id: str, record: StepRecord, definition: str, decisions: list[Decision]
 ) -> StepRow:
     usage = record.usage
-    details: dict[str, Any] = {
-        "started_at": record.started_at,
-        "duration_s": record.duration_s,
-        "attempts": record.attempts,
-    }
+    details: dict[str, Any] = {}
+    if record.started_at is not None:
+        details["started_at"] = round(record.started_at, 3)
+    if record.duration_s is not None:
+        details["duration_s"] = round(record.duration_s, 6)
+    if record.attempts != 1:
+        details["attempts"] = record.attempts
     for name in ("rounds", "elements"):
         value = getattr(record, name)
         if value is not None:
@@ -264,7 +266,7 @@ def _apply_details(record: StepRecord, row: StepRow) -> None:
         details = decode(row.details, Any, f"details of step {row.step!r}")
         record.started_at = details.get("started_at")
         record.duration_s = details.get("duration_s")
-        record.attempts = int(details.get("attempts", 0))
+        record.attempts = int(details.get("attempts", 1))
         record.rounds = details.get("rounds")
         record.elements = details.get("elements")
         record.element_failures = int(details.get("element_failures", 0))
