@@ -43,18 +43,23 @@ from trellis.errors import (
     RateLimitError,
     RefusalError,
     ReplyAttempt,
+    RunLockedError,
+    SerializationError,
+    StepChangedError,
     StepError,
+    StoreError,
     TrellisError,
     TruncatedError,
 )
 from trellis.flow.flow import Flow
 from trellis.flow.inject import LLM, ElementFailure, Round, RunContext
-from trellis.flow.policy import Budget, RetryPolicy
+from trellis.flow.policy import Budget, Cache, RetryPolicy
 from trellis.flow.step import Condition, branch
 from trellis.models.base import Message, Model, ModelRequest, ModelResponse, Usage
 from trellis.models.function import FunctionModel, TestModel
 from trellis.models.pricing import Price, PriceTable
 from trellis.models.sim import SimModel, SimOptions
+from trellis.store import MemoryStore, SQLiteStore, Store, open_store
 
 __version__ = "0.1.0"
 
@@ -64,6 +69,7 @@ __all__ = [
     "BadRequestError",
     "Budget",
     "BudgetExceededError",
+    "Cache",
     "CallRecord",
     "Condition",
     "Config",
@@ -78,6 +84,7 @@ __all__ = [
     "FlowDefinitionError",
     "FunctionModel",
     "InputError",
+    "MemoryStore",
     "Message",
     "Model",
     "ModelBinding",
@@ -98,16 +105,23 @@ __all__ = [
     "RoleBinding",
     "Round",
     "RunContext",
+    "RunLockedError",
     "RunResult",
+    "SQLiteStore",
+    "SerializationError",
     "SimModel",
     "SimOptions",
     "Stats",
+    "StepChangedError",
     "StepError",
     "StepRecord",
+    "Store",
+    "StoreError",
     "TestModel",
     "TrellisError",
     "TruncatedError",
     "Usage",
     "__version__",
     "branch",
+    "open_store",
 ]

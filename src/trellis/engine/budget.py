@@ -150,9 +150,7 @@ class BudgetGuard:
             self.spent_tokens += tokens
             self.spent_usd += cost
 
-    def _error(
-        self, which: str, limit: float, would_be: float, unit: str
-    ) -> BudgetExceededError:
+    def _error(self, which: str, limit: float, would_be: float, unit: str) -> BudgetExceededError:
         shown = f"{limit:g}" if which != "max_usd" else f"${limit:.4f}"
         after = f"{would_be:g}" if which != "max_usd" else f"${would_be:.4f}"
         err = BudgetExceededError(

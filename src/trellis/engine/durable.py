@@ -18,7 +18,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from trellis.engine.journal import (
@@ -30,7 +30,7 @@ from trellis.engine.journal import (
     stats_from_json,
 )
 from trellis.engine.results import CallRecord, Decision, RunResult, StepRecord
-from trellis.errors import InputError, RunLockedError
+from trellis.errors import InputError, RunLockedError, StoreError
 from trellis.flow.graph import CompiledFlow
 from trellis.store.base import RunRow, Store
 from trellis.store.codec import decode, encode
@@ -78,17 +78,27 @@ class DurableRun:
         row = store.get_run(run_id)
         if row is None:
             values = plan.validate_inputs(inputs)
-            store.create_run(
-                RunRow(
-                    run_id=run_id,
-                    flow=plan.name,
-                    status="running",
-                    inputs=encode(values, "the run's inputs"),
-                    started_at=time.time(),
-                    meta=json.dumps(dict(meta)) if meta else None,
+            try:
+                store.create_run(
+                    RunRow(
+                        run_id=run_id,
+                        flow=plan.name,
+                        status="running",
+                        inputs=encode(values, "the run's inputs"),
+                        started_at=time.time(),
+                        meta=json.dumps(dict(meta)) if meta else None,
+                    )
                 )
+                return cls(store, plan, run_id, values, None, owner, lease_ttl)
+            except StoreError:  # another process created it first: resume semantics apply
+                row = store.get_run(run_id)
+                if row is None:
+                    raise
+        if row.meta and '"batch": true' in row.meta:
+            raise InputError(
+                f"{run_id!r} is a batch; resume it with run_many(batch_id={run_id!r}) or "
+                f"'trellis resume {run_id}'"
             )
-            return cls(store, plan, run_id, values, None, owner, lease_ttl)
         if row.flow != plan.name:
             raise InputError(
                 f"run {run_id!r} belongs to flow {row.flow!r}, not {plan.name!r}; use another "
@@ -107,7 +117,11 @@ class DurableRun:
         return cls(store, plan, run_id, values, recorded, owner, lease_ttl)
 
     @contextlib.asynccontextmanager
-    async def lease(self) -> AsyncIterator[None]:
+    async def lease(
+        self, on_lost: Callable[[RunLockedError], None] | None = None
+    ) -> AsyncIterator[None]:
+        """Hold the run's lease while the body runs. If another process takes it over (this
+        one stalled past the TTL), ``on_lost`` is told, and the run must stop."""
         holder = self.store.acquire_lease(self.run_id, self.owner, time.time(), self.lease_ttl)
         if holder is not None:
             row = self.store.get_run(self.run_id)
@@ -118,7 +132,7 @@ class DurableRun:
                 run_id=self.run_id,
                 owner=holder,
             )
-        heartbeat = asyncio.get_running_loop().create_task(self._renew())
+        heartbeat = asyncio.get_running_loop().create_task(self._renew(on_lost))
         try:
             yield
         finally:
@@ -127,10 +141,21 @@ class DurableRun:
                 await heartbeat
             self.store.release_lease(self.run_id, self.owner)
 
-    async def _renew(self) -> None:
+    async def _renew(self, on_lost: Callable[[RunLockedError], None] | None) -> None:
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
-            self.store.renew_lease(self.run_id, self.owner, time.time(), self.lease_ttl)
+            if not self.store.renew_lease(self.run_id, self.owner, time.time(), self.lease_ttl):
+                row = self.store.get_run(self.run_id)
+                holder = (row.lease_owner if row else None) or "another process"
+                lost = RunLockedError(
+                    f"run {self.run_id} lost its lease to {holder}; stopped so that only one "
+                    "process executes it",
+                    run_id=self.run_id,
+                    owner=holder,
+                )
+                if on_lost is not None:
+                    on_lost(lost)
+                return
 
     def start(self, *, rerun_changed: bool) -> Journal:
         self.journal = Journal(self.store, self.run_id, self.plan, rerun_changed=rerun_changed)
@@ -170,6 +195,16 @@ def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> 
     calls: list[CallRecord] = []
     for crow in store.load_calls(run_id):
         calls.extend(call_record_from_dict(a) for a in decode(crow.attempts, Any, "call attempts"))
+    position = {name: i for i, name in enumerate(names)}
+    calls.sort(
+        key=lambda c: (
+            position.get(c.step, len(position)),
+            -1 if c.index is None else c.index,
+            -1 if c.round is None else c.round,
+            c.call,
+            c.attempt,
+        )
+    )
     for call in calls:
         call.source = "live"
     result = RunResult(
@@ -207,13 +242,21 @@ def open_batch(
         if row.flow != plan.name:
             raise InputError(f"batch {batch_id!r} belongs to flow {row.flow!r}, not {plan.name!r}")
         children = store.list_runs(parent_id=batch_id)
-        if items is not None and len(list(items)) != len(children):
-            raise InputError(
-                f"batch {batch_id!r} was recorded with {len(children)} items; resume it "
-                "without items, or use another batch id"
+        recorded = [
+            (c.run_id, decode(c.inputs, Any, f"the inputs of {c.run_id}")) for c in children
+        ]
+        if items is not None:
+            given = [dict(item) for item in items]
+            same = len(given) == len(recorded) and all(
+                encode(g) == encode(r) for g, (_, r) in zip(given, recorded, strict=True)
             )
+            if not same:
+                raise InputError(
+                    f"batch {batch_id!r} was recorded with {len(recorded)} items, not these; "
+                    "resume it without items, or use another batch id"
+                )
         store.update_run(batch_id, status="running")
-        return [(c.run_id, decode(c.inputs, Any, f"the inputs of {c.run_id}")) for c in children]
+        return recorded
     if items is None:
         raise InputError(f"no batch {batch_id!r} in the store {store.url}")
     now = time.time()

@@ -26,7 +26,13 @@ from trellis.engine.durable import (
 )
 from trellis.engine.results import ErrorInfo, RunResult, StepRecord
 from trellis.engine.runner import Run
-from trellis.errors import ConfigurationError, InputError
+from trellis.errors import (
+    ConfigurationError,
+    InputError,
+    RunLockedError,
+    SerializationError,
+    StoreError,
+)
 from trellis.flow.flow import Flow
 from trellis.flow.graph import CompiledFlow
 from trellis.flow.policy import Budget, Cache
@@ -161,10 +167,19 @@ class Engine:
         )
         if durable.recorded is not None:
             return durable.recorded
-        async with durable.lease():
-            journal = durable.start(rerun_changed=rerun_changed)
+        running: list[Run] = []
+
+        def lease_lost(exc: RunLockedError) -> None:
+            for run_ in running:
+                run_.abort(exc)
+
+        async with durable.lease(on_lost=lease_lost):
+            journal = durable.start(rerun_changed=rerun_changed)  # read under the lease
             run = Run(self, flow, plan, durable.values, durable.run_id, guard, journal)
+            running.append(run)
             result = await run.execute()
+            if isinstance(run.fatal, StoreError) and not isinstance(run.fatal, SerializationError):
+                raise run.fatal  # the store cannot be trusted: nothing more is written
             durable.finish(result)
         return result
 
@@ -241,7 +256,7 @@ class Engine:
             run_id = run_ids[index]
             try:
                 if self.guard is not None and self.guard.exhausted is not None:
-                    outcome = failed_result(plan, item, self.guard.exhausted)
+                    outcome = failed_result(plan, item, self.guard.exhausted, run_id=run_id)
                 else:
                     outcome = await self.run(
                         flow,
@@ -251,7 +266,7 @@ class Engine:
                         rerun_changed=rerun_changed,
                     )
             except InputError as exc:
-                outcome = failed_result(plan, item, exc)
+                outcome = failed_result(plan, item, exc, run_id=run_id)
             except Exception as exc:  # an engine bug: surface it to the consumer, don't hang
                 outcome = exc
             await queue.put((index, outcome))
@@ -308,11 +323,17 @@ class Engine:
         await self.aclose()
 
 
-def failed_result(plan: CompiledFlow, inputs: Mapping[str, Any], exc: BaseException) -> RunResult:
+def failed_result(
+    plan: CompiledFlow,
+    inputs: Mapping[str, Any],
+    exc: BaseException,
+    *,
+    run_id: str | None = None,
+) -> RunResult:
     """A result for a run that could not start (bad inputs, exhausted batch budget)."""
     records = {s.name: StepRecord(s.name, status="cancelled", reason=str(exc)) for s in plan.steps}
     return RunResult(
-        run_id=new_run_id(),
+        run_id=run_id or new_run_id(),
         flow=plan.name,
         inputs=dict(inputs),
         steps=records,

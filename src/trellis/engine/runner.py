@@ -29,7 +29,10 @@ from trellis.errors import (
     ConfigurationError,
     OutputTypeError,
     QuotaExceededError,
+    RunLockedError,
+    SerializationError,
     StepError,
+    StoreError,
     TrellisError,
 )
 from trellis.flow.inject import ElementFailure, Round, RunContext
@@ -48,7 +51,14 @@ __all__ = ["Run", "StepScope"]
 
 PENDING, RUNNING, DONE, SKIPPED, FAILED, CANCELLED = range(6)
 _MISSING = object()
-_RUN_FATAL = (BudgetExceededError, ConfigurationError, QuotaExceededError, AuthenticationError)
+_RUN_FATAL = (
+    BudgetExceededError,
+    ConfigurationError,
+    QuotaExceededError,
+    AuthenticationError,
+    StoreError,
+    RunLockedError,
+)
 
 
 class StepScope:
@@ -213,7 +223,11 @@ class Run:
                 self._finish_unrun(i, CANCELLED, f"upstream step {plan.steps[d].name!r} {what}")
                 return
         if self.journal is not None:
-            restored = self.journal.restore(i, record)
+            try:
+                restored = self.journal.restore(i, record)
+            except TrellisError as exc:  # a corrupt record: a clear error, the run stops
+                self._fail(i, exc)
+                return
             if restored is not None:
                 self.result.decisions.extend(restored.decisions)
                 self.result.calls.extend(restored.calls)
@@ -240,7 +254,11 @@ class Run:
             if not self._check_when(i, spec):
                 return
             if self.journal is not None:
-                self.journal.step_started(i, record, self.step_decisions.get(spec.name, []))
+                try:
+                    self.journal.step_started(i, record, self.step_decisions.get(spec.name, []))
+                except TrellisError as exc:
+                    self._fail(i, exc)
+                    return
         record.started_at = time.time()
         if (
             spec.is_async
@@ -353,22 +371,40 @@ class Run:
         self._settle(i, FAILED)
 
     def _journal_step(self, i: int, record: StepRecord) -> None:
+        """Record a settled step. It never raises: an output JSON cannot hold fails the step;
+        a store that cannot write stops the run."""
         assert self.journal is not None
+        if isinstance(self.fatal, StoreError) and not isinstance(self.fatal, SerializationError):
+            return  # the store failed: write nothing more
         try:
             self.journal.step_settled(i, record, self.step_decisions.get(record.name, []))
-        except TrellisError as exc:  # e.g. an output JSON cannot hold: the step failed
-            if record.status == "done":
-                record.status = "failed"
-                record.error = ErrorInfo.from_exception(exc, step=record.name)
-                record.reason = str(exc)
-                record.exception = exc
-                if self.result.error is None:
-                    self.result.error = record.error
-                    self.result.exception = exc
-                self.values.pop(record.name, None)
-                self.journal.step_settled(i, record, [])
-            else:
-                raise
+            return
+        except SerializationError as exc:
+            if record.status != "done":
+                raise AssertionError("only outputs need serialising") from exc
+            record.status = "failed"
+            record.error = ErrorInfo.from_exception(exc, step=record.name)
+            record.reason = str(exc)
+            record.exception = exc
+            if self.result.error is None:
+                self.result.error = record.error
+                self.result.exception = exc
+            self.values.pop(record.name, None)
+            error: TrellisError = exc
+        except TrellisError as exc:
+            error = exc
+        try:
+            self.journal.step_settled(i, record, [])
+        except TrellisError as exc:
+            error = exc
+        cannot_write = isinstance(error, StoreError) and not isinstance(error, SerializationError)
+        if cannot_write and self.fatal is None:
+            self._abort(error)
+
+    def abort(self, exc: BaseException) -> None:
+        """Stop the run from outside (its lease was lost): cancel what is running."""
+        if self.fatal is None:
+            self._abort(exc)
 
     def _abort(self, exc: BaseException) -> None:
         self.fatal = exc
@@ -560,8 +596,7 @@ class Run:
                 satisfied = bool(spec.until(output))
             except Exception as exc:
                 raise StepError(
-                    f"step {spec.name!r}: its until= condition raised {type(exc).__name__}: "
-                    f"{exc}",
+                    f"step {spec.name!r}: its until= condition raised {type(exc).__name__}: {exc}",
                     step=spec.name,
                 ) from exc
             last = number == spec.max_rounds
@@ -620,4 +655,3 @@ async def _invoke(spec: StepSpec, kwargs: dict[str, Any]) -> Any:
     if spec.is_async:
         result = await result
     return result
-

@@ -82,4 +82,3 @@ def reask_message(failure: ParseFailure, spec: OutputSpec) -> str:
         f"Reply again with only a JSON value matching this schema, no prose:\n"
         f"{json.dumps(spec.schema, separators=(',', ':'))}"
     )
-

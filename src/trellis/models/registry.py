@@ -24,7 +24,23 @@ def _sim(binding: ModelBinding) -> Model:
     return SimModel(binding.model, SimOptions.parse(binding.options))
 
 
-BUILTIN_PROVIDERS: Mapping[str, ProviderFactory] = {"sim": _sim}
+def _openai(binding: ModelBinding) -> Model:
+    from trellis.providers.openai import OpenAIModel, OpenAIOptions
+
+    return OpenAIModel(binding.model, OpenAIOptions.parse(binding.options))
+
+
+def _anthropic(binding: ModelBinding) -> Model:
+    from trellis.providers.anthropic import AnthropicModel, AnthropicOptions
+
+    return AnthropicModel(binding.model, AnthropicOptions.parse(binding.options))
+
+
+BUILTIN_PROVIDERS: Mapping[str, ProviderFactory] = {
+    "sim": _sim,
+    "openai": _openai,
+    "anthropic": _anthropic,
+}
 
 
 class ProviderRegistry:

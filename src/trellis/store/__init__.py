@@ -39,9 +39,7 @@ def open_store(url: str | None = None) -> Store:
         return SQLiteStore(Path(spec))
     parts = urlsplit(spec)
     if parts.scheme != "sqlite":
-        raise StoreError(
-            f"unknown store URL {spec!r}; use sqlite:///path/to/trellis.db or memory:"
-        )
+        raise StoreError(f"unknown store URL {spec!r}; use sqlite:///path/to/trellis.db or memory:")
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path:
         raise StoreError(f"store URL {spec!r} names no file")
@@ -51,5 +49,7 @@ def open_store(url: str | None = None) -> Store:
         raise StoreError(f"store URL {spec!r}: unknown option(s) {sorted(unknown)}")
     sync = options.get("synchronous", "NORMAL").upper()
     if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-        raise StoreError(f"store URL {spec!r}: synchronous must be NORMAL or FULL, got {sync!r}")
+        raise StoreError(
+            f"store URL {spec!r}: synchronous must be OFF, NORMAL, FULL or EXTRA, got {sync!r}"
+        )
     return SQLiteStore(path, synchronous=sync)  # type: ignore[arg-type]

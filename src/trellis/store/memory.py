@@ -23,9 +23,11 @@ class MemoryStore(Store):
         self.create_runs([row])
 
     def create_runs(self, rows: list[RunRow]) -> None:
+        seen: set[str] = set()
         for row in rows:
-            if row.run_id in self._runs:
+            if row.run_id in self._runs or row.run_id in seen:
                 raise StoreError(f"run {row.run_id!r} already exists")
+            seen.add(row.run_id)
         for row in rows:
             self._runs[row.run_id] = dataclasses.replace(row)
             self._order.append(row.run_id)
@@ -66,8 +68,9 @@ class MemoryStore(Store):
             rows = sorted(
                 (r for r in rows if r.parent_id == parent_id), key=lambda r: r.item_index or 0
             )
-        else:
-            rows = sorted(rows, key=lambda r: r.started_at, reverse=True)
+        else:  # newest first; among equal start times, the most recently created first
+            rows = [r for _, r in sorted(enumerate(rows), key=lambda p: (p[1].started_at, p[0]))]
+            rows.reverse()
             if top_level:
                 rows = [r for r in rows if r.parent_id is None]
         rows = [

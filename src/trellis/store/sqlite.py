@@ -14,10 +14,11 @@ not a Trellis store, is a clear :class:`StoreError`. Every SQL value is bound.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from trellis.errors import StoreError
 from trellis.store.base import FORMAT, CacheStats, CallRow, RunRow, RunState, StepRow, Store
@@ -88,6 +89,22 @@ _RUN_COLUMNS = (
 )
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _mapped(method: F) -> F:
+    """SQLite errors (disk full, locked, corrupt page) surface as StoreError."""
+
+    @functools.wraps(method)
+    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path!r}: {method.__name__} failed: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 class SQLiteStore(Store):
@@ -168,6 +185,7 @@ class SQLiteStore(Store):
     def create_run(self, row: RunRow) -> None:
         self.create_runs([row])
 
+    @_mapped
     def create_runs(self, rows: list[RunRow]) -> None:
         db = self._db
         try:
@@ -182,6 +200,7 @@ class SQLiteStore(Store):
             db.execute("ROLLBACK")
             raise StoreError(f"cannot create run(s): {exc}") from exc
 
+    @_mapped
     def get_run(self, run_id: str) -> RunRow | None:
         cur = self._db.execute(
             f"SELECT {_RUN_COLUMNS}, format FROM runs WHERE run_id = ?", (run_id,)
@@ -189,6 +208,7 @@ class SQLiteStore(Store):
         row = cur.fetchone()
         return _run_row(row) if row else None
 
+    @_mapped
     def update_run(
         self,
         run_id: str,
@@ -206,6 +226,7 @@ class SQLiteStore(Store):
         if cur.rowcount != 1:
             raise StoreError(f"no run {run_id!r}")
 
+    @_mapped
     def list_runs(
         self,
         *,
@@ -242,6 +263,7 @@ class SQLiteStore(Store):
 
     # -- leases ---------------------------------------------------------------------------
 
+    @_mapped
     def acquire_lease(self, run_id: str, owner: str, now: float, ttl: float) -> str | None:
         db = self._db
         cur = db.execute(
@@ -257,6 +279,7 @@ class SQLiteStore(Store):
             raise StoreError(f"no run {run_id!r}")
         return str(row[0])
 
+    @_mapped
     def renew_lease(self, run_id: str, owner: str, now: float, ttl: float) -> bool:
         cur = self._db.execute(
             "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND lease_owner = ?",
@@ -264,6 +287,7 @@ class SQLiteStore(Store):
         )
         return cur.rowcount == 1
 
+    @_mapped
     def release_lease(self, run_id: str, owner: str) -> None:
         self._db.execute(
             "UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
@@ -273,6 +297,7 @@ class SQLiteStore(Store):
 
     # -- steps and calls ------------------------------------------------------------------
 
+    @_mapped
     def save_step(self, row: StepRow) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, reason, "
@@ -292,6 +317,7 @@ class SQLiteStore(Store):
             ),
         )
 
+    @_mapped
     def load_steps(self, run_id: str) -> list[StepRow]:
         cur = self._db.execute(
             "SELECT run_id, step, status, definition, output, reason, error, usage, decisions, "
@@ -304,6 +330,7 @@ class SQLiteStore(Store):
             out.append(StepRow(*r[:-1]))
         return out
 
+    @_mapped
     def save_call(self, row: CallRow) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO calls (run_id, key, request, result, attempts, format) "
@@ -311,6 +338,7 @@ class SQLiteStore(Store):
             (row.run_id, row.key, row.request, row.result, row.attempts, FORMAT),
         )
 
+    @_mapped
     def load_calls(self, run_id: str) -> list[CallRow]:
         cur = self._db.execute(
             "SELECT run_id, key, request, result, attempts, format FROM calls WHERE run_id = ?",
@@ -324,6 +352,7 @@ class SQLiteStore(Store):
 
     # -- cache ------------------------------------------------------------------------------
 
+    @_mapped
     def cache_get(self, key: str, now: float) -> str | None:
         db = self._db
         row = db.execute(
@@ -335,6 +364,7 @@ class SQLiteStore(Store):
         db.execute("UPDATE cache SET hits = hits + 1 WHERE key = ?", (key,))
         return str(row[0])
 
+    @_mapped
     def cache_put(self, key: str, value: str, now: float, expires_at: float | None) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO cache (key, value, created_at, expires_at, hits, format) "
@@ -342,15 +372,18 @@ class SQLiteStore(Store):
             (key, value, now, expires_at, FORMAT),
         )
 
+    @_mapped
     def cache_stats(self, now: float) -> CacheStats:
         row = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ? "
-            "THEN 1 ELSE 0 END), 0), COALESCE(SUM(hits), 0), COALESCE(SUM(LENGTH(value)), 0) "
+            "THEN 1 ELSE 0 END), 0), COALESCE(SUM(hits), 0), "
+            "COALESCE(SUM(LENGTH(CAST(value AS BLOB))), 0) "
             "FROM cache",
             (now,),
         ).fetchone()
         return CacheStats(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
+    @_mapped
     def cache_clear(self, *, expired_only: bool = False, now: float = 0.0) -> int:
         if expired_only:
             cur = self._db.execute(

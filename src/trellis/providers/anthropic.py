@@ -1,0 +1,419 @@
+"""``anthropic:<model>``: the Anthropic Messages API over httpx.
+
+Options (:class:`AnthropicOptions`; strings accepted), beyond the shared ``base_url``
+(default ``$ANTHROPIC_BASE_URL``, else ``https://api.anthropic.com``; a URL ending in
+``/v1`` works too), ``api_key`` / ``api_key_env`` (default ``ANTHROPIC_API_KEY``),
+``timeout``, ``connect_timeout``, ``stream``, ``stream_idle_timeout``, ``rpm``, ``tpm``:
+
+``anthropic_version`` (default ``2023-06-01``)
+    The ``anthropic-version`` header.
+``max_tokens`` (default 4096)
+    Sent when a request sets none: the Messages API requires it.
+
+Mapping: system messages become the top-level ``system``; tool calls are ``tool_use``
+blocks (``ToolCall.arguments`` is ``json.dumps(input)``), tool results ``tool_result``
+blocks in user turns, and consecutive turns of one role are merged. A structured output is
+a forced tool call (``tools: [{name: <schema name>, input_schema: <schema>}]``,
+``tool_choice: {type: tool, name}``) whose input becomes the reply text; a non-object
+root is wrapped as ``{"value": ...}`` and unwrapped again. ``stop_reason``: ``end_turn`` /
+``stop_sequence`` -> ``stop``; ``max_tokens`` / ``model_context_window_exceeded`` ->
+``length``; ``tool_use`` -> ``tool_calls`` (``stop`` for the forced structured-output
+call); ``refusal`` -> ``refusal``; anything else -> ``other``. Usage counts cached input
+tokens as input. With ``stream``, the ``message_start`` / ``content_block_*`` /
+``message_delta`` / ``message_stop`` events are assembled; an ``error`` event, or a stream
+that ends before ``message_stop``, fails the attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import Field
+
+from trellis.errors import OverloadedError
+from trellis.models.base import (
+    FinishReason,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from trellis.providers._base import HTTPModel, HTTPOptions
+from trellis.providers._http import SSEEvent
+from trellis.providers._schema import object_root, schema_name, unwrap_reply
+from trellis.providers.ratelimit import RateLimiter
+
+__all__ = ["AnthropicModel", "AnthropicOptions"]
+
+_STOP: Mapping[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "refusal",
+}
+_OUTPUT_TOOL_DESCRIPTION = (
+    "Give your final answer by calling this tool exactly once; its input is the answer."
+)
+_REFUSED = "the model refused (stop_reason: refusal)"
+
+
+class AnthropicOptions(HTTPOptions):
+    """Options of ``anthropic:`` bindings; see the module docstring."""
+
+    provider: ClassVar[str] = "anthropic"
+
+    api_key_env: str = "ANTHROPIC_API_KEY"
+    anthropic_version: str = "2023-06-01"
+    max_tokens: int = Field(default=4096, gt=0)
+
+
+@dataclass(frozen=True, slots=True)
+class _ReplyShape:
+    """How to read a reply: the structured-output tool's name and whether it wraps."""
+
+    output_tool: str | None = None
+    wrapped: bool = False
+
+
+@dataclass(slots=True)
+class _Block:
+    """One content block, complete or being assembled from a stream."""
+
+    type: str
+    text: list[str] = field(default_factory=list)
+    id: str = ""
+    name: str = ""
+    input: Any = None
+    partial_json: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> _Block:
+        text = raw.get("text")
+        return cls(
+            type=str(raw.get("type") or ""),
+            text=[text] if isinstance(text, str) else [],
+            id=str(raw.get("id") or ""),
+            name=str(raw.get("name") or ""),
+            input=raw.get("input"),
+        )
+
+    def arguments(self) -> str:
+        """The tool input as JSON text (streamed fragments, else the complete input)."""
+        if self.partial_json:
+            return "".join(self.partial_json)
+        return json.dumps(self.input if self.input is not None else {}, ensure_ascii=False)
+
+
+class AnthropicModel(HTTPModel):
+    """A Messages API model; see the module docstring for options and mappings."""
+
+    provider: ClassVar[str] = "anthropic"
+    default_base_url: ClassVar[str] = "https://api.anthropic.com"
+    base_url_env: ClassVar[str] = "ANTHROPIC_BASE_URL"
+    official_hosts: ClassVar[tuple[str, ...]] = ("api.anthropic.com",)
+
+    options: AnthropicOptions
+
+    def __init__(
+        self,
+        model: str,
+        options: AnthropicOptions | Mapping[str, Any] | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limiter: RateLimiter | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        opts = options if isinstance(options, AnthropicOptions) else AnthropicOptions.parse(options)
+        super().__init__(model, opts, transport=transport, limiter=limiter, now=now)
+
+    @property
+    def endpoint(self) -> str:
+        if self.base_url.endswith("/v1"):
+            return f"{self.base_url}/messages"
+        return f"{self.base_url}/v1/messages"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "Accept": "application/json",
+            "anthropic-version": self.options.anthropic_version,
+        }
+        if self._api_key is not None:
+            headers["x-api-key"] = self._api_key.get_secret_value()
+        return headers
+
+    # -- complete ---------------------------------------------------------------------------
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        stream = self.options.stream
+        payload, shape = self.build_payload(request, stream=stream)
+
+        def parse(data: Any) -> ModelResponse:
+            return self.parse_message(data, request, shape)
+
+        async def assemble(events: AsyncIterator[SSEEvent]) -> ModelResponse:
+            return await self.assemble_stream(events, request, shape)
+
+        return await self._send(
+            payload,
+            estimate=self.estimate_tokens(request, payload["max_tokens"]),
+            stream=stream,
+            parse=parse,
+            assemble=assemble,
+        )
+
+    # -- request ----------------------------------------------------------------------------
+
+    def build_payload(
+        self, request: ModelRequest, *, stream: bool = False
+    ) -> tuple[dict[str, Any], _ReplyShape]:
+        """The request body, and how to read its reply."""
+        system = [m.content for m in request.messages if m.role == "system" and m.content]
+        payload: dict[str, Any] = {
+            "model": request.model or self.model,
+            "max_tokens": request.max_tokens or self.options.max_tokens,
+            "messages": _turns(m for m in request.messages if m.role != "system"),
+        }
+        if system:
+            payload["system"] = "\n\n".join(system)
+        if request.temperature is not None:
+            payload["temperature"] = request.temperature
+        tools = [_tool(t) for t in request.tools]
+        shape = _ReplyShape()
+        if request.output_schema is not None:
+            rooted, wrapped = object_root(request.output_schema)
+            name = _unique(schema_name(request.schema_name), {t.name for t in request.tools})
+            tools.append(
+                {"name": name, "description": _OUTPUT_TOOL_DESCRIPTION, "input_schema": rooted}
+            )
+            shape = _ReplyShape(output_tool=name, wrapped=wrapped)
+        if tools:
+            payload["tools"] = tools
+            if shape.output_tool is not None and not request.tools:
+                payload["tool_choice"] = {"type": "tool", "name": shape.output_tool}
+            elif request.tool_choice is not None:
+                payload["tool_choice"] = _tool_choice(request.tool_choice)
+            elif shape.output_tool is not None:
+                payload["tool_choice"] = {"type": "any"}
+        if stream:
+            payload["stream"] = True
+        return payload, shape
+
+    # -- reply ------------------------------------------------------------------------------
+
+    def parse_message(
+        self, data: Any, request: ModelRequest, shape: _ReplyShape | None = None
+    ) -> ModelResponse:
+        """A ``message`` body as a :class:`ModelResponse` (errors raised typed)."""
+        shape = shape or _ReplyShape()
+        error = self.payload_error(data)
+        if error is not None:
+            raise error
+        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(content, list):
+            raise OverloadedError(
+                f"{self.name}: the reply has no content: {str(data)[:200]!r}", model=self.name
+            )
+        blocks = [_Block.from_json(b) for b in content if isinstance(b, dict)]
+        return self._response(
+            request,
+            shape,
+            blocks,
+            stop=data.get("stop_reason"),
+            usage=data.get("usage"),
+            model=data.get("model"),
+        )
+
+    async def assemble_stream(
+        self, events: AsyncIterator[SSEEvent], request: ModelRequest, shape: _ReplyShape
+    ) -> ModelResponse:
+        """Assemble Messages stream events; fail on an ``error`` event or a stream that ends
+        before ``message_stop`` (the partial reply is discarded)."""
+        blocks: dict[int, _Block] = {}
+        usage: dict[str, Any] = {}
+        stop: Any = None
+        model: Any = None
+        done = False
+        async for event in events:
+            data = self.json_loads(event.data, what=f"stream event {event.event!r}")
+            error = self.payload_error(data, where="error event mid-stream")
+            if error is not None:
+                raise error
+            if event.event == "error" or (isinstance(data, dict) and data.get("type") == "error"):
+                raise self.event_error(data, event.data)
+            if not isinstance(data, dict):
+                continue
+            kind = data.get("type") or event.event
+            if kind == "message_start":
+                message = data.get("message")
+                if isinstance(message, dict):
+                    model = message.get("model") or model
+                    if isinstance(message.get("usage"), dict):
+                        usage.update(message["usage"])
+            elif kind == "content_block_start":
+                raw = data.get("content_block")
+                if isinstance(raw, dict):
+                    blocks[_index(data, blocks)] = _Block.from_json(raw)
+            elif kind == "content_block_delta":
+                _apply_delta(blocks, _index(data, blocks, current=True), data.get("delta"))
+            elif kind == "message_delta":
+                delta = data.get("delta")
+                if isinstance(delta, dict) and delta.get("stop_reason"):
+                    stop = delta["stop_reason"]
+                if isinstance(data.get("usage"), dict):
+                    usage.update({k: v for k, v in data["usage"].items() if v is not None})
+            elif kind == "message_stop":
+                done = True
+                break
+        if not done:
+            raise OverloadedError(
+                f"{self.name}: the stream ended before message_stop; partial reply discarded",
+                model=self.name,
+            )
+        ordered = [blocks[i] for i in sorted(blocks)]
+        return self._response(request, shape, ordered, stop=stop, usage=usage, model=model)
+
+    def _response(
+        self,
+        request: ModelRequest,
+        shape: _ReplyShape,
+        blocks: list[_Block],
+        *,
+        stop: Any,
+        usage: Any,
+        model: Any,
+    ) -> ModelResponse:
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        structured: str | None = None
+        for block in blocks:
+            if block.type == "text":
+                text.extend(block.text)
+            elif block.type == "tool_use":
+                if structured is None and shape.output_tool and block.name == shape.output_tool:
+                    structured = block.arguments()
+                else:
+                    calls.append(ToolCall(block.id, block.name, block.arguments()))
+        raw = stop if isinstance(stop, str) else None
+        reason: FinishReason = _STOP.get(raw, "other") if raw is not None else "other"
+        if raw == "tool_use" and structured is not None and not calls:
+            reason = "stop"
+        plain = "".join(text)
+        refusal = (plain.strip() or _REFUSED) if reason == "refusal" else None
+        reply = plain
+        if structured is not None:
+            reply = unwrap_reply(structured) if shape.wrapped else structured
+        return ModelResponse(
+            text=reply,
+            usage=_usage(usage) or self.fallback_usage(request, reply),
+            finish_reason=reason,
+            refusal=refusal,
+            model=model if isinstance(model, str) and model else request.model or self.model,
+            raw_finish_reason=raw,
+            tool_calls=tuple(calls),
+        )
+
+
+# -- wire helpers ---------------------------------------------------------------------------
+
+
+def _turns(messages: Iterable[Message]) -> list[dict[str, Any]]:
+    """Non-system messages as alternating turns of content blocks (same-role turns merged,
+    tool results first in their user turn, empty messages dropped)."""
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        role = "assistant" if m.role == "assistant" else "user"
+        blocks: list[dict[str, Any]] = []
+        if m.role == "tool":
+            blocks.append(
+                {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content}
+            )
+        elif m.content:
+            blocks.append({"type": "text", "text": m.content})
+        for call in m.tool_calls if m.role == "assistant" else ():
+            blocks.append(
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": _input(call)}
+            )
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        if turn["role"] == "user":
+            turn["content"].sort(key=lambda b: b["type"] != "tool_result")
+    return turns
+
+
+def _input(call: ToolCall) -> dict[str, Any]:
+    """A tool call's arguments as the object ``tool_use.input`` needs."""
+    try:
+        value = json.loads(call.arguments) if call.arguments.strip() else {}
+    except ValueError:
+        return {"arguments": call.arguments}
+    return value if isinstance(value, dict) else {"arguments": value}
+
+
+def _tool(spec: ToolSpec) -> dict[str, Any]:
+    return {"name": spec.name, "description": spec.description, "input_schema": spec.parameters}
+
+
+def _tool_choice(choice: str) -> dict[str, Any]:
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    return {"type": "tool", "name": choice}
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name[:60]}_{n}"
+    return candidate
+
+
+def _index(data: Mapping[str, Any], blocks: Mapping[int, _Block], *, current: bool = False) -> int:
+    index = data.get("index")
+    if isinstance(index, int):
+        return index
+    if current and blocks:
+        return max(blocks)
+    return len(blocks)
+
+
+def _apply_delta(blocks: dict[int, _Block], index: int, delta: Any) -> None:
+    if not isinstance(delta, dict):
+        return
+    block = blocks.get(index)
+    kind = delta.get("type")
+    if kind == "text_delta":
+        if block is None:
+            block = blocks[index] = _Block("text")
+        block.text.append(str(delta.get("text") or ""))
+    elif kind == "input_json_delta":
+        if block is None:
+            block = blocks[index] = _Block("tool_use")
+        block.partial_json.append(str(delta.get("partial_json") or ""))
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    counts = {k: v for k, v in raw.items() if isinstance(v, int)}
+    if "input_tokens" not in counts and "output_tokens" not in counts:
+        return None
+    cached = counts.get("cache_creation_input_tokens", 0) + counts.get("cache_read_input_tokens", 0)
+    return Usage(counts.get("input_tokens", 0) + cached, counts.get("output_tokens", 0))

@@ -1,0 +1,1 @@
+"""Store tests: the reusable conformance suite and each implementation's specifics."""

@@ -1,0 +1,412 @@
+"""The store conformance suite: what every :class:`trellis.store.Store` must do.
+
+A store implementation runs it by subclassing :class:`StoreConformance` in a test module
+and providing a ``store`` fixture that yields a fresh, empty store::
+
+    class TestPostgresStore(StoreConformance):
+        @pytest.fixture
+        def store(self, postgres_url):
+            with PostgresStore(postgres_url) as store:
+                yield store
+
+The class name does not start with ``Test``, so pytest collects it only through subclasses.
+Everything here goes through the public ``Store`` interface; timestamps are passed in
+explicitly, so no test sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trellis.errors import StoreError
+from trellis.store import CacheStats, CallRow, RunRow, StepRow, Store
+
+__all__ = ["StoreConformance", "run_row"]
+
+#: Text no store may mangle: quotes, SQL, NUL, escapes, non-ASCII, emoji.
+NASTY = "it's \"quoted\" '); DROP TABLE runs; -- \x00 nul \\u0000 ünïcödé 😀 \n\t end"
+
+
+def run_row(run_id: str, **kw: object) -> RunRow:
+    fields: dict[str, object] = {
+        "flow": "f",
+        "status": "pending",
+        "inputs": json.dumps({"x": 1}),
+        "started_at": 1000.0,
+    }
+    fields.update(kw)
+    return RunRow(run_id=run_id, **fields)  # type: ignore[arg-type]
+
+
+def step_row(run_id: str, step: str, **kw: object) -> StepRow:
+    fields: dict[str, object] = {"status": "done", "definition": "def1", "output": "1"}
+    fields.update(kw)
+    return StepRow(run_id=run_id, step=step, **fields)  # type: ignore[arg-type]
+
+
+def call_row(run_id: str, key: str, **kw: object) -> CallRow:
+    fields: dict[str, object] = {"request": "req1", "result": '"reply"', "attempts": "[]"}
+    fields.update(kw)
+    return CallRow(run_id=run_id, key=key, **fields)  # type: ignore[arg-type]
+
+
+def ids(rows: list[RunRow]) -> list[str]:
+    return [r.run_id for r in rows]
+
+
+class StoreConformance:
+    """Behaviour every store shares. Subclasses provide a ``store`` fixture."""
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def test_create_and_get_run_round_trips_every_field(self, store: Store) -> None:
+        row = RunRow(
+            run_id="r1",
+            flow="flow-a",
+            status="running",
+            inputs='{"feedback": "great"}',
+            started_at=1234.5,
+            parent_id="batch",
+            item_index=3,
+            finished_at=1240.25,
+            error='{"type": "StepError"}',
+            usage='{"calls": 2}',
+            meta='{"target": "x.py:flow"}',
+            lease_owner="host:1:abc",
+            lease_expires=1300.0,
+        )
+        store.create_run(row)
+        assert store.get_run("r1") == row
+
+    def test_get_unknown_run_is_none(self, store: Store) -> None:
+        assert store.get_run("nope") is None
+
+    def test_returned_rows_are_copies(self, store: Store) -> None:
+        store.create_run(run_row("r1"))
+        got = store.get_run("r1")
+        assert got is not None
+        got.status = "done"
+        assert store.get_run("r1").status == "pending"  # type: ignore[union-attr]
+
+    def test_create_run_with_an_existing_id_raises_and_keeps_the_original(
+        self, store: Store
+    ) -> None:
+        store.create_run(run_row("r1", flow="first"))
+        with pytest.raises(StoreError):
+            store.create_run(run_row("r1", flow="second"))
+        assert store.get_run("r1").flow == "first"  # type: ignore[union-attr]
+        assert ids(store.list_runs()) == ["r1"]
+
+    def test_create_runs_inserts_all(self, store: Store) -> None:
+        store.create_runs([run_row(f"r{i}") for i in range(5)])
+        assert sorted(ids(store.list_runs())) == [f"r{i}" for i in range(5)]
+
+    def test_create_runs_is_atomic_when_an_id_exists(self, store: Store) -> None:
+        store.create_run(run_row("taken"))
+        with pytest.raises(StoreError):
+            store.create_runs([run_row("new1"), run_row("taken"), run_row("new2")])
+        assert store.get_run("new1") is None
+        assert store.get_run("new2") is None
+        assert ids(store.list_runs()) == ["taken"]
+
+    def test_create_runs_is_atomic_when_the_batch_repeats_an_id(self, store: Store) -> None:
+        with pytest.raises(StoreError):
+            store.create_runs([run_row("a"), run_row("dup"), run_row("dup")])
+        assert store.list_runs() == []
+
+    def test_update_run(self, store: Store) -> None:
+        store.create_run(run_row("r1", status="running"))
+        store.update_run(
+            "r1", status="failed", finished_at=2000.0, error='{"e": 1}', usage='{"u": 1}'
+        )
+        row = store.get_run("r1")
+        assert row is not None
+        assert (row.status, row.finished_at, row.error, row.usage) == (
+            "failed",
+            2000.0,
+            '{"e": 1}',
+            '{"u": 1}',
+        )
+        # usage=None keeps the recorded usage; error and finished_at are replaced.
+        store.update_run("r1", status="running")
+        row = store.get_run("r1")
+        assert row is not None
+        assert (row.status, row.finished_at, row.error, row.usage) == (
+            "running",
+            None,
+            None,
+            '{"u": 1}',
+        )
+        # Fields update_run does not touch are left alone.
+        assert (row.flow, row.inputs, row.started_at) == ("f", json.dumps({"x": 1}), 1000.0)
+
+    def test_update_unknown_run_raises(self, store: Store) -> None:
+        with pytest.raises(StoreError):
+            store.update_run("nope", status="done")
+
+    # -- listing ----------------------------------------------------------------------------
+
+    def test_list_runs_newest_first(self, store: Store) -> None:
+        store.create_run(run_row("old", started_at=100.0))
+        store.create_run(run_row("newest", started_at=300.0))
+        store.create_run(run_row("middle", started_at=200.0))
+        assert ids(store.list_runs()) == ["newest", "middle", "old"]
+        assert ids(store.list_runs(limit=2)) == ["newest", "middle"]
+
+    def test_list_runs_with_equal_start_times_lists_the_last_created_first(
+        self, store: Store
+    ) -> None:
+        store.create_runs([run_row(name, started_at=500.0) for name in ("a", "b", "c")])
+        assert ids(store.list_runs()) == ["c", "b", "a"]
+
+    def test_list_runs_filters_by_flow_and_status(self, store: Store) -> None:
+        store.create_runs(
+            [
+                run_row("a1", flow="a", status="done", started_at=1.0),
+                run_row("a2", flow="a", status="failed", started_at=2.0),
+                run_row("b1", flow="b", status="done", started_at=3.0),
+            ]
+        )
+        assert ids(store.list_runs(flow="a")) == ["a2", "a1"]
+        assert ids(store.list_runs(status="done")) == ["b1", "a1"]
+        assert ids(store.list_runs(flow="a", status="done")) == ["a1"]
+        assert store.list_runs(flow="zzz") == []
+
+    def test_list_runs_by_parent_is_in_item_order(self, store: Store) -> None:
+        store.create_run(run_row("batch", started_at=1.0))
+        # Created out of order, with later items started earlier: item order still wins.
+        store.create_runs(
+            [
+                run_row("batch.2", parent_id="batch", item_index=2, started_at=5.0),
+                run_row("batch.0", parent_id="batch", item_index=0, started_at=9.0),
+                run_row("batch.1", parent_id="batch", item_index=1, started_at=7.0),
+                run_row("other.0", parent_id="other", item_index=0, started_at=8.0),
+            ]
+        )
+        assert ids(store.list_runs(parent_id="batch")) == ["batch.0", "batch.1", "batch.2"]
+        assert ids(store.list_runs(parent_id="batch", limit=2)) == ["batch.0", "batch.1"]
+        assert store.list_runs(parent_id="nobody") == []
+
+    def test_list_runs_by_parent_and_status(self, store: Store) -> None:
+        store.create_run(run_row("batch"))
+        store.create_runs(
+            [
+                run_row(f"batch.{i}", parent_id="batch", item_index=i, status=status)
+                for i, status in enumerate(["done", "pending", "done", "running"])
+            ]
+        )
+        assert ids(store.list_runs(parent_id="batch", status="done")) == ["batch.0", "batch.2"]
+
+    def test_list_runs_top_level_leaves_batch_items_out(self, store: Store) -> None:
+        store.create_run(run_row("solo", started_at=1.0))
+        store.create_run(run_row("batch", started_at=2.0))
+        store.create_runs(
+            [run_row(f"batch.{i}", parent_id="batch", item_index=i, started_at=3.0) for i in (0, 1)]
+        )
+        assert ids(store.list_runs(top_level=True)) == ["batch", "solo"]
+        assert set(ids(store.list_runs())) == {"solo", "batch", "batch.0", "batch.1"}
+
+    # -- leases -----------------------------------------------------------------------------
+
+    def test_acquire_a_free_lease(self, store: Store) -> None:
+        store.create_run(run_row("r"))
+        assert store.acquire_lease("r", "me", now=100.0, ttl=30.0) is None
+        row = store.get_run("r")
+        assert row is not None
+        assert (row.lease_owner, row.lease_expires) == ("me", 130.0)
+
+    def test_acquire_own_lease_again_extends_it(self, store: Store) -> None:
+        store.create_run(run_row("r"))
+        store.acquire_lease("r", "me", now=100.0, ttl=30.0)
+        assert store.acquire_lease("r", "me", now=110.0, ttl=30.0) is None
+        assert store.get_run("r").lease_expires == 140.0  # type: ignore[union-attr]
+
+    def test_lease_held_by_another_is_refused_until_it_expires(self, store: Store) -> None:
+        store.create_run(run_row("r"))
+        store.acquire_lease("r", "first", now=100.0, ttl=30.0)
+        assert store.acquire_lease("r", "second", now=129.9, ttl=30.0) == "first"
+        row = store.get_run("r")
+        assert row is not None
+        assert (row.lease_owner, row.lease_expires) == ("first", 130.0), "left alone"
+        # Expired (at the expiry instant and after): taken over.
+        assert store.acquire_lease("r", "second", now=130.0, ttl=30.0) is None
+        row = store.get_run("r")
+        assert row is not None
+        assert (row.lease_owner, row.lease_expires) == ("second", 160.0)
+        assert store.acquire_lease("r", "first", now=131.0, ttl=30.0) == "second"
+
+    def test_acquire_lease_on_unknown_run_raises(self, store: Store) -> None:
+        with pytest.raises(StoreError):
+            store.acquire_lease("nope", "me", now=1.0, ttl=1.0)
+
+    def test_renew_lease_only_by_its_owner(self, store: Store) -> None:
+        store.create_run(run_row("r"))
+        store.acquire_lease("r", "me", now=100.0, ttl=30.0)
+        assert store.renew_lease("r", "other", now=120.0, ttl=30.0) is False
+        assert store.get_run("r").lease_expires == 130.0  # type: ignore[union-attr]
+        assert store.renew_lease("r", "me", now=120.0, ttl=30.0) is True
+        row = store.get_run("r")
+        assert row is not None
+        assert (row.lease_owner, row.lease_expires) == ("me", 150.0)
+        assert store.renew_lease("nope", "me", now=120.0, ttl=30.0) is False
+
+    def test_renew_after_losing_the_lease_fails(self, store: Store) -> None:
+        store.create_run(run_row("r"))
+        store.acquire_lease("r", "me", now=100.0, ttl=10.0)
+        assert store.acquire_lease("r", "thief", now=200.0, ttl=10.0) is None
+        assert store.renew_lease("r", "me", now=201.0, ttl=10.0) is False
+        assert store.get_run("r").lease_owner == "thief"  # type: ignore[union-attr]
+
+    def test_release_lease(self, store: Store) -> None:
+        store.create_run(run_row("r"))
+        store.acquire_lease("r", "me", now=100.0, ttl=30.0)
+        store.release_lease("r", "other")  # not theirs: nothing happens
+        assert store.get_run("r").lease_owner == "me"  # type: ignore[union-attr]
+        store.release_lease("r", "me")
+        row = store.get_run("r")
+        assert row is not None
+        assert (row.lease_owner, row.lease_expires) == (None, None)
+        assert store.acquire_lease("r", "other", now=101.0, ttl=30.0) is None
+        store.release_lease("nope", "me")  # unknown run: no error
+
+    # -- steps and calls ------------------------------------------------------------------
+
+    def test_save_and_load_steps_round_trip_every_field(self, store: Store) -> None:
+        store.create_run(run_row("r"))
+        row = StepRow(
+            run_id="r",
+            step="classify",
+            status="done",
+            definition="abc123",
+            output='{"label": "positive"}',
+            reason="because",
+            error=None,
+            usage='{"calls": 1}',
+            decisions='[{"kind": "when"}]',
+            details='{"attempts": 1}',
+        )
+        failed = StepRow("r", "other", "failed", "def", error='{"type": "StepError"}')
+        store.save_step(row)
+        store.save_step(failed)
+        loaded = {s.step: s for s in store.load_steps("r")}
+        assert loaded == {"classify": row, "other": failed}
+
+    def test_save_step_replaces_by_run_and_step(self, store: Store) -> None:
+        store.create_runs([run_row("r"), run_row("s")])
+        store.save_step(step_row("r", "a", status="running", output=None))
+        store.save_step(step_row("r", "a", status="done", output='"final"'))
+        store.save_step(step_row("s", "a", output='"other run"'))
+        (only,) = store.load_steps("r")
+        assert (only.status, only.output) == ("done", '"final"')
+        assert [s.output for s in store.load_steps("s")] == ['"other run"']
+        assert store.load_steps("nope") == []
+
+    def test_save_and_load_calls(self, store: Store) -> None:
+        store.create_runs([run_row("r"), run_row("s")])
+        first = call_row("r", "a|None|None|1|1", result='{"x": 1}', attempts='[{"a": 1}]')
+        store.save_call(first)
+        store.save_call(call_row("r", "a|0|None|1|1"))
+        store.save_call(call_row("s", "a|None|None|1|1", result='"s"'))
+        loaded = {c.key: c for c in store.load_calls("r")}
+        assert set(loaded) == {"a|None|None|1|1", "a|0|None|1|1"}
+        assert loaded["a|None|None|1|1"] == first
+        # Insert or replace by (run, key).
+        store.save_call(call_row("r", "a|None|None|1|1", request="req2", result='"new"'))
+        loaded = {c.key: c for c in store.load_calls("r")}
+        assert len(loaded) == 2
+        assert (loaded["a|None|None|1|1"].request, loaded["a|None|None|1|1"].result) == (
+            "req2",
+            '"new"',
+        )
+        assert [c.result for c in store.load_calls("s")] == ['"s"']
+        assert store.load_calls("nope") == []
+
+    def test_text_round_trips_unchanged(self, store: Store) -> None:
+        """Quotes, SQL, NUL, escapes and non-ASCII text are data, never code or truncation."""
+        run = run_row(NASTY, flow=NASTY, inputs=NASTY, meta=NASTY, error=NASTY)
+        store.create_run(run)
+        assert store.get_run(NASTY) == run
+        step = step_row(NASTY, NASTY, output=NASTY, reason=NASTY, details=NASTY)
+        store.save_step(step)
+        assert store.load_steps(NASTY) == [step]
+        call = call_row(NASTY, NASTY, request=NASTY, result=NASTY, attempts=NASTY)
+        store.save_call(call)
+        assert store.load_calls(NASTY) == [call]
+        store.cache_put(NASTY, NASTY, now=1.0, expires_at=None)
+        assert store.cache_get(NASTY, now=2.0) == NASTY
+        assert ids(store.list_runs(flow=NASTY)) == [NASTY]
+        assert store.acquire_lease(NASTY, NASTY, now=1.0, ttl=1.0) is None
+        assert store.get_run(NASTY).lease_owner == NASTY  # type: ignore[union-attr]
+        # Nothing else was touched by the "SQL" in the text.
+        store.create_run(run_row("plain"))
+        assert set(ids(store.list_runs())) == {NASTY, "plain"}
+
+    # -- response cache ---------------------------------------------------------------------
+
+    def test_cache_miss_put_get(self, store: Store) -> None:
+        assert store.cache_get("k", now=1.0) is None
+        store.cache_put("k", '{"v": 1}', now=1.0, expires_at=None)
+        assert store.cache_get("k", now=2.0) == '{"v": 1}'
+        assert store.cache_get("other", now=2.0) is None
+
+    def test_cache_counts_hits_not_misses(self, store: Store) -> None:
+        store.cache_put("k", "v", now=1.0, expires_at=None)
+        for _ in range(3):
+            store.cache_get("k", now=2.0)
+        store.cache_get("missing", now=2.0)
+        assert store.cache_stats(now=2.0) == CacheStats(entries=1, expired=0, hits=3, bytes=1)
+
+    def test_cache_entry_expires(self, store: Store) -> None:
+        store.cache_put("k", "v", now=100.0, expires_at=110.0)
+        assert store.cache_get("k", now=109.9) == "v"
+        assert store.cache_get("k", now=110.0) is None
+        assert store.cache_get("k", now=500.0) is None
+        stats = store.cache_stats(now=500.0)
+        assert (stats.entries, stats.expired, stats.hits) == (1, 1, 1), "expired gets: no hit"
+
+    def test_cache_put_replaces_and_resets_hits(self, store: Store) -> None:
+        store.cache_put("k", "old", now=1.0, expires_at=None)
+        store.cache_get("k", now=2.0)
+        store.cache_put("k", "new", now=3.0, expires_at=None)
+        assert store.cache_get("k", now=4.0) == "new"
+        stats = store.cache_stats(now=4.0)
+        assert (stats.entries, stats.hits) == (1, 1)
+
+    def test_cache_stats(self, store: Store) -> None:
+        assert store.cache_stats(now=0.0) == CacheStats(entries=0, expired=0, hits=0, bytes=0)
+        store.cache_put("forever", "abc", now=1.0, expires_at=None)
+        store.cache_put("short", "de", now=1.0, expires_at=5.0)
+        store.cache_put("long", "f", now=1.0, expires_at=50.0)
+        assert store.cache_stats(now=2.0) == CacheStats(entries=3, expired=0, hits=0, bytes=6)
+        assert store.cache_stats(now=10.0).expired == 1
+        assert store.cache_stats(now=100.0).expired == 2
+
+    def test_cache_stats_bytes_are_utf8_bytes(self, store: Store) -> None:
+        value = "é😀\x00x"
+        store.cache_put("k", value, now=1.0, expires_at=None)
+        assert store.cache_stats(now=1.0).bytes == len(value.encode())
+
+    def test_cache_clear_all(self, store: Store) -> None:
+        store.cache_put("a", "1", now=1.0, expires_at=None)
+        store.cache_put("b", "2", now=1.0, expires_at=5.0)
+        assert store.cache_clear() == 2
+        assert store.cache_get("a", now=2.0) is None
+        assert store.cache_stats(now=2.0).entries == 0
+        assert store.cache_clear() == 0
+
+    def test_cache_clear_expired_only(self, store: Store) -> None:
+        store.cache_put("forever", "1", now=1.0, expires_at=None)
+        store.cache_put("gone", "2", now=1.0, expires_at=5.0)
+        store.cache_put("alive", "3", now=1.0, expires_at=50.0)
+        assert store.cache_clear(expired_only=True, now=10.0) == 1
+        assert store.cache_get("forever", now=10.0) == "1"
+        assert store.cache_get("alive", now=10.0) == "3"
+        assert store.cache_stats(now=10.0).entries == 2
+        assert store.cache_clear(expired_only=True, now=10.0) == 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def test_url_names_the_store(self, store: Store) -> None:
+        assert isinstance(store.url, str) and store.url
