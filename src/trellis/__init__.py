@@ -26,6 +26,7 @@ from trellis.engine.results import (
     StepRecord,
 )
 from trellis.errors import (
+    AgentTurnLimitError,
     AuthenticationError,
     BadRequestError,
     BudgetExceededError,
@@ -55,7 +56,16 @@ from trellis.flow.flow import Flow
 from trellis.flow.inject import LLM, ElementFailure, Round, RunContext
 from trellis.flow.policy import Budget, Cache, RetryPolicy
 from trellis.flow.step import Condition, branch
-from trellis.models.base import Message, Model, ModelRequest, ModelResponse, Usage
+from trellis.flow.tools import Tool, ToolArgumentsError, tool
+from trellis.models.base import (
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from trellis.models.function import FunctionModel, TestModel
 from trellis.models.pricing import Price, PriceTable
 from trellis.models.sim import SimModel, SimOptions
@@ -65,6 +75,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LLM",
+    "AgentTurnLimitError",
     "AuthenticationError",
     "BadRequestError",
     "Budget",
@@ -118,10 +129,15 @@ __all__ = [
     "Store",
     "StoreError",
     "TestModel",
+    "Tool",
+    "ToolArgumentsError",
+    "ToolCall",
+    "ToolSpec",
     "TrellisError",
     "TruncatedError",
     "Usage",
     "__version__",
     "branch",
     "open_store",
+    "tool",
 ]

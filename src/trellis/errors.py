@@ -11,7 +11,8 @@ provider SDK, an HTTP client, the user's own step code) are mapped at the bounda
     ├── ConfigurationError           model bindings, providers, price table, options
     ├── InputError                   flow inputs missing or of the wrong type
     ├── StepError                    a step's own code raised
-    │   └── OutputTypeError          a step returned a value that is not its annotated type
+    │   ├── OutputTypeError          a step returned a value that is not its annotated type
+    │   └── AgentTurnLimitError      an agent gave no final answer within its turns
     ├── BudgetExceededError          a run budget (cost, tokens, calls, time) would be exceeded
     ├── StoreError                   the store is unusable: newer/foreign schema, corrupt row
     │   └── SerializationError       a value cannot be stored as JSON
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from trellis.models.base import Usage
 
 __all__ = [
+    "AgentTurnLimitError",
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceededError",
@@ -135,6 +137,10 @@ class StepError(TrellisError):
 
 class OutputTypeError(StepError):
     """A step returned a value that does not match its return annotation."""
+
+
+class AgentTurnLimitError(StepError):
+    """An agent step gave no final answer within ``max_turns``; its transcript is kept."""
 
 
 class BudgetExceededError(TrellisError):

@@ -36,6 +36,7 @@ class BudgetGuard:
         self.spent_usd = 0.0
         self.spent_tokens = 0
         self.calls = 0
+        self.turns = 0
         self.reserved_usd = 0.0
         self.reserved_tokens = 0
         self.exhausted: BudgetExceededError | None = None
@@ -122,6 +123,16 @@ class BudgetGuard:
                 if g.spent_usd + g.reserved_usd + cost > b.max_usd:
                     wait_on = wait_on or g
         return wait_on
+
+    def count_turn(self) -> None:
+        """One more agent turn; raise if it would exceed a ``max_turns`` budget."""
+        chain = self._chain()
+        for g in chain:
+            limit = g.budget.max_turns
+            if limit is not None and g.turns + 1 > limit:
+                raise g._error("max_turns", limit, g.turns + 1, "agent turns")
+        for g in chain:
+            g.turns += 1
 
     def charge(self, tokens: int, cost: float, calls: int = 1) -> None:
         """Count spending that happened before this guard existed (a journaled call replayed

@@ -183,6 +183,8 @@ def step_row(
             details[name] = value
     if record.element_failures:
         details["element_failures"] = record.element_failures
+    if record.turns:
+        details["turns"] = record.turns
     return StepRow(
         run_id=run_id,
         step=record.name,
@@ -270,6 +272,7 @@ def _apply_details(record: StepRecord, row: StepRow) -> None:
         record.rounds = details.get("rounds")
         record.elements = details.get("elements")
         record.element_failures = int(details.get("element_failures", 0))
+        record.turns = list(details.get("turns", []))
 
 
 def call_record_from_dict(data: dict[str, Any]) -> CallRecord:

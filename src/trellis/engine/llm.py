@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.journal import request_hash
@@ -33,12 +34,29 @@ from trellis.errors import (
     TruncatedError,
 )
 from trellis.flow.inject import LLM, Prompt
-from trellis.models.base import Message, Model, ModelRequest, ModelResponse, Usage
+from trellis.flow.tools import Tool, as_tool
+from trellis.models.base import (
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from trellis.engine.runner import StepScope
 
-__all__ = ["EngineLLM"]
+__all__ = ["AgentReply", "EngineLLM"]
+
+
+@dataclass(slots=True)
+class AgentReply:
+    """A model turn in an agent loop: tool calls to make, or the final reply's text."""
+
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 class EngineLLM(LLM):
@@ -61,12 +79,76 @@ class EngineLLM(LLM):
         timeout: float | None = None,
         seed: int | None = None,
     ) -> Any:
+        return await self.complete_turn(
+            _messages(prompt, system),
+            output=output,
+            model=model,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            reasks=reasks,
+            fallbacks=fallbacks,
+            timeout=timeout,
+            seed=seed,
+        )
+
+    async def agent(
+        self,
+        prompt: Prompt,
+        *,
+        tools: Sequence[Tool | Callable[..., Any]],
+        output: Any = None,
+        model: str | None = None,
+        system: str | None = None,
+        max_turns: int = 10,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        fallbacks: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        from trellis.engine.agent import run_agent
+
+        return await run_agent(
+            self,
+            _messages(prompt, system),
+            tools=[as_tool(t) for t in tools],
+            output=output,
+            model=model,
+            max_turns=max_turns,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            fallbacks=fallbacks,
+            timeout=timeout,
+        )
+
+    @property
+    def scope(self) -> StepScope:
+        return self._scope
+
+    async def complete_turn(
+        self,
+        messages: list[Message],
+        *,
+        output: Any = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        reasks: int | None = None,
+        fallbacks: Sequence[str] | None = None,
+        timeout: float | None = None,
+        seed: int | None = None,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: str | None = None,
+    ) -> Any:
+        """One model call: journal replay, cache, attempts across the model chain.
+
+        Returns the validated output (or text); with ``tools``, an :class:`AgentReply`
+        carrying the tool calls, or the final reply's text when there are none.
+        """
         scope = self._scope
         call_no = scope.next_call()
         role = model or scope.default_model or "default"
         chain = scope.run.engine.model_chain(role, fallbacks)
         spec = output_spec(output) if output is not None else None
-        messages = _messages(prompt, system)
         policy = scope.policy
         call = _Call(
             scope=scope,
@@ -78,30 +160,25 @@ class EngineLLM(LLM):
             seed=seed,
             reasks=policy.reasks if reasks is None else reasks,
             timeout=policy.timeout if timeout is None else timeout,
+            tools=tuple(tools),
+            tool_choice=tool_choice,
         )
+        value_type: Any = AgentReply if tools else output
         run = scope.run
         journal = run.journal
         key = digest = None
         if journal is not None or scope.cache is not None:
-            first = ModelRequest(
-                messages=tuple(messages),
-                model=chain[0].name,
-                output_schema=spec.schema if spec else None,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                seed=seed,
-            )
-            digest = request_hash(chain[0].name, first)
+            digest = request_hash(chain[0].name, call.request(chain[0], messages))
         if journal is not None and digest is not None:
             key = scope.journal_key()
-            replay = journal.lookup(key, digest, output)
+            replay = journal.lookup(key, digest, value_type)
             if replay is not None:
                 for record in replay.attempts:
                     scope.add_call(record)
                     run.guard.charge(record.total_tokens, record.cost_usd or 0.0)
                 return self._returned(replay.value)
         if scope.cache is not None and digest is not None:
-            found, hit = run.engine.cache_lookup(digest, output)
+            found, hit = run.engine.cache_lookup(digest, value_type)
             if found:
                 call.record_cache_hit(chain[0])
                 if journal is not None and key is not None:
@@ -146,8 +223,12 @@ class _Call:
         seed: int | None,
         reasks: int,
         timeout: float | None,
+        tools: tuple[ToolSpec, ...] = (),
+        tool_choice: str | None = None,
     ) -> None:
         self.scope = scope
+        self.tools = tools
+        self.tool_choice = tool_choice
         self.call_no = call_no
         self.role = role
         self.spec = spec
@@ -160,6 +241,20 @@ class _Call:
         self.records: list[CallRecord] = []  # every attempt of this call
         self.waited = 0.0  # the backoff / retry-after slept before the current attempt
 
+    def request(self, model: Model, messages: list[Message]) -> ModelRequest:
+        spec = self.spec
+        return ModelRequest(
+            messages=tuple(messages),
+            model=model.name.partition(":")[2] or model.name,
+            output_schema=spec.schema if spec else None,
+            schema_name=spec.name if spec else None,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+        )
+
     async def on_model(self, model: Model, messages: list[Message]) -> Any:
         scope = self.scope
         policy = scope.policy
@@ -169,17 +264,8 @@ class _Call:
         transient = overloaded = reasked = 0
         bad: list[ReplyAttempt] = []
         wait = 0.0
-        provider_model = model.name.partition(":")[2] or model.name
         while True:
-            request = ModelRequest(
-                messages=tuple(convo),
-                model=provider_model,
-                output_schema=spec.schema if spec else None,
-                schema_name=spec.name if spec else None,
-                temperature=self.temperature,
-                max_tokens=self.max_tokens,
-                seed=self.seed,
-            )
+            request = self.request(model, convo)
             reservation = await scope.run.reserve(model.name, request)
             self.attempt += 1
             self.waited, wait = wait, 0.0
@@ -242,13 +328,16 @@ class _Call:
                 msg = f"{model.name} refused: {response.refusal or response.finish_reason}"
                 self._record(model, usage, reservation, latency, FailureMode.REFUSAL, msg)
                 raise RefusalError(msg, model=model.name, usage=usage)
+            if self.tools and response.tool_calls:
+                self._record(model, usage, reservation, latency, None, None)
+                return AgentReply(text=response.text, tool_calls=list(response.tool_calls))
             if spec is None:
                 self._record(model, usage, reservation, latency, None, None)
-                return response.text
+                return AgentReply(text=response.text) if self.tools else response.text
             parsed = spec.parse(response.text)
             if not isinstance(parsed, ParseFailure):
                 self._record(model, usage, reservation, latency, None, None)
-                return parsed
+                return AgentReply(text=response.text) if self.tools else parsed
             self._record(
                 model, usage, reservation, latency, parsed.mode, parsed.error, response.text
             )

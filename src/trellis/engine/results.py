@@ -209,6 +209,7 @@ class StepRecord:
     rounds: int | None = None  # looping steps
     elements: int | None = None  # mapped steps
     element_failures: int = 0
+    turns: list[dict[str, Any]] = field(default_factory=list)  # agent transcripts
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,6 +226,7 @@ class StepRecord:
             "rounds": self.rounds,
             "elements": self.elements,
             "element_failures": self.element_failures,
+            "turns": self.turns,
         }
 
 

@@ -71,6 +71,7 @@ class StepScope:
         "index",
         "policy",
         "record",
+        "records",
         "round",
         "run",
         "seq",
@@ -96,6 +97,7 @@ class StepScope:
         self.attempt = attempt
         self.cache = cache
         self.seq = 0  # calls made by this execution, for stable journal keys
+        self.records: list[CallRecord] = []  # attempts made by this execution
 
     def journal_key(self) -> str:
         """Where the next call is made: stable across a resume of the same code."""
@@ -109,6 +111,7 @@ class StepScope:
         return n
 
     def add_call(self, record: CallRecord) -> None:
+        self.records.append(record)
         self.run.result.calls.append(record)
         self.record.usage.add_attempt(record)
         self.run.result.usage.add_attempt(record)

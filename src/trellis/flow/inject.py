@@ -93,6 +93,65 @@ class LLM(abc.ABC):
         """
 
 
+    @overload
+    async def agent(
+        self,
+        prompt: Prompt,
+        *,
+        tools: Sequence[Any],
+        output: type[T],
+        model: str | None = None,
+        system: str | None = None,
+        max_turns: int = 10,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        fallbacks: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> T: ...
+
+    @overload
+    async def agent(
+        self,
+        prompt: Prompt,
+        *,
+        tools: Sequence[Any],
+        output: None = None,
+        model: str | None = None,
+        system: str | None = None,
+        max_turns: int = 10,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        fallbacks: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> str: ...
+
+    @abc.abstractmethod
+    async def agent(
+        self,
+        prompt: Prompt,
+        *,
+        tools: Sequence[Any],
+        output: type[Any] | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        max_turns: int = 10,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        fallbacks: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run a tool-calling agent: model -> tool calls -> results -> model, until it gives
+        its final answer (validated as ``output``) or ``max_turns`` model turns pass
+        (:class:`~trellis.errors.AgentTurnLimitError`).
+
+        ``tools`` are :func:`tl.tool` objects or plain typed functions (sync or async).
+        Independent tool calls of one turn run concurrently. Invalid arguments or an
+        unknown tool go back to the model as an error, never executed; a tool that raises
+        goes back as an error until it exceeds its ``retries``. Every model turn and tool
+        call is journaled and accounted; the transcript is in ``StepRecord.turns``.
+        """
+
+
 @dataclass(frozen=True, slots=True)
 class RunContext:
     """Where a step is running: run, flow, step, and its position in a map or loop."""

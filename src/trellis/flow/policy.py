@@ -71,10 +71,11 @@ class Budget:
     max_tokens: int | None = None
     max_calls: int | None = None
     max_seconds: float | None = None
+    max_turns: int | None = None  # agent turns (model calls of tool-calling loops)
     reserve_output_tokens: int = field(default=256)
 
     def __post_init__(self) -> None:
-        for name in ("max_usd", "max_tokens", "max_calls", "max_seconds"):
+        for name in ("max_usd", "max_tokens", "max_calls", "max_seconds", "max_turns"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigurationError(f"Budget.{name} cannot be negative")
@@ -86,6 +87,7 @@ class Budget:
             and self.max_tokens is None
             and self.max_calls is None
             and self.max_seconds is None
+            and self.max_turns is None
         )
 
 
