@@ -53,7 +53,7 @@ from trellis.errors import (
     TruncatedError,
 )
 from trellis.flow.flow import Flow
-from trellis.flow.inject import LLM, ElementFailure, Round, RunContext
+from trellis.flow.inject import LLM, Approval, ElementFailure, Human, Round, RunContext
 from trellis.flow.policy import Budget, Cache, RetryPolicy
 from trellis.flow.step import Condition, branch
 from trellis.flow.tools import Tool, ToolArgumentsError, tool
@@ -76,6 +76,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LLM",
     "AgentTurnLimitError",
+    "Approval",
     "AuthenticationError",
     "BadRequestError",
     "Budget",
@@ -94,6 +95,7 @@ __all__ = [
     "Flow",
     "FlowDefinitionError",
     "FunctionModel",
+    "Human",
     "InputError",
     "MemoryStore",
     "Message",

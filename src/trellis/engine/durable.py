@@ -165,7 +165,7 @@ class DurableRun:
     def finish(self, result: RunResult) -> None:
         self.store.update_run(
             self.run_id,
-            status="done" if result.status == "done" else "failed",
+            status=result.status if result.status in ("done", "waiting") else "failed",
             finished_at=time.time(),
             error=json.dumps(result.error.to_dict()) if result.error else None,
             usage=json.dumps(result.usage.to_dict()),
@@ -212,7 +212,7 @@ def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> 
         flow=row.flow,
         inputs=decode(row.inputs, Any, "inputs"),
         steps=records,
-        status=row.status if row.status in ("done", "failed") else "running",
+        status=row.status if row.status in ("done", "failed", "waiting") else "running",
         decisions=decisions,
         calls=calls,
         usage=stats_from_json(row.usage),

@@ -24,6 +24,8 @@ from trellis.engine.durable import (
     open_batch,
     process_owner,
 )
+from trellis.engine.human import REPLY
+from trellis.engine.journal import record_from_row
 from trellis.engine.results import ErrorInfo, RunResult, StepRecord
 from trellis.engine.runner import Run
 from trellis.errors import (
@@ -38,7 +40,7 @@ from trellis.flow.graph import CompiledFlow
 from trellis.flow.policy import Budget, Cache
 from trellis.models.base import Model
 from trellis.models.registry import ProviderFactory, ProviderRegistry
-from trellis.store import MemoryStore, Store, open_store
+from trellis.store import CallRow, MemoryStore, Store, open_store
 from trellis.store.codec import decode, encode
 
 __all__ = ["Engine", "failed_result", "new_run_id"]
@@ -181,6 +183,41 @@ class Engine:
             if isinstance(run.fatal, StoreError) and not isinstance(run.fatal, SerializationError):
                 raise run.fatal  # the store cannot be trusted: nothing more is written
             durable.finish(result)
+        return result
+
+    async def reply(self, flow: Flow, run_id: str, step: str, answer: Any) -> RunResult:
+        """Answer the question step ``step`` of waiting run ``run_id`` asked, and resume it.
+
+        The answer is validated against the type the step asked for; an invalid one raises
+        :class:`InputError` and the run keeps waiting. Returns the resumed run's result
+        (which may be waiting again, on another question)."""
+        if self.store is None:
+            raise ConfigurationError("this engine has no store: waiting runs live in a store")
+        row = self.store.get_run(run_id)
+        if row is None:
+            raise InputError(f"no run {run_id!r} in the store {self.store.url}")
+        if row.status != "waiting":
+            raise InputError(f"run {run_id!r} is {row.status}, not waiting for input")
+        waiting = {s.step: s for s in self.store.load_steps(run_id) if s.status == "waiting"}
+        srow = waiting.get(step)
+        if srow is None:
+            names = ", ".join(sorted(waiting)) or "none"
+            raise InputError(
+                f"step {step!r} of run {run_id!r} is not waiting for input (waiting: {names})"
+            )
+        question = record_from_row(srow).question or {}
+        key = question.get("key")
+        if not isinstance(key, str):
+            raise StoreError(f"run {run_id!r}: step {step!r} is waiting without a question")
+        self.store.save_call(
+            CallRow(run_id, key, REPLY, encode(answer, "the answer"), "[]")
+        )
+        result = await self.run(flow, run_id=run_id)
+        after = result.steps.get(step)
+        if after is not None and after.status == "waiting" and after.question:
+            error = after.question.get("error")
+            if error and after.question.get("key") == key:
+                raise InputError(f"step {step!r}: {error}; the run is still waiting")
         return result
 
     def load(self, run_id: str, flow: Flow | None = None) -> RunResult:

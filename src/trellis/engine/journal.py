@@ -185,6 +185,8 @@ def step_row(
         details["element_failures"] = record.element_failures
     if record.turns:
         details["turns"] = record.turns
+    if record.question is not None:
+        details["question"] = record.question
     return StepRow(
         run_id=run_id,
         step=record.name,
@@ -273,6 +275,7 @@ def _apply_details(record: StepRecord, row: StepRow) -> None:
         record.elements = details.get("elements")
         record.element_failures = int(details.get("element_failures", 0))
         record.turns = list(details.get("turns", []))
+        record.question = details.get("question")
 
 
 def call_record_from_dict(data: dict[str, Any]) -> CallRecord:

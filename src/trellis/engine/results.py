@@ -19,8 +19,8 @@ __all__ = [
     "StepStatus",
 ]
 
-StepStatus = Literal["pending", "running", "done", "skipped", "failed", "cancelled"]
-RunStatus = Literal["running", "done", "failed"]
+StepStatus = Literal["pending", "running", "waiting", "done", "skipped", "failed", "cancelled"]
+RunStatus = Literal["running", "waiting", "done", "failed"]
 
 
 def jsonable(value: Any) -> Any:
@@ -210,6 +210,7 @@ class StepRecord:
     elements: int | None = None  # mapped steps
     element_failures: int = 0
     turns: list[dict[str, Any]] = field(default_factory=list)  # agent transcripts
+    question: dict[str, Any] | None = None  # what a waiting step asks a person
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,6 +228,7 @@ class StepRecord:
             "elements": self.elements,
             "element_failures": self.element_failures,
             "turns": self.turns,
+            "question": self.question,
         }
 
 

@@ -20,9 +20,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.budget import BudgetGuard, Reservation
+from trellis.engine.human import EngineHuman, WaitingForInput
 from trellis.engine.journal import Journal
 from trellis.engine.llm import EngineLLM
-from trellis.engine.results import CallRecord, Decision, ErrorInfo, RunResult, StepRecord
+from trellis.engine.results import (
+    CallRecord,
+    Decision,
+    ErrorInfo,
+    RunResult,
+    StepRecord,
+    StepStatus,
+)
 from trellis.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -49,8 +57,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "StepScope"]
 
-PENDING, RUNNING, DONE, SKIPPED, FAILED, CANCELLED = range(6)
+# Order matters: >= FAILED means the step's dependents cannot run.
+PENDING, RUNNING, DONE, SKIPPED, WAITING, BLOCKED, FAILED, CANCELLED = range(8)
 _MISSING = object()
+_UNRUN_STATUS: dict[int, StepStatus] = {
+    SKIPPED: "skipped",
+    CANCELLED: "cancelled",
+    WAITING: "waiting",
+    BLOCKED: "pending",
+}
 _RUN_FATAL = (
     BudgetExceededError,
     ConfigurationError,
@@ -179,7 +194,12 @@ class Run:
                 raise
         result = self.result
         result.duration_s = time.perf_counter() - started
-        result.status = "done" if all(s in (DONE, SKIPPED) for s in self.state) else "failed"
+        if any(s >= FAILED for s in self.state):
+            result.status = "failed"
+        elif any(s in (WAITING, BLOCKED) for s in self.state):
+            result.status = "waiting"
+        else:
+            result.status = "done"
         if result.status == "failed" and result.error is None:
             result.error = ErrorInfo("Cancelled", "the run was cancelled")
         return result
@@ -224,6 +244,10 @@ class Run:
             if state[d] >= FAILED:
                 what = "failed" if state[d] == FAILED else "was cancelled"
                 self._finish_unrun(i, CANCELLED, f"upstream step {plan.steps[d].name!r} {what}")
+                return
+        for d in plan.deps[i]:
+            if state[d] in (WAITING, BLOCKED):
+                self._finish_unrun(i, BLOCKED, f"waits for step {plan.steps[d].name!r}")
                 return
         if self.journal is not None:
             try:
@@ -345,7 +369,7 @@ class Run:
 
     def _finish_unrun(self, i: int, state: int, reason: str) -> None:
         record = self.records[i]
-        record.status = "skipped" if state == SKIPPED else "cancelled"
+        record.status = _UNRUN_STATUS[state]
         record.reason = reason
         if self.journal is not None:
             self._journal_step(i, record)
@@ -443,6 +467,12 @@ class Run:
             why = type(self.fatal).__name__ if self.fatal else "cancelled"
             self._finish_unrun(i, CANCELLED, f"stopped while running: {why}")
             return
+        except WaitingForInput as waiting:
+            record = self.records[i]
+            record.duration_s = time.perf_counter() - t0
+            record.question = waiting.question
+            self._finish_unrun(i, WAITING, f"waiting for input: {waiting.question['prompt']}")
+            return
         except Exception as exc:
             self.records[i].duration_s = time.perf_counter() - t0
             self._fail(i, exc)
@@ -494,11 +524,11 @@ class Run:
         out: dict[str, Any] = {}
         number = round_.number if round_ is not None else None
         for name, kind in spec.injected.items():
-            if kind == "llm":
+            if kind in ("llm", "human"):
                 model = spec.model or self.flow.model
                 cache = resolve_cache(spec.cache, self.flow.cache, self.engine.cache)
                 scope = StepScope(self, record, policy, model, index, number, attempt, cache)
-                out[name] = EngineLLM(scope)
+                out[name] = EngineLLM(scope) if kind == "llm" else EngineHuman(scope)
             elif kind == "context":
                 out[name] = RunContext(self.result.run_id, self.plan.name, spec.name, index, number)
             else:

@@ -14,9 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
+from pydantic import BaseModel
+
 from trellis.models.base import Message
 
-__all__ = ["LLM", "ElementFailure", "Prompt", "Round", "RunContext"]
+__all__ = ["LLM", "Approval", "ElementFailure", "Human", "Prompt", "Round", "RunContext"]
 
 T = TypeVar("T")
 
@@ -150,6 +152,32 @@ class LLM(abc.ABC):
         goes back as an error until it exceeds its ``retries``. Every model turn and tool
         call is journaled and accounted; the transcript is in ``StepRecord.turns``.
         """
+
+
+class Approval(BaseModel):
+    """A person's decision on something a step proposes."""
+
+    approved: bool
+    comment: str | None = None
+
+
+class Human(abc.ABC):
+    """The handle a step uses to wait for a person. The engine provides it.
+
+    ``ask`` pauses the run until someone answers (``trellis reply RUN STEP --input JSON``,
+    ``trellis approve RUN STEP``, or ``engine.reply(...)``): the run's status becomes
+    ``waiting`` and nothing stays in memory. Steps that do not depend on the answer run
+    on. When the answer arrives, even from another process days later, the run resumes
+    and ``ask`` returns it, validated as ``output``.
+    """
+
+    @abc.abstractmethod
+    async def ask(self, prompt: str, *, output: type[T], details: Any = None) -> T:
+        """Wait for a person's input of type ``output``; ``details`` are shown with it."""
+
+    async def approve(self, prompt: str, *, details: Any = None) -> Approval:
+        """Wait for a person's approval (``trellis approve RUN STEP [--reject]``)."""
+        return await self.ask(prompt, output=Approval, details=details)
 
 
 @dataclass(frozen=True, slots=True)

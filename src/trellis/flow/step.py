@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_origin
 
 from trellis.errors import FlowDefinitionError
-from trellis.flow.inject import LLM, ElementFailure, Round, RunContext
+from trellis.flow.inject import LLM, ElementFailure, Human, Round, RunContext
 from trellis.flow.policy import Cache, RetryPolicy
 from trellis.flow.types import is_optional
 
 __all__ = ["Condition", "Param", "StepSpec", "branch"]
 
 OnError = Literal["fail", "collect"]
-_INJECTED = {LLM: "llm", RunContext: "context", Round: "round"}
+_INJECTED = {LLM: "llm", RunContext: "context", Round: "round", Human: "human"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,11 +285,12 @@ def _check_options(spec: StepSpec) -> None:
             f"step {name!r}: a tl.Round parameter needs max_rounds= (and usually until=)",
             step=name,
         )
-    if "llm" in spec.injected.values() and not spec.is_async:
-        raise FlowDefinitionError(
-            f"step {name!r} asks for tl.LLM but is a plain function; LLM calls are awaited, "
-            f"so make it 'async def {name}(...)'",
-            step=name,
-        )
+    for kind, what in (("llm", "tl.LLM"), ("human", "tl.Human")):
+        if kind in spec.injected.values() and not spec.is_async:
+            raise FlowDefinitionError(
+                f"step {name!r} asks for {what} but is a plain function; its calls are "
+                f"awaited, so make it 'async def {name}(...)'",
+                step=name,
+            )
     if spec.retry is not None and not isinstance(spec.retry, RetryPolicy):
         raise FlowDefinitionError(f"step {name!r}: retry= must be a tl.RetryPolicy", step=name)

@@ -19,7 +19,7 @@ __all__ = ["FORMAT", "CacheStats", "CallRow", "RunRow", "StepRow", "Store"]
 #: Version of the JSON record format written in every row.
 FORMAT = 1
 
-RunState = Literal["pending", "running", "done", "failed"]
+RunState = Literal["pending", "running", "waiting", "done", "failed"]
 
 
 @dataclass(slots=True)
