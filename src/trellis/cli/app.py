@@ -1,4 +1,5 @@
-"""The ``trellis`` command: ``run`` and ``check``, wired from the other cli modules."""
+"""The ``trellis`` command: ``run``, ``check``, ``resume``, ``runs``, ``show``, ``cache``, wired
+from the other cli modules."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import typer
 from rich.console import Console
 
 from trellis import __version__
+from trellis.cli.cache import cache_app
 from trellis.cli.check import describe_flow, render_flow
-from trellis.cli.commands import run_batch, run_once
+from trellis.cli.commands import execute_run
 from trellis.cli.errors import EXIT_OK, CliError
-from trellis.cli.settings import make_settings
+from trellis.cli.inspect import runs, show
+from trellis.cli.mock import mock_server
+from trellis.cli.resume import resume
+from trellis.cli.store_options import LeaseTtlOption, StoreOption
 from trellis.cli.target import load_flow
 
 __all__ = ["app", "main"]
@@ -234,6 +239,55 @@ def run(
             help="No progress bar (it is shown only when stderr is a terminal anyway).",
         ),
     ] = False,
+    store: StoreOption = None,
+    no_store: Annotated[
+        bool,
+        typer.Option("--no-store", help="Record nothing: the run lives in memory only."),
+    ] = False,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            metavar="ID",
+            help=(
+                "The run's id (with --input-file: the batch's id). An id that completed "
+                "prints its recorded result without running anything; an incomplete one "
+                "resumes. Default: a new id."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    rerun_changed: Annotated[
+        bool,
+        typer.Option(
+            "--rerun-changed",
+            help=(
+                "When resuming (--run-id): re-run steps whose code changed since they were "
+                "recorded, and everything after them, instead of stopping with an error."
+            ),
+        ),
+    ] = False,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache",
+            help=(
+                "Reuse LLM replies from the response cache (kept in the store), and cache new "
+                "ones: an identical request (model, parameters, messages, output schema) costs "
+                "nothing."
+            ),
+        ),
+    ] = False,
+    cache_ttl: Annotated[
+        float | None,
+        typer.Option(
+            "--cache-ttl",
+            metavar="SECONDS",
+            help="With --cache (implied): cached replies expire after this many seconds.",
+            show_default=False,
+        ),
+    ] = None,
+    lease_ttl: LeaseTtlOption = None,
 ) -> None:
     """Run a flow once (`--input`) or over a JSONL file of items (`--input-file`).
 
@@ -246,42 +300,48 @@ def run(
 
     A batch prints a summary: items done / failed, the route each step took, retries by
     failure mode, tokens, cost per model, latency. Exit code: 0 when every item is done,
-    1 when any item failed, 2 for a usage or configuration error (nothing was run).
+    1 when any item failed, 2 for a usage, configuration or store error (a run leased by
+    another process, a step changed since it was recorded...).
+
+    Every run is recorded in the store (default .trellis/trellis.db; `trellis runs`,
+    `trellis show ID`): steps and LLM calls as they finish. A batch is one run (its id is
+    printed; give your own with --run-id) whose items are runs; `trellis resume ID`
+    finishes an interrupted one, running only the items that did not finish.
     """
     try:
-        flow, parsed = load_flow(target)
-        if input_json is not None and input_file is not None:
-            raise CliError("give either --input (one run) or --input-file (a batch), not both")
-        if output is not None and input_file is None:
-            raise CliError("--output needs --input-file (with --input, use --json)")
-        if as_json and output is not None and str(output) == "-":
-            raise CliError("--json and --output - would both write to stdout; pick one")
-        settings = make_settings(
-            flow,
-            config_path=config,
+        code = execute_run(
+            target,
+            input_json=input_json,
+            input_file=input_file,
+            output=output,
             models=models or [],
+            config=config,
+            concurrency=concurrency,
             budget_usd=budget_usd,
             budget_tokens=budget_tokens,
             budget_calls=budget_calls,
             max_seconds=max_seconds,
+            quiet=quiet,
+            as_json=as_json,
+            no_progress=no_progress,
+            store=store,
+            no_store=no_store,
+            run_id=run_id,
+            rerun_changed=rerun_changed,
+            cache=cache,
+            cache_ttl=cache_ttl,
+            lease_ttl=lease_ttl,
         )
-        if input_file is not None:
-            code = run_batch(
-                flow,
-                str(parsed),
-                input_file,
-                output,
-                settings,
-                concurrency=concurrency,
-                quiet=quiet,
-                as_json=as_json,
-                progress=not (quiet or no_progress or as_json),
-            )
-        else:
-            code = run_once(flow, input_json, settings, quiet=quiet, as_json=as_json)
     except CliError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)
+
+
+app.command("mock-server")(mock_server)
+app.command("resume")(resume)
+app.command("runs")(runs)
+app.command("show")(show)
+app.add_typer(cache_app, name="cache")
 
 
 def main() -> None:

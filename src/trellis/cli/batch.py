@@ -3,6 +3,10 @@
 Results are written after the batch, one line per item in *input* order, whatever order
 the runs finished in. A configuration error (it would fail every item alike) stops the
 batch at the first item that shows it.
+
+With a store the batch is durable: one parent run (``batch_id``) whose items are child
+runs. This process holds the parent's lease while it runs, so a second ``trellis resume``
+of the same batch is refused; items already done are returned as recorded, the others run.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,6 +34,7 @@ from rich.progress import (
 from trellis.cli.errors import CliError, configuration_error
 from trellis.cli.inputs import Item
 from trellis.cli.settings import Settings
+from trellis.cli.store_options import hold_lease
 from trellis.engine.results import RunResult, jsonable
 from trellis.flow.flow import Flow
 
@@ -47,6 +53,9 @@ class BatchRun:
         *,
         concurrency: int,
         progress: Console | None,
+        batch_id: str | None = None,
+        rerun_changed: bool = False,
+        echo: Callable[[str], None] | None = None,
     ) -> None:
         self.flow = flow
         self.items = items
@@ -58,6 +67,9 @@ class BatchRun:
         self.prices = settings.config.prices
         self.started = time.perf_counter()
         self.wall_s = 0.0
+        self.batch_id = batch_id  # with a store: the parent run (it must exist already)
+        self.rerun_changed = rerun_changed
+        self._echo = echo or (lambda _text: None)
 
     @property
     def finished(self) -> list[RunResult]:
@@ -75,13 +87,15 @@ class BatchRun:
     async def _run(self, progress: Progress, task: Any) -> None:
         done = failed = 0
         cost = 0.0
-        async with self.settings.engine() as engine:
+        async with self.settings.engine() as engine, self._lease(engine.owner):
             self.prices = engine.config.prices
             stream = engine.run_many(
                 self.flow,
                 (item.inputs for item in self.items),
                 concurrency=self.concurrency,
                 budget=self.settings.run_budget,
+                batch_id=self.batch_id,
+                rerun_changed=self.rerun_changed,
             )
             async with contextlib.aclosing(stream) as results:
                 async for index, result in results:
@@ -97,6 +111,12 @@ class BatchRun:
                     cost += result.usage.cost_usd
                     status = f"[green]✓ {done}[/]" + (f" [red]✗ {failed}[/]" if failed else "")
                     progress.update(task, advance=1, status=f"{status} ${cost:.4f}")
+
+    def _lease(self, owner: str) -> AbstractAsyncContextManager[None]:
+        store = self.settings.store
+        if store is None or self.batch_id is None:
+            return contextlib.nullcontext()
+        return hold_lease(store, self.batch_id, owner, self.settings.lease_ttl, echo=self._echo)
 
     def _progress(self) -> Progress:
         console = self.progress_console

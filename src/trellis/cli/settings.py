@@ -1,4 +1,5 @@
-"""From command-line options to an engine: configuration file, ``--model`` overrides, budgets."""
+"""From command-line options to an engine: configuration file, ``--model`` overrides, budgets,
+and where runs are recorded (the store, the response cache, the lease TTL)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.engine import Engine
 from trellis.errors import ConfigurationError
 from trellis.flow.flow import Flow
-from trellis.flow.policy import Budget
+from trellis.flow.policy import Budget, Cache
+from trellis.store.base import Store
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -35,11 +37,20 @@ class Settings:
     config_path: Path | None  # the file the configuration came from, if any
     batch_budget: Budget | None  # over the whole command (all items)
     run_budget: Budget | None  # per run (item)
+    store: Store | None = None  # where runs are recorded (None: --no-store)
+    cache: Cache | None = None  # --cache: the engine-level response cache
+    lease_ttl: float = 30.0  # seconds before a killed process's claim on a run expires
 
     def engine(self) -> Engine:
         """A new engine. Every bound role's provider and options are checked first, so a
         typo in a binding is one error now rather than a failure in every item later."""
-        engine = Engine(config=self.config, budget=self.batch_budget)
+        engine = Engine(
+            config=self.config,
+            budget=self.batch_budget,
+            store=self.store,
+            cache=self.cache,
+            lease_ttl=self.lease_ttl,
+        )
         for role, binding in sorted(self.config.roles.items()):
             try:
                 engine.model(binding.binding)
@@ -48,13 +59,16 @@ class Settings:
         return engine
 
 
-def load_config(path: Path | None) -> tuple[Config, Path | None]:
-    """``path`` when given (it must exist), else ``./trellis.toml`` when present, else empty."""
+def load_config(path: Path | None, *, default: bool = True) -> tuple[Config, Path | None]:
+    """``path`` when given (it must exist), else ``./trellis.toml`` when present (and
+    ``default``), else empty."""
     if path is None:
-        default = Path(DEFAULT_CONFIG)
-        if not default.is_file():
+        if not default:
             return Config(), None
-        path = default
+        fallback = Path(DEFAULT_CONFIG)
+        if not fallback.is_file():
+            return Config(), None
+        path = fallback
     elif not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
         raise CliError(f"config file {str(path)!r} {what}")
@@ -115,8 +129,16 @@ def make_settings(
     budget_tokens: int | None,
     budget_calls: int | None,
     max_seconds: float | None,
+    store: Store | None = None,
+    cache: Cache | None = None,
+    lease_ttl: float = 30.0,
+    default_config: bool = True,
 ) -> Settings:
-    config, source = load_config(config_path)
+    """``default_config=False``: no ``config_path`` means no configuration file at all (a
+    resumed run uses exactly the file its first run used, or none)."""
+    if lease_ttl <= 0:
+        raise CliError("--lease-ttl must be positive (seconds)")
+    config, source = load_config(config_path, default=default_config)
     config = apply_model_overrides(config, models)
     batch = batch_budget(budget_usd, budget_tokens, budget_calls)
     run: Budget | None = None
@@ -125,4 +147,4 @@ def make_settings(
             raise CliError("--max-seconds must be positive")
         # Keep the flow's own per-run limits; only the wall time comes from the option.
         run = dataclasses.replace(flow.budget or Budget(), max_seconds=max_seconds)
-    return Settings(config, source, batch, run)
+    return Settings(config, source, batch, run, store=store, cache=cache, lease_ttl=lease_ttl)

@@ -32,7 +32,7 @@ from trellis.engine.journal import (
 from trellis.engine.results import CallRecord, Decision, RunResult, StepRecord
 from trellis.errors import InputError, RunLockedError, StoreError
 from trellis.flow.graph import CompiledFlow
-from trellis.store.base import RunRow, Store
+from trellis.store.base import RunRow, StepRow, Store
 from trellis.store.codec import decode, encode
 
 __all__ = ["DurableRun", "finish_batch", "load_result", "open_batch", "process_owner"]
@@ -178,7 +178,10 @@ def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> 
     if row is None:
         raise InputError(f"no run {run_id!r} in the store {store.url}")
     steps_by_name = {s.step: s for s in store.load_steps(run_id)}
-    names = [s.name for s in plan.steps] if plan is not None else list(steps_by_name)
+    if plan is not None:
+        names = [s.name for s in plan.steps]
+    else:  # no flow at hand: the order the steps started in
+        names = sorted(steps_by_name, key=lambda n: _started_at(steps_by_name[n]))
     records: dict[str, StepRecord] = {}
     decisions: list[Decision] = []
     for i, name in enumerate(names):
@@ -194,7 +197,10 @@ def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> 
             )
     calls: list[CallRecord] = []
     for crow in store.load_calls(run_id):
-        calls.extend(call_record_from_dict(a) for a in decode(crow.attempts, Any, "call attempts"))
+        calls.extend(
+            call_record_from_dict(a, replayed=False)
+            for a in decode(crow.attempts, Any, "call attempts")
+        )
     position = {name: i for i, name in enumerate(names)}
     calls.sort(
         key=lambda c: (
@@ -205,8 +211,6 @@ def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> 
             c.attempt,
         )
     )
-    for call in calls:
-        call.source = "live"
     result = RunResult(
         run_id=row.run_id,
         flow=row.flow,
@@ -289,3 +293,9 @@ def open_batch(
 
 def finish_batch(store: Store, batch_id: str, *, ok: bool) -> None:
     store.update_run(batch_id, status="done" if ok else "failed", finished_at=time.time())
+
+
+def _started_at(row: StepRow) -> float:
+    details = decode(row.details, Any, "step details") if row.details else {}
+    value = details.get("started_at") if isinstance(details, dict) else None
+    return float(value) if isinstance(value, int | float) else float("inf")

@@ -8,6 +8,7 @@ global engine: create one where your program starts, or let ``flow.run`` make a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 import time
@@ -209,9 +210,7 @@ class Engine:
         key = question.get("key")
         if not isinstance(key, str):
             raise StoreError(f"run {run_id!r}: step {step!r} is waiting without a question")
-        self.store.save_call(
-            CallRow(run_id, key, REPLY, encode(answer, "the answer"), "[]")
-        )
+        self.store.save_call(CallRow(run_id, key, REPLY, encode(answer, "the answer"), "[]"))
         result = await self.run(flow, run_id=run_id)
         after = result.steps.get(step)
         if after is not None and after.status == "waiting" and after.question:
@@ -276,6 +275,8 @@ class Engine:
             if self.store is None:
                 raise ConfigurationError("batch_id= needs an engine with a store")
             work = open_batch(self.store, plan, items, batch_id, meta)
+            parent = DurableRun(self.store, plan, batch_id, {}, None, self.owner, self.lease_ttl)
+            batch_lease: contextlib.AbstractAsyncContextManager[None] = parent.lease()
             run_ids = [w[0] for w in work]
             pending: list[Mapping[str, Any]] = [w[1] for w in work]
         else:
@@ -283,6 +284,7 @@ class Engine:
                 raise InputError("run_many needs items (or the batch_id of a recorded batch)")
             pending = list(items)
             run_ids = [None] * len(pending)
+            batch_lease = contextlib.nullcontext()
         queue: asyncio.Queue[tuple[int, RunResult | BaseException]] = asyncio.Queue()
         iterator = iter(enumerate(pending))
         active = 0
@@ -323,18 +325,19 @@ class Engine:
             return True
 
         try:
-            while active < concurrency and start_next():
-                pass
-            while active:
-                index, outcome = await queue.get()
-                active -= 1
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                failures += not outcome.ok
-                start_next()
-                yield index, outcome
-            if batch_id is not None and self.store is not None:
-                finish_batch(self.store, batch_id, ok=failures == 0)
+            async with batch_lease:  # one process works on a batch at a time
+                while active < concurrency and start_next():
+                    pass
+                while active:
+                    index, outcome = await queue.get()
+                    active -= 1
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    failures += not outcome.ok
+                    start_next()
+                    yield index, outcome
+                if batch_id is not None and self.store is not None:
+                    finish_batch(self.store, batch_id, ok=failures == 0)
         finally:
             for task in tasks:
                 task.cancel()

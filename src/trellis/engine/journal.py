@@ -278,7 +278,9 @@ def _apply_details(record: StepRecord, row: StepRow) -> None:
         record.question = details.get("question")
 
 
-def call_record_from_dict(data: dict[str, Any]) -> CallRecord:
+def call_record_from_dict(data: dict[str, Any], *, replayed: bool = True) -> CallRecord:
+    """A journaled attempt. ``replayed``: it is being replayed into a resumed run (its
+    source becomes "journal"); otherwise it keeps the source it was recorded with."""
     try:
         return CallRecord(
             step=data["step"],
@@ -296,7 +298,7 @@ def call_record_from_dict(data: dict[str, Any]) -> CallRecord:
             round=data.get("round"),
             error=data.get("error"),
             reply=data.get("reply"),
-            source="journal",
+            source="journal" if replayed else str(data.get("source", "live")),
         )
     except (KeyError, TypeError) as exc:
         raise StoreError(f"corrupt call record: {str(data)[:80]}") from exc

@@ -5,7 +5,11 @@ same simple rule so that budgets and accounting behave plausibly in tests and be
 
 * ``estimate_tokens(text)`` = ``ceil(len(text) / 4)``;
 * a request costs ``ceil((characters of all messages + of the JSON output schema) / 4)``
-  plus 3 tokens of framing per message.
+  plus 3 tokens of framing per message;
+* tools add ``estimate_tool_tokens(request)``: each tool definition (name, description and
+  JSON parameters) and each tool call of the conversation's assistant turns (name and
+  arguments). It is kept apart from ``estimate_request_tokens`` because callers that bill
+  tool definitions themselves (the mock server) add them on top of that estimate.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 from trellis.models.base import ModelRequest
 
-__all__ = ["estimate_request_tokens", "estimate_tokens", "schema_json"]
+__all__ = ["estimate_request_tokens", "estimate_tokens", "estimate_tool_tokens", "schema_json"]
 
 _TOKENS_PER_MESSAGE = 3
 _SCHEMA_JSON_CACHE: dict[int, tuple[Mapping[str, Any], str]] = {}
@@ -52,3 +56,16 @@ def estimate_request_tokens(request: ModelRequest) -> int:
     if request.output_schema is not None:
         chars += len(schema_json(request.output_schema))
     return (chars + 3) // 4 + _TOKENS_PER_MESSAGE * len(request.messages)
+
+
+def estimate_tool_tokens(request: ModelRequest) -> int:
+    """Input tokens of ``request``'s tools beyond :func:`estimate_request_tokens`: the tool
+    definitions (name + description + JSON parameters, each rounded up on its own, as the
+    mock server bills them) and the tool calls of the assistant turns (name + arguments)."""
+    tokens = 0
+    for tool in request.tools:
+        tokens += estimate_tokens(tool.name + tool.description + schema_json(tool.parameters))
+    for m in request.messages:
+        for call in m.tool_calls:
+            tokens += estimate_tokens(call.name + call.arguments)
+    return tokens

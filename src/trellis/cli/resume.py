@@ -1,0 +1,257 @@
+"""``trellis resume RUN``: finish an interrupted run or batch from where it stopped.
+
+The run's recorded ``meta`` (see :class:`~trellis.cli.store_options.RunMeta`) says how it was
+started: the flow target (re-imported), configuration file, ``--model`` overrides, budgets,
+concurrency and output file. A batch runs only its unfinished items (failed ones are
+retried; completed steps and journaled LLM calls of interrupted items are replayed, not
+redone) and then writes the complete output file; a single run prints its result.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trellis.cli.commands import DURABLE_ERRORS, run_batch, run_once
+from trellis.cli.errors import CliError
+from trellis.cli.settings import make_settings
+from trellis.cli.store_options import (
+    LeaseTtlOption,
+    RunMeta,
+    StoreOption,
+    fail,
+    open_existing_store,
+    read_meta,
+    store_url,
+)
+from trellis.cli.target import load_flow
+from trellis.flow.flow import Flow
+from trellis.flow.policy import Cache
+from trellis.store.base import RunRow, Store
+
+__all__ = ["load_recorded_flow", "recorded_meta", "resume"]
+
+
+def recorded_meta(store: Store, row: RunRow) -> RunMeta:
+    """How ``row`` was started; a batch item without its own meta uses its batch's (and is
+    resumed as a single run)."""
+    data = read_meta(row)
+    kind: str | None = None
+    if "target" not in data and row.parent_id is not None:
+        parent = store.get_run(row.parent_id)
+        data = read_meta(parent) if parent is not None else {}
+        kind = "run"
+    if "target" not in data:
+        raise CliError(
+            f"run {row.run_id} was not started with `trellis run` (it records no flow target); "
+            f"resume it from Python: engine.run(flow, run_id={row.run_id!r})"
+        )
+    meta = RunMeta.from_dict(data)
+    if kind is not None:
+        meta.kind = kind
+    return meta
+
+
+def load_recorded_flow(meta: RunMeta) -> Flow:
+    """Import the flow a run was started with (its file by absolute path; a module from
+    the directory the run was started in)."""
+    if meta.target_file is not None:
+        text = meta.target_file
+        if meta.target_attribute:
+            text += f":{meta.target_attribute}"
+    else:
+        if meta.cwd not in sys.path:
+            sys.path.insert(0, meta.cwd)
+        text = meta.target
+    flow, _ = load_flow(text)
+    return flow
+
+
+def resume(
+    run: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN",
+            help="The run or batch id (as printed by `trellis run` and listed by `trellis runs`).",
+            show_default=False,
+        ),
+    ],
+    store: StoreOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE.jsonl",
+            help=(
+                "For a batch: write the complete results here (every item, in input order) "
+                "instead of the --output the batch was started with. '-' writes to stdout."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    rerun_changed: Annotated[
+        bool,
+        typer.Option(
+            "--rerun-changed",
+            help=(
+                "Re-run steps whose code changed since they were recorded, and every step "
+                "after them, instead of stopping with an error."
+            ),
+        ),
+    ] = False,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency",
+            "-n",
+            min=1,
+            help="For a batch: how many items run at once (default: as when it was started).",
+            show_default=False,
+        ),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="ROLE=PROVIDER:MODEL",
+            help=(
+                "Bind a model role on top of the recorded bindings; repeatable. Use it to give "
+                "again an option that was not recorded (keys and tokens never are)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    lease_ttl: LeaseTtlOption = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print only errors and a one-line outcome: no tables."),
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON: the run result (a single run) or the batch summary (a batch).",
+        ),
+    ] = False,
+    no_progress: Annotated[
+        bool,
+        typer.Option("--no-progress", help="No progress bar for a batch."),
+    ] = False,
+) -> None:
+    """Resume an interrupted run or batch recorded by `trellis run`.
+
+    A batch runs only the items that did not finish (completed steps and LLM calls of an
+    interrupted item are replayed from the store, not redone), then writes the complete
+    output file — every item, in input order, exactly once — and prints the summary. A
+    single run prints its result. A run that already completed prints its recorded result.
+
+    The flow file, configuration and model bindings are the recorded ones; a process that
+    was killed leaves a lease that must expire first (this waits for it when that process
+    is gone). Exit codes as for `trellis run`; an unknown run id is exit code 2.
+
+    Example: `trellis resume 20250101-120000-1a2b3c4d --output results.jsonl`
+    """
+    try:
+        code = _resume(
+            run,
+            store,
+            output,
+            rerun_changed=rerun_changed,
+            concurrency=concurrency,
+            models=models or [],
+            lease_ttl=lease_ttl,
+            quiet=quiet,
+            as_json=as_json,
+            no_progress=no_progress,
+        )
+    except CliError as exc:
+        raise fail(exc) from None
+    raise typer.Exit(code)
+
+
+def _resume(
+    run: str,
+    store: str | None,
+    output: Path | None,
+    *,
+    rerun_changed: bool,
+    concurrency: int | None,
+    models: list[str],
+    lease_ttl: float | None,
+    quiet: bool,
+    as_json: bool,
+    no_progress: bool,
+) -> int:
+    opened = open_existing_store(store)
+    if opened is None:
+        raise CliError(f"no run {run!r} in {store_url(store)}")
+    try:
+        row = opened.get_run(run)
+        if row is None:
+            raise CliError(f"no run {run!r} in {opened.url}")
+        meta = recorded_meta(opened, row)
+        flow = load_recorded_flow(meta)
+        if flow.name != row.flow:
+            raise CliError(
+                f"run {run} is of flow {row.flow!r}, but {meta.target} now defines {flow.name!r}"
+            )
+        if meta.redacted and not quiet:
+            typer.echo(
+                f"note: {', '.join(meta.redacted)} were not recorded (secrets never are); "
+                "give them again with --model or the provider's environment variable",
+                err=True,
+            )
+        settings = make_settings(
+            flow,
+            config_path=Path(meta.config) if meta.config else None,
+            models=[*meta.models, *models],
+            budget_usd=meta.budget_usd,
+            budget_tokens=meta.budget_tokens,
+            budget_calls=meta.budget_calls,
+            max_seconds=meta.max_seconds,
+            store=opened,
+            cache=Cache(meta.cache_ttl) if meta.cache else None,
+            lease_ttl=lease_ttl if lease_ttl is not None else meta.lease_ttl,
+            default_config=False,
+        )
+        if meta.kind == "batch":
+            destination = output
+            if destination is None and meta.output is not None:
+                destination = Path(meta.output)
+            if as_json and destination is not None and str(destination) == "-":
+                raise CliError("--json and --output - would both write to stdout; pick one")
+            code = run_batch(
+                flow,
+                meta.target,
+                None,
+                destination,
+                settings,
+                concurrency=concurrency or meta.concurrency or 8,
+                quiet=quiet,
+                as_json=as_json,
+                progress=not (quiet or no_progress or as_json),
+                batch_id=run,
+                rerun_changed=rerun_changed,
+            )
+        else:
+            if output is not None:
+                raise CliError(f"run {run} is a single run: --output is for batches (use --json)")
+            code = run_once(
+                flow,
+                None,
+                settings,
+                quiet=quiet,
+                as_json=as_json,
+                run_id=run,
+                rerun_changed=rerun_changed,
+            )
+    except DURABLE_ERRORS as exc:  # e.g. a corrupt record
+        raise CliError(str(exc)) from None
+    finally:
+        opened.close()
+    return code

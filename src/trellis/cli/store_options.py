@@ -1,0 +1,445 @@
+"""Where the CLI records runs: the ``--store`` option, run metadata, leases, secrets.
+
+- :func:`open_cli_store` opens ``--store`` (else ``$TRELLIS_STORE``, else the embedded
+  ``sqlite:///.trellis/trellis.db``); :func:`open_existing_store` is for the commands that
+  only read (``runs``, ``show``, ``cache``): they never create a database.
+- :class:`RunMeta` is what ``trellis run`` records with every run (the run row's ``meta``) so
+  that ``trellis resume`` can rebuild the same command: the flow target, configuration file,
+  ``--model`` overrides, budgets, concurrency, output and input paths. It never holds a
+  secret: :func:`redact_model_overrides` drops every binding option named like a key, token,
+  secret, password or authorization (and credentials inside URLs) before anything is stored.
+- Leases: a killed process leaves its runs leased until the lease expires
+  (``--lease-ttl``). :func:`wait_for_dead_leases` waits out the leases of a process of this
+  host that is no longer running, and refuses (one line, exit 2) when the holder is alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import SplitResult, urlencode, urlsplit, urlunsplit
+
+import typer
+
+from trellis.cli.errors import CliError
+from trellis.cli.settings import Settings, parse_model_override
+from trellis.cli.target import Target
+from trellis.errors import StoreError
+from trellis.flow.flow import Flow
+from trellis.store import DEFAULT_STORE_URL, Store, open_store
+from trellis.store.base import RunRow
+
+__all__ = [
+    "DEFAULT_LEASE_TTL",
+    "META_VERSION",
+    "LeaseTtlOption",
+    "RunMeta",
+    "StoreOption",
+    "build_meta",
+    "fail",
+    "hold_lease",
+    "is_batch",
+    "is_secret_option",
+    "open_cli_store",
+    "open_existing_store",
+    "owner_is_dead",
+    "read_meta",
+    "redact_model_overrides",
+    "redact_options",
+    "store_url",
+    "wait_for_dead_leases",
+]
+
+#: Version of the CLI's ``meta`` record (``"cli": 1`` in the run row's meta).
+META_VERSION = 1
+DEFAULT_LEASE_TTL = 30.0
+
+STORE_HELP = (
+    "Where runs are recorded: `sqlite:///path/to/trellis.db` (relative), "
+    "`sqlite:////abs/path.db`, a plain file path, or `memory:` (this process only). "
+    "Default: $TRELLIS_STORE, else sqlite:///.trellis/trellis.db in the working directory."
+)
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option("--store", metavar="URL", help=STORE_HELP, show_default=False),
+]
+
+LeaseTtlOption = Annotated[
+    float | None,
+    typer.Option(
+        "--lease-ttl",
+        metavar="SECONDS",
+        help=(
+            "While a process executes a run it holds the run's lease and renews it every "
+            "third of this; a killed process's runs can be resumed once it expires. Default "
+            "30 (resume: the value the run was started with)."
+        ),
+        show_default=False,
+    ),
+]
+
+
+def fail(error: CliError) -> typer.Exit:
+    """Report ``error`` as one ``error: ...`` line on stderr; the Exit to raise."""
+    typer.echo(f"error: {error.message}", err=True)
+    return typer.Exit(error.code)
+
+
+# -- opening stores ----------------------------------------------------------------------
+
+
+def store_url(url: str | None) -> str:
+    """The store a command uses: ``--store``, else ``$TRELLIS_STORE``, else the default."""
+    return url or os.environ.get("TRELLIS_STORE") or DEFAULT_STORE_URL
+
+
+def open_cli_store(url: str | None) -> Store:
+    """Open (creating if needed) the store; a bad URL or database is one CliError."""
+    spec = store_url(url)
+    try:
+        return open_store(spec)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:  # e.g. its folder cannot be created
+        raise CliError(f"cannot open the store {spec!r}: {exc.strerror or exc}") from None
+
+
+def _sqlite_file(spec: str) -> Path | None:
+    """The database file a SQLite store URL names (None: not a SQLite file store)."""
+    if spec in ("memory:", "memory://"):
+        return None
+    if "://" not in spec:
+        return Path(spec)
+    parts = urlsplit(spec)
+    if parts.scheme != "sqlite":
+        return None
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    return Path(path) if path and path != ":memory:" else None
+
+
+def open_existing_store(url: str | None) -> Store | None:
+    """The store if it exists, for commands that only read; ``None`` when its SQLite file
+    does not exist (nothing was recorded there), so that reading never creates one."""
+    spec = store_url(url)
+    path = _sqlite_file(spec)
+    if path is not None and not path.exists():
+        # Still check the URL's options (on an in-memory database with the same options).
+        query = urlsplit(spec).query if "://" in spec else ""
+        open_cli_store("sqlite:///:memory:" + (f"?{query}" if query else "")).close()
+        return None
+    return open_cli_store(spec)
+
+
+# -- secrets -----------------------------------------------------------------------------
+
+_SECRET_WORDS = frozenset(
+    {
+        "key",
+        "keys",
+        "apikey",
+        "apikeys",
+        "token",
+        "secret",
+        "secrets",
+        "password",
+        "passwords",
+        "passwd",
+        "authorization",
+        "auth",
+        "bearer",
+        "credential",
+        "credentials",
+        "cookie",
+        "signature",
+    }
+)
+_SECRET_VALUE_PREFIXES = ("sk-", "sk_", "bearer ", "basic ", "ghp_", "xoxb-", "xoxp-")
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+
+def is_secret_option(name: str, value: object = None) -> bool:
+    """Whether a binding option may hold a secret: its name has a word like key, token,
+    secret, password or authorization (``api_key``, ``X-Api-Key``, ``authToken``; not
+    ``max_tokens``), or its value looks like a key (``sk-...``, ``Bearer ...``). A name
+    ending in ``env`` (``api_key_env``) names an environment variable, not a secret."""
+    words = [w.lower() for w in _WORD.findall(name)]
+    secret_name = any(w in _SECRET_WORDS for w in words) or name.lower() in _SECRET_WORDS
+    if words and words[-1] == "env" and not _looks_secret(value):
+        return False
+    return secret_name or _looks_secret(value)
+
+
+def _looks_secret(value: object) -> bool:
+    return isinstance(value, str) and value.strip().lower().startswith(_SECRET_VALUE_PREFIXES)
+
+
+def _strip_credentials(value: str) -> str | None:
+    """``value`` without the ``user:password@`` of a URL (None when it has none)."""
+    if "://" not in value or "@" not in value:
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.username is None and parts.password is None:
+        return None
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def redact_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Binding options safe to record, and the names of those dropped or cleaned."""
+    kept: dict[str, Any] = {}
+    redacted: list[str] = []
+    for name, value in options.items():
+        if is_secret_option(str(name), value):
+            redacted.append(str(name))
+            continue
+        if isinstance(value, str):
+            clean = _strip_credentials(value)
+            if clean is not None:
+                kept[name] = clean
+                redacted.append(str(name))
+                continue
+        kept[name] = value
+    return kept, redacted
+
+
+def redact_model_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--model ROLE=provider:model?...`` values rebuilt without their secret options;
+    returns them and the ``role.option`` names that were left out."""
+    safe: list[str] = []
+    redacted: list[str] = []
+    for text in overrides:
+        role, binding = parse_model_override(text)
+        kept, dropped = redact_options(binding.options)
+        spec = f"{role}={binding.provider}:{binding.model}"
+        if kept:
+            spec += "?" + urlencode({k: str(v) for k, v in kept.items()})
+        safe.append(spec)
+        redacted.extend(f"{role}.{name}" for name in dropped)
+    return safe, redacted
+
+
+# -- what a run records to be resumed ------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RunMeta:
+    """The ``meta`` the CLI records with a run (a batch: with its parent run)."""
+
+    kind: str  # "run" or "batch"
+    target: str  # TARGET as given on the command line
+    target_file: str | None  # the flow file's absolute path (None: a module target)
+    target_attribute: str | None  # the flow's name in the file or module
+    cwd: str  # the working directory (module targets are imported from there)
+    config: str | None  # absolute path of the configuration file used, if any
+    models: list[str] = field(default_factory=list)  # --model overrides, secrets removed
+    redacted: list[str] = field(default_factory=list)  # "role.option" left out of models
+    concurrency: int | None = None
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    budget_calls: int | None = None
+    max_seconds: float | None = None
+    cache: bool = False
+    cache_ttl: float | None = None
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    output: str | None = None  # absolute path, "-" for stdout, or None
+    input_file: str | None = None  # absolute path
+    steps: list[str] = field(default_factory=list)  # the flow's steps in execution order
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cli"] = META_VERSION
+        if self.kind == "batch":
+            data["batch"] = True
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunMeta:
+        if not isinstance(data.get("target"), str):
+            raise CliError("the run's metadata names no flow target")
+        names = set(cls.__dataclass_fields__)
+        values = {k: v for k, v in data.items() if k in names}
+        values.setdefault("kind", "batch" if data.get("batch") else "run")
+        values.setdefault("cwd", os.getcwd())
+        values.setdefault("target_file", None)
+        values.setdefault("target_attribute", None)
+        values.setdefault("config", None)
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise CliError(f"the run's metadata is not readable: {exc}") from None
+
+
+def build_meta(
+    *,
+    kind: str,
+    target_text: str,
+    target: Target,
+    flow: Flow,
+    settings: Settings,
+    models: Sequence[str],
+    concurrency: int | None,
+    budget_usd: float | None,
+    budget_tokens: int | None,
+    budget_calls: int | None,
+    max_seconds: float | None,
+    output: Path | None,
+    input_file: Path | None,
+) -> RunMeta:
+    """What ``trellis run`` records so that ``trellis resume`` can rebuild the command."""
+    safe_models, redacted = redact_model_overrides(models)
+    cache = settings.cache
+    return RunMeta(
+        kind=kind,
+        target=target_text,
+        target_file=str(Path(target.source).resolve()) if target.is_file else None,
+        target_attribute=target.attribute,
+        cwd=os.getcwd(),
+        config=str(settings.config_path.resolve()) if settings.config_path else None,
+        models=safe_models,
+        redacted=redacted,
+        concurrency=concurrency,
+        budget_usd=budget_usd,
+        budget_tokens=budget_tokens,
+        budget_calls=budget_calls,
+        max_seconds=max_seconds,
+        cache=cache is not None,
+        cache_ttl=cache.ttl if cache is not None else None,
+        lease_ttl=settings.lease_ttl,
+        output=None if output is None else "-" if str(output) == "-" else str(output.resolve()),
+        input_file=str(input_file.resolve()) if input_file is not None else None,
+        steps=[step.name for step in flow.compile().steps],
+    )
+
+
+def read_meta(row: RunRow) -> dict[str, Any]:
+    """The run row's ``meta`` as a dict ({} when there is none or it is not an object)."""
+    if not row.meta:
+        return {}
+    try:
+        data = json.loads(row.meta)
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def is_batch(store: Store, row: RunRow) -> bool:
+    """Whether a recorded run is a batch's parent run."""
+    if row.parent_id is not None:
+        return False
+    return bool(read_meta(row).get("batch")) or bool(store.list_runs(parent_id=row.run_id, limit=1))
+
+
+# -- leases --------------------------------------------------------------------------------
+
+
+def owner_is_dead(owner: str) -> bool | None:
+    """Whether a lease owner (``host:pid:tag``) is a process of this host that no longer
+    runs: True / False, or None when that cannot be told (another host, odd owner)."""
+    parts = owner.split(":")
+    if len(parts) < 3:
+        return None
+    host = ":".join(parts[:-2])
+    if host != socket.gethostname():
+        return None
+    try:
+        pid = int(parts[-2])
+    except ValueError:
+        return None
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    except OSError:
+        return None
+    return False
+
+
+def wait_for_dead_leases(
+    store: Store,
+    rows: Iterable[RunRow],
+    *,
+    echo: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Before resuming ``rows``: wait for the leases a dead process of this host left on
+    them to expire; raise :class:`CliError` if one is held by a live (or unknown) process."""
+    now = time.time()
+    until = 0.0
+    dead: set[str] = set()
+    for row in rows:
+        owner, expires = row.lease_owner, row.lease_expires
+        if owner is None or expires is None or expires <= now:
+            continue
+        state = owner_is_dead(owner)
+        if state is True:
+            until = max(until, expires)
+            dead.add(owner)
+            continue
+        where = "" if state is False else " (or it died on another host)"
+        raise CliError(
+            f"run {row.run_id} is being executed by {owner}{where}; its lease expires in "
+            f"{expires - now:.0f}s if that process stopped; try again later"
+        )
+    if until > now:
+        pids = ", ".join(sorted(o.split(":")[-2] for o in dead))
+        echo(
+            f"waiting {until - now:.1f}s for the lease(s) of stopped process {pids} to expire "
+            "(--lease-ttl sets how long a lease lasts)"
+        )
+        sleep(until - time.time() + 0.05)
+
+
+@contextlib.asynccontextmanager
+async def hold_lease(
+    store: Store,
+    run_id: str,
+    owner: str,
+    ttl: float,
+    *,
+    echo: Callable[[str], None],
+) -> AsyncIterator[None]:
+    """Hold ``run_id``'s lease (a batch's parent run) while the block runs, renewing it; a
+    lease left by a dead process of this host is waited out, a live holder is an error."""
+    while True:
+        holder = store.acquire_lease(run_id, owner, time.time(), ttl)
+        if holder is None:
+            break
+        row = store.get_run(run_id)
+        if row is None:
+            raise CliError(f"no run {run_id!r} in {store.url}")
+        wait_for_dead_leases(store, [row], echo=echo, sleep=lambda _s: None)
+        left = (row.lease_expires or 0.0) - time.time()
+        await asyncio.sleep(max(0.05, left + 0.05))
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            store.renew_lease(run_id, owner, time.time(), ttl)
+
+    heartbeat = asyncio.get_running_loop().create_task(renew())
+    try:
+        yield
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+        with contextlib.suppress(StoreError):
+            store.release_lease(run_id, owner)

@@ -1,0 +1,27 @@
+"""A local OpenAI- and Anthropic-compatible server backed by the offline simulator.
+
+``trellis mock-server --port 8000`` (or :class:`MockServer` / :class:`MockServerThread` in
+tests and benchmarks) serves ``POST /v1/chat/completions``, ``POST /v1/messages`` and
+``GET /v1/models`` with simulated replies (prose, schema-valid structured output, tool
+calls, streaming with usage), configurable latency, rate limits with the providers' real
+headers, and faults at per-mode rates or as a scripted sequence. Point a client at it with
+``OPENAI_BASE_URL=http://127.0.0.1:8000/v1`` or ``ANTHROPIC_BASE_URL=http://127.0.0.1:8000``.
+
+Needs aiohttp: ``pip install 'trellis-flows[mock]'``.
+"""
+
+from trellis.mockserver.app import MockStats, create_app
+from trellis.mockserver.faults import FAULT_MODES, FaultPlan, FaultStep
+from trellis.mockserver.limits import RateLimiter
+from trellis.mockserver.server import MockServer, MockServerThread
+
+__all__ = [
+    "FAULT_MODES",
+    "FaultPlan",
+    "FaultStep",
+    "MockServer",
+    "MockServerThread",
+    "MockStats",
+    "RateLimiter",
+    "create_app",
+]

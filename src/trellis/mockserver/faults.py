@@ -1,0 +1,288 @@
+"""The mock server's fault plan: per-mode rates, or a scripted sequence of responses.
+
+A :class:`FaultPlan` decides, request by request, whether the mock server misbehaves and
+how. Scripted steps come first, consumed in order (one per model request); once the
+script is used up, each request draws a fault with the per-mode rates (scaled down
+together when they add up to more than 1), from a ``random.Random`` seeded with the
+plan's seed, so a run that sends the same requests in the same order sees the same faults.
+
+Modes (:data:`FAULT_MODES`) and what the client sees, in each dialect:
+
+``rate_limit``      429 (``rate_limit_exceeded`` / ``rate_limit_error``) with ``retry-after``
+``quota``           OpenAI 429 ``insufficient_quota``; Anthropic 402 ``billing_error``
+``overloaded``      OpenAI 503; Anthropic 529 ``overloaded_error``
+``server_error``    500 (``server_error`` / ``api_error``)
+``timeout``         the reply is held back ``hang_s`` seconds (a stream stalls after its
+                    first events), past the client's timeout
+``context_length``  400 ``context_length_exceeded`` / "prompt is too long"
+``refusal``         OpenAI ``message.refusal``; Anthropic ``stop_reason: "refusal"``
+``truncation``      the reply cut in half: ``finish_reason: "length"`` / ``"max_tokens"``
+``malformed_json``  structured output (or tool arguments) that is not parseable JSON
+``invalid_json``    structured output (or tool arguments) that parses but fails the schema
+``stream_error``    an error event mid-stream, after HTTP 200
+``stream_cut``      the stream ends without its terminal event
+``auth``            401 (``invalid_api_key`` / ``authentication_error``)
+
+``malformed_json`` and ``invalid_json`` are only drawn for structured requests (an output
+schema, JSON mode or a tool call), ``stream_error`` and ``stream_cut`` only for streaming
+ones. A script step is a JSON object (:class:`FaultStep`)::
+
+    [{"fault": "rate_limit", "retry_after": 0.5},
+     {"status": 413, "body": "<html>Request Entity Too Large</html>"},
+     {"ok": true}]
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "CONTENT_FAULTS",
+    "FAULT_MODES",
+    "HTTP_FAULTS",
+    "STREAM_FAULTS",
+    "FaultMode",
+    "FaultPlan",
+    "FaultStep",
+    "load_script",
+    "parse_rates",
+]
+
+FaultMode = Literal[
+    "rate_limit",
+    "quota",
+    "overloaded",
+    "server_error",
+    "timeout",
+    "context_length",
+    "refusal",
+    "truncation",
+    "malformed_json",
+    "invalid_json",
+    "stream_error",
+    "stream_cut",
+    "auth",
+]
+#: Every mode, in the order rates are drawn.
+FAULT_MODES: tuple[FaultMode, ...] = get_args(FaultMode)
+#: Modes answered with an HTTP error status instead of a reply.
+HTTP_FAULTS: frozenset[str] = frozenset(
+    {"rate_limit", "quota", "overloaded", "server_error", "context_length", "auth"}
+)
+#: Modes that change the content of a successful reply.
+CONTENT_FAULTS: frozenset[str] = frozenset(
+    {"refusal", "truncation", "malformed_json", "invalid_json"}
+)
+#: Modes that break a stream after its HTTP 200.
+STREAM_FAULTS: frozenset[str] = frozenset({"stream_error", "stream_cut"})
+_STRUCTURED_ONLY = frozenset({"malformed_json", "invalid_json"})
+
+
+class FaultStep(BaseModel):
+    """One scripted response (or one drawn fault). Exactly one of ``ok``, ``fault`` and
+    ``status`` says what it is; a step with none of them is a normal reply.
+
+    * ``{"ok": true}``: a normal reply.
+    * ``{"fault": MODE, ...}``: that fault; ``retry_after`` (seconds, or null for no
+      ``retry-after`` header) for ``rate_limit``/``overloaded``, ``hang_s`` for
+      ``timeout``, ``message`` to replace the error message, ``after_events`` for how many
+      stream events go out before a stream fault strikes.
+    * ``{"status": 413, "body": "<html>..."}``: exactly this HTTP response. A string body is
+      sent as is (``content_type`` defaults to text/html when it looks like HTML, else
+      text/plain), an object or list as JSON, no body as the dialect's error for the status.
+
+    Any step may add ``headers`` and ``latency_ms`` (the delay before it is answered).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ok: bool = False
+    fault: FaultMode | None = None
+    status: int | None = Field(default=None, ge=100, le=599)
+    body: Any = None
+    content_type: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    retry_after: float | None = Field(default=None, ge=0.0)
+    hang_s: float | None = Field(default=None, ge=0.0)
+    latency_ms: float | None = Field(default=None, ge=0.0)
+    message: str | None = None
+    after_events: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FaultStep:
+        given = (("ok", self.ok), ("fault", self.fault), ("status", self.status))
+        kinds = [name for name, value in given if value]
+        if len(kinds) > 1:
+            raise ValueError(f"a step is one of ok / fault / status, got {' and '.join(kinds)}")
+        return self
+
+    @property
+    def label(self) -> str:
+        """How the step is counted in the stats: its mode, ``http_413``, or ``ok``."""
+        if self.fault is not None:
+            return self.fault
+        if self.status is not None:
+            return f"http_{self.status}"
+        return "ok"
+
+    @property
+    def retry_after_given(self) -> bool:
+        """Whether the step set ``retry_after`` itself (possibly to null)."""
+        return "retry_after" in self.model_fields_set
+
+
+def _step(value: FaultStep | Mapping[str, Any], index: int) -> FaultStep:
+    if isinstance(value, FaultStep):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"script step {index}: expected a JSON object, got {value!r}")
+    try:
+        return FaultStep.model_validate(dict(value))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "step"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error":
+            msg = f"unknown fault mode; valid modes: {', '.join(FAULT_MODES)}"
+        raise ValueError(f"script step {index}: {where}: {msg}") from None
+
+
+def parse_steps(data: Any) -> list[FaultStep]:
+    """Script steps from decoded JSON: a list of steps, or ``{"steps": [...]}``."""
+    if isinstance(data, Mapping) and "steps" in data:
+        data = data["steps"]
+    if not isinstance(data, list):
+        raise ValueError('a fault script is a JSON list of steps (or {"steps": [...]})')
+    return [_step(item, i) for i, item in enumerate(data)]
+
+
+def load_script(path: str | Path) -> list[FaultStep]:
+    """Read a fault script from a JSON file; ``ValueError`` says what is wrong with it."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    return parse_steps(data)
+
+
+def parse_rates(specs: Iterable[str]) -> dict[str, float]:
+    """``["rate_limit=0.1", "overloaded=0.05"]`` -> rates by mode (ValueError if bad)."""
+    rates: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep:
+            raise ValueError(f"fault {spec!r}: expected MODE=RATE, e.g. rate_limit=0.1")
+        rates[_mode(name.strip())] = _rate(name.strip(), value.strip())
+    return rates
+
+
+def _mode(name: str) -> FaultMode:
+    for mode in FAULT_MODES:
+        if mode == name.replace("-", "_"):
+            return mode
+    raise ValueError(f"unknown fault mode {name!r}; valid modes: {', '.join(FAULT_MODES)}")
+
+
+def _rate(name: str, value: Any) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"fault {name}: rate {value!r} is not a number") from None
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"fault {name}: rate {rate} is not between 0 and 1")
+    return rate
+
+
+class FaultPlan:
+    """Which request gets which fault: a script first, then per-mode rates.
+
+    ``rates`` maps modes to per-request probabilities in [0, 1]; ``script`` is a sequence
+    of steps (or their JSON objects). ``hang_s`` is how long a ``timeout`` holds a reply
+    back and ``retry_after_s`` the ``retry-after`` of a drawn ``rate_limit`` (None: no
+    header), unless a step says otherwise.
+    """
+
+    def __init__(
+        self,
+        rates: Mapping[str, float] | None = None,
+        script: Sequence[FaultStep | Mapping[str, Any]] | None = None,
+        *,
+        seed: int = 0,
+        hang_s: float = 30.0,
+        retry_after_s: float | None = 1.0,
+    ) -> None:
+        self.rates: dict[FaultMode, float] = {
+            _mode(name): _rate(name, value) for name, value in (rates or {}).items()
+        }
+        self.seed = seed
+        self.hang_s = hang_s
+        self.retry_after_s = retry_after_s
+        self._rng = random.Random(f"trellis-mock-faults:{seed}")
+        self._script: deque[FaultStep] = deque(_step(s, i) for i, s in enumerate(script or ()))
+
+    def __repr__(self) -> str:
+        rates = ", ".join(f"{m}={r}" for m, r in self.rates.items() if r)
+        return f"FaultPlan({rates or 'no rates'}, {len(self._script)} scripted steps)"
+
+    @property
+    def pending(self) -> int:
+        """Scripted steps not consumed yet."""
+        return len(self._script)
+
+    def load_script(
+        self, steps: Sequence[FaultStep | Mapping[str, Any]], *, append: bool = False
+    ) -> None:
+        """Replace (or extend) the remaining script."""
+        parsed = [_step(s, i) for i, s in enumerate(steps)]
+        if not append:
+            self._script.clear()
+        self._script.extend(parsed)
+
+    def reset(self) -> None:
+        """Drop the remaining script and restart the random sequence."""
+        self._script.clear()
+        self._rng = random.Random(f"trellis-mock-faults:{self.seed}")
+
+    def next(self, *, structured: bool, stream: bool) -> tuple[FaultStep | None, bool]:
+        """The step for the next request and whether it came from the script.
+
+        A drawn fault never is a mode that does not apply to the request (see the module
+        docs); a scripted one always applies as written.
+        """
+        if self._script:
+            return self._script.popleft(), True
+        u = self._rng.random()
+        applicable = [
+            (mode, rate)
+            for mode, rate in self.rates.items()
+            if rate > 0.0
+            and (structured or mode not in _STRUCTURED_ONLY)
+            and (stream or mode not in STREAM_FAULTS)
+        ]
+        total = sum(rate for _, rate in applicable)
+        if total <= 0.0:
+            return None, False
+        scale = 1.0 / total if total > 1.0 else 1.0
+        acc = 0.0
+        for mode, rate in applicable:
+            acc += rate * scale
+            if u < acc:
+                return FaultStep(fault=mode), False
+        return None, False
+
+    def retry_after_for(self, step: FaultStep) -> float | None:
+        """The ``retry-after`` (seconds) a fault step sends, None for no header."""
+        if step.retry_after_given:
+            return step.retry_after
+        return self.retry_after_s if step.fault == "rate_limit" else None
+
+    def hang_for(self, step: FaultStep) -> float:
+        return self.hang_s if step.hang_s is None else step.hang_s

@@ -1,0 +1,239 @@
+"""Server-side rate limits for the mock server: requests and tokens per minute.
+
+Each limited dimension (requests, tokens) is a token bucket refilled continuously at
+``limit / 60`` per second, as the providers describe theirs. The bucket reported in the
+headers holds a whole minute (``limit``), so ``remaining`` and ``reset`` read like a real
+provider's: after one request at 5000 RPM, ``remaining`` is 4999 and the reset is
+``12ms``. Providers also enforce limits over shorter periods ("60 RPM may be enforced as
+1 request per second"); ``burst_s`` models that with a second, smaller bucket holding
+``limit * burst_s / 60`` (at least one request): with the default ``burst_s=1``, ``rpm=60``
+admits one immediate request and answers the next with 429. ``burst_s=60`` turns it off.
+
+Tokens: a request is admitted when its estimated input tokens are available (a request
+larger than a bucket needs that bucket full), they are taken at once, and its output
+tokens are taken when the reply is known (the bucket may go below zero, which delays the
+next requests). A request whose input alone exceeds the per-minute limit is refused for
+good ("request too large").
+
+A refused request takes nothing; ``retry_after_s`` is when enough capacity will be back.
+With ``per_model`` every model name gets its own buckets, otherwise the server has one set.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "Admission",
+    "DimensionState",
+    "LimitSnapshot",
+    "RateLimiter",
+    "format_duration",
+    "format_rfc3339",
+]
+
+Dimension = Literal["requests", "tokens"]
+_EPSILON = 1e-6  # capacity units: float noise never makes a request wait
+
+
+def format_duration(seconds: float) -> str:
+    """A duration the way OpenAI's ``x-ratelimit-reset-*`` headers write it (Go style):
+    ``20ms``, ``1s``, ``1.5s``, ``6m0s``, ``1h2m3s``."""
+    ms = max(0, math.ceil(seconds * 1000.0 - 1e-6))
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def format_rfc3339(epoch_s: float) -> str:
+    """An RFC 3339 UTC time, rounded up to the second (``2025-05-01T12:00:05Z``), as in
+    Anthropic's ``anthropic-ratelimit-*-reset`` headers."""
+    moment = _dt.datetime.fromtimestamp(math.ceil(epoch_s), tz=_dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Bucket:
+    __slots__ = ("capacity", "level", "rate", "updated")
+
+    def __init__(self, capacity: float, rate: float, now: float) -> None:
+        self.capacity = capacity
+        self.rate = rate  # units per second
+        self.level = capacity
+        self.updated = now
+
+    def refill(self, now: float) -> None:
+        if now > self.updated:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until ``amount`` (at most a full bucket) is available; 0 if it is."""
+        need = min(amount, self.capacity)
+        short = need - self.level
+        return 0.0 if short <= _EPSILON else short / self.rate
+
+
+class _Limit:
+    """One dimension: the per-minute bucket that is reported, and the burst bucket."""
+
+    __slots__ = ("buckets", "limit", "minute")
+
+    def __init__(self, limit: int, burst_s: float, now: float, *, at_least: float) -> None:
+        self.limit = limit
+        rate = limit / 60.0
+        self.minute = _Bucket(float(limit), rate, now)
+        self.buckets = [self.minute]
+        burst = max(at_least, limit * burst_s / 60.0)
+        if burst < limit:
+            self.buckets.append(_Bucket(burst, rate, now))
+
+    def refill(self, now: float) -> None:
+        for b in self.buckets:
+            b.refill(now)
+
+    def wait_for(self, amount: float) -> float:
+        return max(b.wait_for(amount) for b in self.buckets)
+
+    def take(self, amount: float) -> None:
+        for b in self.buckets:
+            b.level -= amount
+
+    def state(self) -> DimensionState:
+        m = self.minute
+        remaining = max(0, math.floor(m.level + 1e-9))
+        return DimensionState(self.limit, remaining, max(0.0, (m.capacity - m.level) / m.rate))
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionState:
+    """One dimension as the headers report it."""
+
+    limit: int
+    remaining: int
+    reset_s: float  # until the per-minute bucket is full again
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSnapshot:
+    """The limits of one model after a request, for the rate-limit headers."""
+
+    requests: DimensionState | None
+    tokens: DimensionState | None
+    wall_time: float  # epoch seconds "now", for absolute reset times
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Whether a request may go ahead; if not, which limit refused it and for how long."""
+
+    allowed: bool
+    snapshot: LimitSnapshot
+    retry_after_s: float | None = None  # None: retrying will not help (too large)
+    dimension: Dimension | None = None
+    limit: int = 0
+    requested: int = 0
+
+    @property
+    def too_large(self) -> bool:
+        return not self.allowed and self.retry_after_s is None
+
+
+class RateLimiter:
+    """Requests-per-minute and tokens-per-minute limits (see the module docs)."""
+
+    def __init__(
+        self,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        *,
+        burst_s: float = 1.0,
+        per_model: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if burst_s <= 0:
+            raise ValueError(f"burst_s must be positive, got {burst_s}")
+        self.rpm = rpm
+        self.tpm = tpm
+        self.burst_s = burst_s
+        self.per_model = per_model
+        self._clock = clock
+        self._wall = wall_clock
+        self._scopes: dict[str, dict[Dimension, _Limit]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.rpm is not None or self.tpm is not None
+
+    def reset(self) -> None:
+        """Forget all usage: every bucket is full again."""
+        self._scopes.clear()
+
+    def _scope(self, model: str) -> dict[Dimension, _Limit]:
+        key = model if self.per_model else "*"
+        scope = self._scopes.get(key)
+        if scope is None:
+            now = self._clock()
+            scope = {}
+            if self.rpm is not None:
+                scope["requests"] = _Limit(self.rpm, self.burst_s, now, at_least=1.0)
+            if self.tpm is not None:
+                scope["tokens"] = _Limit(self.tpm, self.burst_s, now, at_least=1.0)
+            self._scopes[key] = scope
+        now = self._clock()
+        for lim in scope.values():
+            lim.refill(now)
+        return scope
+
+    def _snapshot(self, scope: dict[Dimension, _Limit]) -> LimitSnapshot:
+        req, tok = scope.get("requests"), scope.get("tokens")
+        return LimitSnapshot(
+            requests=None if req is None else req.state(),
+            tokens=None if tok is None else tok.state(),
+            wall_time=self._wall(),
+        )
+
+    def snapshot(self, model: str) -> LimitSnapshot:
+        return self._snapshot(self._scope(model))
+
+    def admit(self, model: str, tokens: int) -> Admission:
+        """Take one request and ``tokens`` input tokens, or say why not (taking nothing)."""
+        scope = self._scope(model)
+        tok = scope.get("tokens")
+        if tok is not None and tokens > tok.limit:
+            return Admission(False, self._snapshot(scope), None, "tokens", tok.limit, tokens)
+        wait, blocked = 0.0, None
+        costs: dict[Dimension, float] = {"requests": 1.0, "tokens": float(tokens)}
+        for dim, lim in scope.items():
+            w = lim.wait_for(costs[dim])
+            if w > wait:
+                wait, blocked = w, dim
+        if blocked is not None:
+            lim = scope[blocked]
+            return Admission(
+                False, self._snapshot(scope), wait, blocked, lim.limit, int(costs[blocked])
+            )
+        for dim, lim in scope.items():
+            lim.take(costs[dim])
+        return Admission(True, self._snapshot(scope))
+
+    def record_tokens(self, model: str, tokens: int) -> None:
+        """Take tokens used after admission (the reply's output tokens)."""
+        tok = self._scope(model).get("tokens")
+        if tok is not None and tokens > 0:
+            tok.take(float(tokens))

@@ -1,0 +1,296 @@
+"""What the mock model answers, independent of the wire dialect.
+
+Both dialects parse a request into a :class:`ParsedRequest` (a
+:class:`~trellis.models.base.ModelRequest` plus streaming flags) and render a
+:class:`Reply`. Content comes from :class:`~trellis.models.sim.SimModel`: prose for a
+plain request, schema-valid JSON for a structured one. Tool calls are made here: with
+tools and ``tool_choice`` ``auto`` the model calls one of them (chosen deterministically
+from the request) with arguments sampled from the tool's parameter schema, until a tool
+result is in the latest turn, and then answers; ``required`` or a named tool always gets
+a call (of the named tool), as the real APIs do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
+
+from trellis.errors import BadRequestError
+from trellis.mockserver.limits import Admission, LimitSnapshot
+from trellis.models.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
+from trellis.models.schema_sample import corrupt_value, sample_value
+from trellis.models.sim import REFUSAL_MESSAGE, SimModel
+from trellis.models.tokens import estimate_request_tokens, estimate_tokens, schema_json
+
+__all__ = [
+    "JSON_OBJECT_SCHEMA",
+    "Dialect",
+    "ErrorKind",
+    "ParsedRequest",
+    "Reply",
+    "RequestError",
+    "StreamPlan",
+    "choose_tool",
+    "input_tokens",
+    "make_reply",
+    "retry_after_value",
+    "split_text",
+]
+
+#: The schema answered for JSON mode (``response_format: {"type": "json_object"}``).
+JSON_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}},
+    "required": ["answer"],
+}
+
+#: Errors a dialect can render: each maps to the provider's status, type and message.
+ErrorKind = Literal[
+    "bad_request",
+    "auth",
+    "rate_limit",
+    "quota",
+    "overloaded",
+    "server_error",
+    "context_length",
+]
+ContentFault = Literal["refusal", "truncation", "malformed_json", "invalid_json"]
+Finish = Literal["stop", "length", "tool_calls", "refusal"]
+
+
+class RequestError(ValueError):
+    """A request the real API would reject with 400; ``param`` names the bad field."""
+
+    def __init__(self, message: str, *, param: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    request: ModelRequest
+    stream: bool = False
+    include_usage: bool = False  # OpenAI stream_options.include_usage
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer: text (or a refusal) or tool calls, why it ended, and its usage.
+
+    Tool call ids are left empty; each dialect names its calls its own way.
+    """
+
+    text: str
+    usage: Usage
+    finish: Finish = "stop"
+    refusal: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    forced_tool: bool = False  # the request named the tool to call
+
+
+def input_tokens(request: ModelRequest) -> int:
+    """Input tokens of a request: its messages and schema, plus its tool definitions."""
+    tokens = estimate_request_tokens(request)
+    for tool in request.tools:
+        tokens += estimate_tokens(tool.name + tool.description + schema_json(tool.parameters))
+    return tokens
+
+
+def _digest(seed: int, request: ModelRequest, salt: str) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{salt}\x00{seed}\x00{request.model}\x00".encode())
+    for m in request.messages:
+        h.update(f"{m.role}\x00{len(m.content)}\x00".encode())
+        h.update(m.content.encode("utf-8", "surrogatepass"))
+        for call in m.tool_calls:
+            h.update(f"\x00{call.name}\x00{call.arguments}".encode())
+    for tool in request.tools:
+        h.update(f"\x00tool:{tool.name}".encode())
+    return int.from_bytes(h.digest(), "little")
+
+
+def _answered_tool(messages: tuple[Message, ...]) -> bool:
+    """Whether the latest turn (the messages after the last assistant one) has a tool result."""
+    for m in reversed(messages):
+        if m.role == "assistant":
+            return False
+        if m.role == "tool":
+            return True
+    return False
+
+
+def choose_tool(request: ModelRequest, seed: int) -> ToolSpec | None:
+    """The tool the mock model calls for ``request``, or None when it answers instead."""
+    if not request.tools or request.tool_choice == "none":
+        return None
+    choice = request.tool_choice or "auto"
+    if choice not in ("auto", "required"):
+        return next((t for t in request.tools if t.name == choice), None)
+    if choice == "auto" and _answered_tool(request.messages):
+        return None
+    rng = random.Random(_digest(seed, request, "tool"))
+    return rng.choice(request.tools)
+
+
+def _hint(request: ModelRequest) -> str:
+    user = [m.content for m in request.messages if m.role in ("user", "tool")]
+    return "\n".join(user) if user else request.prompt_text()
+
+
+def _malformed(text: str) -> str:
+    """Unparseable JSON: the value cut off before it is closed."""
+    if not text.startswith(("{", "[")):
+        text = '{"value": ' + text
+    return text[: max(1, len(text) // 2)]
+
+
+async def make_reply(
+    sim: SimModel,
+    request: ModelRequest,
+    *,
+    seed: int,
+    fault: ContentFault | None = None,
+) -> Reply:
+    """The reply to ``request``, with at most one content fault applied.
+
+    Raises :class:`RequestError` for an output or tool schema the sampler cannot use.
+    """
+    tokens_in = input_tokens(request)
+    if fault == "refusal":
+        usage = Usage(tokens_in, max(1, estimate_tokens(REFUSAL_MESSAGE)))
+        return Reply("", usage, "refusal", refusal=REFUSAL_MESSAGE)
+    tool = choose_tool(request, seed)
+    if tool is not None:
+        return _tool_reply(request, tool, seed, fault, tokens_in)
+    try:
+        response = await sim.complete(replace(request, tools=(), tool_choice=None))
+    except BadRequestError as exc:  # an output schema the sampler cannot walk
+        raise RequestError(f"Invalid schema for response_format: {exc}") from exc
+    text = response.text
+    finish: Finish = "length" if response.finish_reason == "length" else "stop"
+    schema = request.output_schema
+    if fault == "truncation":
+        text, finish = text[: max(1, len(text) // 2)].rstrip(), "length"
+    elif fault == "malformed_json" and schema is not None:
+        text = _malformed(text)
+    elif fault == "invalid_json" and schema is not None and finish == "stop":
+        rng = random.Random(_digest(seed, request, "corrupt"))
+        text = json.dumps(corrupt_value(schema, json.loads(text), rng), ensure_ascii=False)
+    return Reply(text, Usage(tokens_in, max(1, estimate_tokens(text))), finish)
+
+
+def _tool_reply(
+    request: ModelRequest,
+    tool: ToolSpec,
+    seed: int,
+    fault: ContentFault | None,
+    tokens_in: int,
+) -> Reply:
+    rng = random.Random(_digest(seed, request, "args"))
+    try:
+        value = sample_value(tool.parameters, rng, hint_text=_hint(request))
+    except ValueError as exc:
+        raise RequestError(
+            f"Invalid schema for function '{tool.name}': {exc}", param="tools"
+        ) from exc
+    args = json.dumps(value, ensure_ascii=False)
+    finish: Finish = "tool_calls"
+    max_chars = None if request.max_tokens is None else request.max_tokens * 4
+    if fault == "truncation":
+        args, finish = args[: max(1, len(args) // 2)], "length"
+    elif fault == "malformed_json":
+        args = _malformed(args)
+    elif fault == "invalid_json":
+        args = json.dumps(corrupt_value(tool.parameters, value, rng), ensure_ascii=False)
+    elif max_chars is not None and len(args) > max_chars:
+        args, finish = args[:max_chars], "length"
+    forced = request.tool_choice not in (None, "auto", "required", "none")
+    usage = Usage(tokens_in, max(1, estimate_tokens(args) + 8))
+    return Reply("", usage, finish, tool_calls=(ToolCall("", tool.name, args),), forced_tool=forced)
+
+
+_PIECE = re.compile(r"\S+\s*|\s+")
+
+
+def split_text(text: str, size: int = 12) -> list[str]:
+    """``text`` in stream-sized pieces (a few words each, at most ``2 * size`` characters
+    for a long run without spaces); ``"".join`` gives ``text`` back."""
+    pieces: list[str] = []
+    current = ""
+    for word in _PIECE.findall(text):
+        while len(word) > 2 * size:
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(word[: 2 * size])
+            word = word[2 * size :]
+        current += word
+        if len(current) >= size:
+            pieces.append(current)
+            current = ""
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPlan:
+    """The encoded events of a stream; the last ``terminal`` of them end it properly
+    (a stream fault strikes before those)."""
+
+    events: list[bytes]
+    terminal: int
+
+
+class Dialect(Protocol):
+    """What the server needs from a wire dialect (OpenAI or Anthropic)."""
+
+    name: str
+
+    def parse(self, body: Any) -> ParsedRequest: ...
+
+    def render(self, parsed: ParsedRequest, reply: Reply) -> dict[str, Any]: ...
+
+    def stream(self, parsed: ParsedRequest, reply: Reply) -> StreamPlan: ...
+
+    def stream_error(self, message: str | None) -> bytes: ...
+
+    def error(
+        self,
+        kind: ErrorKind,
+        *,
+        model: str,
+        message: str | None = None,
+        tokens: int = 0,
+        param: str | None = None,
+    ) -> tuple[int, dict[str, Any]]: ...
+
+    def error_for_status(self, status: int, message: str | None = None) -> dict[str, Any]: ...
+
+    def limit_error(self, admission: Admission, *, model: str) -> tuple[int, dict[str, Any]]: ...
+
+    def limit_headers(self, snapshot: LimitSnapshot) -> dict[str, str]: ...
+
+    def retry_headers(self, seconds: float, *, whole_seconds: bool = False) -> dict[str, str]: ...
+
+    def base_headers(self) -> dict[str, str]: ...
+
+    def authorized(self, headers: Mapping[str, str], api_key: str) -> bool: ...
+
+
+def retry_after_value(seconds: float, whole_seconds: bool = False) -> str:
+    """A ``retry-after`` header value. ``whole_seconds``: rounded up to whole seconds (at
+    least 1), as servers usually send it; otherwise exact (``0.5``) when not whole."""
+    if whole_seconds:
+        return str(max(1, math.ceil(seconds - 1e-9)))
+    if float(seconds).is_integer():
+        return str(int(seconds))
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
