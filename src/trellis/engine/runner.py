@@ -47,7 +47,7 @@ from trellis.flow.inject import ElementFailure, Round, RunContext
 from trellis.flow.policy import Cache, RetryPolicy, resolve_cache
 from trellis.flow.types import describe
 from trellis.models.base import ModelRequest, Usage
-from trellis.models.tokens import estimate_request_tokens
+from trellis.models.tokens import estimate_request_tokens, estimate_tool_tokens
 
 if TYPE_CHECKING:
     from trellis.engine.engine import Engine
@@ -659,7 +659,7 @@ class Run:
     async def reserve(self, model: str, request: ModelRequest) -> Reservation:
         guard = self.guard
         budget = guard.budget
-        prompt = estimate_request_tokens(request)
+        prompt = estimate_request_tokens(request) + estimate_tool_tokens(request)
         completion = request.max_tokens or budget.reserve_output_tokens
         estimate = Usage(prompt, completion)
         cost = 0.0
