@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
@@ -55,6 +56,22 @@ async def run_agent(
         by_name[t.name] = t
     specs = [t.spec for t in tools]
     spec = output_spec(output) if output is not None else None
+    if not specs:  # no tools: one model turn, like generate, kept in the transcript
+        value = await llm.complete_turn(
+            messages,
+            output=output,
+            model=model,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            fallbacks=fallbacks,
+            timeout=timeout,
+        )
+        text = value if isinstance(value, str) else to_json(value).decode()
+        scope.record.turns.append(
+            {"agent": 1, "turn": 1, "index": scope.index, "round": scope.round,
+             "reply": text, "tool_calls": []}
+        )  # fmt: skip
+        return value
     convo = list(messages)
     failures: dict[str, int] = {}
     transcript = scope.record.turns
@@ -95,11 +112,11 @@ async def run_agent(
                 raise StepError(f"step {step!r}: agent's final answer: {parsed.error}", step=step)
             return parsed
         convo.append(Message("assistant", reply.text, tool_calls=tuple(reply.tool_calls)))
-        results = await asyncio.gather(
-            *(
+        results = await _all_or_nothing(
+            [
                 _run_tool(llm, by_name, call, turn, failures, entry["tool_calls"])
                 for call in reply.tool_calls
-            )
+            ]
         )
         for call, content in zip(reply.tool_calls, results, strict=True):
             convo.append(Message("tool", content, tool_call_id=call.id))
@@ -108,6 +125,20 @@ async def run_agent(
         "(its transcript is kept in the step's record)",
         step=step,
     )
+
+
+async def _all_or_nothing(calls: list[Coroutine[Any, Any, str]]) -> list[str]:
+    """Run a turn's tool calls concurrently; if one fails the step, stop the others."""
+    if len(calls) == 1:
+        return [await calls[0]]
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _run_tool(
@@ -129,6 +160,8 @@ async def _run_tool(
     if journal is not None:
         replay = journal.lookup(key, request, dict[str, Any])
         if replay is not None:
+            if replay.value.get("raised"):  # a failure counts against the tool's retries
+                failures[call.name] = failures.get(call.name, 0) + 1
             entry.update(replay.value, source="journal")
             return str(replay.value.get("result") or replay.value.get("error") or "")
     started = time.perf_counter()
@@ -160,6 +193,9 @@ async def _execute(
                 f"{tool.retries}); last: {type(exc).__name__}: {exc}",
                 step=step,
             ) from exc
-        return {"error": f"error: tool {tool.name!r} raised {type(exc).__name__}: {exc}"}
+        return {
+            "error": f"error: tool {tool.name!r} raised {type(exc).__name__}: {exc}",
+            "raised": True,
+        }
     text = value if isinstance(value, str) else to_json(value, fallback=repr).decode()
     return {"result": text}

@@ -114,7 +114,7 @@ def tool(
     """Make a function a :class:`Tool`. ``retries``: how many times the tool may raise in
     one agent run before the agent step fails (each failure goes back to the model)."""
     if fn is not None:
-        return Tool(fn)
+        return Tool(fn, name=name, description=description, retries=retries)
 
     def wrap(func: Callable[..., Any]) -> Tool:
         return Tool(func, name=name, description=description, retries=retries)
@@ -137,11 +137,19 @@ def _arguments_model(fn: Callable[..., Any], name: str, docs: dict[str, str]) ->
             raise FlowDefinitionError(
                 f"tool {name!r}: parameter {p.name!r} must be a plain named parameter"
             )
+        if p.name == "model_config" or p.name.startswith("__"):
+            raise FlowDefinitionError(
+                f"tool {name!r}: parameter name {p.name!r} is reserved; rename it"
+            )
         annotation = hints.get(p.name, Any)
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[p.name] = (annotation, Field(default, description=docs.get(p.name)))
     try:
-        return create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+        return create_model(
+            f"{name}_arguments",
+            __config__=ConfigDict(extra="forbid", protected_namespaces=()),
+            **fields,
+        )
     except Exception as exc:
         raise FlowDefinitionError(
             f"tool {name!r}: its parameters have no JSON schema ({exc})"
