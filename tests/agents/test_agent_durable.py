@@ -12,7 +12,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pydantic import BaseModel
 
 import trellis as tl
