@@ -639,7 +639,7 @@ class Run:
                 outcome, reason = "stop", f"round {number}: max_rounds={spec.max_rounds} reached"
             else:
                 outcome, reason = "continue", f"round {number}: until() is false"
-            self._decide(spec.name, "loop", outcome, reason, {"round": number})
+            self._decide(spec.name, "loop", outcome, reason, {"round": number, "output": output})
             if satisfied:
                 break
         return output
