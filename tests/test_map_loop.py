@@ -348,7 +348,10 @@ async def test_loop_stops_when_until_is_satisfied() -> None:
     assert result.steps["refine"].rounds == 2
     assert [r.number for r in seen] == [1, 2]
     loop = [(d.kind, d.outcome, d.values) for d in result.decisions if d.step == "refine"]
-    assert loop == [("loop", "continue", {"round": 1}), ("loop", "stop", {"round": 2})]
+    assert loop == [
+        ("loop", "continue", {"round": 1, "output": Draft("t+", 1)}),
+        ("loop", "stop", {"round": 2, "output": Draft("t++", 2)}),
+    ]
 
 
 async def test_loop_returns_the_last_output_at_max_rounds() -> None:

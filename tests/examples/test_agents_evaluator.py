@@ -54,11 +54,13 @@ async def test_stops_in_the_round_the_critic_passes(ev: ModuleType) -> None:
 
     assert result.steps["refine"].rounds == 3
     loop = [d for d in result.decisions if d.kind == "loop"]
-    assert [(d.step, d.outcome, d.values) for d in loop] == [
-        ("refine", "continue", {"round": 1}),
-        ("refine", "continue", {"round": 2}),
-        ("refine", "stop", {"round": 3}),
+    assert [(d.step, d.outcome, d.values["round"]) for d in loop] == [
+        ("refine", "continue", 1),
+        ("refine", "continue", 2),
+        ("refine", "stop", 3),
     ]
+    # each round's output is recorded with its loop decision (visible in `trellis show`)
+    assert [len(d.values["output"].revisions) for d in loop] == [1, 2, 3]
     assert loop[-1].reason == "round 3: until() is true"
     # every round's draft and critique is in the output, oldest first
     revisions = result["refine"].revisions
