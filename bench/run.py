@@ -30,6 +30,7 @@ if str(BENCH_DIR) not in sys.path:  # running as a script puts it there; importi
 
 import durable_workloads as dwl  # noqa: E402
 import langgraph_workloads as lgw  # noqa: E402
+import ratelimit_workloads as rlw  # noqa: E402
 import workloads as wl  # noqa: E402
 from common import Goal, figure, interleave, median  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -46,6 +47,8 @@ DURABLE_GOAL = Goal("<=", 100.0)
 DURABLE_RATIO_GOAL = Goal("<=", 1.5)
 BYTES_GOAL = Goal("<", 1024.0)
 RESUME_GOAL = Goal("<", 50.0)
+RATELIMITED_GOAL = rlw.AtLeast(0.9)
+RATELIMITED_429_GOAL = Goal("<=", 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,8 @@ class Sizes:
     sim: int = 1000
     rss: int = 10000
     durable: int = 1000  # the durable chain and the resumed run (per-step units)
+    ratelimited: int = 200  # calls against the rate-limited mock server
+    ratelimited_reps: int = 3  # ~10 s a repetition (the server admits 20 requests/s)
     reps: int = 5  # fan-outs, limited run, LangGraph, peak RSS
     chain_reps: int = 15  # the chains take milliseconds: more repetitions, steadier median
     langgraph_limit_s: float = 60.0  # a LangGraph run slower than this is re-run smaller
@@ -75,6 +80,8 @@ QUICK = Sizes(
     sim=100,
     rss=1000,
     durable=200,
+    ratelimited=40,
+    ratelimited_reps=1,
     reps=2,
     chain_reps=2,
 )
@@ -347,6 +354,120 @@ async def durable_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str,
             **where,
         )
     return figures
+
+
+# -- rate limits over HTTP (in-process mock server) ------------------------------------------
+
+
+async def ratelimit_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str, Any]:
+    """A batch of ``llm.generate`` calls over HTTP against a mock server limited to
+    1200 requests/min (1 s burst, 200 ms latency): with the client ``rpm`` option, and
+    without it (relying on retry-after and headers alone). See
+    ``bench/ratelimit_workloads.py``; every repetition is cold (fresh server and engine)."""
+    n, reps, limit = sizes.ratelimited, sizes.ratelimited_reps, rlw.LIMIT_RPM
+    variants = [
+        rlw.Variant("client_rpm", client_rpm=limit),
+        rlw.Variant("no_rpm_patient", client_rpm=None, retry=rlw.PATIENT_POLICY),
+        rlw.Variant("no_rpm_default", client_rpm=None),
+    ]
+    samples: dict[str, list[rlw.Sample]] = {v.name: [] for v in variants}
+    for rep in range(reps):
+        shift = rep % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            say(f"rate-limited: {n} calls at {limit} rpm, {variant.name} (rep {rep + 1}/{reps})")
+            samples[variant.name].append(await rlw.run_once(n, variant))
+    rpm, patient, default = (samples[v.name] for v in variants)
+    for s in rpm + patient:
+        if s.failed:
+            raise RuntimeError(f"rate-limited run lost {s.failed} of {n} calls")
+    ideal = rlw.ideal_makespan_s(n, limit, rlw.BURST_S, rlw.LATENCY_MS)
+    server = {
+        "server": (
+            f"MockServer(rpm={limit}, burst_s={rlw.BURST_S:g}, "
+            f"latency_ms={rlw.LATENCY_MS:g}) on 127.0.0.1, same event loop"
+        ),
+        "flow": "mapped step, unlimited concurrency, one llm.generate(output=Label) per item",
+        "ideal_makespan_s": ideal,
+        "ideal_ratio": n / ideal * 60.0 / limit,
+    }
+
+    def ratios(ss: list[rlw.Sample]) -> list[float]:
+        return [s.ratio(limit) for s in ss]
+
+    def counts(ss: list[rlw.Sample]) -> list[float]:
+        return [float(s.responses_429) for s in ss]
+
+    makespan = median([s.makespan_s for s in rpm])
+    return {
+        "ratelimited_throughput_ratio": figure(
+            value=median(ratios(rpm)),
+            unit="x",
+            baseline=float(limit),
+            baseline_unit="req/min",
+            baseline_what="the server's limit",
+            goal=RATELIMITED_GOAL,
+            reps=reps,
+            n=n,
+            binding=f"openai:mock-model?base_url=<mock>/v1&rpm={limit}",
+            throughput_per_min=median([s.throughput_per_min for s in rpm]),
+            makespan_s=makespan,
+            makespan_vs_ideal=makespan / ideal,
+            responses_429=median(counts(rpm)),
+            samples_ratio=ratios(rpm),
+            **server,
+        ),
+        "ratelimited_429_count": figure(
+            value=median(counts(rpm)),
+            unit="429s",
+            baseline=median(counts(patient)),
+            baseline_unit="429s",
+            baseline_what="the same batch without the client rpm option (retry-after only)",
+            goal=RATELIMITED_429_GOAL,
+            reps=reps,
+            n=n,
+            samples=counts(rpm),
+            max_429=max(counts(rpm)),
+            rate_limit_failures=[s.failures.get("rate_limit", 0) for s in rpm],
+            retry_wait_s=median([s.wait_s for s in rpm]),
+        ),
+        "ratelimited_no_rpm_throughput_ratio": figure(
+            value=median(ratios(patient)),
+            unit="x",
+            baseline=float(limit),
+            baseline_unit="req/min",
+            baseline_what="the server's limit",
+            goal=None,
+            reps=reps,
+            n=n,
+            binding="openai:mock-model?base_url=<mock>/v1 (no rpm)",
+            retry_policy=f"RetryPolicy(max_attempts={rlw.PATIENT_POLICY.max_attempts})",
+            responses_429=median(counts(patient)),
+            responses_429_per_call=median(counts(patient)) / n,
+            attempts=median([float(s.attempts) for s in patient]),
+            makespan_s=median([s.makespan_s for s in patient]),
+            retry_wait_s=median([s.wait_s for s in patient]),
+            samples_ratio=ratios(patient),
+            **server,
+        ),
+        "ratelimited_no_rpm_default_done_ratio": figure(
+            value=median([s.done / n for s in default]),
+            unit="x",
+            baseline=float(n),
+            baseline_unit="calls",
+            baseline_what="calls in the batch",
+            goal=None,
+            reps=reps,
+            n=n,
+            binding="openai:mock-model?base_url=<mock>/v1 (no rpm)",
+            retry_policy="RetryPolicy() (default: max_attempts=4)",
+            done=median([float(s.done) for s in default]),
+            failed=median([float(s.failed) for s in default]),
+            responses_429=median(counts(default)),
+            done_throughput_ratio=median(ratios(default)),
+            makespan_s=median([s.makespan_s for s in default]),
+            samples_done=[s.done for s in default],
+        ),
+    }
 
 
 # -- peak RSS (fresh subprocesses) ------------------------------------------------------------
@@ -735,7 +856,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps is not None:
         if args.reps < 1:
             raise SystemExit("--reps must be at least 1")
-        sizes = replace(sizes, reps=args.reps, chain_reps=max(args.reps, sizes.chain_reps))
+        sizes = replace(
+            sizes,
+            reps=args.reps,
+            chain_reps=max(args.reps, sizes.chain_reps),
+            ratelimited_reps=min(args.reps, sizes.ratelimited_reps),
+        )
     console = Console(width=None if sys.stdout.isatty() else 130)
     err = Console(stderr=True)
 
@@ -746,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     figures = asyncio.run(trellis_figures(sizes, say))
     figures.update(asyncio.run(durable_figures(sizes, say)))
+    figures.update(asyncio.run(ratelimit_figures(sizes, say)))
     figures.update(rss_figures(sizes, say))
     if args.no_langgraph:
         langgraph: dict[str, Any] = {"available": False, "reason": "skipped (--no-langgraph)"}

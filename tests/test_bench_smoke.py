@@ -19,6 +19,14 @@ DURABLE = {
     "checkpoint_bytes_per_step",
     "resume_overhead_ms",
 }
+#: Calls against the rate-limited mock server: 40 calls, one repetition in --quick.
+RATELIMITED = {
+    "ratelimited_throughput_ratio",
+    "ratelimited_429_count",
+    "ratelimited_no_rpm_throughput_ratio",
+    "ratelimited_no_rpm_default_done_ratio",
+}
+QUICK_RATELIMITED_CALLS = 40
 FIGURES = {
     "chain_overhead_us_per_step",
     "chain_overhead_us_per_step_async",
@@ -31,6 +39,7 @@ FIGURES = {
     "sim_fanout_1000_ratio_vs_asyncio",
     "peak_rss_mb_fanout_10000",
     *DURABLE,
+    *RATELIMITED,
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -39,6 +48,8 @@ GOALS = {
     "limited_ratio_vs_ideal",
     "peak_rss_mb_fanout_10000",
     *DURABLE,
+    "ratelimited_throughput_ratio",
+    "ratelimited_429_count",
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",
@@ -53,6 +64,10 @@ QUICK_DURABLE_STEPS = 200
 
 def _positive(x: Any) -> bool:
     return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def _count(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x >= 0
 
 
 def test_quick_bench_prints_figures_and_writes_json(tmp_path: Path) -> None:
@@ -75,9 +90,15 @@ def test_quick_bench_prints_figures_and_writes_json(tmp_path: Path) -> None:
     assert set(report["figures"]) == FIGURES
     for name, fig in report["figures"].items():
         assert {"value", "unit", "baseline", "goal", "meets_goal", "reps", "n"} <= set(fig), name
-        assert _positive(fig["value"]), (name, fig["value"])
-        assert _positive(fig["baseline"]), (name, fig["baseline"])
-        assert fig["reps"] == 2, name
+        if name == "ratelimited_429_count":  # 0 is the goal
+            assert _count(fig["value"]) and _count(fig["baseline"]), (name, fig)
+        else:
+            assert _positive(fig["value"]), (name, fig["value"])
+            assert _positive(fig["baseline"]), (name, fig["baseline"])
+        if name in RATELIMITED:
+            assert fig["reps"] == 1 and fig["n"] == QUICK_RATELIMITED_CALLS, name
+        else:
+            assert fig["reps"] == 2, name
         if name in GOALS:
             assert isinstance(fig["meets_goal"], bool), name
         else:
@@ -93,6 +114,11 @@ def test_quick_bench_prints_figures_and_writes_json(tmp_path: Path) -> None:
     assert _positive(bytes_fig["avg_row_bytes"]) and _positive(bytes_fig["baseline_avg_row_bytes"])
     resume = figures["resume_overhead_ms"]
     assert resume["restored_steps"] == QUICK_DURABLE_STEPS - 1 and resume["executed_steps"] == 1
+    limited = figures["ratelimited_throughput_ratio"]
+    assert limited["goal"] == ">= 0.9" and limited["baseline"] == 1200
+    assert figures["ratelimited_429_count"]["goal"] == "<= 0"
+    assert figures["ratelimited_no_rpm_throughput_ratio"]["responses_429"] > 0
+    assert 0 < figures["ratelimited_no_rpm_default_done_ratio"]["value"] <= 1
 
     langgraph = report["langgraph"]
     assert isinstance(langgraph["available"], bool)

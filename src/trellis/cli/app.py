@@ -1,5 +1,5 @@
-"""The ``trellis`` command: ``run``, ``check``, ``resume``, ``runs``, ``show``, ``cache``, wired
-from the other cli modules."""
+"""The ``trellis`` command: ``run``, ``check``, ``resume``, ``approve``, ``reply``, ``runs``,
+``show``, ``cache``, wired from the other cli modules."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from trellis.cli.cache import cache_app
 from trellis.cli.check import describe_flow, render_flow
 from trellis.cli.commands import execute_run
 from trellis.cli.errors import EXIT_OK, CliError
+from trellis.cli.human import approve, reply
 from trellis.cli.inspect import runs, show
 from trellis.cli.mock import mock_server
 from trellis.cli.resume import resume
@@ -298,10 +299,12 @@ def run(
     `trellis run examples/feedback_triage.py:flow --input-file examples/data/feedback.jsonl
     --output results.jsonl --config examples/trellis.toml`
 
-    A batch prints a summary: items done / failed, the route each step took, retries by
-    failure mode, tokens, cost per model, latency. Exit code: 0 when every item is done,
-    1 when any item failed, 2 for a usage, configuration or store error (a run leased by
-    another process, a step changed since it was recorded...).
+    A batch prints a summary: items done / failed / waiting, the route each step took,
+    retries by failure mode, tokens, cost per model, latency. Exit code: 0 when every item
+    is done, 1 when any item failed, 3 when the run (or an item, none failed) waits for a
+    person (it prints the question and the `trellis approve` / `trellis reply` command that
+    answers it), 2 for a usage, configuration or store error (a run leased by another
+    process, a step changed since it was recorded...).
 
     Every run is recorded in the store (default .trellis/trellis.db; `trellis runs`,
     `trellis show ID`): steps and LLM calls as they finish. A batch is one run (its id is
@@ -339,6 +342,8 @@ def run(
 
 app.command("mock-server")(mock_server)
 app.command("resume")(resume)
+app.command("approve")(approve)
+app.command("reply")(reply)
 app.command("runs")(runs)
 app.command("show")(show)
 app.add_typer(cache_app, name="cache")

@@ -85,7 +85,7 @@ class BatchRun:
             self.wall_s = time.perf_counter() - self.started
 
     async def _run(self, progress: Progress, task: Any) -> None:
-        done = failed = 0
+        done = failed = waiting = 0
         cost = 0.0
         async with self.settings.engine() as engine, self._lease(engine.owner):
             self.prices = engine.config.prices
@@ -106,10 +106,13 @@ class BatchRun:
                         break
                     if result.ok:
                         done += 1
+                    elif result.status == "waiting":
+                        waiting += 1
                     else:
                         failed += 1
                     cost += result.usage.cost_usd
                     status = f"[green]✓ {done}[/]" + (f" [red]✗ {failed}[/]" if failed else "")
+                    status += f" [yellow]⏸ {waiting}[/]" if waiting else ""
                     progress.update(task, advance=1, status=f"{status} ${cost:.4f}")
 
     def _lease(self, owner: str) -> AbstractAsyncContextManager[None]:

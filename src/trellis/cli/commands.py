@@ -22,7 +22,13 @@ from rich.console import Console
 from trellis.cli.batch import BatchRun, check_output_path, write_results
 from trellis.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError, configuration_error
 from trellis.cli.inputs import Item, parse_input, read_items
-from trellis.cli.render import fmt_seconds, fmt_usd, render_result, render_summary
+from trellis.cli.render import (
+    answer_commands,
+    fmt_seconds,
+    fmt_usd,
+    render_result,
+    render_summary,
+)
 from trellis.cli.settings import Settings, make_settings
 from trellis.cli.store_options import (
     DEFAULT_LEASE_TTL,
@@ -32,7 +38,7 @@ from trellis.cli.store_options import (
     store_url,
     wait_for_dead_leases,
 )
-from trellis.cli.summary import BatchSummary, summarize
+from trellis.cli.summary import BatchSummary, WaitingStep, summarize
 from trellis.cli.target import load_flow
 from trellis.engine.durable import open_batch
 from trellis.engine.engine import new_run_id
@@ -43,10 +49,31 @@ from trellis.flow.policy import Cache
 from trellis.store.base import RunRow, Store
 from trellis.store.codec import decode, encode
 
-__all__ = ["DURABLE_ERRORS", "execute_run", "resume_hint", "run_batch", "run_once"]
+__all__ = [
+    "DURABLE_ERRORS",
+    "EXIT_WAITING",
+    "execute_run",
+    "exit_code",
+    "print_result",
+    "recorded_items",
+    "resume_hint",
+    "run_batch",
+    "run_once",
+]
 
 #: Raised by a durable run or batch; reported as one ``error:`` line, exit code 2.
 DURABLE_ERRORS = (RunLockedError, StepChangedError, StoreError, InputError)
+
+#: A run (or an item of a batch, none failed) waits for a person: `trellis approve` /
+#: `trellis reply` answer it. (Next to the other exit codes in trellis.cli.errors.)
+EXIT_WAITING = 3
+
+
+def exit_code(result: RunResult) -> int:
+    """0 done, 3 waiting for input, 1 failed."""
+    if result.ok:
+        return EXIT_OK
+    return EXIT_WAITING if result.status == "waiting" else EXIT_FAILED
 
 
 def _note(text: str) -> None:
@@ -158,20 +185,30 @@ def run_once(
         raise CliError(message)
     if note is not None and not quiet:
         _note(note)
+    print_result(result, store.url if store is not None else None, quiet=quiet, as_json=as_json)
+    return exit_code(result)
+
+
+def print_result(result: RunResult, store: str | None, *, quiet: bool, as_json: bool) -> None:
+    """A run's result: JSON, one line (``--quiet``), or the table with, for a waiting run,
+    its questions and the commands that answer them."""
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
     elif quiet:
         if result.ok:
             typer.echo(f"done in {fmt_seconds(result.duration_s)}")
+        elif result.status == "waiting":
+            for w in WaitingStep.of(result):
+                command = answer_commands(w.run_id, w.step, w.question, store)[0]
+                typer.echo(f"waiting: step {w.step!r} asks {w.question.get('type')}: {command}")
         else:
             err = result.error
             typer.echo(f"failed: {err.type}: {err.message}" if err else "failed", err=True)
     else:
-        render_result(Console(), result)
-    return EXIT_OK if result.ok else EXIT_FAILED
+        render_result(Console(), result, store)
 
 
-def _recorded_items(store: Store, batch_id: str) -> list[Item]:
+def recorded_items(store: Store, batch_id: str) -> list[Item]:
     """A recorded batch's items, in input order, from its child runs."""
     return [
         Item(decode(child.inputs, Any, f"the inputs of {child.run_id}"), child.run_id)
@@ -204,7 +241,7 @@ def _open_durable_batch(
         )
     if existing.flow != flow.name:
         raise CliError(f"batch {batch_id!r} belongs to flow {existing.flow!r}, not {flow.name!r}")
-    recorded = _recorded_items(store, batch_id)
+    recorded = recorded_items(store, batch_id)
     if items is not None:
         if len(items) != len(recorded):
             raise CliError(
@@ -235,11 +272,15 @@ def run_batch(
     batch_id: str | None = None,
     rerun_changed: bool = False,
     meta: Mapping[str, Any] | None = None,
+    note: str | None = None,
+    to_stderr: bool = False,
 ) -> int:
     """A batch over ``input_file`` (None: resume the recorded batch ``batch_id``). With a
     store, the batch is recorded (parent run ``batch_id``, generated when not given) before
     anything runs; a recorded batch id resumes: only unfinished items run, and the output
-    file gets every item, in input order, exactly once."""
+    file gets every item, in input order, exactly once. ``note`` replaces what is said on
+    stderr about a recorded batch; ``to_stderr`` prints the summary there (stdout is
+    someone else's)."""
     items = read_items(flow, input_file) if input_file is not None else None
     check_output_path(output)
     store = settings.store
@@ -256,7 +297,9 @@ def run_batch(
             done = sum(c.status == "done" for c in children)
             rows = [existing, *(c for c in children if c.status != "done")]
             wait_for_dead_leases(store, rows, echo=_note)
-            if done == len(children):
+            if note is not None:
+                announcement = note
+            elif done == len(children):
                 announcement = (
                     f"batch {batch_id} already completed: its recorded results (nothing ran)"
                 )
@@ -272,7 +315,7 @@ def run_batch(
     elif items is None:
         raise CliError("resuming a batch needs a store")
     to_stdout = output is not None and str(output) == "-"
-    console = Console(stderr=to_stdout)
+    console = Console(stderr=to_stdout or to_stderr)
     batch = BatchRun(
         flow,
         items,
@@ -293,21 +336,26 @@ def run_batch(
     if batch.config_error is not None:
         raise CliError(batch.config_error)
     if announcement is not None and store is not None and batch_id is not None:
-        if all(r is not None and r.ok for r in batch.results):
+        if all(r is not None and r.status in ("done", "waiting") for r in batch.results):
             _note(f"{announcement} (trellis show {batch_id})")
         else:
             _note(f"{announcement} (resume: {resume_hint(batch_id, store)})")
     written = write_results(output, items, batch.results) if output is not None else None
     summary = summarize(batch.finished, prices=batch.prices, wall_s=batch.wall_s)
+    url = store.url if store is not None else None
     if as_json:
         data = summary.to_dict()
         if store is not None:
             data["batch_id"] = batch_id
+        for entry, question in zip(data["questions"], summary.questions, strict=True):
+            entry["commands"] = answer_commands(
+                question.run_id, question.step, question.question, url
+            )
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     elif quiet:
         console.print(_one_line(summary), highlight=False, soft_wrap=True)
     else:
-        render_summary(console, summary, f"{flow.name} ({title})")
+        render_summary(console, summary, f"{flow.name} ({title})", url)
     if written is not None and not to_stdout and not as_json:
         console.print(f"results: {written} line(s) written to {output}", highlight=False)
     elif output is None and not quiet and not as_json:
@@ -317,7 +365,9 @@ def run_batch(
         resume = f"; resume: {resume_hint(batch_id, store)}" if store and batch_id else ""
         typer.echo(f"interrupted: {unfinished} item(s) did not finish{resume}", err=True)
         return EXIT_INTERRUPTED
-    return EXIT_OK if summary.failed == 0 else EXIT_FAILED
+    if summary.failed:
+        return EXIT_FAILED
+    return EXIT_WAITING if summary.waiting else EXIT_OK
 
 
 def _items(n: int) -> str:
@@ -328,8 +378,11 @@ def _one_line(summary: BatchSummary) -> str:
     cost = fmt_usd(summary.cost_usd)
     if not summary.cost_known:
         cost = f"≥ {cost}"
+    waiting = ""
+    if summary.waiting:
+        waiting = f", {summary.waiting} waiting for input (trellis runs --status waiting)"
     return (
-        f"{summary.total} items: {summary.done} done, {summary.failed} failed · "
+        f"{summary.total} items: {summary.done} done, {summary.failed} failed{waiting} · "
         f"{summary.attempts} attempts · {cost}"
     )
 

@@ -6,6 +6,11 @@ shapes are documented in ``docs/cli.md`` and kept stable:
 
 - ``trellis runs --json``: ``{"runs": [entry, ...]}``, see :func:`run_entry`.
 - ``trellis show RUN --json``: ``RunResult.to_dict()``; for a batch, plus ``"batch"``.
+
+``trellis show`` puts a waiting step's question (prompt, expected type, details) with the
+command that answers it, an agent step's transcript turn by turn (the model's reply, each
+tool call with its arguments and result or error, tokens and cost) and a looping step's
+rounds (calls, turns and the loop decision of each round).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import typer
@@ -25,7 +31,14 @@ from rich.text import Text
 from rich.tree import Tree
 
 from trellis.cli.errors import CliError
-from trellis.cli.render import fmt_seconds, fmt_usd
+from trellis.cli.render import (
+    answer_commands,
+    fmt_seconds,
+    fmt_usd,
+    question_lines,
+    render_waiting,
+    store_args,
+)
 from trellis.cli.store_options import (
     StoreOption,
     fail,
@@ -34,9 +47,15 @@ from trellis.cli.store_options import (
     read_meta,
     store_url,
 )
+from trellis.cli.summary import WaitingStep
 from trellis.engine.durable import load_result
-from trellis.engine.journal import call_record_from_dict, error_from_json, stats_from_json
-from trellis.engine.results import CallRecord, RunResult, Stats, StepRecord, jsonable
+from trellis.engine.journal import (
+    call_record_from_dict,
+    error_from_json,
+    record_from_row,
+    stats_from_json,
+)
+from trellis.engine.results import CallRecord, Decision, RunResult, Stats, StepRecord, jsonable
 from trellis.errors import StoreError, TrellisError
 from trellis.store.base import RunRow, Store
 from trellis.store.codec import decode
@@ -50,10 +69,11 @@ __all__ = [
     "show",
 ]
 
-StatusFilter = Literal["done", "failed", "running", "pending"]
+StatusFilter = Literal["done", "failed", "running", "pending", "waiting"]
 
 _STYLE = {
     "done": "green",
+    "waiting": "bold yellow",
     "failed": "bold red",
     "running": "cyan",
     "interrupted": "yellow",
@@ -61,8 +81,19 @@ _STYLE = {
     "skipped": "yellow",
     "cancelled": "magenta",
 }
-_MARK = {"done": "✓", "skipped": "–", "failed": "✗", "cancelled": "⊘", "running": "…"}
+_MARK = {
+    "done": "✓",
+    "skipped": "–",
+    "failed": "✗",
+    "cancelled": "⊘",
+    "running": "…",
+    "waiting": "⏸",
+}
 _PREVIEW = 160
+_REPLY = 200  # characters of an agent turn's reply shown
+_ARGUMENTS = 120  # of a tool call's arguments
+_TOOL_RESULT = 160  # of a tool call's result or error
+_AGENTS = 8  # agent transcripts shown per step (a mapped step may have one per element)
 
 
 # -- reading the store ---------------------------------------------------------------------
@@ -225,6 +256,29 @@ def run_entry(
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """What a recorded run waits for: a run's waiting steps (each ``(step, question)``),
+    a batch's number of waiting items."""
+
+    steps: tuple[tuple[str, dict[str, Any]], ...] = ()
+    items: int = 0
+
+    @classmethod
+    def of(cls, store: Store, row: RunRow, batch: bool) -> _Waiting:
+        if batch:
+            return cls(items=len(store.list_runs(parent_id=row.run_id, status="waiting")))
+        if row.status != "waiting":
+            return cls()
+        return cls(
+            steps=tuple(
+                (srow.step, record_from_row(srow).question or {})
+                for srow in store.load_steps(row.run_id)
+                if srow.status == "waiting"
+            )
+        )
+
+
 def _step_counts(store: Store, row: RunRow, metas: _Meta) -> tuple[int, int]:
     """(steps finished: done or skipped, steps of the flow)."""
     rows = store.load_steps(row.run_id)
@@ -249,12 +303,27 @@ def _cost_text(entry: Mapping[str, Any]) -> str:
     return "[yellow]unknown[/]" if cost is None else fmt_usd(cost)
 
 
-def _status_text(entry: Mapping[str, Any]) -> str:
-    status = "interrupted" if entry["interrupted"] else entry["status"]
-    return f"[{_STYLE.get(status, '')}]{status}[/]"
+def _shown_status(entry: Mapping[str, Any], waiting: _Waiting) -> str:
+    """The status a table shows: ``interrupted`` for a run nobody executes any more, and
+    ``waiting`` for a batch whose unfinished items all wait for a person (the engine
+    records such a batch as failed)."""
+    if entry["interrupted"]:
+        return "interrupted"
+    items = entry.get("items")
+    if items and waiting.items and items["done"] + waiting.items == items["total"]:
+        return "waiting"
+    return str(entry["status"])
 
 
-def _runs_table(entries: list[dict[str, Any]], url: str) -> Table:
+def _status_text(entry: Mapping[str, Any], waiting: _Waiting) -> str:
+    status = _shown_status(entry, waiting)
+    text = f"[{_STYLE.get(status, '')}]{status}[/]"
+    if waiting.steps:
+        text += f" [dim]({escape(', '.join(step for step, _ in waiting.steps))})[/]"
+    return text
+
+
+def _runs_table(entries: list[dict[str, Any]], url: str, waiting: Mapping[str, _Waiting]) -> Table:
     table = Table(
         title=f"Runs in {escape(url)}",
         title_justify="left",
@@ -263,7 +332,7 @@ def _runs_table(entries: list[dict[str, Any]], url: str) -> Table:
         pad_edge=False,
     )
     table.add_column("id", style="bold", no_wrap=True)
-    table.add_column("flow", overflow="fold")
+    table.add_column("flow", overflow="fold", min_width=8)
     table.add_column("status", no_wrap=True)
     table.add_column("started", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
@@ -274,13 +343,15 @@ def _runs_table(entries: list[dict[str, Any]], url: str) -> Table:
     for e in entries:
         if e["items"] is not None:
             steps = f"{e['items']['done']}/{e['items']['total']} items"
+            if waiting[e["run_id"]].items:
+                steps += f" [yellow]⏸{waiting[e['run_id']].items}[/]"
         else:
             steps = f"{e['steps']['done']}/{e['steps']['total']}"
         duration = fmt_seconds(e["duration_s"]) if e["duration_s"] is not None else "–"
         table.add_row(
             escape(e["run_id"]),
             escape(e["flow"]),
-            _status_text(e),
+            _status_text(e, waiting[e["run_id"]]),
             _when(e["started_at"]),
             duration,
             steps,
@@ -302,7 +373,9 @@ def runs(
             "--status",
             help=(
                 "Only runs with this recorded status (an interrupted run is still "
-                "'running': its process died before it finished)."
+                "'running': its process died before it finished). `waiting`: runs waiting "
+                "for a person, batch items included (`trellis approve` / `trellis reply` "
+                "answer them)."
             ),
             show_default=False,
         ),
@@ -329,24 +402,31 @@ def runs(
 
     A batch is one row (its items are counted in the steps column); `--all` lists the
     items too. A run whose process died shows as `interrupted`: `trellis resume ID`
-    finishes it. Cost is `unknown` when a model had no price.
+    finishes it. A waiting run names the step(s) waiting for a person (`trellis show ID`
+    puts the question); `--status waiting` lists them, batch items included.
+    Cost is `unknown` when a model had no price.
 
     Example: `trellis runs --flow triage --status failed --json`
     """
     try:
         opened = open_existing_store(store)
+        waiting: dict[str, _Waiting] = {}
         if opened is None:
             entries: list[dict[str, Any]] = []
             url = store_url(store)
         else:
             url = opened.url
             try:
-                rows = opened.list_runs(
-                    flow=flow, status=status, top_level=not include_items, limit=limit
-                )
+                # The items of a batch are what waits: --status waiting lists them too.
+                top_level = not include_items and status != "waiting"
+                rows = opened.list_runs(flow=flow, status=status, top_level=top_level, limit=limit)
                 metas = _Meta(opened)
                 now = time.time()
                 entries = [run_entry(opened, row, metas, now) for row in rows]
+                if not as_json:
+                    for row, entry in zip(rows, entries, strict=True):
+                        batch = entry["kind"] == "batch"
+                        waiting[row.run_id] = _Waiting.of(opened, row, batch)
             except TrellisError as exc:
                 raise CliError(str(exc)) from None
             finally:
@@ -361,7 +441,7 @@ def runs(
         what = " matching the filters" if (flow or status) else ""
         console.print(f"no runs{what} in {escape(url)}", highlight=False)
         return
-    console.print(_runs_table(entries, url))
+    console.print(_runs_table(entries, url, waiting))
 
 
 # -- trellis show ----------------------------------------------------------------------------
@@ -417,17 +497,122 @@ def _step_label(record: StepRecord, calls: list[CallRecord]) -> Text:
     return text
 
 
-def _step_node(tree: Tree, record: StepRecord, result: RunResult, width: int) -> None:
+def _clip(text: str, limit: int) -> str:
+    """One line of at most ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _decision_text(d: Decision, *, with_values: bool = True) -> Text:
+    line = Text(f"{d.kind} → {d.outcome}", style="bold cyan")
+    line.append(f": {d.reason}")
+    values = _values_text(d.values) if with_values else ""
+    if values:
+        line.append(f"  (on {values})", style="dim")
+    return line
+
+
+def _usage_facts(calls: list[CallRecord]) -> str:
+    """``2 calls · 300/41 tokens · $0.000120`` over some attempts."""
+    usage = Stats()
+    for c in calls:
+        usage.add_attempt(c)
+    n = len({(c.index, c.round, c.call) for c in calls})
+    text = f"{n} call{'s' if n != 1 else ''}"
+    if usage.attempts != n:
+        text += f", {usage.attempts} attempts"
+    text += f" · {usage.input_tokens:,}/{usage.output_tokens:,} tokens"
+    cost = fmt_usd(usage.cost_usd)
+    return f"{text} · {cost if usage.cost_known else f'≥ {cost} (unpriced calls)'}"
+
+
+def _turn_node(parent: Tree, turn: Mapping[str, Any]) -> None:
+    """One agent turn: tokens and cost, the model's reply, each tool call with its result."""
+    tool_calls = [c for c in turn.get("tool_calls") or () if isinstance(c, Mapping)]
+    label = Text(f"turn {turn.get('turn', '?')}", style="bold")
+    tokens = f"{turn.get('input_tokens', 0):,}/{turn.get('output_tokens', 0):,} tokens"
+    cost = turn.get("cost_usd")
+    label.append(f"  {tokens} · {'unpriced' if cost is None else fmt_usd(cost)}", style="dim")
+    node = parent.add(label)
+    reply = str(turn.get("reply") or "")
+    if reply.strip():
+        kind = "reply" if tool_calls else "final answer"
+        line = Text(f"{kind}: ", style="bold")
+        line.append(_clip(reply, _REPLY))
+        node.add(line)
+    elif not tool_calls:
+        node.add(Text("final answer: (empty)", style="dim"))
+    for call in tool_calls:
+        error = call.get("error")
+        line = Text("✗ " if error is not None else "✓ ", style="red" if error else "green")
+        line.append(str(call.get("name", "?")), style="bold")
+        line.append(f"({_clip(str(call.get('arguments', '')), _ARGUMENTS)})")
+        if error is not None:
+            line.append(f" → {_clip(str(error), _TOOL_RESULT)}", style="red")
+        else:
+            line.append(f" → {_clip(str(call.get('result', '')), _TOOL_RESULT)}")
+        facts = [str(call.get("source") or "live")]
+        latency = call.get("latency_s")
+        if isinstance(latency, int | float) and call.get("source") != "journal":
+            facts.append(fmt_seconds(float(latency)))
+        line.append(f"  {' · '.join(facts)}", style="dim")
+        node.add(line)
+
+
+def _add_turns(node: Tree, turns: list[dict[str, Any]]) -> None:
+    """Agent transcripts, one group per agent (and element of a mapped step)."""
+    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for turn in turns:
+        groups.setdefault((turn.get("index"), turn.get("agent")), []).append(turn)
+    for n, ((index, agent), group) in enumerate(groups.items()):
+        if n == _AGENTS:
+            node.add(Text(f"… {len(groups) - n} more agent transcripts (see --json)", style="dim"))
+            break
+        tools = sum(len(t.get("tool_calls") or ()) for t in group)
+        label = Text("agent", style="bold magenta")
+        if len(groups) > 1:
+            label.append(f" {agent}" if index is None else f" (element {index})", style="bold")
+        label.append(
+            f"  {len(group)} turn{'s' if len(group) != 1 else ''}, "
+            f"{tools} tool call{'s' if tools != 1 else ''}",
+            style="dim",
+        )
+        parent = node.add(label)
+        for turn in group:
+            _turn_node(parent, turn)
+
+
+def _rounds_of(record: StepRecord, calls: list[CallRecord], decisions: list[Decision]) -> list[int]:
+    rounds: set[int] = {c.round for c in calls if c.round is not None}
+    rounds.update(t["round"] for t in record.turns if isinstance(t.get("round"), int))
+    for d in decisions:
+        value = d.values.get("round") if d.kind == "loop" else None
+        if isinstance(value, int):
+            rounds.add(value)
+    return sorted(rounds)
+
+
+def _step_node(
+    tree: Tree, record: StepRecord, result: RunResult, width: int, store: str | None = None
+) -> None:
     calls = [c for c in result.calls if c.step == record.name]
     node = tree.add(_step_label(record, calls))
     decisions = [d for d in result.decisions if d.step == record.name]
+    rounds = _rounds_of(record, calls, decisions)
     for d in decisions:
-        line = Text(f"{d.kind} → {d.outcome}", style="bold cyan")
-        line.append(f": {d.reason}")
-        values = _values_text(d.values)
-        if values:
-            line.append(f"  (on {values})", style="dim")
-        node.add(line)
+        if not (rounds and d.kind == "loop"):
+            node.add(_decision_text(d))
+    for number in rounds:  # a looping step: each round's calls, agent turns and decision
+        in_round = [c for c in calls if c.round == number]
+        label = Text(f"round {number}", style="bold")
+        if in_round:
+            label.append(f"  {_usage_facts(in_round)}", style="dim")
+        round_node = node.add(label)
+        _add_turns(round_node, [t for t in record.turns if t.get("round") == number])
+        for d in decisions:
+            if d.kind == "loop" and d.values.get("round") == number:
+                round_node.add(_decision_text(d, with_values=set(d.values) != {"round"}))
+    _add_turns(node, [t for t in record.turns if t.get("round") not in rounds])
     by_model: dict[str, Counter[str]] = {}
     for c in calls:
         by_model.setdefault(c.model, Counter())[c.outcome] += 1
@@ -457,6 +642,8 @@ def _step_node(tree: Tree, record: StepRecord, result: RunResult, width: int) ->
         node.add(Text(f"{record.error.type}: {record.error.message}", style="red"))
     elif record.status in ("skipped", "cancelled") and record.reason and not decisions:
         node.add(Text(f"{record.status}: {record.reason}", style="dim"))
+    if record.status == "waiting" and record.question is not None:
+        _question_nodes(node, result.run_id, record.name, record.question, store)
     if record.status == "done":
         text = json.dumps(jsonable(record.output), ensure_ascii=False)
         limit = max(40, min(_PREVIEW, width))
@@ -465,7 +652,25 @@ def _step_node(tree: Tree, record: StepRecord, result: RunResult, width: int) ->
         node.add(Text(f"→ {text}", style="dim"))
 
 
-def _render_run(console: Console, result: RunResult, row: RunRow, now: float) -> None:
+def _question_nodes(
+    node: Tree, run_id: str, step: str, question: Mapping[str, Any], store: str | None
+) -> None:
+    """A waiting step's question (prompt, expected type, details) and how to answer it."""
+    for label, value in question_lines(question):
+        line = Text(f"{label}: ", style="bold yellow" if label == "asks" else "bold")
+        line.append(value, style="red" if label == "refused" else "")
+        node.add(line)
+    if store is not None and store.startswith("memory:"):
+        return
+    for n, command in enumerate(answer_commands(run_id, step, question, store)):
+        line = Text("answer: " if n == 0 else "    or: ", style="bold")
+        line.append(command, style="cyan")
+        node.add(line)
+
+
+def _render_run(
+    console: Console, result: RunResult, row: RunRow, now: float, store: str | None = None
+) -> None:
     status = "interrupted" if _interrupted(row, now) else row.status
     head = Text()
     head.append(result.flow, style="bold")
@@ -479,7 +684,7 @@ def _render_run(console: Console, result: RunResult, row: RunRow, now: float) ->
     tree = Tree(head)
     width = max(40, console.width - 12)
     for record in result.steps.values():
-        _step_node(tree, record, result, width)
+        _step_node(tree, record, result, width, store)
     console.print(tree)
     usage = result.usage
     if usage.attempts:
@@ -503,8 +708,18 @@ def _render_run(console: Console, result: RunResult, row: RunRow, now: float) ->
                 (f"failed{where}: ", "bold red"), f"{result.error.type}: {result.error.message}"
             )
         )
-    if row.status != "done":
-        console.print(Text(f"resume it: trellis resume {row.run_id}", style="dim"))
+    if row.status == "waiting":
+        n = len(WaitingStep.of(result))
+        console.print(
+            Text(
+                f"⏸ waiting for input: {n} question{'s' if n != 1 else ''}; the command(s) "
+                "above answer them",
+                style="bold yellow",
+            )
+        )
+    elif row.status != "done":
+        suffix = store_args(store) if store is not None else ""
+        console.print(Text(f"resume it: trellis resume {row.run_id}{suffix}", style="dim"))
 
 
 def _batch_json(store: Store, row: RunRow, metas: _Meta, now: float) -> dict[str, Any]:
@@ -524,9 +739,16 @@ def _batch_json(store: Store, row: RunRow, metas: _Meta, now: float) -> dict[str
     return data
 
 
-def _render_batch(console: Console, data: dict[str, Any], row: RunRow, now: float) -> None:
+def _render_batch(
+    console: Console,
+    data: dict[str, Any],
+    row: RunRow,
+    entry: Mapping[str, Any],
+    waiting: Mapping[str, _Waiting],
+    store: str,
+) -> None:
     batch = data["batch"]
-    status = "interrupted" if _interrupted(row, now) else row.status
+    status = _shown_status(entry, waiting[row.run_id])
     head = Text()
     head.append(data["flow"], style="bold")
     head.append(f"  batch {row.run_id}  ")
@@ -553,7 +775,7 @@ def _render_batch(console: Console, data: dict[str, Any], row: RunRow, now: floa
         table.add_row(
             str(e["item_index"]),
             escape(e["run_id"]),
-            _status_text(e),
+            _status_text(e, waiting.get(e["run_id"], _Waiting())),
             fmt_seconds(e["duration_s"]) if e["duration_s"] is not None else "–",
             f"{e['steps']['done']}/{e['steps']['total']}",
             str(e["calls"]),
@@ -571,7 +793,14 @@ def _render_batch(console: Console, data: dict[str, Any], row: RunRow, now: floa
             style="bold",
         )
     )
-    if row.status != "done":
+    questions = [
+        WaitingStep(e["run_id"], step, question)
+        for e in batch["items"]
+        for step, question in waiting.get(e["run_id"], _Waiting()).steps
+    ]
+    if questions:
+        render_waiting(console, questions, store)
+    elif row.status != "done":
         console.print(Text(f"resume it: trellis resume {row.run_id}", style="dim"))
 
 
@@ -597,9 +826,14 @@ def show(
     """Show one recorded run as a tree of its steps, in the order they run.
 
     Per step: status, model(s) used, calls and attempts, tokens, cost, latency, failed
-    attempts by failure mode, loop rounds and mapped elements, routing decisions with the
-    values they were made on, errors and skip reasons, and the output. For a batch: item
-    counts by status and a table of its items (`trellis show ITEM-ID` for one of them).
+    attempts by failure mode, mapped elements, routing decisions with the values they were
+    made on, errors and skip reasons, and the output. A looping step: each round's calls
+    and loop decision. An agent step: its turns — the model's reply, each tool call with
+    its arguments and result or error (live, or replayed from the journal), tokens and
+    cost per turn. A step waiting for a person: the question (prompt, expected type,
+    details) and the `trellis approve` / `trellis reply` command that answers it. For a
+    batch: item counts by status, a table of its items (`trellis show ITEM-ID` for one of
+    them) and the questions its waiting items ask.
 
     Example: `trellis show 20250101-120000-1a2b3c4d --json`
     """
@@ -613,8 +847,14 @@ def show(
                 raise CliError(f"no run {run!r} in {opened.url}")
             metas = _Meta(opened)
             now = time.time()
+            entry: dict[str, Any] = {}
+            waiting: dict[str, _Waiting] = {}
             if is_batch(opened, row):
                 data = _batch_json(opened, row, metas, now)
+                entry = run_entry(opened, row, metas, now)
+                waiting[row.run_id] = _Waiting.of(opened, row, True)
+                for child in batch_items(opened, row.run_id):
+                    waiting[child.run_id] = _Waiting.of(opened, child, False)
                 result = None
             else:
                 result = recorded_result(opened, row, metas.steps(row))
@@ -630,6 +870,6 @@ def show(
         return
     console = Console()
     if result is None:
-        _render_batch(console, data, row, now)
+        _render_batch(console, data, row, entry, waiting, opened.url)
     else:
-        _render_run(console, result, row, now)
+        _render_run(console, result, row, now, opened.url)

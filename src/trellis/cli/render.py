@@ -1,19 +1,36 @@
-"""Rich rendering of one run's result and of a batch summary. Nothing here computes."""
+"""Rich rendering of one run's result and of a batch summary, and how a waiting step's
+question is put to a person (its prompt, expected type, and the command that answers it).
+Nothing here runs anything."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from trellis.cli.summary import BatchSummary, StepRoutes
+from trellis.cli.store_options import store_url
+from trellis.cli.summary import BatchSummary, StepRoutes, WaitingStep
 from trellis.engine.results import RunResult, StepRecord, jsonable
 
-__all__ = ["fmt_seconds", "fmt_usd", "render_result", "render_summary"]
+__all__ = [
+    "answer_commands",
+    "fmt_seconds",
+    "fmt_usd",
+    "is_approval",
+    "question_lines",
+    "render_result",
+    "render_summary",
+    "render_waiting",
+    "sample_answer",
+    "store_args",
+    "turn_facts",
+]
 
 _MAX_OUTPUT = 4000
 _STATUS_STYLE = {
@@ -23,6 +40,7 @@ _STATUS_STYLE = {
     "cancelled": "magenta",
     "pending": "dim",
     "running": "cyan",
+    "waiting": "bold yellow",
 }
 
 
@@ -65,7 +83,7 @@ def _output_text(value: object, width: int) -> str:
     return text
 
 
-_MARK = {"done": "✓", "skipped": "–", "failed": "✗", "cancelled": "⊘"}
+_MARK = {"done": "✓", "skipped": "–", "failed": "✗", "cancelled": "⊘", "waiting": "⏸"}
 
 
 def _step_header(name: str, record: StepRecord) -> Text:
@@ -90,7 +108,9 @@ def _step_header(name: str, record: StepRecord) -> Text:
     if record.elements is not None:
         failed = f", {record.element_failures} failed" if record.element_failures else ""
         facts.append(f"{record.elements} elements{failed}")
-    if record.attempts > 1:
+    if record.turns:
+        facts.append(turn_facts(record.turns))
+    if record.attempts > max(1, record.elements or 0, record.rounds or 0):
         facts.append(f"ran {record.attempts} times")
     if record.duration_s is not None:
         facts.append(fmt_seconds(record.duration_s))
@@ -104,15 +124,211 @@ def _step_body(record: StepRecord, width: int) -> Text | None:
         return Text(_output_text(record.output, width))
     if record.status == "failed" and record.error is not None:
         return Text(f"{record.error.type}: {record.error.message}", style="red")
+    if record.status == "waiting" and record.question is not None:
+        text = Text()
+        for n, (label, value) in enumerate(question_lines(record.question)):
+            if n:
+                text.append("\n")
+            text.append(f"{label}: ", style="bold yellow" if label == "asks" else "bold")
+            text.append(value, style="red" if label == "refused" else "")
+        return text
+    if record.status == "pending" and record.reason:
+        return Text(record.reason, style="dim")
     return None
+
+
+def turn_facts(turns: Sequence[Mapping[str, Any]]) -> str:
+    """``3 agent turns, 4 tool calls (1 error)`` for a step's transcript."""
+    calls = [c for t in turns for c in t.get("tool_calls") or ()]
+    errors = sum(1 for c in calls if c.get("error") is not None)
+    text = f"{len(turns)} agent turn{'s' if len(turns) != 1 else ''}, "
+    text += f"{len(calls)} tool call{'s' if len(calls) != 1 else ''}"
+    if errors:
+        text += f" ({errors} error{'s' if errors != 1 else ''})"
+    return text
+
+
+# -- waiting for a person ------------------------------------------------------------------
+
+
+def store_args(url: str) -> str:
+    """`` --store URL`` for a command line, or nothing for the default store."""
+    return "" if url == store_url(None) else f" --store {shlex.quote(url)}"
+
+
+def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        target = defs.get(ref.removeprefix("#/$defs/"))
+        if isinstance(target, Mapping):
+            return target
+    return schema
+
+
+def is_approval(question: Mapping[str, Any]) -> bool:
+    """Whether a question is ``human.approve(...)``'s (an ``Approval``: approve / reject)."""
+    schema = question.get("schema")
+    if question.get("type") != "Approval" or not isinstance(schema, Mapping):
+        return False
+    properties = schema.get("properties")
+    return isinstance(properties, Mapping) and set(properties) == {"approved", "comment"}
+
+
+def sample_answer(schema: Mapping[str, Any], defs: Mapping[str, Any] | None = None) -> Any:
+    """A plausible value of a JSON schema, for the sample command line: required fields
+    only (every field when none is required), the first option of a choice."""
+    defs = defs if defs is not None else schema.get("$defs") or {}
+    return _sample(schema, defs, 0)
+
+
+def _sample(schema: Mapping[str, Any], defs: Mapping[str, Any], depth: int) -> Any:
+    schema = _resolve(schema, defs)
+    if depth > 6:
+        return None
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            chosen = [o for o in options if isinstance(o, Mapping) and o.get("type") != "null"]
+            return _sample(chosen[0] if chosen else options[0], defs, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties")
+        if not isinstance(properties, Mapping):
+            return {}
+        required = [n for n in schema.get("required") or () if n in properties]
+        names = required or list(properties)
+        return {n: _sample(properties[n], defs, depth + 1) for n in names}
+    if kind == "array":
+        items = schema.get("items")
+        return [_sample(items, defs, depth + 1)] if isinstance(items, Mapping) else []
+    return {"string": "...", "integer": 0, "number": 0.0, "boolean": True}.get(str(kind))
+
+
+def _type_text(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> str:
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        return ref.rsplit("/", 1)[-1]
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return " | ".join(json.dumps(v, ensure_ascii=False) for v in enum)
+    for key in ("anyOf", "oneOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            return " | ".join(_type_text(o, defs) for o in options if isinstance(o, Mapping))
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " | ".join(str(k) for k in kind)
+    if kind == "array":
+        items = schema.get("items")
+        return f"list[{_type_text(items, defs) if isinstance(items, Mapping) else 'any'}]"
+    return str(kind) if kind else "any"
+
+
+def _fields(schema: Mapping[str, Any]) -> str | None:
+    """``approved: boolean (required); comment: string | null = null`` for an object."""
+    defs = schema.get("$defs") or {}
+    schema = _resolve(schema, defs)
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping) or not properties:
+        return None
+    required = set(schema.get("required") or ())
+    parts = []
+    for name, prop in properties.items():
+        if not isinstance(prop, Mapping):
+            continue
+        text = f"{name}: {_type_text(prop, defs)}"
+        if name in required:
+            text += " (required)"
+        elif "default" in prop:
+            text += f" = {json.dumps(prop['default'], ensure_ascii=False)}"
+        if isinstance(prop.get("description"), str):
+            text += f" — {prop['description']}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def question_lines(question: Mapping[str, Any], limit: int = 400) -> list[tuple[str, str]]:
+    """(label, text) lines putting a waiting step's question: what it asks, the type it
+    expects (with an object's fields), its details, and why the last answer was refused."""
+    lines = [("asks", str(question.get("prompt", "")))]
+    expects = str(question.get("type") or "any")
+    schema = question.get("schema")
+    if isinstance(schema, Mapping):
+        fields = _fields(schema)
+        if fields:
+            expects += f" {{{fields}}}"
+    lines.append(("expects", expects))
+    details = question.get("details")
+    if details is not None:
+        text = json.dumps(details, ensure_ascii=False)
+        if len(text) > limit:
+            text = text[: limit - 1] + "… (see --json)"
+        lines.append(("details", text))
+    where = [f"{k} {question[k]}" for k in ("index", "round") if question.get(k) is not None]
+    if where:
+        lines.append(("at", ", ".join(w.replace("index", "element") for w in where)))
+    if question.get("error"):
+        lines.append(("refused", f"the last answer: {question['error']}"))
+    return lines
+
+
+def answer_commands(
+    run_id: str, step: str, question: Mapping[str, Any], store: str | None = None
+) -> list[str]:
+    """The command lines that answer a waiting step (``store``: the store's URL)."""
+    suffix = store_args(store) if store is not None else ""
+    head = f"{shlex.quote(run_id)} {shlex.quote(step)}"
+    if is_approval(question):
+        return [
+            f"trellis approve {head}{suffix}",
+            f"trellis approve {head} --reject --comment 'why'{suffix}",
+        ]
+    schema = question.get("schema")
+    sample = sample_answer(schema) if isinstance(schema, Mapping) else None
+    text = json.dumps(sample, ensure_ascii=False)
+    return [f"trellis reply {head} --input {shlex.quote(text)}{suffix}"]
+
+
+def render_waiting(console: Console, waiting: Sequence[WaitingStep], store: str | None) -> None:
+    """What waits for a person, and the commands that answer it."""
+    if not waiting:
+        return
+    runs = len({w.run_id for w in waiting})
+    if runs > 1:
+        what = f"{runs} runs wait for input"
+    else:
+        what = f"waiting for input: {len(waiting)} question{'s' if len(waiting) != 1 else ''}"
+    console.print(Text(f"⏸ {what}", style="bold yellow"), highlight=False)
+    if store is not None and store.startswith("memory:"):
+        console.print(
+            Text("  (an in-memory store: nobody can answer from another process)", style="dim")
+        )
+        return
+    for w in waiting:
+        line = Text(f"  {w.run_id} {w.step}: ", style="bold")
+        line.append(f"{w.question.get('prompt', '')} ({w.question.get('type', 'any')})")
+        console.print(line, highlight=False, soft_wrap=True)
+        for command in answer_commands(w.run_id, w.step, w.question, store):
+            console.print(Text(f"    {command}"), highlight=False, soft_wrap=True)
 
 
 # -- one run -----------------------------------------------------------------------------
 
 
-def render_result(console: Console, result: RunResult) -> None:
+def render_result(console: Console, result: RunResult, store: str | None = None) -> None:
+    """One run's result; a waiting run ends with the commands that answer it (``store``:
+    the URL of the store it is recorded in)."""
     status = _STATUS_STYLE.get(result.status, "")
-    mark = "✓" if result.ok else "✗"
+    mark = "✓" if result.ok else _MARK.get(result.status, "✗")
     console.print(
         f"[bold]{escape(result.flow)}[/]  run {result.run_id}  "
         f"[{status}]{mark} {result.status}[/] in {fmt_seconds(result.duration_s)}",
@@ -144,6 +360,7 @@ def render_result(console: Console, result: RunResult) -> None:
                 (f"failed{where}: ", "bold red"), f"{result.error.type}: {result.error.message}"
             )
         )
+    render_waiting(console, WaitingStep.of(result), store)
 
 
 # -- a batch -----------------------------------------------------------------------------
@@ -177,6 +394,8 @@ def _routes_table(summary: BatchSummary) -> Table:
     table.add_column("calls by role")
     for route in summary.steps:
         notes = []
+        if route.waiting:
+            notes.append(f"[bold yellow]{route.waiting} waiting for input[/]")
         if route.rounds:
             notes.append(f"{route.rounds} rounds")
         if route.elements:
@@ -230,6 +449,8 @@ def summary_renderables(summary: BatchSummary, title: str) -> list[RenderableTyp
     status = f"[green]{summary.done} done[/]"
     if summary.failed:
         status += f", [bold red]{summary.failed} failed[/]"
+    if summary.waiting:
+        status += f", [bold yellow]{summary.waiting} waiting for input[/]"
     out.append(Text.from_markup(f"[bold]{escape(title)}[/] — {summary.total} items: {status}"))
     if summary.failures:
         lines = ["[bold]Failures[/]"]
@@ -284,7 +505,11 @@ def summary_renderables(summary: BatchSummary, title: str) -> list[RenderableTyp
     return out
 
 
-def render_summary(console: Console, summary: BatchSummary, title: str) -> None:
+def render_summary(
+    console: Console, summary: BatchSummary, title: str, store: str | None = None
+) -> None:
+    """A batch's summary; waiting items end it with the commands that answer them
+    (``store``: the URL of the store the batch is recorded in)."""
     parts = summary_renderables(summary, title)
     spaced: list[RenderableType] = []
     for part in parts:
@@ -292,3 +517,6 @@ def render_summary(console: Console, summary: BatchSummary, title: str) -> None:
             spaced.append(Text(""))
         spaced.append(part)
     console.print(Group(*spaced), highlight=False)
+    if summary.questions:
+        console.print()
+        render_waiting(console, summary.questions, store)

@@ -17,7 +17,7 @@ import typer
 
 from trellis.cli.commands import DURABLE_ERRORS, run_batch, run_once
 from trellis.cli.errors import CliError
-from trellis.cli.settings import make_settings
+from trellis.cli.settings import Settings, make_settings
 from trellis.cli.store_options import (
     LeaseTtlOption,
     RunMeta,
@@ -32,7 +32,7 @@ from trellis.flow.flow import Flow
 from trellis.flow.policy import Cache
 from trellis.store.base import RunRow, Store
 
-__all__ = ["load_recorded_flow", "recorded_meta", "resume"]
+__all__ = ["load_recorded_flow", "recorded_meta", "recorded_settings", "resume"]
 
 
 def recorded_meta(store: Store, row: RunRow) -> RunMeta:
@@ -68,6 +68,44 @@ def load_recorded_flow(meta: RunMeta) -> Flow:
         text = meta.target
     flow, _ = load_flow(text)
     return flow
+
+
+def recorded_settings(
+    store: Store,
+    row: RunRow,
+    *,
+    models: list[str],
+    lease_ttl: float | None,
+    quiet: bool,
+) -> tuple[RunMeta, Flow, Settings]:
+    """How ``row`` was started, its flow (re-imported) and the settings to continue it
+    with: the recorded configuration, bindings (plus ``models``), budgets and cache."""
+    meta = recorded_meta(store, row)
+    flow = load_recorded_flow(meta)
+    if flow.name != row.flow:
+        raise CliError(
+            f"run {row.run_id} is of flow {row.flow!r}, but {meta.target} now defines {flow.name!r}"
+        )
+    if meta.redacted and not quiet:
+        typer.echo(
+            f"note: {', '.join(meta.redacted)} were not recorded (secrets never are); "
+            "give them again with --model or the provider's environment variable",
+            err=True,
+        )
+    settings = make_settings(
+        flow,
+        config_path=Path(meta.config) if meta.config else None,
+        models=[*meta.models, *models],
+        budget_usd=meta.budget_usd,
+        budget_tokens=meta.budget_tokens,
+        budget_calls=meta.budget_calls,
+        max_seconds=meta.max_seconds,
+        store=store,
+        cache=Cache(meta.cache_ttl) if meta.cache else None,
+        lease_ttl=lease_ttl if lease_ttl is not None else meta.lease_ttl,
+        default_config=False,
+    )
+    return meta, flow, settings
 
 
 def resume(
@@ -152,7 +190,9 @@ def resume(
 
     The flow file, configuration and model bindings are the recorded ones; a process that
     was killed leaves a lease that must expire first (this waits for it when that process
-    is gone). Exit codes as for `trellis run`; an unknown run id is exit code 2.
+    is gone). A run waiting for a person waits again (answer it with `trellis approve` /
+    `trellis reply`). Exit codes as for `trellis run` (0 done, 1 failed, 3 waiting for
+    input); an unknown run id is exit code 2.
 
     Example: `trellis resume 20250101-120000-1a2b3c4d --output results.jsonl`
     """
@@ -194,30 +234,8 @@ def _resume(
         row = opened.get_run(run)
         if row is None:
             raise CliError(f"no run {run!r} in {opened.url}")
-        meta = recorded_meta(opened, row)
-        flow = load_recorded_flow(meta)
-        if flow.name != row.flow:
-            raise CliError(
-                f"run {run} is of flow {row.flow!r}, but {meta.target} now defines {flow.name!r}"
-            )
-        if meta.redacted and not quiet:
-            typer.echo(
-                f"note: {', '.join(meta.redacted)} were not recorded (secrets never are); "
-                "give them again with --model or the provider's environment variable",
-                err=True,
-            )
-        settings = make_settings(
-            flow,
-            config_path=Path(meta.config) if meta.config else None,
-            models=[*meta.models, *models],
-            budget_usd=meta.budget_usd,
-            budget_tokens=meta.budget_tokens,
-            budget_calls=meta.budget_calls,
-            max_seconds=meta.max_seconds,
-            store=opened,
-            cache=Cache(meta.cache_ttl) if meta.cache else None,
-            lease_ttl=lease_ttl if lease_ttl is not None else meta.lease_ttl,
-            default_config=False,
+        meta, flow, settings = recorded_settings(
+            opened, row, models=models, lease_ttl=lease_ttl, quiet=quiet
         )
         if meta.kind == "batch":
             destination = output

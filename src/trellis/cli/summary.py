@@ -22,6 +22,7 @@ __all__ = [
     "Latency",
     "ModelUsage",
     "StepRoutes",
+    "WaitingStep",
     "percentile",
     "summarize",
 ]
@@ -47,6 +48,7 @@ class StepRoutes:
     rounds: int = 0  # loop rounds, summed over items
     elements: int = 0  # mapped elements, summed over items
     element_failures: int = 0
+    waiting: int = 0  # items where this step waits for a person
 
     @property
     def ran(self) -> int:
@@ -93,10 +95,38 @@ class Latency:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitingStep:
+    """A step of a waiting run that asks a person (``StepRecord.question``)."""
+
+    run_id: str
+    step: str
+    question: dict[str, Any]
+
+    @classmethod
+    def of(cls, result: RunResult) -> list[WaitingStep]:
+        """The questions a run waits on, in step order (none unless it is waiting)."""
+        return [
+            cls(result.run_id, name, record.question)
+            for name, record in result.steps.items()
+            if record.status == "waiting" and record.question is not None
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        q = self.question
+        return {
+            "run_id": self.run_id,
+            "step": self.step,
+            "prompt": q.get("prompt"),
+            "type": q.get("type"),
+            "error": q.get("error"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class BatchSummary:
     total: int
     done: int
-    failed: int
+    failed: int  # items that failed (not done, not waiting)
     not_started: int  # failed before running (the batch budget was already spent)
     #: error type (with the budget's name for budget errors) -> items failed by it
     failures: dict[str, int]
@@ -114,6 +144,8 @@ class BatchSummary:
     latency: Latency | None
     wall_s: float | None
     items_per_s: float | None
+    waiting: int = 0  # items waiting for a person's input
+    questions: tuple[WaitingStep, ...] = ()  # what they wait for, in item order
 
     @property
     def cost_known(self) -> bool:
@@ -135,6 +167,7 @@ class BatchSummary:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["steps"] = [{**asdict(s), "ran": s.ran} for s in self.steps]
+        data["questions"] = [q.to_dict() for q in self.questions]
         data["cost_known"] = self.cost_known
         data["cost_per_item"] = self.cost_per_item
         return data
@@ -220,6 +253,7 @@ def _step_routes(results: Sequence[RunResult]) -> tuple[StepRoutes, ...]:
             rounds=extra[name]["rounds"],
             elements=extra[name]["elements"],
             element_failures=extra[name]["element_failures"],
+            waiting=status[name]["waiting"],
         )
         for name in order
     )
@@ -295,6 +329,12 @@ def _latency(results: Sequence[RunResult]) -> Latency | None:
     )
 
 
+def _item_order(result: RunResult) -> tuple[int, str]:
+    """Batch items (``<batch>.<index>``) by index, other runs by id."""
+    _, _, tail = result.run_id.rpartition(".")
+    return (int(tail), "") if tail.isdigit() else (-1, result.run_id)
+
+
 def summarize(
     results: Sequence[RunResult], *, prices: PriceTable, wall_s: float | None = None
 ) -> BatchSummary:
@@ -306,7 +346,7 @@ def summarize(
     calls = attempts = tokens_in = tokens_out = unpriced = 0
     cost = 0.0
     for result in results:
-        if result.status != "done":
+        if result.status not in ("done", "waiting"):
             key, message = _failure_key(result)
             failures[key] += 1
             examples.setdefault(key, message)
@@ -319,10 +359,14 @@ def summarize(
         cost += usage.cost_usd
         unpriced += usage.unpriced_attempts
     done = sum(1 for r in results if r.status == "done")
+    waiting = [r for r in results if r.status == "waiting"]
+    questions = [q for r in sorted(waiting, key=_item_order) for q in WaitingStep.of(r)]
     return BatchSummary(
         total=len(results),
         done=done,
-        failed=len(results) - done,
+        failed=len(results) - done - len(waiting),
+        waiting=len(waiting),
+        questions=tuple(questions),
         not_started=sum(1 for r in results if _never_started(r)),
         failures=dict(failures.most_common()),
         failure_examples=examples,

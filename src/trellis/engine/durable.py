@@ -19,7 +19,7 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from trellis.engine.journal import (
     Journal,
@@ -291,8 +291,10 @@ def open_batch(
     return [(r.run_id, listed[i]) for i, r in enumerate(rows[1:])]
 
 
-def finish_batch(store: Store, batch_id: str, *, ok: bool) -> None:
-    store.update_run(batch_id, status="done" if ok else "failed", finished_at=time.time())
+def finish_batch(
+    store: Store, batch_id: str, *, status: Literal["done", "waiting", "failed"]
+) -> None:
+    store.update_run(batch_id, status=status, finished_at=time.time())
 
 
 def _started_at(row: StepRow) -> float:

@@ -144,6 +144,7 @@ class Engine:
         run_id: str | None = None,
         rerun_changed: bool = False,
         meta: Mapping[str, Any] | None = None,
+        _answer: Callable[[Store], None] | None = None,
     ) -> RunResult:
         """Run ``flow`` once. Raises :class:`InputError` for bad inputs; a failing step does
         not raise: the result's ``status`` is ``"failed"`` and ``error`` says why (call
@@ -177,6 +178,8 @@ class Engine:
                 run_.abort(exc)
 
         async with durable.lease(on_lost=lease_lost):
+            if _answer is not None:  # written under the lease: one answer wins
+                _answer(self.store)
             journal = durable.start(rerun_changed=rerun_changed)  # read under the lease
             run = Run(self, flow, plan, durable.values, durable.run_id, guard, journal)
             running.append(run)
@@ -186,7 +189,15 @@ class Engine:
             durable.finish(result)
         return result
 
-    async def reply(self, flow: Flow, run_id: str, step: str, answer: Any) -> RunResult:
+    async def reply(
+        self,
+        flow: Flow,
+        run_id: str,
+        step: str,
+        answer: Any,
+        *,
+        budget: Budget | None = None,
+    ) -> RunResult:
         """Answer the question step ``step`` of waiting run ``run_id`` asked, and resume it.
 
         The answer is validated against the type the step asked for; an invalid one raises
@@ -210,8 +221,15 @@ class Engine:
         key = question.get("key")
         if not isinstance(key, str):
             raise StoreError(f"run {run_id!r}: step {step!r} is waiting without a question")
-        self.store.save_call(CallRow(run_id, key, REPLY, encode(answer, "the answer"), "[]"))
-        result = await self.run(flow, run_id=run_id)
+        encoded = encode(answer, "the answer")
+
+        def record_answer(store: Store) -> None:
+            current = {s.step: s.status for s in store.load_steps(run_id)}
+            if current.get(step) != "waiting":  # answered meanwhile by another process
+                raise InputError(f"step {step!r} of run {run_id!r} is no longer waiting")
+            store.save_call(CallRow(run_id, key, REPLY, encoded, "[]"))
+
+        result = await self.run(flow, run_id=run_id, budget=budget, _answer=record_answer)
         after = result.steps.get(step)
         if after is not None and after.status == "waiting" and after.question:
             error = after.question.get("error")
@@ -288,7 +306,7 @@ class Engine:
         queue: asyncio.Queue[tuple[int, RunResult | BaseException]] = asyncio.Queue()
         iterator = iter(enumerate(pending))
         active = 0
-        failures = 0
+        failures = waiting = 0
 
         async def one(index: int, item: Mapping[str, Any]) -> None:
             outcome: RunResult | BaseException
@@ -333,11 +351,16 @@ class Engine:
                     active -= 1
                     if isinstance(outcome, BaseException):
                         raise outcome
-                    failures += not outcome.ok
+                    failures += outcome.status == "failed"
+                    waiting += outcome.status == "waiting"
                     start_next()
                     yield index, outcome
                 if batch_id is not None and self.store is not None:
-                    finish_batch(self.store, batch_id, ok=failures == 0)
+                    finish_batch(
+                        self.store,
+                        batch_id,
+                        status="failed" if failures else "waiting" if waiting else "done",
+                    )
         finally:
             for task in tasks:
                 task.cancel()

@@ -144,6 +144,9 @@ class HTTPOptions(BaseModel):
         return f"invalid {cls.provider} option {field}={shown}: {msg}; valid options: {valid}"
 
 
+CLIENT_BURST_S = 0.5
+
+
 class HTTPModel(Model):
     """A model behind an HTTP API; subclasses speak one dialect (see module docs).
 
@@ -190,7 +193,13 @@ class HTTPModel(Model):
             provider=self.name,
         )
         self._redact = Redactor(self._api_key, options.api_key)
-        self.limiter = limiter if limiter is not None else RateLimiter(options.rpm, options.tpm)
+        # Half a second of burst: below the one second servers typically allow, so that
+        # connection set-up jitter on the first burst does not turn into 429s.
+        self.limiter = (
+            limiter
+            if limiter is not None
+            else RateLimiter(options.rpm, options.tpm, burst_s=CLIENT_BURST_S)
+        )
         self._transport = transport
         self._now = now
         self._client: httpx.AsyncClient | None = None
@@ -321,6 +330,8 @@ class HTTPModel(Model):
                 limits.remaining_tokens,
                 limits.reset_requests_s,
                 limits.reset_tokens_s,
+                limit_requests=limits.limit_requests,
+                limit_tokens=limits.limit_tokens,
             )
 
     def _status_error(self, response: httpx.Response) -> ModelError:

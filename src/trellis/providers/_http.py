@@ -286,6 +286,8 @@ class RateLimitHeaders:
     remaining_tokens: float | None = None
     reset_requests_s: float | None = None
     reset_tokens_s: float | None = None
+    limit_requests: float | None = None  # the per-minute limits the server states
+    limit_tokens: float | None = None
 
     @property
     def empty(self) -> bool:
@@ -294,6 +296,8 @@ class RateLimitHeaders:
             and self.remaining_tokens is None
             and self.reset_requests_s is None
             and self.reset_tokens_s is None
+            and self.limit_requests is None
+            and self.limit_tokens is None
         )
 
     def exhausted_reset(self) -> float | None:
@@ -343,7 +347,20 @@ def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> RateL
             remaining_tokens = lowest
             resets = [t for r, t in known if r == lowest and t is not None]
             reset_tokens = max(resets) if resets else None
-    return RateLimitHeaders(remaining_requests, remaining_tokens, reset_requests, reset_tokens)
+    limit_requests = _number(h.get("x-ratelimit-limit-requests"))
+    if limit_requests is None:
+        limit_requests = _number(h.get("anthropic-ratelimit-requests-limit"))
+    limit_tokens = _number(h.get("x-ratelimit-limit-tokens"))
+    if limit_tokens is None:
+        limit_tokens = _number(h.get("anthropic-ratelimit-tokens-limit"))
+    return RateLimitHeaders(
+        remaining_requests,
+        remaining_tokens,
+        reset_requests,
+        reset_tokens,
+        limit_requests,
+        limit_tokens,
+    )
 
 
 def retry_after_from_headers(headers: Mapping[str, str], *, now: float) -> float | None:

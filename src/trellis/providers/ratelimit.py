@@ -105,6 +105,7 @@ class RateLimiter:
                 raise ValueError(f"{label} must be a positive number, got {value!r}")
         self.rpm = rpm
         self.tpm = tpm
+        self.burst_s = burst_s
         self._clock = clock
         self._sleep = sleep
         now = clock()
@@ -230,13 +231,21 @@ class RateLimiter:
         remaining_tokens: float | None = None,
         reset_requests_s: float | None = None,
         reset_tokens_s: float | None = None,
+        *,
+        limit_requests: float | None = None,
+        limit_tokens: float | None = None,
     ) -> None:
         """Tighten the limits to what a server response said; never loosen them.
 
-        A remaining count of 0 (or less) pauses all callers until its reset (capped at
-        :data:`MAX_PAUSE_S`); a positive count lowers the matching bucket to it.
+        A per-minute limit the server states (``x-ratelimit-limit-*``) becomes a bucket
+        when none was configured, or lowers a configured one that is higher, so a batch
+        paces itself to the server without being told its limit. A remaining count of 0
+        (or less) pauses all callers until its reset (capped at :data:`MAX_PAUSE_S`); a
+        positive count lowers the matching bucket to it.
         """
         now = self._clock()
+        self._requests = self._learn(self._requests, limit_requests, remaining_requests, now)
+        self._tokens = self._learn(self._tokens, limit_tokens, remaining_tokens, now)
         for bucket, remaining, reset in (
             (self._requests, remaining_requests, reset_requests_s),
             (self._tokens, remaining_tokens, reset_tokens_s),
@@ -252,6 +261,28 @@ class RateLimiter:
             elif bucket is not None:
                 bucket.refill(now)
                 bucket.level = min(bucket.level, float(remaining))
+
+    def _learn(
+        self,
+        bucket: _Bucket | None,
+        limit: float | None,
+        remaining: float | None,
+        now: float,
+    ) -> _Bucket | None:
+        if limit is None or not math.isfinite(limit) or limit <= 0:
+            return bucket
+        if bucket is None:
+            learned = _Bucket(limit, self.burst_s, now)
+            if remaining is not None and math.isfinite(remaining):
+                learned.level = min(learned.level, max(0.0, remaining))
+            return learned
+        rate = limit / 60.0
+        if rate < bucket.rate:
+            bucket.refill(now)
+            bucket.rate = rate
+            bucket.capacity = max(1.0, rate * self.burst_s)
+            bucket.level = min(bucket.level, bucket.capacity)
+        return bucket
 
     def pause(self, seconds: float) -> None:
         """Hold every caller for ``seconds`` (capped at :data:`MAX_PAUSE_S`), e.g. after a

@@ -1,0 +1,379 @@
+"""``trellis approve RUN STEP`` and ``trellis reply RUN STEP --input JSON``: answer a run
+that waits for a person, and resume it.
+
+A step that calls ``human.approve(...)`` or ``human.ask(...)`` parks its run (status
+``waiting``, exit code 3); nothing stays in memory. These commands load the run's recorded
+``meta`` as ``trellis resume`` does (flow file, configuration, model bindings), hand the
+answer to :meth:`Engine.reply`, which records it and resumes the run, and print the
+resumed result as ``trellis run`` does. The answer is validated against the type the step
+asked for; an invalid one is one ``error:`` line (exit 2) and the run keeps waiting.
+
+An item of a batch (``BATCH.3``) resumes as a single run. When it was the last item the
+batch waited for and every item is now done, the batch is finished through the
+``trellis resume`` path (nothing runs again): its output file, if it had one, is
+rewritten complete and the batch is marked done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from trellis.cli.batch import write_results
+from trellis.cli.commands import (
+    DURABLE_ERRORS,
+    exit_code,
+    print_result,
+    recorded_items,
+    run_batch,
+)
+from trellis.cli.errors import CliError, configuration_error
+from trellis.cli.render import answer_commands, is_approval, store_args
+from trellis.cli.resume import recorded_settings
+from trellis.cli.settings import Settings
+from trellis.cli.store_options import (
+    RunMeta,
+    StoreOption,
+    fail,
+    is_batch,
+    open_existing_store,
+    read_meta,
+    store_url,
+    wait_for_dead_leases,
+)
+from trellis.engine.durable import load_result
+from trellis.engine.journal import record_from_row
+from trellis.engine.results import RunResult
+from trellis.flow.flow import Flow
+from trellis.store.base import RunRow, Store
+
+__all__ = ["approve", "reply"]
+
+RunArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN",
+        help=(
+            "The waiting run's id, or a batch item's (`BATCH.3`), as listed by "
+            "`trellis runs --status waiting`."
+        ),
+        show_default=False,
+    ),
+]
+StepArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="STEP",
+        help="The step that waits (shown by `trellis show RUN`).",
+        show_default=False,
+    ),
+]
+ModelsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="ROLE=PROVIDER:MODEL",
+        help=(
+            "Bind a model role on top of the recorded bindings for the steps that run after "
+            "the answer; repeatable (give again an option that was not recorded: keys never are)."
+        ),
+        show_default=False,
+    ),
+]
+QuietOption = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="Print only errors and a one-line outcome: no tables."),
+]
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print the resumed run's result as JSON (RunResult.to_dict())."),
+]
+
+
+def _note(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def approve(
+    run: RunArgument,
+    step: StepArgument,
+    reject: Annotated[
+        bool,
+        typer.Option("--reject", help="Reject instead of approving (approved: false)."),
+    ] = False,
+    comment: Annotated[
+        str | None,
+        typer.Option(
+            "--comment",
+            metavar="TEXT",
+            help="A comment that goes with the decision (the step gets it as Approval.comment).",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOption = None,
+    models: ModelsOption = None,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Approve (or `--reject`) what a waiting step asks, and resume its run.
+
+    For a step that called `human.approve(...)`: sends `{"approved": true, "comment": TEXT}`
+    (`--reject`: false), then resumes the run from where it stopped — from any process,
+    any time later — and prints the result as `trellis run` does. An item of a batch
+    (`BATCH.3`) finishes as a single run; answering the batch's last waiting item
+    finishes the batch and rewrites its output file complete.
+
+    Exit code: 0 the run is done, 1 it failed after the answer, 3 it waits again (for
+    another question), 2 the answer was not taken — unknown run, run or step not waiting,
+    a step that asks for something other than an approval — and the run keeps waiting.
+
+    Example: `trellis approve 20250101-120000-1a2b3c4d review --reject --comment "too vague"`
+    """
+    answer = {"approved": not reject, "comment": comment}
+    try:
+        code = _answer(
+            run,
+            step,
+            answer,
+            approval=True,
+            store=store,
+            models=models or [],
+            quiet=quiet,
+            as_json=as_json,
+        )
+    except CliError as exc:
+        raise fail(exc) from None
+    raise typer.Exit(code)
+
+
+def reply(
+    run: RunArgument,
+    step: StepArgument,
+    input_json: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="JSON",
+            help=(
+                "The answer, as JSON of the type the step asks for (`trellis show RUN` says "
+                """which): --input '{"priority": "high"}', --input 42, --input '"yes"'."""
+            ),
+            show_default=False,
+        ),
+    ],
+    store: StoreOption = None,
+    models: ModelsOption = None,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer what a waiting step asks (`human.ask(...)`) with typed input, and resume its run.
+
+    The answer is validated against the step's declared type; a wrong one is one
+    `error:` line with the validation message, and the run keeps waiting. Then the run
+    resumes from where it stopped — from any process, any time later — and its result is
+    printed as `trellis run` does. An item of a batch (`BATCH.3`) finishes as a single
+    run; answering the batch's last waiting item finishes the batch and rewrites its
+    output file complete.
+
+    Exit code: 0 the run is done, 1 it failed after the answer, 3 it waits again (for
+    another question), 2 the answer was not taken — unknown run, run or step not waiting,
+    an answer of the wrong type, bad JSON — and the run keeps waiting.
+
+    Example: `trellis reply 20250101-120000-1a2b3c4d triage --input '{"priority": "high"}'`
+    """
+    try:
+        try:
+            answer = json.loads(input_json)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--input is not valid JSON: {exc}") from None
+        code = _answer(
+            run,
+            step,
+            answer,
+            approval=False,
+            store=store,
+            models=models or [],
+            quiet=quiet,
+            as_json=as_json,
+        )
+    except CliError as exc:
+        raise fail(exc) from None
+    raise typer.Exit(code)
+
+
+# -- answering -------------------------------------------------------------------------------
+
+
+def _answer(
+    run: str,
+    step: str,
+    answer: Any,
+    *,
+    approval: bool,
+    store: str | None,
+    models: list[str],
+    quiet: bool,
+    as_json: bool,
+) -> int:
+    opened = open_existing_store(store)
+    if opened is None:
+        raise CliError(f"no run {run!r} in {store_url(store)}")
+    try:
+        row = opened.get_run(run)
+        if row is None:
+            raise CliError(f"no run {run!r} in {opened.url}")
+        question = _waiting_question(opened, row, step)
+        if approval and not is_approval(question):
+            command = answer_commands(run, step, question, opened.url)[0]
+            raise CliError(
+                f"step {step!r} of run {run} asks for {question.get('type')}, not an approval: "
+                f"answer it with `{command}`"
+            )
+        _check_started_by_cli(opened, row, step)
+        meta, flow, settings = recorded_settings(
+            opened, row, models=models, lease_ttl=None, quiet=quiet
+        )
+        wait_for_dead_leases(opened, [row], echo=_note)
+        result = asyncio.run(_reply(flow, settings, run, step, answer))
+        message = configuration_error([result])
+        if message is not None:
+            raise CliError(message)
+        if not quiet:
+            what = _answered(answer) if approval else "answered"
+            _note(f"{what}: step {step!r} of run {run}; the run is {result.status} now")
+        print_result(result, opened.url, quiet=quiet, as_json=as_json)
+        code = exit_code(result)
+        if row.parent_id is not None:
+            try:
+                _after_item(
+                    opened, row.parent_id, meta, flow, settings, quiet=quiet, as_json=as_json
+                )
+            except CliError as exc:  # the answer was taken: say what went wrong after it
+                _note(f"batch {row.parent_id}: {exc.message}")
+            except DURABLE_ERRORS as exc:
+                _note(f"batch {row.parent_id}: {exc}")
+    except DURABLE_ERRORS as exc:  # an invalid answer (InputError), a lease held elsewhere...
+        raise CliError(str(exc)) from None
+    finally:
+        opened.close()
+    return code
+
+
+def _answered(answer: dict[str, Any]) -> str:
+    verdict = "approved" if answer["approved"] else "rejected"
+    return f"{verdict} ({answer['comment']})" if answer.get("comment") else verdict
+
+
+async def _reply(flow: Flow, settings: Settings, run: str, step: str, answer: Any) -> RunResult:
+    async with settings.engine() as engine:
+        return await engine.reply(flow, run, step, answer)
+
+
+def _check_started_by_cli(store: Store, row: RunRow, step: str) -> None:
+    """A run started from Python records no flow target: it is answered from Python."""
+    meta = read_meta(row)
+    if "target" not in meta and row.parent_id is not None:
+        parent = store.get_run(row.parent_id)
+        meta = read_meta(parent) if parent is not None else {}
+    if "target" not in meta:
+        raise CliError(
+            f"run {row.run_id} was not started with `trellis run` (it records no flow target); "
+            f"answer it from Python: await engine.reply(flow, {row.run_id!r}, {step!r}, answer)"
+        )
+
+
+def _waiting_question(store: Store, row: RunRow, step: str) -> dict[str, Any]:
+    """The question ``step`` of ``row`` waits on; a CliError saying what waits otherwise."""
+    run = row.run_id
+    if is_batch(store, row):
+        items = store.list_runs(parent_id=run, status="waiting")
+        if not items:
+            raise CliError(f"run {run} is a batch and none of its items is waiting for input")
+        names = ", ".join(item.run_id for item in items[:5])
+        more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+        raise CliError(
+            f"run {run} is a batch: answer its waiting items one by one ({names}{more}; "
+            f"`trellis runs --status waiting{store_args(store.url)}` lists them)"
+        )
+    if row.status != "waiting":
+        raise CliError(f"run {run} is {row.status}, not waiting for input")
+    waiting: dict[str, dict[str, Any]] = {}
+    for srow in store.load_steps(run):
+        if srow.status == "waiting":
+            waiting[srow.step] = record_from_row(srow).question or {}
+    question = waiting.get(step)
+    if question is None:
+        names = ", ".join(sorted(waiting)) or "none"
+        raise CliError(f"step {step!r} of run {run} is not waiting for input (waiting: {names})")
+    return question
+
+
+def _after_item(
+    store: Store,
+    batch_id: str,
+    meta: RunMeta,
+    flow: Flow,
+    settings: Settings,
+    *,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """After an item of ``batch_id`` was answered: say what the batch still waits for, or
+    finish it (every item done: the resume path, nothing runs again; some failed: rewrite
+    the output file from what is recorded and say how to retry them)."""
+    children = store.list_runs(parent_id=batch_id)
+    counts = Counter(child.status for child in children)
+    waiting = counts["waiting"]
+    unfinished = counts["running"] + counts["pending"]
+    if waiting or unfinished:
+        if quiet:
+            return
+        parts = []
+        if waiting:
+            parts.append(f"{waiting} item(s) still waiting for input")
+        if unfinished:
+            parts.append(f"{unfinished} not finished")
+        _note(
+            f"batch {batch_id}: {', '.join(parts)} "
+            f"(trellis runs --status waiting{store_args(store.url)})"
+        )
+        return
+    output = meta.output if meta.output not in (None, "-") else None
+    destination = Path(output) if output is not None else None
+    if counts["done"] == len(children):
+        run_batch(
+            flow,
+            meta.target,
+            None,
+            destination,
+            settings,
+            concurrency=meta.concurrency or 8,
+            quiet=True,
+            as_json=False,
+            progress=False,
+            batch_id=batch_id,
+            note=f"batch {batch_id}: every item is done now ({len(children)} items)",
+            to_stderr=as_json or quiet,
+        )
+        return
+    failed = len(children) - counts["done"]
+    written = ""
+    if destination is not None:
+        plan = flow.compile()
+        results: list[RunResult | None] = [
+            load_result(store, child.run_id, plan) for child in children
+        ]
+        lines = write_results(destination, recorded_items(store, batch_id), results)
+        written = f"; {lines} line(s) rewritten to {destination}"
+    _note(
+        f"batch {batch_id}: no item waits for input any more: {counts['done']} done, "
+        f"{failed} failed{written} (`trellis resume {batch_id}{store_args(store.url)}` "
+        "retries the failed ones)"
+    )
