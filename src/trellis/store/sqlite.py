@@ -297,25 +297,29 @@ class SQLiteStore(Store):
 
     # -- steps and calls ------------------------------------------------------------------
 
-    @_mapped
     def save_step(self, row: StepRow) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, reason, "
-            "error, usage, decisions, details, format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                row.run_id,
-                row.step,
-                row.status,
-                row.definition,
-                row.output,
-                row.reason,
-                row.error,
-                row.usage,
-                row.decisions,
-                row.details,
-                FORMAT,
-            ),
-        )
+        # The hot path of a durable run (one call per completed step): no wrapper frame.
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, "
+                "reason, error, usage, decisions, details, format) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.run_id,
+                    row.step,
+                    row.status,
+                    row.definition,
+                    row.output,
+                    row.reason,
+                    row.error,
+                    row.usage,
+                    row.decisions,
+                    row.details,
+                    FORMAT,
+                ),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
     @_mapped
     def load_steps(self, run_id: str) -> list[StepRow]:
