@@ -152,7 +152,8 @@ def run(
             help=(
                 "Bind a model role, overriding the config file; repeatable. Options go in "
                 "a query string: --model small=sim:small --model "
-                "'large=sim:large?latency_ms=100-300&rate_limit=0.05'. Providers: sim, openai (and compatible servers), anthropic."
+                "'large=sim:large?latency_ms=100-300&rate_limit=0.05'. Providers: sim, "
+                "openai (and compatible servers), anthropic."
             ),
             show_default=False,
         ),
