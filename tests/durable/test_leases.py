@@ -65,9 +65,10 @@ async def test_a_run_being_executed_is_locked_for_another_process(tmp_path: Path
         await asyncio.wait_for(started.wait(), 5)
         with pytest.raises(RunLockedError) as info:
             await two.run(gated(counts, gate, started), {"text": "hi"}, run_id="r")
-        assert info.value.owner == one.owner
+        # the holder is a run of engine one's process (each run has its own lease token)
+        assert _process(info.value.owner) == _process(one.owner)
         assert info.value.run_id == "r"
-        assert one.owner in str(info.value)
+        assert info.value.owner in str(info.value)
         # Without inputs too (a resume attempt).
         with pytest.raises(RunLockedError):
             await two.run(gated(counts, gate, started), None, run_id="r")
@@ -97,7 +98,8 @@ async def test_the_lease_is_held_while_running_and_released_after(tmp_path: Path
         with SQLiteStore(path) as store:
             row = store.get_run("r")
             assert row is not None
-            assert row.lease_owner == engine.owner
+            assert row.lease_owner is not None
+            assert _process(row.lease_owner) == _process(engine.owner)
             assert row.lease_expires is not None
             assert 25 < row.lease_expires - time.time() <= 30
             gate.set()
@@ -218,3 +220,24 @@ async def test_a_run_that_lost_its_lease_stops(tmp_path: Path) -> None:
         with contextlib.suppress(RunLockedError):
             await asyncio.wait_for(running, 5)
     assert counts["after"] == 0, "the run stopped once it knew it had lost its lease"
+
+
+def _process(owner: str) -> str:
+    """``host:pid`` of a lease owner ``host:pid:tag``."""
+    return owner.rsplit(":", 1)[0]
+
+
+async def test_one_engine_cannot_execute_the_same_run_twice_at_once(tmp_path: Path) -> None:
+    """Leases are per run, not per engine: a second concurrent run of the same id on the
+    same engine is refused, so nothing executes (or is paid for) twice."""
+    path = tmp_path / "t.db"
+    counts, gate, started = Counts(), asyncio.Event(), asyncio.Event()
+    async with durable_engine(path) as engine:
+        first = asyncio.create_task(
+            engine.run(gated(counts, gate, started), {"text": "hi"}, run_id="r")
+        )
+        await asyncio.wait_for(started.wait(), 5)
+        with pytest.raises(RunLockedError):
+            await engine.run(gated(counts, gate, started), {"text": "hi"}, run_id="r")
+        gate.set()
+        assert (await asyncio.wait_for(first, 5)).ok

@@ -500,3 +500,25 @@ async def test_hostile_ids_and_values_round_trip_through_a_durable_run(tmp_path:
         assert [r.run_id for r in store.list_runs(flow=flow.name)] == [run_id]
         tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master")}
     assert {"runs", "steps", "calls", "cache"} <= tables
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    """Numbered migrations: a store written at schema version 1 opens, is upgraded, and
+    keeps its rows (the step timings columns come with version 2)."""
+    from trellis.store.sqlite import _MIGRATIONS, _split
+
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE trellis_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO trellis_meta VALUES ('app', 'trellis'), ('schema_version', '1')")
+    for statement in _split(_MIGRATIONS[0]):
+        db.execute(statement)
+    db.execute(
+        "INSERT INTO steps (run_id, step, status, definition, output, format) "
+        "VALUES ('r', 's', 'done', 'd', '1', 1)"
+    )
+    db.close()
+    with SQLiteStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        (row,) = store.load_steps("r")
+        assert (row.step, row.output, row.started_at, row.duration_s) == ("s", "1", None, None)

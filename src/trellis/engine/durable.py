@@ -298,6 +298,4 @@ def finish_batch(
 
 
 def _started_at(row: StepRow) -> float:
-    details = decode(row.details, Any, "step details") if row.details else {}
-    value = details.get("started_at") if isinstance(details, dict) else None
-    return float(value) if isinstance(value, int | float) else float("inf")
+    return row.started_at if row.started_at is not None else float("inf")

@@ -48,6 +48,16 @@ __all__ = ["Engine", "failed_result", "new_run_id"]
 
 
 _CACHE_PREFIX = "llm-reply/v1/"
+_SECRET_WORDS = ("key", "token", "secret", "password", "auth")
+
+
+def _identity(binding: ModelBinding, model: Model) -> str:
+    options = sorted(
+        (k, str(v))
+        for k, v in binding.options.items()
+        if not any(word in k.lower() for word in _SECRET_WORDS)
+    )
+    return f"{model.name}|{binding.provider}:{binding.model}|{options}"
 
 
 def new_run_id() -> str:
@@ -92,6 +102,7 @@ class Engine:
         self.lease_ttl = lease_ttl
         self.owner = process_owner()
         self._cache_store: Store | None = None
+        self._identities: dict[int, str] = {}
         self._models: dict[str, Model] = {}
         if models:
             bound: dict[str, Any] = {}
@@ -116,7 +127,13 @@ class Engine:
         model = self._models.get(key)
         if model is None:
             model = self._models[key] = self.registry.create(binding)
+        self._identities.setdefault(id(model), _identity(binding, model))
         return model
+
+    def cache_identity(self, model: Model) -> str:
+        """What distinguishes ``model``'s replies in the response cache: provider, model
+        and the binding's options (endpoint, seed...), never its secrets."""
+        return self._identities.get(id(model), model.name)
 
     def model_chain(self, role: str, fallbacks: Sequence[str] | None = None) -> list[Model]:
         """The model for ``role`` followed by its fallbacks (deduplicated)."""
@@ -165,7 +182,7 @@ class Engine:
             plan,
             inputs,
             run_id or new_run_id(),
-            owner=self.owner,
+            owner=process_owner(),  # one owner per run: a second run of it is refused
             lease_ttl=self.lease_ttl,
             meta=meta,
         )

@@ -67,7 +67,9 @@ class Journal:
         stale: set[int] = set()
         for i, spec in enumerate(plan.steps):
             row = steps.get(spec.name)
-            if row is None or row.status != "done":
+            # A skip is a decision downstream steps may have been computed on: a changed
+            # skipped step invalidates them just as a changed completed one does.
+            if row is None or row.status not in ("done", "skipped"):
                 continue
             if row.definition != self._fingerprints[i]:
                 if not rerun_changed:
@@ -78,7 +80,8 @@ class Journal:
                         step=spec.name,
                     )
                 stale.add(i)
-            self._done[i] = row
+            if row.status == "done":
+                self._done[i] = row
         for i in _downstream(plan, stale):
             self._done.pop(i, None)
         self.replayed_steps = 0
@@ -171,10 +174,6 @@ def step_row(
 ) -> StepRow:
     usage = record.usage
     details: dict[str, Any] = {}
-    if record.started_at is not None:
-        details["started_at"] = round(record.started_at, 3)
-    if record.duration_s is not None:
-        details["duration_s"] = round(record.duration_s, 6)
     if record.attempts != 1:
         details["attempts"] = record.attempts
     for name in ("rounds", "elements"):
@@ -199,7 +198,9 @@ def step_row(
         error=json.dumps(record.error.to_dict()) if record.error else None,
         usage=json.dumps(usage.to_dict()) if usage.attempts else None,
         decisions=json.dumps([d.to_dict() for d in decisions]) if decisions else None,
-        details=to_json(details).decode(),
+        details=to_json(details).decode() if details else None,
+        started_at=record.started_at,
+        duration_s=record.duration_s,
     )
 
 
@@ -266,11 +267,12 @@ def _decisions(row: StepRow) -> list[Decision]:
 
 def _apply_details(record: StepRecord, row: StepRow) -> None:
     record.usage = stats_from_json(row.usage)
+    record.started_at = row.started_at
+    record.duration_s = row.duration_s
+    record.attempts = 1  # stored only when it is not 1
     if row.details:
         details = decode(row.details, Any, f"details of step {row.step!r}")
-        record.started_at = details.get("started_at")
-        record.duration_s = details.get("duration_s")
-        record.attempts = int(details.get("attempts", 1))
+        record.attempts = int(details.get("attempts", record.attempts))
         record.rounds = details.get("rounds")
         record.elements = details.get("elements")
         record.element_failures = int(details.get("element_failures", 0))

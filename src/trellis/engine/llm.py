@@ -166,9 +166,12 @@ class EngineLLM(LLM):
         value_type: Any = AgentReply if tools else output
         run = scope.run
         journal = run.journal
-        key = digest = None
+        key = digest = cache_digest = None
         if journal is not None or scope.cache is not None:
-            digest = request_hash(chain[0].name, call.request(chain[0], messages))
+            first = call.request(chain[0], messages)
+            digest = request_hash(chain[0].name, first)
+            if scope.cache is not None:
+                cache_digest = request_hash(run.engine.cache_identity(chain[0]), first)
         if journal is not None and digest is not None:
             key = scope.journal_key()
             replay = journal.lookup(key, digest, value_type)
@@ -177,11 +180,11 @@ class EngineLLM(LLM):
                     scope.add_call(record)
                     run.guard.charge(record.total_tokens, record.cost_usd or 0.0)
                 return self._returned(replay.value)
-        if scope.cache is not None and digest is not None:
-            found, hit = run.engine.cache_lookup(digest, value_type)
+        if cache_digest is not None:
+            found, hit = run.engine.cache_lookup(cache_digest, value_type)
             if found:
                 call.record_cache_hit(chain[0])
-                if journal is not None and key is not None:
+                if journal is not None and key is not None and digest is not None:
                     journal.save_call(key, digest, hit, call.records)
                 return self._returned(hit)
         last: ModelError | None = None
@@ -196,8 +199,8 @@ class EngineLLM(LLM):
                 raise
             if journal is not None and key is not None and digest is not None:
                 journal.save_call(key, digest, value, call.records)
-            if scope.cache is not None and digest is not None:
-                run.engine.cache_store_value(digest, value, scope.cache)
+            if cache_digest is not None and scope.cache is not None:
+                run.engine.cache_store_value(cache_digest, value, scope.cache)
             return self._returned(value)
         assert last is not None
         raise last

@@ -211,7 +211,14 @@ class Run:
         try:
             ready = self.ready
             while ready:
-                self._start(ready.popleft())
+                i = ready.popleft()
+                try:
+                    self._start(i)
+                except Exception as exc:  # a safety net: a step must always settle
+                    if self.state[i] in (PENDING, RUNNING):
+                        self._fail(i, _store_error(exc))
+                    else:
+                        raise
         finally:
             self._draining = False
 
@@ -252,8 +259,8 @@ class Run:
         if self.journal is not None:
             try:
                 restored = self.journal.restore(i, record)
-            except TrellisError as exc:  # a corrupt record: a clear error, the run stops
-                self._fail(i, exc)
+            except Exception as exc:  # a corrupt record: a clear error, the run stops
+                self._fail(i, _store_error(exc))
                 return
             if restored is not None:
                 self.result.decisions.extend(restored.decisions)
@@ -283,8 +290,8 @@ class Run:
             if self.journal is not None:
                 try:
                     self.journal.step_started(i, record, self.step_decisions.get(spec.name, []))
-                except TrellisError as exc:
-                    self._fail(i, exc)
+                except Exception as exc:
+                    self._fail(i, _store_error(exc))
                     return
         record.started_at = time.time()
         if (
@@ -418,12 +425,12 @@ class Run:
                 self.result.exception = exc
             self.values.pop(record.name, None)
             error: TrellisError = exc
-        except TrellisError as exc:
-            error = exc
+        except Exception as exc:
+            error = _store_error(exc)
         try:
             self.journal.step_settled(i, record, [])
-        except TrellisError as exc:
-            error = exc
+        except Exception as exc:
+            error = _store_error(exc)
         cannot_write = isinstance(error, StoreError) and not isinstance(error, SerializationError)
         if cannot_write and self.fatal is None:
             self._abort(error)
@@ -681,6 +688,15 @@ class Run:
     async def sleep(self, seconds: float) -> None:
         if seconds > 0:
             await self.engine.sleep(seconds)
+
+
+def _store_error(exc: Exception) -> TrellisError:
+    """A store's own exception as a StoreError (a Trellis error is kept as it is)."""
+    if isinstance(exc, TrellisError):
+        return exc
+    wrapped = StoreError(f"the store failed: {type(exc).__name__}: {exc}")
+    wrapped.__cause__ = exc
+    return wrapped
 
 
 async def _invoke(spec: StepSpec, kwargs: dict[str, Any]) -> Any:

@@ -50,12 +50,16 @@ class OutputSpec:
             body = fenced.group(1).strip()
         try:
             data = json.loads(body)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             return ParseFailure(FailureMode.MALFORMED, f"the reply is not valid JSON: {exc}")
         try:
             return self.adapter.validate_python(data)
         except ValidationError as exc:
             return ParseFailure(FailureMode.INVALID, _describe_errors(exc))
+        except Exception as exc:  # a validator that raised something else: still a re-ask
+            return ParseFailure(
+                FailureMode.INVALID, f"validating the reply raised {type(exc).__name__}: {exc}"
+            )
 
 
 def output_spec(tp: Any) -> OutputSpec:

@@ -43,12 +43,36 @@ def step_fingerprint(spec: StepSpec) -> str:
 
 def _code_text(fn: Callable[..., Any]) -> str:
     try:
-        return textwrap.dedent(inspect.getsource(fn))
+        text = textwrap.dedent(inspect.getsource(fn))
     except (OSError, TypeError):
         code = getattr(fn, "__code__", None)
         if not isinstance(code, types.CodeType):
             return repr(fn)
-        return _code_repr(code)
+        text = _code_repr(code)
+    return text + _captured(fn)
+
+
+_PLAIN = (int, float, str, bool, bytes, type(None))
+
+
+def _captured(fn: Callable[..., Any]) -> str:
+    """Plain values the function closes over or defaults to (a threshold, a prompt
+    template): changing them changes the step. Other objects are left out: their repr
+    may differ from one process to the next."""
+    values: list[Any] = list(getattr(fn, "__defaults__", None) or ())
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+    plain = [repr(v) for v in values if _is_plain(v)]
+    return "|" + ",".join(plain) if plain else ""
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, tuple | frozenset):  # not lists: mutable state is not definition
+        return all(_is_plain(v) for v in value)
+    return isinstance(value, _PLAIN)
 
 
 def _code_repr(code: types.CodeType) -> str:

@@ -5,7 +5,9 @@ pickled. Methods are synchronous and short: the engine calls them on the event l
 right when a step completes or an LLM call returns, so that a killed process loses at most
 the work that was in flight. (SQLite in WAL mode commits in tens of microseconds.)
 
-A store implementation passes ``tests/store/conformance.py``.
+A store implementation passes ``tests/store/conformance.py``, and raises
+:class:`~trellis.errors.StoreError` for its own failures (the engine wraps anything else in
+one and stops the run).
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ class StepRow:
     error: str | None = None  # JSON ErrorInfo
     usage: str | None = None  # JSON Stats, when the step made LLM calls
     decisions: str | None = None  # JSON list of decisions about this step
-    details: str | None = None  # JSON: started_at, duration_s, attempts, rounds, elements...
+    details: str | None = None  # JSON: attempts, rounds, elements, turns, question...
+    started_at: float | None = None
+    duration_s: float | None = None
 
 
 @dataclass(slots=True)

@@ -80,6 +80,11 @@ _MIGRATIONS: tuple[str, ...] = (
         format INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: step timings as REAL columns instead of JSON text (smaller rows, less to parse)
+    """
+    ALTER TABLE steps ADD COLUMN started_at REAL;
+    ALTER TABLE steps ADD COLUMN duration_s REAL;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -199,6 +204,10 @@ class SQLiteStore(Store):
         except sqlite3.IntegrityError as exc:
             db.execute("ROLLBACK")
             raise StoreError(f"cannot create run(s): {exc}") from exc
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     @_mapped
     def get_run(self, run_id: str) -> RunRow | None:
@@ -302,8 +311,8 @@ class SQLiteStore(Store):
         try:
             self._db.execute(
                 "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, "
-                "reason, error, usage, decisions, details, format) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "reason, error, usage, decisions, details, started_at, duration_s, format) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.run_id,
                     row.step,
@@ -315,6 +324,8 @@ class SQLiteStore(Store):
                     row.usage,
                     row.decisions,
                     row.details,
+                    row.started_at,
+                    row.duration_s,
                     FORMAT,
                 ),
             )
@@ -325,7 +336,7 @@ class SQLiteStore(Store):
     def load_steps(self, run_id: str) -> list[StepRow]:
         cur = self._db.execute(
             "SELECT run_id, step, status, definition, output, reason, error, usage, decisions, "
-            "details, format FROM steps WHERE run_id = ?",
+            "details, started_at, duration_s, format FROM steps WHERE run_id = ?",
             (run_id,),
         )
         out = []
