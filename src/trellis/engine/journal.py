@@ -172,28 +172,40 @@ def request_hash(model: str, request: ModelRequest) -> str:
 def step_row(
     run_id: str, record: StepRecord, definition: str, decisions: list[Decision]
 ) -> StepRow:
+    # The hot path of a durable run: a plain completed step writes only its output.
     usage = record.usage
-    details: dict[str, Any] = {}
-    if record.attempts != 1:
-        details["attempts"] = record.attempts
-    for name in ("rounds", "elements"):
-        value = getattr(record, name)
-        if value is not None:
-            details[name] = value
-    if record.element_failures:
-        details["element_failures"] = record.element_failures
-    if record.turns:
-        details["turns"] = record.turns
-    if record.question is not None:
-        details["question"] = record.question
+    details: dict[str, Any] | None = None
+    if (
+        record.attempts != 1
+        or record.rounds is not None
+        or record.elements is not None
+        or record.element_failures
+        or record.turns
+        or record.question is not None
+    ):
+        details = {"attempts": record.attempts}
+        for name in ("rounds", "elements"):
+            value = getattr(record, name)
+            if value is not None:
+                details[name] = value
+        if record.element_failures:
+            details["element_failures"] = record.element_failures
+        if record.turns:
+            details["turns"] = record.turns
+        if record.question is not None:
+            details["question"] = record.question
+    output = None
+    if record.status == "done":
+        try:
+            output = to_json(record.output).decode()
+        except Exception:  # let encode() decide: an escaped retry, or a clear error
+            output = encode(record.output, f"the output of step {record.name!r}")
     return StepRow(
         run_id=run_id,
         step=record.name,
         status=record.status,
         definition=definition,
-        output=encode(record.output, f"the output of step {record.name!r}")
-        if record.status == "done"
-        else None,
+        output=output,
         reason=record.reason,
         error=json.dumps(record.error.to_dict()) if record.error else None,
         usage=json.dumps(usage.to_dict()) if usage.attempts else None,

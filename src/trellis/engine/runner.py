@@ -60,6 +60,7 @@ __all__ = ["Run", "StepScope"]
 # Order matters: >= FAILED means the step's dependents cannot run.
 PENDING, RUNNING, DONE, SKIPPED, WAITING, BLOCKED, FAILED, CANCELLED = range(8)
 _MISSING = object()
+_NONE: list[Decision] = []  # shared, never mutated: "no decisions"
 _UNRUN_STATUS: dict[int, StepStatus] = {
     SKIPPED: "skipped",
     CANCELLED: "cancelled",
@@ -411,7 +412,7 @@ class Run:
         if isinstance(self.fatal, StoreError) and not isinstance(self.fatal, SerializationError):
             return  # the store failed: write nothing more
         try:
-            self.journal.step_settled(i, record, self.step_decisions.get(record.name, []))
+            self.journal.step_settled(i, record, self.step_decisions.get(record.name, _NONE))
             return
         except SerializationError as exc:
             if record.status != "done":
