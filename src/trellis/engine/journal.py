@@ -112,6 +112,28 @@ class Journal:
         return Restored(_decisions(row), calls)
 
     def step_settled(self, i: int, record: StepRecord, decisions: list[Decision]) -> None:
+        if (
+            record.status == "done"
+            and not decisions
+            and not record.usage.attempts
+            and record.attempts == 1
+            and record.rounds is None
+            and record.elements is None
+            and not record.turns
+        ):  # the common case, kept cheap: a plain step's output and timings
+            try:
+                output = to_json(record.output).decode()
+            except Exception:
+                output = encode(record.output, f"the output of step {record.name!r}")
+            self.store.save_done_step(
+                self.run_id,
+                record.name,
+                self._fingerprints[i],
+                output,
+                record.started_at,
+                record.duration_s,
+            )
+            return
         self.store.save_step(step_row(self.run_id, record, self._fingerprints[i], decisions))
 
     def step_started(self, i: int, record: StepRecord, decisions: list[Decision]) -> None:

@@ -137,6 +137,29 @@ class Store(abc.ABC):
     def save_step(self, row: StepRow) -> None:
         """Insert or replace the record of one step of a run."""
 
+    def save_done_step(
+        self,
+        run_id: str,
+        step: str,
+        definition: str,
+        output: str,
+        started_at: float | None,
+        duration_s: float | None,
+    ) -> None:
+        """Record a plainly completed step (no usage, decisions or details): the hot path
+        of a durable run. The default builds a :class:`StepRow`; a store may do better."""
+        self.save_step(
+            StepRow(
+                run_id,
+                step,
+                "done",
+                definition,
+                output=output,
+                started_at=started_at,
+                duration_s=duration_s,
+            )
+        )
+
     @abc.abstractmethod
     def load_steps(self, run_id: str) -> list[StepRow]: ...
 

@@ -332,6 +332,24 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
+    def save_done_step(
+        self,
+        run_id: str,
+        step: str,
+        definition: str,
+        output: str,
+        started_at: float | None,
+        duration_s: float | None,
+    ) -> None:
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, "
+                "started_at, duration_s, format) VALUES (?, ?, 'done', ?, ?, ?, ?, ?)",
+                (run_id, step, definition, output, started_at, duration_s, FORMAT),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
+
     @_mapped
     def load_steps(self, run_id: str) -> list[StepRow]:
         cur = self._db.execute(
