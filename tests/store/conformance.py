@@ -293,6 +293,19 @@ class StoreConformance:
         loaded = {s.step: s for s in store.load_steps("r")}
         assert loaded == {"classify": row, "other": failed}
 
+    def test_save_done_step_is_a_completed_step_row(self, store: Store) -> None:
+        store.save_step(StepRow("r", "s", "running", "old"))
+        store.save_done_step("r", "s", "def", '{"x": 1}', 12.5, 0.25)
+        (row,) = store.load_steps("r")
+        assert (row.step, row.status, row.definition, row.output) == (
+            "s",
+            "done",
+            "def",
+            '{"x": 1}',
+        )
+        assert (row.started_at, row.duration_s) == (12.5, 0.25)
+        assert (row.reason, row.error, row.usage, row.decisions, row.details) == (None,) * 5
+
     def test_save_step_replaces_by_run_and_step(self, store: Store) -> None:
         store.create_runs([run_row("r"), run_row("s")])
         store.save_step(step_row("r", "a", status="running", output=None))
