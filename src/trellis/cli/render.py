@@ -62,7 +62,10 @@ def fmt_seconds(value: float) -> str:
 
 def _cost(cost: float, unpriced: int) -> str:
     if unpriced:
-        return f"≥ {fmt_usd(cost)} ({unpriced} call{'s' if unpriced != 1 else ''} unpriced)"
+        calls = f"{unpriced} call{'s' if unpriced != 1 else ''} unpriced"
+        if cost == 0:
+            return f"unknown ({calls})"
+        return f"≥ {fmt_usd(cost)} ({calls})"
     return fmt_usd(cost)
 
 
