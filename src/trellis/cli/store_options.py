@@ -19,14 +19,13 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import SplitResult, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit
 
 import typer
 
@@ -35,6 +34,7 @@ from trellis.cli.settings import Settings, parse_model_override
 from trellis.cli.target import Target
 from trellis.errors import StoreError
 from trellis.flow.flow import Flow
+from trellis.redact import is_secret_option, redact_options
 from trellis.store import DEFAULT_STORE_URL, Store, open_store
 from trellis.store.base import RunRow
 
@@ -138,82 +138,6 @@ def open_existing_store(url: str | None) -> Store | None:
         open_cli_store("sqlite:///:memory:" + (f"?{query}" if query else "")).close()
         return None
     return open_cli_store(spec)
-
-
-# -- secrets -----------------------------------------------------------------------------
-
-_SECRET_WORDS = frozenset(
-    {
-        "key",
-        "keys",
-        "apikey",
-        "apikeys",
-        "token",
-        "secret",
-        "secrets",
-        "password",
-        "passwords",
-        "passwd",
-        "authorization",
-        "auth",
-        "bearer",
-        "credential",
-        "credentials",
-        "cookie",
-        "signature",
-    }
-)
-_SECRET_VALUE_PREFIXES = ("sk-", "sk_", "bearer ", "basic ", "ghp_", "xoxb-", "xoxp-")
-_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
-
-
-def is_secret_option(name: str, value: object = None) -> bool:
-    """Whether a binding option may hold a secret: its name has a word like key, token,
-    secret, password or authorization (``api_key``, ``X-Api-Key``, ``authToken``; not
-    ``max_tokens``), or its value looks like a key (``sk-...``, ``Bearer ...``). A name
-    ending in ``env`` (``api_key_env``) names an environment variable, not a secret."""
-    words = [w.lower() for w in _WORD.findall(name)]
-    secret_name = any(w in _SECRET_WORDS for w in words) or name.lower() in _SECRET_WORDS
-    if words and words[-1] == "env" and not _looks_secret(value):
-        return False
-    return secret_name or _looks_secret(value)
-
-
-def _looks_secret(value: object) -> bool:
-    return isinstance(value, str) and value.strip().lower().startswith(_SECRET_VALUE_PREFIXES)
-
-
-def _strip_credentials(value: str) -> str | None:
-    """``value`` without the ``user:password@`` of a URL (None when it has none)."""
-    if "://" not in value or "@" not in value:
-        return None
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return None
-    if parts.username is None and parts.password is None:
-        return None
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port is not None else "")
-    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def redact_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Binding options safe to record, and the names of those dropped or cleaned."""
-    kept: dict[str, Any] = {}
-    redacted: list[str] = []
-    for name, value in options.items():
-        if is_secret_option(str(name), value):
-            redacted.append(str(name))
-            continue
-        if isinstance(value, str):
-            clean = _strip_credentials(value)
-            if clean is not None:
-                kept[name] = clean
-                redacted.append(str(name))
-                continue
-        kept[name] = value
-    return kept, redacted
 
 
 def redact_model_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -94,7 +94,8 @@ class DurableRun:
                 row = store.get_run(run_id)
                 if row is None:
                     raise
-        if row.meta and '"batch": true' in row.meta:
+        meta_json = decode(row.meta, Any, f"the metadata of run {run_id!r}") if row.meta else {}
+        if isinstance(meta_json, dict) and meta_json.get("batch") is True:
             raise InputError(
                 f"{run_id!r} is a batch; resume it with run_many(batch_id={run_id!r}) or "
                 f"'trellis resume {run_id}'"

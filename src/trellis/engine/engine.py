@@ -41,6 +41,7 @@ from trellis.flow.graph import CompiledFlow
 from trellis.flow.policy import Budget, Cache
 from trellis.models.base import Model
 from trellis.models.registry import ProviderFactory, ProviderRegistry
+from trellis.redact import redact_options
 from trellis.store import CallRow, MemoryStore, Store, open_store
 from trellis.store.codec import decode, encode
 
@@ -48,15 +49,10 @@ __all__ = ["Engine", "failed_result", "new_run_id"]
 
 
 _CACHE_PREFIX = "llm-reply/v1/"
-_SECRET_WORDS = ("key", "token", "secret", "password", "auth")
 
 
 def _identity(binding: ModelBinding, model: Model) -> str:
-    options = sorted(
-        (k, str(v))
-        for k, v in binding.options.items()
-        if not any(word in k.lower() for word in _SECRET_WORDS)
-    )
+    options = sorted((k, str(v)) for k, v in redact_options(binding.options)[0].items())
     return f"{model.name}|{binding.provider}:{binding.model}|{options}"
 
 

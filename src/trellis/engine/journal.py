@@ -121,15 +121,11 @@ class Journal:
             and record.elements is None
             and not record.turns
         ):  # the common case, kept cheap: a plain step's output and timings
-            try:
-                output = to_json(record.output).decode()
-            except Exception:
-                output = encode(record.output, f"the output of step {record.name!r}")
             self.store.save_done_step(
                 self.run_id,
                 record.name,
                 self._fingerprints[i],
-                output,
+                _output_json(record),
                 record.started_at,
                 record.duration_s,
             )
@@ -216,12 +212,7 @@ def step_row(
             details["turns"] = record.turns
         if record.question is not None:
             details["question"] = record.question
-    output = None
-    if record.status == "done":
-        try:
-            output = to_json(record.output).decode()
-        except Exception:  # let encode() decide: an escaped retry, or a clear error
-            output = encode(record.output, f"the output of step {record.name!r}")
+    output = _output_json(record) if record.status == "done" else None
     return StepRow(
         run_id=run_id,
         step=record.name,
@@ -236,6 +227,15 @@ def step_row(
         started_at=record.started_at,
         duration_s=record.duration_s,
     )
+
+
+def _output_json(record: StepRecord) -> str:
+    """A completed step's output as JSON: Pydantic's encoder directly (the hot path), and
+    :func:`encode` for what it cannot take (an escaped retry, or a clear error)."""
+    try:
+        return to_json(record.output).decode()
+    except Exception:
+        return encode(record.output, f"the output of step {record.name!r}")
 
 
 def record_from_row(row: StepRow, output_type: Any = Any) -> StepRecord:

@@ -374,15 +374,35 @@ class _Call:
         error: str | None,
         reply: str | None = None,
     ) -> None:
+        cost = self.scope.run.settle(reservation, model.name, usage)
+        outcome = "ok" if mode is None else str(mode)
+        self._add(model, usage, cost, latency, outcome, error=error, reply=reply)
+
+    def record_cache_hit(self, model: Model) -> None:
+        """A reply served from the response cache: recorded, costs nothing."""
+        self.attempt += 1
+        self._add(model, Usage(), 0.0, 0.0, "ok", source="cache")
+
+    def _add(
+        self,
+        model: Model,
+        usage: Usage,
+        cost: float | None,
+        latency: float,
+        outcome: str,
+        *,
+        error: str | None = None,
+        reply: str | None = None,
+        source: str = "live",
+    ) -> None:
         scope = self.scope
-        cost = scope.run.settle(reservation, model.name, usage)
         record = CallRecord(
             step=scope.record.name,
             call=self.call_no,
             attempt=self.attempt,
             model=model.name,
             role=self.role,
-            outcome="ok" if mode is None else str(mode),
+            outcome=outcome,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cost_usd=cost,
@@ -392,30 +412,10 @@ class _Call:
             round=scope.round,
             error=error,
             reply=reply,
+            source=source,
         )
         self.records.append(record)
         scope.add_call(record)
-
-    def record_cache_hit(self, model: Model) -> None:
-        """A reply served from the response cache: recorded, costs nothing."""
-        self.attempt += 1
-        record = CallRecord(
-            step=self.scope.record.name,
-            call=self.call_no,
-            attempt=self.attempt,
-            model=model.name,
-            role=self.role,
-            outcome="ok",
-            input_tokens=0,
-            output_tokens=0,
-            cost_usd=0.0,
-            latency_s=0.0,
-            index=self.scope.index,
-            round=self.scope.round,
-            source="cache",
-        )
-        self.records.append(record)
-        self.scope.add_call(record)
 
 
 def _one_line(error: str) -> str:

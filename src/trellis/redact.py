@@ -1,0 +1,87 @@
+"""Which binding options may hold a secret, and binding options with those left out.
+
+Used wherever options are recorded or hashed: a run's metadata (the CLI), the response
+cache's model identity (the engine). Keys, tokens and passwords never leave the process.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+__all__ = ["is_secret_option", "redact_options"]
+
+_SECRET_WORDS = frozenset(
+    {
+        "key",
+        "keys",
+        "apikey",
+        "apikeys",
+        "token",
+        "secret",
+        "secrets",
+        "password",
+        "passwords",
+        "passwd",
+        "authorization",
+        "auth",
+        "bearer",
+        "credential",
+        "credentials",
+        "cookie",
+        "signature",
+    }
+)
+_SECRET_VALUE_PREFIXES = ("sk-", "sk_", "bearer ", "basic ", "ghp_", "xoxb-", "xoxp-")
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+
+def is_secret_option(name: str, value: object = None) -> bool:
+    """Whether a binding option may hold a secret: its name has a word like key, token,
+    secret, password or authorization (``api_key``, ``X-Api-Key``, ``authToken``; not
+    ``max_tokens``), or its value looks like a key (``sk-...``, ``Bearer ...``). A name
+    ending in ``env`` (``api_key_env``) names an environment variable, not a secret."""
+    words = [w.lower() for w in _WORD.findall(name)]
+    secret_name = any(w in _SECRET_WORDS for w in words) or name.lower() in _SECRET_WORDS
+    if words and words[-1] == "env" and not _looks_secret(value):
+        return False
+    return secret_name or _looks_secret(value)
+
+
+def _looks_secret(value: object) -> bool:
+    return isinstance(value, str) and value.strip().lower().startswith(_SECRET_VALUE_PREFIXES)
+
+
+def _strip_credentials(value: str) -> str | None:
+    """``value`` without the ``user:password@`` of a URL (None when it has none)."""
+    if "://" not in value or "@" not in value:
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.username is None and parts.password is None:
+        return None
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def redact_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Binding options safe to record, and the names of those dropped or cleaned."""
+    kept: dict[str, Any] = {}
+    redacted: list[str] = []
+    for name, value in options.items():
+        if is_secret_option(str(name), value):
+            redacted.append(str(name))
+            continue
+        if isinstance(value, str):
+            clean = _strip_credentials(value)
+            if clean is not None:
+                kept[name] = clean
+                redacted.append(str(name))
+                continue
+        kept[name] = value
+    return kept, redacted
