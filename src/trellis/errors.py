@@ -22,6 +22,7 @@ provider SDK, an HTTP client, the user's own step code) are mapped at the bounda
         ├── RateLimitError           429; ``.retry_after`` when the provider said
         ├── ModelTimeoutError        the attempt's deadline passed
         ├── OverloadedError          5xx / overloaded
+        ├── ConnectionFailedError    DNS failure, refused or reset connection
         ├── RefusalError             refusal or content filter
         ├── TruncatedError           the reply hit max_tokens
         ├── ContextOverflowError     the request does not fit the model's context
@@ -45,6 +46,7 @@ __all__ = [
     "BadRequestError",
     "BudgetExceededError",
     "ConfigurationError",
+    "ConnectionFailedError",
     "ContextOverflowError",
     "FailureMode",
     "FlowDefinitionError",
@@ -76,6 +78,7 @@ class FailureMode(enum.StrEnum):
     RATE_LIMIT = "rate_limit"  # wait retry-after, else backoff
     TIMEOUT = "timeout"  # per-attempt deadline -> retry
     OVERLOADED = "overloaded"  # 5xx / overloaded -> backoff, then fallback model
+    CONNECTION = "connection"  # could not connect (DNS, refused, reset) -> backoff, retry
     REFUSAL = "refusal"  # refusal / content filter -> never retried identically
     TRUNCATED = "truncated"  # hit max_tokens -> never resent identically
     CONTEXT_OVERFLOW = "context_overflow"  # prompt too long -> never resent identically
@@ -90,7 +93,12 @@ class FailureMode(enum.StrEnum):
     @property
     def is_transient(self) -> bool:
         """Worth sending the identical request again after a wait."""
-        return self in (FailureMode.RATE_LIMIT, FailureMode.TIMEOUT, FailureMode.OVERLOADED)
+        return self in (
+            FailureMode.RATE_LIMIT,
+            FailureMode.TIMEOUT,
+            FailureMode.OVERLOADED,
+            FailureMode.CONNECTION,
+        )
 
     @property
     def wants_other_model(self) -> bool:
@@ -211,6 +219,12 @@ class ModelTimeoutError(ModelError):
 
 class OverloadedError(ModelError):
     mode = FailureMode.OVERLOADED
+
+
+class ConnectionFailedError(ModelError):
+    """The provider could not be reached: DNS failure, refused or reset connection."""
+
+    mode = FailureMode.CONNECTION
 
 
 class RefusalError(ModelError):

@@ -302,7 +302,7 @@ class _Call:
                 usage = error.usage or Usage()
                 self._record(model, usage, reservation, latency, error.mode, str(error))
                 mode = error.mode
-                if mode in (FailureMode.RATE_LIMIT, FailureMode.TIMEOUT):
+                if mode in (FailureMode.RATE_LIMIT, FailureMode.TIMEOUT, FailureMode.CONNECTION):
                     transient += 1
                     if transient >= policy.max_attempts:
                         raise error
