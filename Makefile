@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,6 +12,10 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -29,5 +33,9 @@ test: lint
 bench: $(VENV)/.bench-installed
 	$(PY) bench/run.py --out bench/results.json
 
+docs: $(VENV)/.docs-installed
+	$(VENV)/bin/mkdocs build --strict --quiet
+	@echo "API reference and guides built in site/ (open site/index.html)"
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache feedback-results.jsonl
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache feedback-results.jsonl
