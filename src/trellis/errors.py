@@ -18,6 +18,7 @@ provider SDK, an HTTP client, the user's own step code) are mapped at the bounda
     │   └── SerializationError       a value cannot be stored as JSON
     ├── RunLockedError               another process is executing this run (its lease)
     ├── StepChangedError             a recorded step's code changed since the run was recorded
+    ├── ToolArgumentsError           a model's tool-call arguments do not fit the tool
     └── ModelError                   an LLM call failed; ``.mode`` is its FailureMode
         ├── RateLimitError           429; ``.retry_after`` when the provider said
         ├── ModelTimeoutError        the attempt's deadline passed
@@ -65,6 +66,7 @@ __all__ = [
     "StepChangedError",
     "StepError",
     "StoreError",
+    "ToolArgumentsError",
     "TrellisError",
     "TruncatedError",
 ]
@@ -112,7 +114,24 @@ class FailureMode(enum.StrEnum):
 
 
 class TrellisError(Exception):
-    """Base of every error Trellis raises."""
+    """Base of every error Trellis raises.
+
+    Every Trellis error pickles and unpickles with its message and attributes (a worker
+    process or a Ray task sends errors back to the driver), whatever its constructor takes.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild_error(
+    cls: type[TrellisError], args: tuple[Any, ...], state: dict[str, Any]
+) -> TrellisError:
+    """Unpickle a Trellis error without calling its (keyword-only) constructor."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class FlowDefinitionError(TrellisError):
@@ -184,6 +203,14 @@ class StepChangedError(TrellisError):
     def __init__(self, message: str, *, step: str):
         super().__init__(message)
         self.step = step
+
+
+class ToolArgumentsError(TrellisError):
+    """The model's arguments for a tool are not valid JSON for its parameters.
+
+    Never raised out of a run: the agent loop sends the message back to the model as the
+    tool's result, and the tool does not execute.
+    """
 
 
 class ModelError(TrellisError):

@@ -26,16 +26,12 @@ from typing import Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from trellis.errors import FlowDefinitionError
+from trellis.errors import FlowDefinitionError, ToolArgumentsError
 from trellis.models.base import ToolSpec
 
 __all__ = ["Tool", "ToolArgumentsError", "tool"]
 
 _ARG_LINE = re.compile(r"^\s{2,}(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
-
-
-class ToolArgumentsError(Exception):
-    """The model's arguments for a tool are not valid JSON for its parameters."""
 
 
 class Tool:
