@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo test quick lint bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests examples bench
 	$(VENV)/bin/mypy
 
+# Every test, slow ones included, on two workers (the suite is process-safe).
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
+
+# Local iteration: the same without the tests marked slow.
+quick: lint
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 bench: $(VENV)/.bench-installed
 	$(PY) bench/run.py --out bench/results.json
