@@ -17,7 +17,9 @@ from trellis.cli.errors import EXIT_OK, CliError
 from trellis.cli.human import approve, reply
 from trellis.cli.inspect import runs, show
 from trellis.cli.mock import mock_server
+from trellis.cli.options import ConfigOption, ModelOption
 from trellis.cli.resume import resume
+from trellis.cli.settings import apply_model_overrides, load_config
 from trellis.cli.store_options import LeaseTtlOption, StoreOption
 from trellis.cli.target import load_flow
 
@@ -81,20 +83,38 @@ def _root(
 @app.command()
 def check(
     target: Annotated[str, typer.Argument(help=TARGET_HELP, metavar="TARGET", show_default=False)],
+    models: ModelOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Validate a flow and list its inputs and steps in the order they run.
 
     For each step: what it reads (flow inputs and other steps), its output type and its
-    options (when / branch, map, loop, model, retry). Nothing is run and no model is
-    called. Exit code 0 when the flow is valid, 2 with the problem otherwise.
+    options (when / branch, map, loop, model, retry), and the model roles the flow uses
+    with what each is bound to in ./trellis.toml (or --config) and --model. Nothing is
+    run and no model is called. Exit code 0 when the flow is valid (and, when a config or
+    --model is given, every role it uses is bound), 2 with the problem otherwise.
 
-    Example: `trellis check examples/feedback_triage.py:flow`
+    Example: `trellis check examples/feedback_triage.py:flow -c examples/trellis.toml`
     """
     try:
         flow, parsed = load_flow(target)
+        loaded, config_path = load_config(config)
+        bound = apply_model_overrides(loaded, models or [])
     except CliError as exc:
         raise _fail(exc) from None
-    render_flow(Console(), describe_flow(flow), str(parsed))
+    source = str(config_path) if config_path else ("--model" if models else None)
+    info = describe_flow(flow, bound, source)
+    render_flow(Console(), info, str(parsed))
+    unbound = [r for r in info.roles if r.binding is None]
+    if unbound and source is not None:
+        names = ", ".join(r.name for r in unbound)
+        where = f"in {config_path}" if config_path else "(no trellis.toml here, no --config)"
+        raise _fail(
+            CliError(
+                f"model role(s) {names} used by the flow are not bound {where}; bind them "
+                f"with --model ROLE=provider:model or under [models] in trellis.toml"
+            )
+        )
 
 
 # -- trellis run ---------------------------------------------------------------------------

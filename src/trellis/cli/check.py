@@ -10,12 +10,15 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.text import Text
 
+from trellis.config import Config
+from trellis.errors import ConfigurationError
 from trellis.flow.flow import Flow
 from trellis.flow.policy import RetryPolicy
+from trellis.flow.roles import roles_used
 from trellis.flow.step import StepSpec
 from trellis.flow.types import describe
 
-__all__ = ["FlowInfo", "InputInfo", "StepInfo", "describe_flow", "render_flow"]
+__all__ = ["FlowInfo", "InputInfo", "RoleInfo", "StepInfo", "describe_flow", "render_flow"]
 
 
 _INJECTED = {"llm": "calls an LLM", "context": "reads its RunContext", "round": "loops"}
@@ -41,12 +44,21 @@ class StepInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RoleInfo:
+    name: str
+    steps: tuple[str, ...]  # the steps whose LLM calls name it
+    binding: str | None  # provider:model (+ fallbacks) it is bound to; None: unbound
+
+
+@dataclass(frozen=True, slots=True)
 class FlowInfo:
     name: str
     description: str
     inputs: tuple[InputInfo, ...]
     steps: tuple[StepInfo, ...]  # in execution (topological) order
     defaults: tuple[str, ...]  # flow-wide options: model, concurrency, budget, retry
+    roles: tuple[RoleInfo, ...] = ()  # the model roles found in the steps
+    config: str | None = None  # what the roles were resolved against: a file, "--model"
 
 
 def _retry_diff(policy: RetryPolicy) -> str:
@@ -93,8 +105,26 @@ def _options(spec: StepSpec) -> tuple[str, ...]:
     return tuple(options)
 
 
-def describe_flow(flow: Flow) -> FlowInfo:
-    """The flow's inputs and steps (in the order they can run). Validates the flow."""
+def _roles(flow: Flow, config: Config) -> tuple[RoleInfo, ...]:
+    roles: list[RoleInfo] = []
+    for role, steps in roles_used(flow).items():
+        try:
+            bound = config.resolve(role)
+        except ConfigurationError:
+            roles.append(RoleInfo(role, steps, None))
+            continue
+        text = bound.binding.name
+        if bound.fallbacks:
+            text += ", then " + ", ".join(bound.fallbacks)
+        roles.append(RoleInfo(role, steps, text))
+    return tuple(roles)
+
+
+def describe_flow(
+    flow: Flow, config: Config | None = None, config_source: str | None = None
+) -> FlowInfo:
+    """The flow's inputs, steps (in the order they can run) and model roles, resolved
+    against ``config``. Validates the flow."""
     plan = flow.compile()
     steps: list[StepInfo] = []
     for spec in plan.steps:
@@ -137,7 +167,15 @@ def describe_flow(flow: Flow) -> FlowInfo:
         defaults.append(f"budget({', '.join(limits)})")
     if flow.retry != RetryPolicy():
         defaults.append(_retry_diff(flow.retry))
-    return FlowInfo(flow.name, flow.description, inputs, tuple(steps), tuple(defaults))
+    return FlowInfo(
+        flow.name,
+        flow.description,
+        inputs,
+        tuple(steps),
+        tuple(defaults),
+        roles=_roles(flow, config or Config()),
+        config=config_source,
+    )
 
 
 def render_flow(console: Console, info: FlowInfo, source: str) -> None:
@@ -180,3 +218,22 @@ def render_flow(console: Console, info: FlowInfo, source: str) -> None:
             line(f"[cyan]{escape(option)}[/]", 5)
         if s.description:
             line(f"[dim]{escape(s.description)}[/]", 5)
+    if info.roles:
+        console.print()
+        checked = info.config is not None
+        where = ""
+        if info.config == "--model":
+            where = " (bound by --model)"
+        elif info.config:
+            where = f" (bound in {escape(info.config)} and --model)"
+        line(f"[bold]Model roles[/]{where}")
+        for role in info.roles:
+            used = f"[dim]— used by {escape(', '.join(role.steps))}[/]"
+            if role.binding is None and not checked:
+                line(f"[bold]{escape(role.name)}[/] {used}", 2)
+            elif role.binding is None:
+                line(f"[bold]{escape(role.name)}[/]: [bold red]not bound[/] {used}", 2)
+            else:
+                line(f"[bold]{escape(role.name)}[/]: {escape(role.binding)} {used}", 2)
+        if not checked:
+            line("[dim]give --config FILE.toml or --model ROLE=... to check the bindings[/]", 2)

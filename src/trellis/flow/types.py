@@ -24,11 +24,33 @@ _SEQUENCE_ORIGINS = {list, tuple, cabc.Sequence, cabc.Iterable, cabc.Collection,
 
 
 def describe(tp: Any) -> str:
-    """A readable name for a type: ``list[Topic]``, ``Sentiment | None``."""
+    """A readable name for a type, as the user wrote it: ``list[Topic]``, ``Sentiment | None``.
+
+    Classes are named by their qualified name only, never by their module (the CLI imports
+    a flow file under an internal module name, which must not appear in messages).
+    """
     if tp is Any:
         return "Any"
-    if isinstance(tp, type) and not get_args(tp):
+    if tp is None or tp is _NONE:
+        return "None"
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin is typing.Annotated:
+        return describe(args[0])
+    if _is_union(tp):
+        return " | ".join(describe(a) for a in args)
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin is not None:
+        name = getattr(origin, "__qualname__", None) or str(origin).replace("typing.", "")
+        if not args:
+            return str(name)
+        inner = ", ".join("..." if a is Ellipsis else describe(a) for a in args)
+        return f"{name}[{inner}]"
+    if isinstance(tp, type):
         return tp.__qualname__
+    if isinstance(tp, typing.TypeVar):
+        return tp.__name__
     return str(tp).replace("typing.", "").replace("NoneType", "None")
 
 
