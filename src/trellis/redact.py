@@ -1,6 +1,7 @@
 """Which binding options may hold a secret, and binding options with those left out.
 
-Used wherever options are recorded or hashed: a run's metadata (the CLI), the response
+A URL-valued option keeps its host and path but loses its ``user:password@`` and any query
+parameter named like a secret. Used wherever options are recorded or hashed: a run's metadata (the CLI), the response
 cache's model identity (the engine). Keys, tokens and passwords never leave the process.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = ["is_secret_option", "redact_options"]
 
@@ -54,19 +55,28 @@ def _looks_secret(value: object) -> bool:
     return isinstance(value, str) and value.strip().lower().startswith(_SECRET_VALUE_PREFIXES)
 
 
-def _strip_credentials(value: str) -> str | None:
-    """``value`` without the ``user:password@`` of a URL (None when it has none)."""
-    if "://" not in value or "@" not in value:
+def _clean_url(value: str) -> str | None:
+    """``value`` without a URL's ``user:password@`` and without query parameters named like
+    a secret (``?api-key=...``, ``&token=...``); None when there is nothing to remove."""
+    if "://" not in value:
         return None
     try:
         parts = urlsplit(value)
+        port = parts.port
     except ValueError:
         return None
-    if parts.username is None and parts.password is None:
+    netloc = parts.netloc
+    if parts.username is not None or parts.password is not None:
+        netloc = (parts.hostname or "") + (f":{port}" if port is not None else "")
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        kept = [(k, v) for k, v in pairs if not is_secret_option(k, v)]
+        if len(kept) != len(pairs):
+            query = urlencode(kept)
+    if netloc == parts.netloc and query == parts.query:
         return None
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port is not None else "")
-    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def redact_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -78,7 +88,7 @@ def redact_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str
             redacted.append(str(name))
             continue
         if isinstance(value, str):
-            clean = _strip_credentials(value)
+            clean = _clean_url(value)
             if clean is not None:
                 kept[name] = clean
                 redacted.append(str(name))
