@@ -1,8 +1,9 @@
 """Which binding options may hold a secret, and binding options with those left out.
 
 A URL-valued option keeps its host and path but loses its ``user:password@`` and any query
-parameter named like a secret. Used wherever options are recorded or hashed: a run's metadata (the CLI), the response
-cache's model identity (the engine). Keys, tokens and passwords never leave the process.
+parameter named like a secret. Used wherever options are recorded or hashed: a run's
+metadata (the CLI), the response cache's model identity (the engine). Keys, tokens and
+passwords never leave the process.
 """
 
 from __future__ import annotations
