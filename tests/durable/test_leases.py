@@ -8,7 +8,6 @@ first run executing while the second engine tries the same run id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 

@@ -18,7 +18,7 @@ from trellis.cli.human import approve, reply
 from trellis.cli.inspect import runs, show
 from trellis.cli.mock import mock_server
 from trellis.cli.resume import resume
-from trellis.cli.store_options import LeaseTtlOption, StoreOption
+from trellis.cli.store_options import LeaseTtlOption, StoreOption, release_leases_on_sigterm
 from trellis.cli.target import load_flow
 
 __all__ = ["app", "main"]
@@ -352,4 +352,5 @@ app.add_typer(cache_app, name="cache")
 
 def main() -> None:
     """Entry point of the ``trellis`` console script."""
+    release_leases_on_sigterm()  # SIGTERM stops a run as Ctrl-C does
     app()

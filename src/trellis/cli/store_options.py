@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
@@ -54,6 +56,7 @@ __all__ = [
     "read_meta",
     "redact_model_overrides",
     "redact_options",
+    "release_leases_on_sigterm",
     "store_url",
     "wait_for_dead_leases",
 ]
@@ -268,6 +271,22 @@ def is_batch(store: Store, row: RunRow) -> bool:
 
 
 # -- leases --------------------------------------------------------------------------------
+
+
+def release_leases_on_sigterm() -> None:
+    """Make SIGTERM stop a command as Ctrl-C does: the run is cancelled, its leases are
+    released (the next ``trellis resume`` need not wait for them to expire) and what
+    finished is written. Without this, SIGTERM kills the process and its leases stay."""
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _terminate_like_interrupt)
+
+
+def _terminate_like_interrupt(signum: int, frame: FrameType | None) -> None:
+    handler = signal.getsignal(signal.SIGINT)  # asyncio's own while a run is going on
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # SIGINT ignored (a background job): interrupt all the same
+        raise KeyboardInterrupt
 
 
 def wait_for_dead_leases(
