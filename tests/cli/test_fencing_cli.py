@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -304,3 +305,32 @@ def test_lease_ttl_rejects_values_that_are_not_a_positive_finite_duration(value:
     assert result.exit_code == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --lease-ttl must be a finite"), lines
+
+
+def test_resume_waits_out_the_lease_of_a_killed_owner_not_yet_reaped(tmp_path: Path) -> None:
+    """A zombie still answers ``kill(pid, 0)``: it must count as dead, not as a live holder."""
+    from trellis.cli.store_options import wait_for_dead_leases
+    from trellis.store import RunRow, SQLiteStore
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while (Path(f"/proc/{child.pid}/stat").read_bytes().rpartition(b")")[2].split()[0]) != b"Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        owner = f"{socket.gethostname()}:{child.pid}:tag"
+        with SQLiteStore(tmp_path / "t.db") as store:
+            store.create_run(
+                RunRow(
+                    "z", "f", "running", "{}", 1.0, lease_owner=owner, lease_expires=time.time() + 5
+                )
+            )
+            row = store.get_run("z")
+            assert row is not None
+            said: list[str] = []
+            slept: list[float] = []
+            wait_for_dead_leases(store, [row], echo=said.append, sleep=slept.append)
+    finally:
+        child.wait()
+    assert len(said) == 1 and f"stopped process {child.pid}" in said[0], said
+    assert len(slept) == 1 and 4 < slept[0] <= 5.1, slept
