@@ -4,6 +4,7 @@ processes) where the one that took a run over wins every write."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,32 @@ def test_the_process_that_took_over_wins_every_write(tmp_path: Path) -> None:
         assert row is not None and row.status == "done"
         assert [(s.status, s.output) for s in successor.load_steps("r")] == [("done", '"new"')]
         assert successor.load_calls("r") == []
+
+
+def test_processes_opening_the_same_new_file_at_once_all_get_the_store(tmp_path: Path) -> None:
+    """Two ``trellis run`` creating the same new store at the same moment: one creates and
+    migrates it, the others wait for it and open it (never "table already exists")."""
+    for attempt in range(5):
+        path = tmp_path / f"new{attempt}.db"
+        barrier = threading.Barrier(6)
+        errors: list[BaseException] = []
+
+        def open_it(
+            path: Path = path,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            barrier.wait()
+            try:
+                SQLiteStore(path).close()
+            except BaseException as exc:  # collected, re-raised in the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == [], errors
+        with SQLiteStore(path) as store:
+            assert store.schema_version == SCHEMA_VERSION

@@ -156,6 +156,30 @@ class SQLiteStore(Store):
     # -- schema ---------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        """Create or upgrade the schema. Processes opening the same new (or old) file at the
+        same moment take turns: the check is made again under the write lock."""
+        if self._read_version(creating=False) == SCHEMA_VERSION:
+            return  # the common case: no lock taken
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._read_version(creating=True) or 0
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _split(_MIGRATIONS[number]):
+                    db.execute(statement)
+                db.execute(
+                    "UPDATE trellis_meta SET value = ? WHERE key = 'schema_version'",
+                    (str(number + 1),),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _read_version(self, *, creating: bool) -> int | None:
+        """The database's schema version; ``None`` for an empty file (created when
+        ``creating``, inside the caller's transaction: then 0)."""
         db = self._db
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "trellis_meta" not in tables:
@@ -164,12 +188,12 @@ class SQLiteStore(Store):
                     f"{self.path!r} is a SQLite database but not a Trellis store (it has "
                     f"tables {sorted(tables)[:5]}); use another path"
                 )
-            db.execute("BEGIN IMMEDIATE")
+            if not creating:
+                return None
             db.execute("CREATE TABLE trellis_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             db.execute(
                 "INSERT INTO trellis_meta VALUES ('app', ?), ('schema_version', '0')", (_APP,)
             )
-            db.execute("COMMIT")
         meta = dict(db.execute("SELECT key, value FROM trellis_meta").fetchall())
         if meta.get("app") != _APP:
             raise StoreError(f"{self.path!r} is not a Trellis store (app={meta.get('app')!r})")
@@ -182,19 +206,7 @@ class SQLiteStore(Store):
                 f"{self.path!r} was written by a newer Trellis (schema version {version}, this "
                 f"version knows up to {SCHEMA_VERSION}); upgrade Trellis to open it"
             )
-        for number in range(version, SCHEMA_VERSION):
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _split(_MIGRATIONS[number]):
-                    db.execute(statement)
-                db.execute(
-                    "UPDATE trellis_meta SET value = ? WHERE key = 'schema_version'",
-                    (str(number + 1),),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        return version
 
     @property
     def schema_version(self) -> int:
