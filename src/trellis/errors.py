@@ -15,7 +15,8 @@ provider SDK, an HTTP client, the user's own step code) are mapped at the bounda
     │   └── AgentTurnLimitError      an agent gave no final answer within its turns
     ├── BudgetExceededError          a run budget (cost, tokens, calls, time) would be exceeded
     ├── StoreError                   the store is unusable: newer/foreign schema, corrupt row
-    │   └── SerializationError       a value cannot be stored as JSON
+    │   ├── SerializationError       a value cannot be stored as JSON
+    │   └── LeaseLostError           another process took this run over: a stale write refused
     ├── RunLockedError               another process is executing this run (its lease)
     ├── StepChangedError             a recorded step's code changed since the run was recorded
     ├── ToolArgumentsError           a model's tool-call arguments do not fit the tool
@@ -52,6 +53,7 @@ __all__ = [
     "FailureMode",
     "FlowDefinitionError",
     "InputError",
+    "LeaseLostError",
     "ModelError",
     "ModelTimeoutError",
     "OutputTypeError",
@@ -186,6 +188,44 @@ class StoreError(TrellisError):
 
 class SerializationError(StoreError):
     """A value cannot be recorded as JSON (and Trellis never falls back to pickle)."""
+
+
+class LeaseLostError(StoreError):
+    """This process lost a run's lease to another process (it stalled past the lease's
+    TTL, or failed to renew it): the store refused a write carrying its older lease epoch
+    (fencing token), or the heartbeat found the lease taken. The process stops its work on
+    that run; what the new owner writes is never overwritten.
+
+    ``epoch`` is the epoch this process held, ``current`` the run's epoch now (when known),
+    ``owner`` who holds the lease now (when known)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str,
+        epoch: int | None = None,
+        current: int | None = None,
+        owner: str | None = None,
+    ):
+        super().__init__(message)
+        self.run_id = run_id
+        self.epoch = epoch
+        self.current = current
+        self.owner = owner
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keyword-only arguments: rebuild through a helper so that pickling round-trips
+        return (
+            _rebuild_lease_lost,
+            (str(self), self.run_id, self.epoch, self.current, self.owner),
+        )
+
+
+def _rebuild_lease_lost(
+    message: str, run_id: str, epoch: int | None, current: int | None, owner: str | None
+) -> LeaseLostError:
+    return LeaseLostError(message, run_id=run_id, epoch=epoch, current=current, owner=owner)
 
 
 class RunLockedError(TrellisError):

@@ -8,14 +8,13 @@ first run executing while the second engine tries the same run id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 
 import pytest
 
 import trellis as tl
-from trellis.errors import RunLockedError
+from trellis.errors import LeaseLostError, RunLockedError
 from trellis.store import RunRow, SQLiteStore
 
 from . import Counts, durable_engine
@@ -109,16 +108,28 @@ async def test_the_lease_is_held_while_running_and_released_after(tmp_path: Path
 
 
 async def test_a_failed_run_releases_its_lease(tmp_path: Path) -> None:
+    counts = Counts()
     flow = tl.Flow("failing", inputs={"n": int})
 
     @flow.step
     def boom(n: int) -> int:
+        counts.hit("boom")
         raise ValueError("no")
 
-    async with durable_engine(tmp_path / "t.db") as one, durable_engine(tmp_path / "t.db") as two:
-        assert not (await one.run(flow, {"n": 1}, run_id="f")).ok
-        # Another process may resume it at once.
-        assert not (await two.run(flow, None, run_id="f")).ok
+    path = tmp_path / "t.db"
+    async with durable_engine(path, lease_ttl=60) as one, durable_engine(path) as two:
+        first = await one.run(flow, {"n": 1}, run_id="f")
+        assert first.status == "failed" and first.error is not None
+        assert first.error.step == "boom"
+        with SQLiteStore(path) as store:
+            row = store.get_run("f")
+            assert row is not None
+            assert (row.status, row.lease_owner, row.lease_expires) == ("failed", None, None)
+        # Another process may resume it at once (not after the 60 s TTL): it runs again.
+        second = await two.run(flow, None, run_id="f")
+        assert second.status == "failed" and second.error is not None
+        assert second.error.step == "boom"
+    assert counts == {"boom": 2}, "the second process executed the run, it was not refused"
 
 
 async def test_a_lease_left_by_a_dead_process_is_taken_over_once_expired(
@@ -217,9 +228,15 @@ async def test_a_run_that_lost_its_lease_stops(tmp_path: Path) -> None:
             )
         await asyncio.sleep(0.3)  # a heartbeat finds the lease gone
         gate.set()
-        with contextlib.suppress(RunLockedError):
+        with pytest.raises(LeaseLostError, match="lost its lease to thief") as info:
             await asyncio.wait_for(running, 5)
+    assert (info.value.run_id, info.value.owner) == ("r", "thief")
     assert counts["after"] == 0, "the run stopped once it knew it had lost its lease"
+    with SQLiteStore(path) as store:
+        row = store.get_run("r")
+        assert row is not None
+        # The stale process did not mark the run failed, nor give the thief's lease up.
+        assert (row.status, row.finished_at, row.lease_owner) == ("running", None, "thief")
 
 
 def _process(owner: str) -> str:

@@ -57,7 +57,7 @@ async def test_a_validator_raising_any_error_is_a_reask_and_never_leaks_the_budg
 
 
 class FlakyStore(MemoryStore):
-    def save_step(self, row: StepRow) -> None:
+    def save_step(self, row: StepRow, *, epoch: int | None = None) -> None:
         if row.step == "b" and row.status == "done":
             raise OSError("disk full")
         super().save_step(row)

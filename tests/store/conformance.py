@@ -20,7 +20,7 @@ import json
 
 import pytest
 
-from trellis.errors import StoreError
+from trellis.errors import LeaseLostError, StoreError
 from trellis.store import CacheStats, CallRow, RunRow, StepRow, Store
 
 __all__ = ["StoreConformance", "run_row"]
@@ -270,6 +270,119 @@ class StoreConformance:
         assert (row.lease_owner, row.lease_expires) == (None, None)
         assert store.acquire_lease("r", "other", now=101.0, ttl=30.0) is None
         store.release_lease("nope", "me")  # unknown run: no error
+
+    # -- fencing: the lease epoch --------------------------------------------------------
+
+    def test_a_new_run_has_epoch_zero_and_each_grant_increments_it(self, store: Store) -> None:
+        store.create_run(run_row("r"))
+        assert store.get_run("r").lease_epoch == 0  # type: ignore[union-attr]
+        first = store.claim_lease("r", "me", now=100.0, ttl=30.0)
+        assert (first.granted, first.epoch, first.holder) == (True, 1, None)
+        again = store.claim_lease("r", "me", now=110.0, ttl=30.0)  # ours: granted anew
+        assert (again.granted, again.epoch) == (True, 2)
+        refused = store.claim_lease("r", "other", now=120.0, ttl=30.0)
+        assert (refused.granted, refused.epoch, refused.holder) == (False, 2, "me")
+        taken = store.claim_lease("r", "other", now=140.0, ttl=30.0)  # expired: taken over
+        assert (taken.granted, taken.epoch) == (True, 3)
+        row = store.get_run("r")
+        assert row is not None
+        assert (row.lease_owner, row.lease_expires, row.lease_epoch) == ("other", 170.0, 3)
+
+    def test_a_run_created_with_its_lease_keeps_the_epoch_given(self, store: Store) -> None:
+        store.create_run(run_row("r", lease_owner="me", lease_expires=130.0, lease_epoch=1))
+        row = store.get_run("r")
+        assert row is not None
+        assert (row.lease_owner, row.lease_expires, row.lease_epoch) == ("me", 130.0, 1)
+        assert store.claim_lease("r", "other", now=100.0, ttl=30.0).holder == "me"
+
+    def test_release_and_expiry_keep_the_epoch(self, store: Store) -> None:
+        store.create_run(run_row("r"))
+        store.claim_lease("r", "me", now=100.0, ttl=30.0)
+        store.release_lease("r", "me", epoch=1)
+        assert store.get_run("r").lease_epoch == 1  # type: ignore[union-attr]
+        assert store.claim_lease("r", "other", now=101.0, ttl=30.0).epoch == 2
+
+    def _taken_over(self, store: Store) -> None:
+        """Run "r" leased by "me" at epoch 1, then taken over by "thief" at epoch 2."""
+        store.create_run(run_row("r", status="running"))
+        assert store.claim_lease("r", "me", now=100.0, ttl=10.0).epoch == 1
+        assert store.claim_lease("r", "thief", now=200.0, ttl=10.0).epoch == 2
+
+    def test_a_stale_epoch_cannot_update_the_run(self, store: Store) -> None:
+        self._taken_over(store)
+        with pytest.raises(LeaseLostError) as info:
+            store.update_run("r", status="failed", finished_at=1.0, error="{}", epoch=1)
+        assert (info.value.run_id, info.value.epoch, info.value.current) == ("r", 1, 2)
+        assert info.value.owner == "thief"
+        assert "epoch 1" in str(info.value) and "thief" in str(info.value)
+        row = store.get_run("r")
+        assert row is not None
+        assert (row.status, row.finished_at, row.error) == ("running", None, None)
+        store.update_run("r", status="done", finished_at=2.0, epoch=2)  # the owner's epoch
+        assert store.get_run("r").status == "done"  # type: ignore[union-attr]
+
+    def test_a_stale_epoch_cannot_save_a_step(self, store: Store) -> None:
+        self._taken_over(store)
+        store.save_step(step_row("r", "s", output='"new"'), epoch=2)
+        with pytest.raises(LeaseLostError):
+            store.save_step(step_row("r", "s", status="failed", output=None), epoch=1)
+        with pytest.raises(LeaseLostError):
+            store.save_step(step_row("r", "other"), epoch=1)
+        assert [(s.step, s.status, s.output) for s in store.load_steps("r")] == [
+            ("s", "done", '"new"')
+        ]
+
+    def test_a_stale_epoch_cannot_save_a_done_step(self, store: Store) -> None:
+        self._taken_over(store)
+        store.save_done_step("r", "s", "def1", '"new"', 1.0, 0.5, epoch=2)
+        with pytest.raises(LeaseLostError):
+            store.save_done_step("r", "s", "def1", '"old"', 1.0, 0.5, epoch=1)
+        assert [s.output for s in store.load_steps("r")] == ['"new"']
+
+    def test_a_stale_epoch_cannot_journal_a_call(self, store: Store) -> None:
+        self._taken_over(store)
+        store.save_call(call_row("r", "k", result='"new"'), epoch=2)
+        with pytest.raises(LeaseLostError):
+            store.save_call(call_row("r", "k", result='"old"'), epoch=1)
+        with pytest.raises(LeaseLostError):
+            store.save_call(call_row("r", "k2"), epoch=1)
+        assert [(c.key, c.result) for c in store.load_calls("r")] == [("k", '"new"')]
+
+    def test_a_stale_epoch_cannot_renew_or_release_the_lease(self, store: Store) -> None:
+        self._taken_over(store)
+        # Even under the same owner name: the grant, not the name, owns the lease.
+        store.create_run(run_row("s"))
+        store.claim_lease("s", "me", now=100.0, ttl=10.0)
+        store.claim_lease("s", "me", now=101.0, ttl=10.0)
+        assert store.renew_lease("s", "me", now=102.0, ttl=10.0, epoch=1) is False
+        store.release_lease("s", "me", epoch=1)
+        assert store.get_run("s").lease_owner == "me"  # type: ignore[union-attr]
+        assert store.renew_lease("s", "me", now=102.0, ttl=10.0, epoch=2) is True
+        assert store.get_run("s").lease_expires == 112.0  # type: ignore[union-attr]
+        assert store.renew_lease("r", "me", now=201.0, ttl=10.0, epoch=1) is False
+        store.release_lease("r", "me", epoch=1)
+        assert store.get_run("r").lease_owner == "thief"  # type: ignore[union-attr]
+
+    def test_fenced_writes_to_an_unknown_run_are_store_errors(self, store: Store) -> None:
+        for write in (
+            lambda: store.update_run("nope", status="done", epoch=1),
+            lambda: store.save_step(step_row("nope", "s"), epoch=1),
+            lambda: store.save_done_step("nope", "s", "d", "1", None, None, epoch=1),
+            lambda: store.save_call(call_row("nope", "k"), epoch=1),
+        ):
+            with pytest.raises(StoreError) as info:
+                write()
+            assert not isinstance(info.value, LeaseLostError)
+
+    def test_the_current_epoch_and_unfenced_writes_pass(self, store: Store) -> None:
+        store.create_run(run_row("r"))
+        store.save_step(step_row("r", "a"), epoch=0)  # never leased: epoch 0 is current
+        store.claim_lease("r", "me", now=100.0, ttl=10.0)
+        store.save_step(step_row("r", "b"), epoch=1)
+        store.save_step(step_row("r", "c"))  # no epoch: not fenced
+        store.save_call(call_row("r", "k"))
+        store.update_run("r", status="running")
+        assert sorted(s.step for s in store.load_steps("r")) == ["a", "b", "c"]
 
     # -- steps and calls ------------------------------------------------------------------
 

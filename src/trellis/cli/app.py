@@ -20,7 +20,7 @@ from trellis.cli.mock import mock_server
 from trellis.cli.options import ConfigOption, ModelOption
 from trellis.cli.resume import resume
 from trellis.cli.settings import apply_model_overrides, load_config
-from trellis.cli.store_options import LeaseTtlOption, StoreOption
+from trellis.cli.store_options import LeaseTtlOption, StoreOption, release_leases_on_sigterm
 from trellis.cli.target import load_flow
 
 __all__ = ["app", "main"]
@@ -372,4 +372,5 @@ app.add_typer(cache_app, name="cache")
 
 def main() -> None:
     """Entry point of the ``trellis`` console script."""
+    release_leases_on_sigterm()  # SIGTERM stops a run as Ctrl-C does
     app()

@@ -16,7 +16,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,7 +33,6 @@ from rich.progress import (
 from trellis.cli.errors import CliError, configuration_error
 from trellis.cli.inputs import Item
 from trellis.cli.settings import Settings
-from trellis.cli.store_options import hold_lease
 from trellis.engine.results import RunResult, jsonable
 from trellis.flow.flow import Flow
 
@@ -87,7 +85,7 @@ class BatchRun:
     async def _run(self, progress: Progress, task: Any) -> None:
         done = failed = waiting = 0
         cost = 0.0
-        async with self.settings.engine() as engine, self._lease(engine.owner):
+        async with self.settings.engine() as engine:  # it holds the batch's lease
             self.prices = engine.config.prices
             stream = engine.run_many(
                 self.flow,
@@ -114,12 +112,6 @@ class BatchRun:
                     status = f"[green]✓ {done}[/]" + (f" [red]✗ {failed}[/]" if failed else "")
                     status += f" [yellow]⏸ {waiting}[/]" if waiting else ""
                     progress.update(task, advance=1, status=f"{status} ${cost:.4f}")
-
-    def _lease(self, owner: str) -> AbstractAsyncContextManager[None]:
-        store = self.settings.store
-        if store is None or self.batch_id is None:
-            return contextlib.nullcontext()
-        return hold_lease(store, self.batch_id, owner, self.settings.lease_ttl, echo=self._echo)
 
     def _progress(self) -> Progress:
         console = self.progress_console

@@ -4,6 +4,7 @@ and where runs are recorded (the store, the response cache, the lease TTL)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,8 +137,8 @@ def make_settings(
 ) -> Settings:
     """``default_config=False``: no ``config_path`` means no configuration file at all (a
     resumed run uses exactly the file its first run used, or none)."""
-    if lease_ttl <= 0:
-        raise CliError("--lease-ttl must be positive (seconds)")
+    if not math.isfinite(lease_ttl) or lease_ttl <= 0:
+        raise CliError(f"--lease-ttl must be a finite number of seconds above 0, not {lease_ttl}")
     config, source = load_config(config_path, default=default_config)
     config = apply_model_overrides(config, models)
     batch = batch_budget(budget_usd, budget_tokens, budget_calls)

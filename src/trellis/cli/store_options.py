@@ -8,22 +8,23 @@
   ``--model`` overrides, budgets, concurrency, output and input paths. It never holds a
   secret: :func:`redact_model_overrides` drops every binding option named like a key, token,
   secret, password or authorization (and credentials inside URLs) before anything is stored.
-- Leases: a killed process leaves its runs leased until the lease expires
-  (``--lease-ttl``). :func:`wait_for_dead_leases` waits out the leases of a process of this
-  host that is no longer running, and refuses (one line, exit 2) when the holder is alive.
+- Leases are the library's (:mod:`trellis.engine.lease`: the engine holds, renews and
+  fences them); here only what the commands add: ``--lease-ttl`` (a finite number of
+  seconds above 0, else exit 2), and :func:`wait_for_dead_leases`, which waits out the
+  leases of a process of this host that is no longer running (a zombie counts as dead), and
+  refuses (one line, exit 2) when the holder is alive.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-import socket
+import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
@@ -32,6 +33,7 @@ import typer
 from trellis.cli.errors import CliError
 from trellis.cli.settings import Settings, parse_model_override
 from trellis.cli.target import Target
+from trellis.engine.lease import owner_is_dead
 from trellis.errors import StoreError
 from trellis.flow.flow import Flow
 from trellis.redact import is_secret_option, redact_options
@@ -46,7 +48,6 @@ __all__ = [
     "StoreOption",
     "build_meta",
     "fail",
-    "hold_lease",
     "is_batch",
     "is_secret_option",
     "open_cli_store",
@@ -55,6 +56,7 @@ __all__ = [
     "read_meta",
     "redact_model_overrides",
     "redact_options",
+    "release_leases_on_sigterm",
     "store_url",
     "wait_for_dead_leases",
 ]
@@ -73,6 +75,7 @@ StoreOption = Annotated[
     str | None,
     typer.Option("--store", metavar="URL", help=STORE_HELP, show_default=False),
 ]
+
 
 LeaseTtlOption = Annotated[
     float | None,
@@ -270,30 +273,20 @@ def is_batch(store: Store, row: RunRow) -> bool:
 # -- leases --------------------------------------------------------------------------------
 
 
-def owner_is_dead(owner: str) -> bool | None:
-    """Whether a lease owner (``host:pid:tag``) is a process of this host that no longer
-    runs: True / False, or None when that cannot be told (another host, odd owner)."""
-    parts = owner.split(":")
-    if len(parts) < 3:
-        return None
-    host = ":".join(parts[:-2])
-    if host != socket.gethostname():
-        return None
-    try:
-        pid = int(parts[-2])
-    except ValueError:
-        return None
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    except OSError:
-        return None
-    return False
+def release_leases_on_sigterm() -> None:
+    """Make SIGTERM stop a command as Ctrl-C does: the run is cancelled, its leases are
+    released (the next ``trellis resume`` need not wait for them to expire) and what
+    finished is written. Without this, SIGTERM kills the process and its leases stay."""
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _terminate_like_interrupt)
+
+
+def _terminate_like_interrupt(signum: int, frame: FrameType | None) -> None:
+    handler = signal.getsignal(signal.SIGINT)  # asyncio's own while a run is going on
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # SIGINT ignored (a background job): interrupt all the same
+        raise KeyboardInterrupt
 
 
 def wait_for_dead_leases(
@@ -329,41 +322,3 @@ def wait_for_dead_leases(
             "(--lease-ttl sets how long a lease lasts)"
         )
         sleep(until - time.time() + 0.05)
-
-
-@contextlib.asynccontextmanager
-async def hold_lease(
-    store: Store,
-    run_id: str,
-    owner: str,
-    ttl: float,
-    *,
-    echo: Callable[[str], None],
-) -> AsyncIterator[None]:
-    """Hold ``run_id``'s lease (a batch's parent run) while the block runs, renewing it; a
-    lease left by a dead process of this host is waited out, a live holder is an error."""
-    while True:
-        holder = store.acquire_lease(run_id, owner, time.time(), ttl)
-        if holder is None:
-            break
-        row = store.get_run(run_id)
-        if row is None:
-            raise CliError(f"no run {run_id!r} in {store.url}")
-        wait_for_dead_leases(store, [row], echo=echo, sleep=lambda _s: None)
-        left = (row.lease_expires or 0.0) - time.time()
-        await asyncio.sleep(max(0.05, left + 0.05))
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(ttl / 3)
-            store.renew_lease(run_id, owner, time.time(), ttl)
-
-    heartbeat = asyncio.get_running_loop().create_task(renew())
-    try:
-        yield
-    finally:
-        heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeat
-        with contextlib.suppress(StoreError):
-            store.release_lease(run_id, owner)

@@ -4,19 +4,20 @@
 - A completed run id: the recorded result is returned; nothing executes.
 - An incomplete run id: resumed; completed steps and LLM calls are replayed from the
   journal, the rest runs. Inputs, when given again, must match the recorded ones.
-- One process at a time: a lease (owner + expiry) is taken on the run row and renewed
-  while it runs; another process gets :class:`RunLockedError`. A process that dies leaves
-  a lease that expires after ``lease_ttl`` seconds, and the run becomes resumable.
+- One process at a time: a lease (owner + expiry + epoch, :mod:`trellis.engine.lease`) is
+  held on the run row and renewed while it runs; another process gets
+  :class:`RunLockedError`. A new run is created with its lease already held, so two
+  processes starting the same new id cannot both run it. A process that dies leaves a
+  lease that expires after ``lease_ttl`` seconds, and the run becomes resumable.
+- Fencing: every write of the run (steps, calls, status) carries the lease's epoch. A
+  process that stalled past its lease and was taken over has its writes refused
+  (:class:`LeaseLostError`) and stops; it never marks the run failed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
-import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Literal
@@ -29,18 +30,14 @@ from trellis.engine.journal import (
     record_from_row,
     stats_from_json,
 )
+from trellis.engine.lease import Lease, process_owner
 from trellis.engine.results import CallRecord, Decision, RunResult, StepRecord
-from trellis.errors import InputError, RunLockedError, StoreError
+from trellis.errors import InputError, LeaseLostError, RunLockedError, StoreError
 from trellis.flow.graph import CompiledFlow
 from trellis.store.base import RunRow, StepRow, Store
 from trellis.store.codec import decode, encode
 
 __all__ = ["DurableRun", "finish_batch", "load_result", "open_batch", "process_owner"]
-
-
-def process_owner() -> str:
-    """Who holds a lease: host, pid and a random tag (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class DurableRun:
@@ -62,6 +59,17 @@ class DurableRun:
         self.owner = owner
         self.lease_ttl = lease_ttl
         self.journal: Journal | None = None
+        self._lease = Lease(store, run_id, owner, lease_ttl)
+
+    @property
+    def epoch(self) -> int | None:
+        """The lease epoch this process writes the run with (None: not held)."""
+        return self._lease.epoch
+
+    @property
+    def lost(self) -> LeaseLostError | None:
+        """Set once another process took the run over: nothing more may be written."""
+        return self._lease.lost
 
     @classmethod
     def open(
@@ -78,18 +86,26 @@ class DurableRun:
         row = store.get_run(run_id)
         if row is None:
             values = plan.validate_inputs(inputs)
+            now = time.time()
             try:
+                # Created with its lease held (epoch 1): a process creating the same id at
+                # the same moment fails to insert, and finds the run leased.
                 store.create_run(
                     RunRow(
                         run_id=run_id,
                         flow=plan.name,
                         status="running",
                         inputs=encode(values, "the run's inputs"),
-                        started_at=time.time(),
+                        started_at=now,
                         meta=json.dumps(dict(meta)) if meta else None,
+                        lease_owner=owner,
+                        lease_expires=now + lease_ttl,
+                        lease_epoch=1,
                     )
                 )
-                return cls(store, plan, run_id, values, None, owner, lease_ttl)
+                created = cls(store, plan, run_id, values, None, owner, lease_ttl)
+                created._lease.adopt(1)
+                return created
             except StoreError:  # another process created it first: resume semantics apply
                 row = store.get_run(run_id)
                 if row is None:
@@ -119,57 +135,33 @@ class DurableRun:
 
     @contextlib.asynccontextmanager
     async def lease(
-        self, on_lost: Callable[[RunLockedError], None] | None = None
+        self, on_lost: Callable[[LeaseLostError], None] | None = None
     ) -> AsyncIterator[None]:
-        """Hold the run's lease while the body runs. If another process takes it over (this
-        one stalled past the TTL), ``on_lost`` is told, and the run must stop."""
-        holder = self.store.acquire_lease(self.run_id, self.owner, time.time(), self.lease_ttl)
-        if holder is not None:
-            row = self.store.get_run(self.run_id)
-            left = (row.lease_expires or 0.0) - time.time() if row else 0.0
-            raise RunLockedError(
-                f"run {self.run_id} is being executed by {holder} (its lease expires in "
-                f"{max(0.0, left):.0f}s if that process died); try again later",
-                run_id=self.run_id,
-                owner=holder,
-            )
-        heartbeat = asyncio.get_running_loop().create_task(self._renew(on_lost))
-        try:
+        """Hold the run's lease while the body runs (:class:`RunLockedError` if another
+        process holds it). If another process takes it over (this one stalled past the
+        TTL), ``on_lost`` is told, and the run must stop."""
+        async with self._lease.hold(on_lost):
             yield
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            self.store.release_lease(self.run_id, self.owner)
-
-    async def _renew(self, on_lost: Callable[[RunLockedError], None] | None) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            if not self.store.renew_lease(self.run_id, self.owner, time.time(), self.lease_ttl):
-                row = self.store.get_run(self.run_id)
-                holder = (row.lease_owner if row else None) or "another process"
-                lost = RunLockedError(
-                    f"run {self.run_id} lost its lease to {holder}; stopped so that only one "
-                    "process executes it",
-                    run_id=self.run_id,
-                    owner=holder,
-                )
-                if on_lost is not None:
-                    on_lost(lost)
-                return
 
     def start(self, *, rerun_changed: bool) -> Journal:
-        self.journal = Journal(self.store, self.run_id, self.plan, rerun_changed=rerun_changed)
-        self.store.update_run(self.run_id, status="running")
+        self.journal = Journal(
+            self.store, self.run_id, self.plan, rerun_changed=rerun_changed, epoch=self.epoch
+        )
+        self.store.update_run(self.run_id, status="running", epoch=self.epoch)
         return self.journal
 
     def finish(self, result: RunResult) -> None:
+        """Record how the run ended, unless its lease was lost (then the new owner's
+        record stands: :class:`LeaseLostError`)."""
+        if self.lost is not None:
+            raise self.lost
         self.store.update_run(
             self.run_id,
             status=result.status if result.status in ("done", "waiting") else "failed",
             finished_at=time.time(),
             error=json.dumps(result.error.to_dict()) if result.error else None,
             usage=json.dumps(result.usage.to_dict()),
+            epoch=self.epoch,
         )
 
 
@@ -260,7 +252,6 @@ def open_batch(
                     f"batch {batch_id!r} was recorded with {len(recorded)} items, not these; "
                     "resume it without items, or use another batch id"
                 )
-        store.update_run(batch_id, status="running")
         return recorded
     if items is None:
         raise InputError(f"no batch {batch_id!r} in the store {store.url}")
@@ -288,14 +279,31 @@ def open_batch(
                 item_index=index,
             )
         )
-    store.create_runs(rows)
+    try:
+        store.create_runs(rows)
+    except StoreError:
+        row = store.get_run(batch_id)
+        if row is None:
+            raise
+        # Another process recorded the same new batch id at the same moment: it runs it.
+        holder = row.lease_owner or "another process"
+        raise RunLockedError(
+            f"run {batch_id} is being executed by {holder} (it recorded this batch at the "
+            "same moment); try again later",
+            run_id=batch_id,
+            owner=holder,
+        ) from None
     return [(r.run_id, listed[i]) for i, r in enumerate(rows[1:])]
 
 
 def finish_batch(
-    store: Store, batch_id: str, *, status: Literal["done", "waiting", "failed"]
+    store: Store,
+    batch_id: str,
+    *,
+    status: Literal["done", "waiting", "failed"],
+    epoch: int | None = None,
 ) -> None:
-    store.update_run(batch_id, status=status, finished_at=time.time())
+    store.update_run(batch_id, status=status, finished_at=time.time(), epoch=epoch)
 
 
 def _started_at(row: StepRow) -> float:

@@ -18,21 +18,16 @@ from typing import Any
 
 from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.budget import BudgetGuard
-from trellis.engine.durable import (
-    DurableRun,
-    finish_batch,
-    load_result,
-    open_batch,
-    process_owner,
-)
+from trellis.engine.durable import DurableRun, finish_batch, load_result, open_batch
 from trellis.engine.human import REPLY
 from trellis.engine.journal import record_from_row
+from trellis.engine.lease import Lease, check_lease_ttl, process_owner
 from trellis.engine.results import ErrorInfo, RunResult, StepRecord
 from trellis.engine.runner import Run
 from trellis.errors import (
     ConfigurationError,
     InputError,
-    RunLockedError,
+    LeaseLostError,
     SerializationError,
     StoreError,
 )
@@ -75,7 +70,9 @@ class Engine:
       recorded result, and an incomplete one resumes. Without one, runs live in memory.
     - ``cache``: a response cache for every step (``tl.Cache(ttl=...)`` or ``True``); steps
       and flows can set their own. It lives in the store, or in memory without one.
-    - ``lease_ttl``: seconds before a dead process's claim on a run expires.
+    - ``lease_ttl``: seconds before a dead (or stalled) process's claim on a run expires;
+      finite and above 0. A process that stalls longer is taken over, and its writes are
+      refused (:class:`LeaseLostError`) when it wakes.
     - ``seed``: seeds the backoff jitter, for reproducible tests.
     """
 
@@ -95,7 +92,7 @@ class Engine:
         self.config = config or Config()
         self.store: Store | None = open_store(store) if isinstance(store, str) else store
         self.cache = cache
-        self.lease_ttl = lease_ttl
+        self.lease_ttl = check_lease_ttl(lease_ttl)
         self.owner = process_owner()
         self._cache_store: Store | None = None
         self._identities: dict[int, str] = {}
@@ -157,7 +154,7 @@ class Engine:
         run_id: str | None = None,
         rerun_changed: bool = False,
         meta: Mapping[str, Any] | None = None,
-        _answer: Callable[[Store], None] | None = None,
+        _answer: Callable[[Store, int | None], None] | None = None,
     ) -> RunResult:
         """Run ``flow`` once. Raises :class:`InputError` for bad inputs; a failing step does
         not raise: the result's ``status`` is ``"failed"`` and ``error`` says why (call
@@ -167,7 +164,11 @@ class Engine:
         executing anything; of an incomplete run, resumes it (``inputs`` may be omitted).
         A step whose code changed since it was recorded raises :class:`StepChangedError`
         unless ``rerun_changed``, which re-runs it and everything downstream. ``meta`` is
-        recorded with a new run (the CLI keeps what it needs to resume there)."""
+        recorded with a new run (the CLI keeps what it needs to resume there).
+
+        Raises :class:`RunLockedError` if another process is executing the run, and
+        :class:`LeaseLostError` if another process took it over while this one ran (it
+        stalled past ``lease_ttl``): nothing more is written by this process then."""
         plan = flow.compile()
         guard = BudgetGuard(budget or flow.budget, parent=self.guard)
         if self.store is None:
@@ -186,17 +187,19 @@ class Engine:
             return durable.recorded
         running: list[Run] = []
 
-        def lease_lost(exc: RunLockedError) -> None:
+        def lease_lost(exc: LeaseLostError) -> None:
             for run_ in running:
-                run_.abort(exc)
+                run_.abort(exc)  # a StoreError: the run writes nothing more
 
         async with durable.lease(on_lost=lease_lost):
             if _answer is not None:  # written under the lease: one answer wins
-                _answer(self.store)
+                _answer(self.store, durable.epoch)
             journal = durable.start(rerun_changed=rerun_changed)  # read under the lease
             run = Run(self, flow, plan, durable.values, durable.run_id, guard, journal)
             running.append(run)
             result = await run.execute()
+            if durable.lost is not None:
+                raise durable.lost  # another process owns the run now: its record stands
             if isinstance(run.fatal, StoreError) and not isinstance(run.fatal, SerializationError):
                 raise run.fatal  # the store cannot be trusted: nothing more is written
             durable.finish(result)
@@ -236,11 +239,11 @@ class Engine:
             raise StoreError(f"run {run_id!r}: step {step!r} is waiting without a question")
         encoded = encode(answer, "the answer")
 
-        def record_answer(store: Store) -> None:
+        def record_answer(store: Store, epoch: int | None) -> None:
             current = {s.step: s.status for s in store.load_steps(run_id)}
             if current.get(step) != "waiting":  # answered meanwhile by another process
                 raise InputError(f"step {step!r} of run {run_id!r} is no longer waiting")
-            store.save_call(CallRow(run_id, key, REPLY, encoded, "[]"))
+            store.save_call(CallRow(run_id, key, REPLY, encoded, "[]"), epoch=epoch)
 
         result = await self.run(flow, run_id=run_id, budget=budget, _answer=record_answer)
         after = result.steps.get(step)
@@ -306,8 +309,10 @@ class Engine:
             if self.store is None:
                 raise ConfigurationError("batch_id= needs an engine with a store")
             work = open_batch(self.store, plan, items, batch_id, meta)
-            parent = DurableRun(self.store, plan, batch_id, {}, None, self.owner, self.lease_ttl)
-            batch_lease: contextlib.AbstractAsyncContextManager[None] = parent.lease()
+            parent = Lease(self.store, batch_id, self.owner, self.lease_ttl)
+            batch_lease: contextlib.AbstractAsyncContextManager[object] = parent.hold(
+                on_lost=lambda exc: queue.put_nowait((-1, exc))  # stop: another process has it
+            )
             run_ids = [w[0] for w in work]
             pending: list[Mapping[str, Any]] = [w[1] for w in work]
         else:
@@ -315,6 +320,7 @@ class Engine:
                 raise InputError("run_many needs items (or the batch_id of a recorded batch)")
             pending = list(items)
             run_ids = [None] * len(pending)
+            parent = None
             batch_lease = contextlib.nullcontext()
         queue: asyncio.Queue[tuple[int, RunResult | BaseException]] = asyncio.Queue()
         iterator = iter(enumerate(pending))
@@ -357,22 +363,25 @@ class Engine:
 
         try:
             async with batch_lease:  # one process works on a batch at a time
+                if batch_id is not None and self.store is not None and parent is not None:
+                    self.store.update_run(batch_id, status="running", epoch=parent.epoch)
                 while active < concurrency and start_next():
                     pass
                 while active:
                     index, outcome = await queue.get()
-                    active -= 1
                     if isinstance(outcome, BaseException):
-                        raise outcome
+                        raise outcome  # an engine bug, or the batch's lease was lost
+                    active -= 1
                     failures += outcome.status == "failed"
                     waiting += outcome.status == "waiting"
                     start_next()
                     yield index, outcome
-                if batch_id is not None and self.store is not None:
+                if batch_id is not None and self.store is not None and parent is not None:
                     finish_batch(
                         self.store,
                         batch_id,
                         status="failed" if failures else "waiting" if waiting else "done",
+                        epoch=parent.epoch,
                     )
         finally:
             for task in tasks:

@@ -7,6 +7,8 @@
   gets the journaled value back instead of calling the model again.
 - At resume, a completed step whose definition hash changed is an error, unless the
   caller asked to re-run changed steps: then it and everything downstream run again.
+- Every write carries the run's lease epoch: once another process took the run over, the
+  store refuses them (:class:`~trellis.errors.LeaseLostError`) and the run stops.
 """
 
 from __future__ import annotations
@@ -53,10 +55,12 @@ class Journal:
         plan: CompiledFlow,
         *,
         rerun_changed: bool = False,
+        epoch: int | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.plan = plan
+        self.epoch = epoch  # the lease epoch every write carries (fencing)
         self._fingerprints = flow_fingerprints(plan)
         steps = {row.step: row for row in store.load_steps(run_id)}
         self._calls = {row.key: row for row in store.load_calls(run_id)}
@@ -128,15 +132,18 @@ class Journal:
                 _output_json(record),
                 record.started_at,
                 record.duration_s,
+                epoch=self.epoch,
             )
             return
-        self.store.save_step(step_row(self.run_id, record, self._fingerprints[i], decisions))
+        self.store.save_step(
+            step_row(self.run_id, record, self._fingerprints[i], decisions), epoch=self.epoch
+        )
 
     def step_started(self, i: int, record: StepRecord, decisions: list[Decision]) -> None:
         """Record a routing decision as it is made (the step then runs)."""
         row = step_row(self.run_id, record, self._fingerprints[i], decisions)
         row.status = "running"
-        self.store.save_step(row)
+        self.store.save_step(row, epoch=self.epoch)
 
     # -- calls ----------------------------------------------------------------------------
 
@@ -158,7 +165,7 @@ class Journal:
             result=encode(value, f"the reply of call {key!r}"),
             attempts=json.dumps([a.to_dict() for a in attempts]),
         )
-        self.store.save_call(row)
+        self.store.save_call(row, epoch=self.epoch)
         self._calls[key] = row
 
 

@@ -8,6 +8,15 @@ the work that was in flight. (SQLite in WAL mode commits in tens of microseconds
 A store implementation passes ``tests/store/conformance.py``, and raises
 :class:`~trellis.errors.StoreError` for its own failures (the engine wraps anything else in
 one and stops the run).
+
+Fencing: every grant of a run's lease (:meth:`Store.claim_lease`) increments the run's
+*lease epoch* and returns it. The owner passes that epoch with every write of the run's
+records (``epoch=`` of ``update_run``, ``save_step``, ``save_done_step``, ``save_call``,
+``renew_lease``, ``release_lease``); the store refuses a write whose epoch is older than the
+run's current one with :class:`~trellis.errors.LeaseLostError`, checked atomically with
+the write (in the same statement or transaction), so that a process that stalled past its
+lease and woke up after another process took the run over can never overwrite it.
+``epoch=None`` writes unfenced (tools and tests that hold no lease).
 """
 
 from __future__ import annotations
@@ -16,7 +25,18 @@ import abc
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["FORMAT", "CacheStats", "CallRow", "RunRow", "StepRow", "Store"]
+from trellis.errors import LeaseLostError
+
+__all__ = [
+    "FORMAT",
+    "CacheStats",
+    "CallRow",
+    "LeaseClaim",
+    "RunRow",
+    "StepRow",
+    "Store",
+    "stale_write",
+]
 
 #: Version of the JSON record format written in every row.
 FORMAT = 1
@@ -39,6 +59,7 @@ class RunRow:
     meta: str | None = None  # JSON object: how to resume (target, options), batch info
     lease_owner: str | None = None
     lease_expires: float | None = None
+    lease_epoch: int = 0  # incremented by every grant of the lease: the fencing token
 
 
 @dataclass(slots=True)
@@ -66,6 +87,29 @@ class CallRow:
     request: str  # hash of the first request: a changed prompt is a journal miss
     result: str  # JSON of the returned value (validated output, or text)
     attempts: str  # JSON list of CallRecord dicts
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseClaim:
+    """The answer to :meth:`Store.claim_lease`: granted with the run's new ``epoch``, or
+    refused because ``holder`` holds an unexpired lease (``epoch`` is then the current one)."""
+
+    granted: bool
+    epoch: int
+    holder: str | None = None
+
+
+def stale_write(run_id: str, epoch: int, current: int, owner: str | None) -> LeaseLostError:
+    """The error a store raises for a write carrying an epoch older than the run's."""
+    holder = owner or "another process"
+    return LeaseLostError(
+        f"run {run_id}: this process's lease (epoch {epoch}) was taken over by {holder} "
+        f"(epoch {current}); the write was refused and this process stops its work on the run",
+        run_id=run_id,
+        epoch=epoch,
+        current=current,
+        owner=owner,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +147,10 @@ class Store(abc.ABC):
         finished_at: float | None = None,
         error: str | None = None,
         usage: str | None = None,
-    ) -> None: ...
+        epoch: int | None = None,
+    ) -> None:
+        """Set a run's status (and end, error, usage). With ``epoch``: refused with
+        :class:`LeaseLostError` when the run's lease epoch is newer."""
 
     @abc.abstractmethod
     def list_runs(
@@ -121,21 +168,32 @@ class Store(abc.ABC):
     # -- leases: one process executes a run at a time ----------------------------------------
 
     @abc.abstractmethod
+    def claim_lease(self, run_id: str, owner: str, now: float, ttl: float) -> LeaseClaim:
+        """Take the run's lease if it is free, expired or already ours, atomically: its
+        epoch is incremented and returned. Otherwise report the current owner (and leave
+        the lease and the epoch alone). An unknown run is a :class:`StoreError`."""
+
     def acquire_lease(self, run_id: str, owner: str, now: float, ttl: float) -> str | None:
-        """Take the run's lease if it is free, expired or already ours; return ``None``.
-        Otherwise return the current owner (and leave the lease alone)."""
+        """:meth:`claim_lease` without the epoch: ``None`` when granted, else the owner."""
+        claim = self.claim_lease(run_id, owner, now, ttl)
+        return None if claim.granted else (claim.holder or "another process")
 
     @abc.abstractmethod
-    def renew_lease(self, run_id: str, owner: str, now: float, ttl: float) -> bool: ...
+    def renew_lease(
+        self, run_id: str, owner: str, now: float, ttl: float, epoch: int | None = None
+    ) -> bool:
+        """Extend the lease if ``owner`` still holds it (and, with ``epoch``, it is still
+        that grant); ``False`` otherwise (another process took it over)."""
 
     @abc.abstractmethod
-    def release_lease(self, run_id: str, owner: str) -> None: ...
+    def release_lease(self, run_id: str, owner: str, epoch: int | None = None) -> None:
+        """Drop the lease if ``owner`` (with ``epoch``: that grant) still holds it."""
 
     # -- steps and calls ------------------------------------------------------------------
 
     @abc.abstractmethod
-    def save_step(self, row: StepRow) -> None:
-        """Insert or replace the record of one step of a run."""
+    def save_step(self, row: StepRow, *, epoch: int | None = None) -> None:
+        """Insert or replace the record of one step of a run (fenced by ``epoch``)."""
 
     def save_done_step(
         self,
@@ -145,6 +203,8 @@ class Store(abc.ABC):
         output: str,
         started_at: float | None,
         duration_s: float | None,
+        *,
+        epoch: int | None = None,
     ) -> None:
         """Record a plainly completed step (no usage, decisions or details): the hot path
         of a durable run. The default builds a :class:`StepRow`; a store may do better."""
@@ -157,15 +217,17 @@ class Store(abc.ABC):
                 output=output,
                 started_at=started_at,
                 duration_s=duration_s,
-            )
+            ),
+            epoch=epoch,
         )
 
     @abc.abstractmethod
     def load_steps(self, run_id: str) -> list[StepRow]: ...
 
     @abc.abstractmethod
-    def save_call(self, row: CallRow) -> None:
-        """Journal a completed LLM call (insert or replace by run and key)."""
+    def save_call(self, row: CallRow, *, epoch: int | None = None) -> None:
+        """Journal a completed LLM call (insert or replace by run and key; fenced by
+        ``epoch``)."""
 
     @abc.abstractmethod
     def load_calls(self, run_id: str) -> list[CallRow]: ...

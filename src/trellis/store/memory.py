@@ -5,7 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 from trellis.errors import StoreError
-from trellis.store.base import CacheStats, CallRow, RunRow, RunState, StepRow, Store
+from trellis.store.base import (
+    CacheStats,
+    CallRow,
+    LeaseClaim,
+    RunRow,
+    RunState,
+    StepRow,
+    Store,
+    stale_write,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -44,10 +53,9 @@ class MemoryStore(Store):
         finished_at: float | None = None,
         error: str | None = None,
         usage: str | None = None,
+        epoch: int | None = None,
     ) -> None:
-        row = self._runs.get(run_id)
-        if row is None:
-            raise StoreError(f"no run {run_id!r}")
+        row = self._fenced(run_id, epoch)
         row.status = status
         row.finished_at = finished_at
         row.error = error
@@ -80,35 +88,55 @@ class MemoryStore(Store):
         ]
         return [dataclasses.replace(r) for r in rows[:limit]]
 
-    def acquire_lease(self, run_id: str, owner: str, now: float, ttl: float) -> str | None:
+    def _fenced(self, run_id: str, epoch: int | None) -> RunRow:
+        """The run's row, after checking that a write with ``epoch`` is not stale."""
+        row = self._runs.get(run_id)
+        if row is None:
+            raise StoreError(f"no run {run_id!r}")
+        if epoch is not None and epoch < row.lease_epoch:
+            raise stale_write(run_id, epoch, row.lease_epoch, row.lease_owner)
+        return row
+
+    def claim_lease(self, run_id: str, owner: str, now: float, ttl: float) -> LeaseClaim:
         row = self._runs.get(run_id)
         if row is None:
             raise StoreError(f"no run {run_id!r}")
         held = row.lease_owner is not None and row.lease_owner != owner
         if held and row.lease_expires is not None and row.lease_expires > now:
-            return row.lease_owner
+            return LeaseClaim(False, row.lease_epoch, row.lease_owner)
         row.lease_owner, row.lease_expires = owner, now + ttl
-        return None
+        row.lease_epoch += 1
+        return LeaseClaim(True, row.lease_epoch)
 
-    def renew_lease(self, run_id: str, owner: str, now: float, ttl: float) -> bool:
+    def renew_lease(
+        self, run_id: str, owner: str, now: float, ttl: float, epoch: int | None = None
+    ) -> bool:
         row = self._runs.get(run_id)
         if row is None or row.lease_owner != owner:
+            return False
+        if epoch is not None and epoch != row.lease_epoch:
             return False
         row.lease_expires = now + ttl
         return True
 
-    def release_lease(self, run_id: str, owner: str) -> None:
+    def release_lease(self, run_id: str, owner: str, epoch: int | None = None) -> None:
         row = self._runs.get(run_id)
-        if row is not None and row.lease_owner == owner:
+        if row is None or row.lease_owner != owner:
+            return
+        if epoch is None or epoch == row.lease_epoch:
             row.lease_owner, row.lease_expires = None, None
 
-    def save_step(self, row: StepRow) -> None:
+    def save_step(self, row: StepRow, *, epoch: int | None = None) -> None:
+        if epoch is not None:
+            self._fenced(row.run_id, epoch)
         self._steps.setdefault(row.run_id, {})[row.step] = dataclasses.replace(row)
 
     def load_steps(self, run_id: str) -> list[StepRow]:
         return [dataclasses.replace(r) for r in self._steps.get(run_id, {}).values()]
 
-    def save_call(self, row: CallRow) -> None:
+    def save_call(self, row: CallRow, *, epoch: int | None = None) -> None:
+        if epoch is not None:
+            self._fenced(row.run_id, epoch)
         self._calls.setdefault(row.run_id, {})[row.key] = dataclasses.replace(row)
 
     def load_calls(self, run_id: str) -> list[CallRow]:

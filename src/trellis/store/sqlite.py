@@ -21,7 +21,17 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from trellis.errors import StoreError
-from trellis.store.base import FORMAT, CacheStats, CallRow, RunRow, RunState, StepRow, Store
+from trellis.store.base import (
+    FORMAT,
+    CacheStats,
+    CallRow,
+    LeaseClaim,
+    RunRow,
+    RunState,
+    StepRow,
+    Store,
+    stale_write,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -85,13 +95,19 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE steps ADD COLUMN started_at REAL;
     ALTER TABLE steps ADD COLUMN duration_s REAL;
     """,
+    # 3: the lease epoch (fencing token): incremented by every grant of a run's lease
+    """
+    ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _RUN_COLUMNS = (
     "run_id, flow, status, inputs, started_at, parent_id, item_index, finished_at, error, "
-    "usage, meta, lease_owner, lease_expires"
+    "usage, meta, lease_owner, lease_expires, lease_epoch"
 )
+# A fenced write's guard: the run exists and its epoch is not newer than the writer's.
+_FENCE = "EXISTS (SELECT 1 FROM runs WHERE run_id = ? AND lease_epoch <= ?)"
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -140,6 +156,30 @@ class SQLiteStore(Store):
     # -- schema ---------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        """Create or upgrade the schema. Processes opening the same new (or old) file at the
+        same moment take turns: the check is made again under the write lock."""
+        if self._read_version(creating=False) == SCHEMA_VERSION:
+            return  # the common case: no lock taken
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._read_version(creating=True) or 0
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _split(_MIGRATIONS[number]):
+                    db.execute(statement)
+                db.execute(
+                    "UPDATE trellis_meta SET value = ? WHERE key = 'schema_version'",
+                    (str(number + 1),),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _read_version(self, *, creating: bool) -> int | None:
+        """The database's schema version; ``None`` for an empty file (created when
+        ``creating``, inside the caller's transaction: then 0)."""
         db = self._db
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "trellis_meta" not in tables:
@@ -148,12 +188,12 @@ class SQLiteStore(Store):
                     f"{self.path!r} is a SQLite database but not a Trellis store (it has "
                     f"tables {sorted(tables)[:5]}); use another path"
                 )
-            db.execute("BEGIN IMMEDIATE")
+            if not creating:
+                return None
             db.execute("CREATE TABLE trellis_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             db.execute(
                 "INSERT INTO trellis_meta VALUES ('app', ?), ('schema_version', '0')", (_APP,)
             )
-            db.execute("COMMIT")
         meta = dict(db.execute("SELECT key, value FROM trellis_meta").fetchall())
         if meta.get("app") != _APP:
             raise StoreError(f"{self.path!r} is not a Trellis store (app={meta.get('app')!r})")
@@ -166,19 +206,7 @@ class SQLiteStore(Store):
                 f"{self.path!r} was written by a newer Trellis (schema version {version}, this "
                 f"version knows up to {SCHEMA_VERSION}); upgrade Trellis to open it"
             )
-        for number in range(version, SCHEMA_VERSION):
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _split(_MIGRATIONS[number]):
-                    db.execute(statement)
-                db.execute(
-                    "UPDATE trellis_meta SET value = ? WHERE key = 'schema_version'",
-                    (str(number + 1),),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        return version
 
     @property
     def schema_version(self) -> int:
@@ -197,7 +225,7 @@ class SQLiteStore(Store):
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 f"INSERT INTO runs ({_RUN_COLUMNS}, format) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(*_run_values(r), FORMAT) for r in rows],
             )
             db.execute("COMMIT")
@@ -226,14 +254,15 @@ class SQLiteStore(Store):
         finished_at: float | None = None,
         error: str | None = None,
         usage: str | None = None,
+        epoch: int | None = None,
     ) -> None:
         cur = self._db.execute(
             "UPDATE runs SET status = ?, finished_at = ?, error = ?, usage = COALESCE(?, usage) "
-            "WHERE run_id = ?",
-            (status, finished_at, error, usage, run_id),
+            "WHERE run_id = ? AND (? IS NULL OR lease_epoch <= ?)",
+            (status, finished_at, error, usage, run_id, epoch, epoch),
         )
         if cur.rowcount != 1:
-            raise StoreError(f"no run {run_id!r}")
+            self._refused(run_id, epoch)
 
     @_mapped
     def list_runs(
@@ -273,62 +302,95 @@ class SQLiteStore(Store):
     # -- leases ---------------------------------------------------------------------------
 
     @_mapped
-    def acquire_lease(self, run_id: str, owner: str, now: float, ttl: float) -> str | None:
+    def claim_lease(self, run_id: str, owner: str, now: float, ttl: float) -> LeaseClaim:
         db = self._db
-        cur = db.execute(
-            "UPDATE runs SET lease_owner = ?, lease_expires = ? WHERE run_id = ? AND "
-            "(lease_owner IS NULL OR lease_owner = ? OR lease_expires IS NULL OR "
-            "lease_expires <= ?)",
-            (owner, now + ttl, run_id, owner, now),
-        )
-        if cur.rowcount == 1:
-            return None
-        row = db.execute("SELECT lease_owner FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        db.execute("BEGIN IMMEDIATE")  # the grant and the epoch it returns, atomically
+        try:
+            cur = db.execute(
+                "UPDATE runs SET lease_owner = ?, lease_expires = ?, "
+                "lease_epoch = lease_epoch + 1 WHERE run_id = ? AND "
+                "(lease_owner IS NULL OR lease_owner = ? OR lease_expires IS NULL OR "
+                "lease_expires <= ?)",
+                (owner, now + ttl, run_id, owner, now),
+            )
+            granted = cur.rowcount == 1
+            row = db.execute(
+                "SELECT lease_owner, lease_epoch FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
         if row is None:
             raise StoreError(f"no run {run_id!r}")
-        return str(row[0])
+        if granted:
+            return LeaseClaim(True, int(row[1]))
+        return LeaseClaim(False, int(row[1]), None if row[0] is None else str(row[0]))
 
     @_mapped
-    def renew_lease(self, run_id: str, owner: str, now: float, ttl: float) -> bool:
+    def renew_lease(
+        self, run_id: str, owner: str, now: float, ttl: float, epoch: int | None = None
+    ) -> bool:
         cur = self._db.execute(
-            "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND lease_owner = ?",
-            (now + ttl, run_id, owner),
+            "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND lease_owner = ? "
+            "AND (? IS NULL OR lease_epoch = ?)",
+            (now + ttl, run_id, owner, epoch, epoch),
         )
         return cur.rowcount == 1
 
     @_mapped
-    def release_lease(self, run_id: str, owner: str) -> None:
+    def release_lease(self, run_id: str, owner: str, epoch: int | None = None) -> None:
         self._db.execute(
             "UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
-            "WHERE run_id = ? AND lease_owner = ?",
-            (run_id, owner),
+            "WHERE run_id = ? AND lease_owner = ? AND (? IS NULL OR lease_epoch = ?)",
+            (run_id, owner, epoch, epoch),
         )
+
+    def _refused(self, run_id: str, epoch: int | None) -> None:
+        """Why a fenced write changed no row: an unknown run, or a stale epoch."""
+        row = self._db.execute(
+            "SELECT lease_epoch, lease_owner FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id!r}")
+        if epoch is not None and epoch < int(row[0]):
+            raise stale_write(run_id, epoch, int(row[0]), row[1])
+        raise StoreError(f"run {run_id!r}: the write changed nothing")  # pragma: no cover
 
     # -- steps and calls ------------------------------------------------------------------
 
-    def save_step(self, row: StepRow) -> None:
+    def save_step(self, row: StepRow, *, epoch: int | None = None) -> None:
         # The hot path of a durable run (one call per completed step): no wrapper frame.
         try:
-            self._db.execute(
+            values = (
+                row.run_id,
+                row.step,
+                row.status,
+                row.definition,
+                row.output,
+                row.reason,
+                row.error,
+                row.usage,
+                row.decisions,
+                row.details,
+                row.started_at,
+                row.duration_s,
+                FORMAT,
+            )
+            sql = (
                 "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, "
                 "reason, error, usage, decisions, details, started_at, duration_s, format) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    row.run_id,
-                    row.step,
-                    row.status,
-                    row.definition,
-                    row.output,
-                    row.reason,
-                    row.error,
-                    row.usage,
-                    row.decisions,
-                    row.details,
-                    row.started_at,
-                    row.duration_s,
-                    FORMAT,
-                ),
             )
+            if epoch is None:
+                self._db.execute(sql + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+                return
+            cur = self._db.execute(
+                sql + "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE " + _FENCE,
+                (*values, row.run_id, epoch),
+            )
+            if cur.rowcount != 1:
+                self._refused(row.run_id, epoch)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
@@ -340,13 +402,24 @@ class SQLiteStore(Store):
         output: str,
         started_at: float | None,
         duration_s: float | None,
+        *,
+        epoch: int | None = None,
     ) -> None:
+        values = (run_id, step, definition, output, started_at, duration_s, FORMAT)
+        sql = (
+            "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, "
+            "started_at, duration_s, format) "
+        )
         try:
-            self._db.execute(
-                "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, "
-                "started_at, duration_s, format) VALUES (?, ?, 'done', ?, ?, ?, ?, ?)",
-                (run_id, step, definition, output, started_at, duration_s, FORMAT),
+            if epoch is None:
+                self._db.execute(sql + "VALUES (?, ?, 'done', ?, ?, ?, ?, ?)", values)
+                return
+            cur = self._db.execute(
+                sql + "SELECT ?, ?, 'done', ?, ?, ?, ?, ? WHERE " + _FENCE,
+                (*values, run_id, epoch),
             )
+            if cur.rowcount != 1:
+                self._refused(run_id, epoch)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
@@ -364,12 +437,17 @@ class SQLiteStore(Store):
         return out
 
     @_mapped
-    def save_call(self, row: CallRow) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO calls (run_id, key, request, result, attempts, format) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (row.run_id, row.key, row.request, row.result, row.attempts, FORMAT),
+    def save_call(self, row: CallRow, *, epoch: int | None = None) -> None:
+        values = (row.run_id, row.key, row.request, row.result, row.attempts, FORMAT)
+        sql = "INSERT OR REPLACE INTO calls (run_id, key, request, result, attempts, format) "
+        if epoch is None:
+            self._db.execute(sql + "VALUES (?, ?, ?, ?, ?, ?)", values)
+            return
+        cur = self._db.execute(
+            sql + "SELECT ?, ?, ?, ?, ?, ? WHERE " + _FENCE, (*values, row.run_id, epoch)
         )
+        if cur.rowcount != 1:
+            self._refused(row.run_id, epoch)
 
     @_mapped
     def load_calls(self, run_id: str) -> list[CallRow]:
@@ -452,6 +530,7 @@ def _run_values(r: RunRow) -> tuple[Any, ...]:
         r.meta,
         r.lease_owner,
         r.lease_expires,
+        r.lease_epoch,
     )
 
 
