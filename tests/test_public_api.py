@@ -52,6 +52,7 @@ _EXTRA: dict[str, dict[str, Any]] = {
     "AgentTurnLimitError": {"step": "s"},
     "BudgetExceededError": {"budget": "max_calls", "limit": 3, "spent": 3},
     "RunLockedError": {"run_id": "r1", "owner": "host:1"},
+    "LeaseLostError": {"run_id": "r1", "epoch": 2, "current": 3, "owner": "host:2:ab"},
     "StepChangedError": {"step": "s"},
     "RateLimitError": {"retry_after": 1.5, "model": "m", "status_code": 429},
     "OutputValidationError": {

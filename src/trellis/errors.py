@@ -214,19 +214,6 @@ class LeaseLostError(StoreError):
         self.current = current
         self.owner = owner
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # keyword-only arguments: rebuild through a helper so that pickling round-trips
-        return (
-            _rebuild_lease_lost,
-            (str(self), self.run_id, self.epoch, self.current, self.owner),
-        )
-
-
-def _rebuild_lease_lost(
-    message: str, run_id: str, epoch: int | None, current: int | None, owner: str | None
-) -> LeaseLostError:
-    return LeaseLostError(message, run_id=run_id, epoch=epoch, current=current, owner=owner)
-
 
 class RunLockedError(TrellisError):
     """Another process holds this run's lease: it is executing it now."""
