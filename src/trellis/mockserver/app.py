@@ -251,10 +251,14 @@ async def _read(
         status, body = dialect.error("bad_request", model="", message=_JSON_ERROR)
         return _json(status, body, headers)
     try:
-        return dialect.parse(raw)
+        parsed = dialect.parse(raw)
+        dialect.validate(raw, request.headers)
     except RequestError as exc:
-        status, body = dialect.error("bad_request", model="", message=exc.message, param=exc.param)
+        status, body = dialect.error(
+            "bad_request", model="", message=exc.message, param=exc.param, code=exc.code
+        )
         return _json(exc.status, body, headers)
+    return parsed
 
 
 def _admit(

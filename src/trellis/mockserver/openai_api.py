@@ -30,6 +30,8 @@ from trellis.mockserver.replies import (
     retry_after_value,
     split_text,
 )
+from trellis.mockserver.validate_openai import RULES
+from trellis.mockserver.validation import check
 from trellis.models.base import Message, ModelRequest, Role, ToolCall, ToolSpec, Usage
 
 __all__ = ["OpenAIDialect", "models_list"]
@@ -288,6 +290,10 @@ class OpenAIDialect:
         include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
         return ParsedRequest(request, stream=stream, include_usage=include_usage)
 
+    def validate(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> None:
+        """Reject what the real API rejects (:mod:`~trellis.mockserver.validate_openai`)."""
+        check(RULES, body, headers)
+
     # -- replies ---------------------------------------------------------------------------
 
     def _message(self, reply: Reply, ids: list[str]) -> dict[str, Any]:
@@ -390,10 +396,11 @@ class OpenAIDialect:
         message: str | None = None,
         tokens: int = 0,
         param: str | None = None,
+        code: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
         if kind == "bad_request":
             msg = message or "Invalid request."
-            return 400, self._body(msg, "invalid_request_error", param, None)
+            return 400, self._body(msg, "invalid_request_error", param, code)
         if kind == "auth":
             msg = message or (
                 "Incorrect API key provided. You can find your API key at "

@@ -65,13 +65,22 @@ Finish = Literal["stop", "length", "tool_calls", "refusal"]
 
 
 class RequestError(ValueError):
-    """A request the real API would reject with 400; ``param`` names the bad field."""
+    """A request the real API would reject with 400; ``param`` names the bad field and
+    ``code`` is OpenAI's error code (``None`` for most)."""
 
-    def __init__(self, message: str, *, param: str | None = None, status: int = 400) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        status: int = 400,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.status = status
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +266,8 @@ class Dialect(Protocol):
 
     def parse(self, body: Any) -> ParsedRequest: ...
 
+    def validate(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> None: ...
+
     def render(self, parsed: ParsedRequest, reply: Reply) -> dict[str, Any]: ...
 
     def stream(self, parsed: ParsedRequest, reply: Reply) -> StreamPlan: ...
@@ -271,6 +282,7 @@ class Dialect(Protocol):
         message: str | None = None,
         tokens: int = 0,
         param: str | None = None,
+        code: str | None = None,
     ) -> tuple[int, dict[str, Any]]: ...
 
     def error_for_status(self, status: int, message: str | None = None) -> dict[str, Any]: ...
