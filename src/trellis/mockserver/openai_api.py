@@ -451,11 +451,9 @@ class OpenAIDialect:
                 "tokens must be reduced in order to run successfully."
             )
         else:
-            state = admission.snapshot.requests if dim == "requests" else admission.snapshot.tokens
-            used = admission.limit - (state.remaining if state else 0)
             msg = (
                 f"Rate limit reached for {model} in organization org-mock on {unit}: Limit "
-                f"{admission.limit}, Used {used}, Requested {admission.requested}. Please try "
+                f"{admission.limit}, Used {admission.used}, Requested {admission.requested}. Please try "
                 f"again in {format_duration(admission.retry_after_s)}. Visit "
                 "https://platform.openai.com/account/rate-limits to learn more."
             )
