@@ -453,8 +453,8 @@ class OpenAIDialect:
         else:
             msg = (
                 f"Rate limit reached for {model} in organization org-mock on {unit}: Limit "
-                f"{admission.limit}, Used {admission.used}, Requested {admission.requested}. Please try "
-                f"again in {format_duration(admission.retry_after_s)}. Visit "
+                f"{admission.limit}, Used {admission.used}, Requested {admission.requested}. "
+                f"Please try again in {format_duration(admission.retry_after_s)}. Visit "
                 "https://platform.openai.com/account/rate-limits to learn more."
             )
         return 429, self._body(msg, dim, None, "rate_limit_exceeded")
