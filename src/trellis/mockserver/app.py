@@ -40,6 +40,7 @@ from trellis.mockserver.replies import (
     ParsedRequest,
     Reply,
     RequestError,
+    answer_schema,
     choose_tool,
     input_tokens,
     make_reply,
@@ -282,7 +283,7 @@ def _admit(
 def _draw(state: MockState, parsed: ParsedRequest, headers: dict[str, str]) -> FaultStep | None:
     """The fault step for this request (counted in the stats), if any."""
     req = parsed.request
-    structured = req.output_schema is not None or choose_tool(req, state.seed) is not None
+    structured = answer_schema(req) is not None or choose_tool(req, state.seed) is not None
     step, scripted = state.faults.next(structured=structured, stream=parsed.stream)
     if step is not None:
         state.stats.scripted += scripted

@@ -3,7 +3,9 @@
 Both dialects parse a request into a :class:`ParsedRequest` (a
 :class:`~trellis.models.base.ModelRequest` plus streaming flags) and render a
 :class:`Reply`. Content comes from :class:`~trellis.models.sim.SimModel`: prose for a
-plain request, schema-valid JSON for a structured one. Tool calls are made here: with
+plain request, schema-valid JSON for a structured one, whether the schema is native
+(``response_format``) or prompted (written into the messages, see
+:mod:`~trellis.mockserver.prompted`). Tool calls are made here: with
 tools and ``tool_choice`` ``auto`` the model calls one of them (chosen deterministically
 from the request) with arguments sampled from the tool's parameter schema, until a tool
 result is in the latest turn, and then answers; ``required`` or a named tool always gets
@@ -23,6 +25,7 @@ from typing import Any, Literal, Protocol
 
 from trellis.errors import BadRequestError
 from trellis.mockserver.limits import Admission, LimitSnapshot
+from trellis.mockserver.prompted import prompted_schema
 from trellis.models.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
 from trellis.models.schema_sample import corrupt_value, sample_value
 from trellis.models.sim import REFUSAL_MESSAGE, SimModel
@@ -36,6 +39,7 @@ __all__ = [
     "Reply",
     "RequestError",
     "StreamPlan",
+    "answer_schema",
     "choose_tool",
     "input_tokens",
     "make_reply",
@@ -149,6 +153,15 @@ def choose_tool(request: ModelRequest, seed: int) -> ToolSpec | None:
     return rng.choice(request.tools)
 
 
+def answer_schema(request: ModelRequest) -> dict[str, Any] | None:
+    """The schema the answer follows: the native one (``response_format`` json_schema), else
+    one the messages ask for (prompted JSON, also in JSON mode), else JSON mode's default."""
+    native = request.output_schema
+    if native is not None and native is not JSON_OBJECT_SCHEMA:
+        return native
+    return prompted_schema(request.messages) or native
+
+
 def _hint(request: ModelRequest) -> str:
     user = [m.content for m in request.messages if m.role in ("user", "tool")]
     return "\n".join(user) if user else request.prompt_text()
@@ -179,6 +192,7 @@ async def make_reply(
     tool = choose_tool(request, seed)
     if tool is not None:
         return _tool_reply(request, tool, seed, fault, tokens_in)
+    request = replace(request, output_schema=answer_schema(request))
     try:
         response = await sim.complete(replace(request, tools=(), tool_choice=None))
     except BadRequestError as exc:  # an output schema the sampler cannot walk
