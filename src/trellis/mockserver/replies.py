@@ -8,8 +8,10 @@ plain request, schema-valid JSON for a structured one, whether the schema is nat
 :mod:`~trellis.mockserver.prompted`). Tool calls are made here: with
 tools and ``tool_choice`` ``auto`` the model calls one of them (chosen deterministically
 from the request) with arguments sampled from the tool's parameter schema, until a tool
-result is in the latest turn, and then answers; ``required`` or a named tool always gets
-a call (of the named tool), as the real APIs do.
+result is in the latest turn, and then answers: by calling the output tool if the request
+has one (:func:`answer_tool`; how an Anthropic agent with a structured output finishes),
+else in text. A named tool always gets a call of it and ``required`` a call of some tool
+(after tool results: the output tool, else the last one), as the real APIs do.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "RequestError",
     "StreamPlan",
     "answer_schema",
+    "answer_tool",
     "choose_tool",
     "input_tokens",
     "make_reply",
@@ -140,6 +143,15 @@ def _answered_tool(messages: tuple[Message, ...]) -> bool:
     return False
 
 
+_ANSWER_TOOL = re.compile(r"final answer|final response|structured output", re.IGNORECASE)
+
+
+def answer_tool(tools: tuple[ToolSpec, ...]) -> ToolSpec | None:
+    """The output tool, which a model gives its final answer with: the one whose description
+    says so (Trellis's: "Give your final answer by calling this tool...")."""
+    return next((t for t in tools if _ANSWER_TOOL.search(t.description)), None)
+
+
 def choose_tool(request: ModelRequest, seed: int) -> ToolSpec | None:
     """The tool the mock model calls for ``request``, or None when it answers instead."""
     if not request.tools or request.tool_choice == "none":
@@ -147,8 +159,14 @@ def choose_tool(request: ModelRequest, seed: int) -> ToolSpec | None:
     choice = request.tool_choice or "auto"
     if choice not in ("auto", "required"):
         return next((t for t in request.tools if t.name == choice), None)
-    if choice == "auto" and _answered_tool(request.messages):
-        return None
+    if _answered_tool(request.messages):
+        # The tool results are in: answer, by calling the output tool when there is one
+        # (Anthropic structured output in an agent), else in text; a required call that
+        # names no output tool goes to the last tool.
+        answer = answer_tool(request.tools)
+        if answer is None and choice == "required":
+            return request.tools[-1]
+        return answer
     rng = random.Random(_digest(seed, request, "tool"))
     return rng.choice(request.tools)
 
