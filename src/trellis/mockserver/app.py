@@ -8,7 +8,8 @@ Routes: ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic
 ``GET /_mock/stats``.
 
 Each model request goes through: API key check (only when the server has one), body
-parsing (400 in the dialect's shape), the fault plan (a scripted or drawn step), the rate
+parsing and the dialect's strict checks (``validate_openai`` / ``validate_anthropic``: the
+400 the real API answers, in its shape and words), the fault plan (a scripted or drawn step), the rate
 limiter (429 with the headers, answered at once), the latency, the reply from the
 simulator, and the rendering as JSON or as a stream. Every response of a rate-limited
 server carries the dialect's remaining / reset headers.
