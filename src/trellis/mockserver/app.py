@@ -9,10 +9,10 @@ Routes: ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic
 
 Each model request goes through: API key check (only when the server has one), body
 parsing and the dialect's strict checks (``validate_openai`` / ``validate_anthropic``: the
-400 the real API answers, in its shape and words), the fault plan (a scripted or drawn step), the rate
-limiter (429 with the headers, answered at once), the latency, the reply from the
-simulator, and the rendering as JSON or as a stream. Every response of a rate-limited
-server carries the dialect's remaining / reset headers.
+400 the real API answers, in its shape and words), the fault plan (a scripted or drawn
+step), the rate limiter (429 with the headers, answered at once), the latency, the reply
+from the simulator, and the rendering as JSON or as a stream. Every response of a
+rate-limited server carries the dialect's remaining / reset headers.
 """
 
 from __future__ import annotations
