@@ -68,7 +68,7 @@ class Case:
 
     @property
     def id(self) -> str:
-        return f"{self.dialect}-{self.rule}"
+        return f"{self.dialect}-{self.rule}-{CASES.index(self)}"
 
 
 def openai_body(**fields: Any) -> dict[str, Any]:
@@ -93,6 +93,13 @@ CASES = [
         "Invalid parameter: messages with role 'tool' must be a response to a preceeding "
         "message with 'tool_calls'.",
         param="messages.[1].role",
+    ),
+    Case(
+        "openai",
+        "tool_message_without_call",
+        openai_body(messages=[*USER, _asked("call_1"), _answer("call_9")], tools=[OPENAI_TOOL]),
+        "Invalid parameter: 'tool_call_id' of 'call_9' not found in 'tool_calls' of previous "
+        "message.",
     ),
     Case(
         "openai",

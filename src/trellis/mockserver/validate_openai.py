@@ -7,7 +7,7 @@ so a client that passes the mock does not fail against the real API for these re
   ``CreateChatCompletionRequest`` of the official OpenAPI spec): "Unrecognized request
   argument supplied: foo";
 - ``tool_message_without_call``: a ``tool`` message not answering a preceding assistant
-  message with ``tool_calls``;
+  message with ``tool_calls``, or answering an id it does not have;
 - ``unanswered_tool_calls``: an assistant message whose ``tool_calls`` are not all
   answered by the ``tool`` messages right after it;
 - ``invalid_schema_name`` / ``invalid_tool_name``: a ``response_format`` schema or a
@@ -101,18 +101,24 @@ def tool_message_without_call(
     body: Mapping[str, Any], headers: Mapping[str, str]
 ) -> RequestError | None:
     """A ``tool`` message must follow an assistant ``tool_calls`` message (or another
-    ``tool`` message answering it)."""
-    answering = False
+    ``tool`` message answering it) and answer one of its calls."""
+    calls: list[str] = []
     for i, message in enumerate(_messages(body)):
-        role = message.get("role")
-        if role == "tool" and not answering:
+        if message.get("role") != "tool":
+            calls = _call_ids(message)
+            continue
+        if not calls:
             return RequestError(
                 "Invalid parameter: messages with role 'tool' must be a response to a "
                 "preceeding message with 'tool_calls'.",
                 param=f"messages.[{i}].role",
             )
-        if role != "tool":
-            answering = bool(_call_ids(message))
+        call_id = message.get("tool_call_id")
+        if call_id not in calls:
+            return RequestError(
+                f"Invalid parameter: 'tool_call_id' of '{call_id}' not found in 'tool_calls' "
+                "of previous message."
+            )
     return None
 
 
