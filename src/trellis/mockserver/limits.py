@@ -16,8 +16,9 @@ next requests). A request whose input alone exceeds the per-minute limit is refu
 good ("request too large").
 
 A refused request takes nothing; ``retry_after_s`` is when enough capacity will be back,
-and its 429 reports ``remaining`` 0 for the limit that refused it (as a provider's does,
-even when only the burst bucket is empty). A "too large" 429 reports the real levels.
+and its 429 reports ``remaining`` 0 for the limit that refused it, resetting in
+``retry_after_s`` (as a provider's does, even when only the burst bucket is empty). A "too
+large" 429 reports the real levels.
 With ``per_model`` every model name gets its own buckets, otherwise the server has one set.
 """
 
@@ -204,14 +205,19 @@ class RateLimiter:
         return scope
 
     def _snapshot(
-        self, scope: dict[Dimension, _Limit], exhausted: Dimension | None = None
+        self,
+        scope: dict[Dimension, _Limit],
+        exhausted: Dimension | None = None,
+        wait_s: float = 0.0,
     ) -> LimitSnapshot:
         """The headers' view of ``scope``; the ``exhausted`` dimension (the one that just
-        refused a request, perhaps in its burst bucket) reports nothing remaining."""
+        refused a request, perhaps in its burst bucket) reports nothing remaining until
+        ``wait_s`` from now, when the refused request would fit (a client that pauses until
+        the reset then waits as long as the 429's retry-after says, not for a full bucket)."""
         states: dict[Dimension, DimensionState] = {}
         for dim, lim in scope.items():
             state = lim.state()
-            states[dim] = replace(state, remaining=0) if dim == exhausted else state
+            states[dim] = replace(state, remaining=0, reset_s=wait_s) if dim == exhausted else state
         return LimitSnapshot(
             requests=states.get("requests"), tokens=states.get("tokens"), wall_time=self._wall()
         )
@@ -236,7 +242,7 @@ class RateLimiter:
             used = lim.limit - lim.state().remaining
             return Admission(
                 False,
-                self._snapshot(scope, blocked),
+                self._snapshot(scope, blocked, wait),
                 wait,
                 blocked,
                 lim.limit,
