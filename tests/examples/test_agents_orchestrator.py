@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import trellis as tl
+from trellis.mockserver import MockServer
 
 from .conftest import EXAMPLES_DIR, load_example, read_jsonl
 
@@ -203,3 +204,28 @@ async def test_every_sample_request_on_the_simulator() -> None:
                 assert call["name"] in {"search_notes", "calculate"}
                 assert ("result" in call) != ("error" in call)
         assert [c.step for c in result.calls].count("synthesize") == 1
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_the_example_over_http_against_the_mock_server(provider: str) -> None:
+    """Both providers' clients against ``trellis mock-server``: under ``anthropic:`` the
+    workers' final answer is a call of the output tool (``tool_choice: any``), made once
+    their tool results are in, not another random tool call until ``max_turns`` runs out."""
+    orch = load_example("agents_orchestrator")
+    async with MockServer(seed=1) as server:
+        base = server.anthropic_base_url if provider == "anthropic" else server.openai_base_url
+        model = f"{provider}:mock-model?base_url={base}&api_key=test"
+        async with tl.Engine(models={"small": model, "large": model}) as engine:
+            result = await engine.run(orch.flow, {"request": "Should we raise the Team price?"})
+    assert result.ok, result.error
+    findings = result["research"]
+    assert [f.subtask for f in findings] == [s.title for s in result["plan"].subtasks]
+    turns = result.steps["research"].turns
+    for index in range(len(findings)):
+        mine = sorted((t for t in turns if t["index"] == index), key=lambda t: t["turn"])
+        assert mine[-1]["tool_calls"] == []  # the final answer...
+        assert len(mine) <= 2  # ...right after the first tool results, as a model gives it
+        assert all(
+            c["name"] in {"search_notes", "calculate"} for t in mine for c in t["tool_calls"]
+        )
+    assert server.stats.by_status == {200: server.stats.requests}

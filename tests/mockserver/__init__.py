@@ -10,9 +10,19 @@ import httpx
 USER = [{"role": "user", "content": "Summarise the quarterly report from Acme Corp"}]
 
 
+#: What every Messages API client sends (the mock server, like the API, requires it).
+ANTHROPIC_VERSION = {"anthropic-version": "2023-06-01"}
+
+
 async def post(url: str, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    """POST ``body`` as JSON; a Messages API request gets ``anthropic-version`` unless
+    ``headers`` set it (an empty value: sent without it)."""
+    sent = dict(headers or {})
+    if url.endswith("/v1/messages"):
+        sent = {**ANTHROPIC_VERSION, **sent}
+        sent = {k: v for k, v in sent.items() if v}
     async with httpx.AsyncClient(timeout=10) as client:
-        return await client.post(url, json=body, headers=headers)
+        return await client.post(url, json=body, headers=sent)
 
 
 def sse_events(text: str) -> list[tuple[str | None, str]]:

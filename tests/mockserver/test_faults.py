@@ -24,7 +24,7 @@ from trellis.cli import app
 from trellis.mockserver import FAULT_MODES, FaultPlan, MockServer
 from trellis.mockserver.faults import load_script, parse_rates
 
-from . import USER, anthropic_events, openai_chunks, post, sse_events
+from . import ANTHROPIC_VERSION, USER, anthropic_events, openai_chunks, post, sse_events
 
 Dialect = Literal["openai", "anthropic"]
 
@@ -35,7 +35,8 @@ class Verdict(BaseModel):
     reasons: list[str]
 
 
-VERDICT_SCHEMA = Verdict.model_json_schema()
+# Closed, as OpenAI's strict mode (which the mock server enforces) requires.
+VERDICT_SCHEMA = {**Verdict.model_json_schema(), "additionalProperties": False}
 
 
 def request_for(
@@ -326,7 +327,9 @@ async def test_timeout_fault_outlasts_the_client() -> None:
             url, body = request_for(s, "anthropic", stream=True)
             lines: list[str] = []
             with pytest.raises(httpx.ReadTimeout):
-                async with client.stream("POST", url, json=body) as response:
+                async with client.stream(
+                    "POST", url, json=body, headers=ANTHROPIC_VERSION
+                ) as response:
                     assert response.status_code == 200
                     async for line in response.aiter_lines():
                         lines.append(line)
@@ -511,7 +514,9 @@ def test_cli_starts_serves_and_stops(tmp_path: Path) -> None:
         assert ok.status_code == 200
         assert ok.headers["x-ratelimit-limit-requests"] == "600"
         message = {"model": "m", "max_tokens": 50, "messages": USER, "stream": True}
-        streamed = httpx.post(f"{anthropic_url}/v1/messages", json=message, timeout=10)
+        streamed = httpx.post(
+            f"{anthropic_url}/v1/messages", json=message, headers=ANTHROPIC_VERSION, timeout=10
+        )
         assert sse_events(streamed.text)[-1][0] == "message_stop"
     finally:
         proc.send_signal(signal.SIGTERM)

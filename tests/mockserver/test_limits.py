@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from trellis.mockserver import MockServer, RateLimiter
-from trellis.mockserver.limits import format_duration, format_rfc3339
+from trellis.mockserver.limits import DimensionState, format_duration, format_rfc3339
 
 from . import USER, post
 
@@ -60,6 +60,9 @@ def test_rpm_60_admits_one_request_per_second() -> None:
     second = limiter.admit("m", 10)
     assert not second.allowed
     assert second.dimension == "requests"
+    assert second.snapshot.requests is not None
+    assert second.snapshot.requests.remaining == 0  # what the 429's headers report...
+    assert second.snapshot.requests.reset_s == pytest.approx(1.0)  # ...until retry-after
     assert second.retry_after_s == pytest.approx(1.0)
     clock.now += 0.5
     assert limiter.admit("m", 10).retry_after_s == pytest.approx(0.5)
@@ -76,7 +79,9 @@ def test_a_whole_minute_burst_when_burst_s_is_60() -> None:
     assert refused.retry_after_s == pytest.approx(1.0)
     assert refused.snapshot.requests is not None
     assert refused.snapshot.requests.remaining == 0
-    assert refused.snapshot.requests.reset_s == pytest.approx(60.0)
+    # a refusal's reset is when the next request fits (its retry-after), not a full bucket
+    assert refused.snapshot.requests.reset_s == pytest.approx(1.0)
+    assert limiter.snapshot("m").requests == DimensionState(60, 0, pytest.approx(60.0))
 
 
 def test_tokens_are_charged_before_and_corrected_after() -> None:
@@ -140,7 +145,10 @@ async def test_openai_429_and_headers_on_every_response() -> None:
         h = limited.headers
         assert 0 < int(h["retry-after-ms"]) <= 1000
         assert h["retry-after"] == "1"
-        assert h["x-ratelimit-remaining-requests"] == "59"
+        # the limit that refused it has nothing left, though the minute bucket has 59
+        assert h["x-ratelimit-remaining-requests"] == "0"
+        assert h["x-ratelimit-reset-requests"] == f"{h['retry-after-ms']}ms"  # then one fits
+        assert int(h["x-ratelimit-remaining-tokens"]) > 0  # tokens did not refuse it
         assert h["x-ratelimit-reset-requests"].endswith("ms")
         error = limited.json()["error"]
         assert error["code"] == "rate_limit_exceeded"
@@ -170,6 +178,8 @@ async def test_anthropic_429_and_headers() -> None:
         assert limited.headers["retry-after"] == "1"
         assert "retry-after-ms" not in limited.headers
         assert "anthropic-ratelimit-requests-reset" in limited.headers
+        assert limited.headers["anthropic-ratelimit-requests-remaining"] == "0"
+        assert int(limited.headers["anthropic-ratelimit-tokens-remaining"]) > 0
         body = limited.json()
         assert body["type"] == "error"
         assert body["error"]["type"] == "rate_limit_error"

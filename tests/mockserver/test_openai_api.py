@@ -11,6 +11,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel
 
 from trellis.mockserver import MockServer
+from trellis.providers._schema import to_strict
 
 from . import USER, openai_chunks, post
 
@@ -78,7 +79,7 @@ def schema_format(model: type[BaseModel]) -> dict[str, Any]:
         "type": "json_schema",
         "json_schema": {
             "name": model.__name__,
-            "schema": model.model_json_schema(),
+            "schema": to_strict(model.model_json_schema()),  # closed, as strict mode needs
             "strict": True,
         },
     }

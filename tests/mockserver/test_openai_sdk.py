@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from trellis.mockserver import MockServer, MockServerThread
+from trellis.providers._schema import to_strict
 
 MESSAGES: Any = [{"role": "user", "content": "I love the new dashboard, but export is slow"}]
 
@@ -81,7 +82,7 @@ def test_response_format_json_schema(client: openai.OpenAI) -> None:
             "type": "json_schema",
             "json_schema": {
                 "name": "Sentiment",
-                "schema": Sentiment.model_json_schema(),
+                "schema": to_strict(Sentiment.model_json_schema()),  # closed, as strict needs
                 "strict": True,
             },
         },

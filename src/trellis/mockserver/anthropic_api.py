@@ -30,6 +30,8 @@ from trellis.mockserver.replies import (
     retry_after_value,
     split_text,
 )
+from trellis.mockserver.validate_anthropic import RULES
+from trellis.mockserver.validation import check
 from trellis.models.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
 
 __all__ = ["AnthropicDialect", "models_list"]
@@ -228,6 +230,10 @@ class AnthropicDialect:
         )
         return ParsedRequest(request, stream=body.get("stream") is True)
 
+    def validate(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> None:
+        """Reject what the real API rejects (:mod:`~trellis.mockserver.validate_anthropic`)."""
+        check(RULES, body, headers)
+
     # -- replies ---------------------------------------------------------------------------
 
     def _blocks(self, reply: Reply) -> list[dict[str, Any]]:
@@ -338,6 +344,7 @@ class AnthropicDialect:
         message: str | None = None,
         tokens: int = 0,
         param: str | None = None,
+        code: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
         if kind == "bad_request":
             return 400, self._body("invalid_request_error", message or "Invalid request.")

@@ -8,10 +8,11 @@ Routes: ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic
 ``GET /_mock/stats``.
 
 Each model request goes through: API key check (only when the server has one), body
-parsing (400 in the dialect's shape), the fault plan (a scripted or drawn step), the rate
-limiter (429 with the headers, answered at once), the latency, the reply from the
-simulator, and the rendering as JSON or as a stream. Every response of a rate-limited
-server carries the dialect's remaining / reset headers.
+parsing and the dialect's strict checks (``validate_openai`` / ``validate_anthropic``: the
+400 the real API answers, in its shape and words), the fault plan (a scripted or drawn
+step), the rate limiter (429 with the headers, answered at once), the latency, the reply
+from the simulator, and the rendering as JSON or as a stream. Every response of a
+rate-limited server carries the dialect's remaining / reset headers.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from trellis.mockserver.replies import (
     ParsedRequest,
     Reply,
     RequestError,
+    answer_schema,
     choose_tool,
     input_tokens,
     make_reply,
@@ -251,10 +253,14 @@ async def _read(
         status, body = dialect.error("bad_request", model="", message=_JSON_ERROR)
         return _json(status, body, headers)
     try:
-        return dialect.parse(raw)
+        parsed = dialect.parse(raw)
+        dialect.validate(raw, request.headers)
     except RequestError as exc:
-        status, body = dialect.error("bad_request", model="", message=exc.message, param=exc.param)
+        status, body = dialect.error(
+            "bad_request", model="", message=exc.message, param=exc.param, code=exc.code
+        )
         return _json(exc.status, body, headers)
+    return parsed
 
 
 def _admit(
@@ -278,7 +284,7 @@ def _admit(
 def _draw(state: MockState, parsed: ParsedRequest, headers: dict[str, str]) -> FaultStep | None:
     """The fault step for this request (counted in the stats), if any."""
     req = parsed.request
-    structured = req.output_schema is not None or choose_tool(req, state.seed) is not None
+    structured = answer_schema(req) is not None or choose_tool(req, state.seed) is not None
     step, scripted = state.faults.next(structured=structured, stream=parsed.stream)
     if step is not None:
         state.stats.scripted += scripted

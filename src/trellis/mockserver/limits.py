@@ -15,7 +15,10 @@ tokens are taken when the reply is known (the bucket may go below zero, which de
 next requests). A request whose input alone exceeds the per-minute limit is refused for
 good ("request too large").
 
-A refused request takes nothing; ``retry_after_s`` is when enough capacity will be back.
+A refused request takes nothing; ``retry_after_s`` is when enough capacity will be back,
+and its 429 reports ``remaining`` 0 for the limit that refused it, resetting in
+``retry_after_s`` (as a provider's does, even when only the burst bucket is empty). A "too
+large" 429 reports the real levels.
 With ``per_model`` every model name gets its own buckets, otherwise the server has one set.
 """
 
@@ -25,7 +28,7 @@ import datetime as _dt
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 __all__ = [
@@ -144,6 +147,7 @@ class Admission:
     dimension: Dimension | None = None
     limit: int = 0
     requested: int = 0
+    used: int = 0  # of the refusing limit, over the last minute (for the error message)
 
     @property
     def too_large(self) -> bool:
@@ -200,12 +204,22 @@ class RateLimiter:
             lim.refill(now)
         return scope
 
-    def _snapshot(self, scope: dict[Dimension, _Limit]) -> LimitSnapshot:
-        req, tok = scope.get("requests"), scope.get("tokens")
+    def _snapshot(
+        self,
+        scope: dict[Dimension, _Limit],
+        exhausted: Dimension | None = None,
+        wait_s: float = 0.0,
+    ) -> LimitSnapshot:
+        """The headers' view of ``scope``; the ``exhausted`` dimension (the one that just
+        refused a request, perhaps in its burst bucket) reports nothing remaining until
+        ``wait_s`` from now, when the refused request would fit (a client that pauses until
+        the reset then waits as long as the 429's retry-after says, not for a full bucket)."""
+        states: dict[Dimension, DimensionState] = {}
+        for dim, lim in scope.items():
+            state = lim.state()
+            states[dim] = replace(state, remaining=0, reset_s=wait_s) if dim == exhausted else state
         return LimitSnapshot(
-            requests=None if req is None else req.state(),
-            tokens=None if tok is None else tok.state(),
-            wall_time=self._wall(),
+            requests=states.get("requests"), tokens=states.get("tokens"), wall_time=self._wall()
         )
 
     def snapshot(self, model: str) -> LimitSnapshot:
@@ -225,8 +239,15 @@ class RateLimiter:
                 wait, blocked = w, dim
         if blocked is not None:
             lim = scope[blocked]
+            used = lim.limit - lim.state().remaining
             return Admission(
-                False, self._snapshot(scope), wait, blocked, lim.limit, int(costs[blocked])
+                False,
+                self._snapshot(scope, blocked, wait),
+                wait,
+                blocked,
+                lim.limit,
+                int(costs[blocked]),
+                used,
             )
         for dim, lim in scope.items():
             lim.take(costs[dim])

@@ -30,6 +30,8 @@ from trellis.mockserver.replies import (
     retry_after_value,
     split_text,
 )
+from trellis.mockserver.validate_openai import RULES
+from trellis.mockserver.validation import check
 from trellis.models.base import Message, ModelRequest, Role, ToolCall, ToolSpec, Usage
 
 __all__ = ["OpenAIDialect", "models_list"]
@@ -288,6 +290,10 @@ class OpenAIDialect:
         include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
         return ParsedRequest(request, stream=stream, include_usage=include_usage)
 
+    def validate(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> None:
+        """Reject what the real API rejects (:mod:`~trellis.mockserver.validate_openai`)."""
+        check(RULES, body, headers)
+
     # -- replies ---------------------------------------------------------------------------
 
     def _message(self, reply: Reply, ids: list[str]) -> dict[str, Any]:
@@ -390,10 +396,11 @@ class OpenAIDialect:
         message: str | None = None,
         tokens: int = 0,
         param: str | None = None,
+        code: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
         if kind == "bad_request":
             msg = message or "Invalid request."
-            return 400, self._body(msg, "invalid_request_error", param, None)
+            return 400, self._body(msg, "invalid_request_error", param, code)
         if kind == "auth":
             msg = message or (
                 "Incorrect API key provided. You can find your API key at "
@@ -444,12 +451,10 @@ class OpenAIDialect:
                 "tokens must be reduced in order to run successfully."
             )
         else:
-            state = admission.snapshot.requests if dim == "requests" else admission.snapshot.tokens
-            used = admission.limit - (state.remaining if state else 0)
             msg = (
                 f"Rate limit reached for {model} in organization org-mock on {unit}: Limit "
-                f"{admission.limit}, Used {used}, Requested {admission.requested}. Please try "
-                f"again in {format_duration(admission.retry_after_s)}. Visit "
+                f"{admission.limit}, Used {admission.used}, Requested {admission.requested}. "
+                f"Please try again in {format_duration(admission.retry_after_s)}. Visit "
                 "https://platform.openai.com/account/rate-limits to learn more."
             )
         return 429, self._body(msg, dim, None, "rate_limit_exceeded")

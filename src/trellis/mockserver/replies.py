@@ -3,11 +3,15 @@
 Both dialects parse a request into a :class:`ParsedRequest` (a
 :class:`~trellis.models.base.ModelRequest` plus streaming flags) and render a
 :class:`Reply`. Content comes from :class:`~trellis.models.sim.SimModel`: prose for a
-plain request, schema-valid JSON for a structured one. Tool calls are made here: with
+plain request, schema-valid JSON for a structured one, whether the schema is native
+(``response_format``) or prompted (written into the messages, see
+:mod:`~trellis.mockserver.prompted`). Tool calls are made here: with
 tools and ``tool_choice`` ``auto`` the model calls one of them (chosen deterministically
 from the request) with arguments sampled from the tool's parameter schema, until a tool
-result is in the latest turn, and then answers; ``required`` or a named tool always gets
-a call (of the named tool), as the real APIs do.
+result is in the latest turn, and then answers: by calling the output tool if the request
+has one (:func:`answer_tool`; how an Anthropic agent with a structured output finishes),
+else in text. A named tool always gets a call of it and ``required`` a call of some tool
+(after tool results: the output tool, else the last one), as the real APIs do.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, Literal, Protocol
 
 from trellis.errors import BadRequestError
 from trellis.mockserver.limits import Admission, LimitSnapshot
+from trellis.mockserver.prompted import prompted_schema
 from trellis.models.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
 from trellis.models.schema_sample import corrupt_value, sample_value
 from trellis.models.sim import REFUSAL_MESSAGE, SimModel
@@ -36,6 +41,8 @@ __all__ = [
     "Reply",
     "RequestError",
     "StreamPlan",
+    "answer_schema",
+    "answer_tool",
     "choose_tool",
     "input_tokens",
     "make_reply",
@@ -65,13 +72,22 @@ Finish = Literal["stop", "length", "tool_calls", "refusal"]
 
 
 class RequestError(ValueError):
-    """A request the real API would reject with 400; ``param`` names the bad field."""
+    """A request the real API would reject with 400; ``param`` names the bad field and
+    ``code`` is OpenAI's error code (``None`` for most)."""
 
-    def __init__(self, message: str, *, param: str | None = None, status: int = 400) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        status: int = 400,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.status = status
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +143,15 @@ def _answered_tool(messages: tuple[Message, ...]) -> bool:
     return False
 
 
+_ANSWER_TOOL = re.compile(r"final answer|final response|structured output", re.IGNORECASE)
+
+
+def answer_tool(tools: tuple[ToolSpec, ...]) -> ToolSpec | None:
+    """The output tool, which a model gives its final answer with: the one whose description
+    says so (Trellis's: "Give your final answer by calling this tool...")."""
+    return next((t for t in tools if _ANSWER_TOOL.search(t.description)), None)
+
+
 def choose_tool(request: ModelRequest, seed: int) -> ToolSpec | None:
     """The tool the mock model calls for ``request``, or None when it answers instead."""
     if not request.tools or request.tool_choice == "none":
@@ -134,10 +159,25 @@ def choose_tool(request: ModelRequest, seed: int) -> ToolSpec | None:
     choice = request.tool_choice or "auto"
     if choice not in ("auto", "required"):
         return next((t for t in request.tools if t.name == choice), None)
-    if choice == "auto" and _answered_tool(request.messages):
-        return None
+    if _answered_tool(request.messages):
+        # The tool results are in: answer, by calling the output tool when there is one
+        # (Anthropic structured output in an agent), else in text; a required call that
+        # names no output tool goes to the last tool.
+        answer = answer_tool(request.tools)
+        if answer is None and choice == "required":
+            return request.tools[-1]
+        return answer
     rng = random.Random(_digest(seed, request, "tool"))
     return rng.choice(request.tools)
+
+
+def answer_schema(request: ModelRequest) -> dict[str, Any] | None:
+    """The schema the answer follows: the native one (``response_format`` json_schema), else
+    one the messages ask for (prompted JSON, also in JSON mode), else JSON mode's default."""
+    native = request.output_schema
+    if native is not None and native is not JSON_OBJECT_SCHEMA:
+        return native
+    return prompted_schema(request.messages) or native
 
 
 def _hint(request: ModelRequest) -> str:
@@ -170,6 +210,7 @@ async def make_reply(
     tool = choose_tool(request, seed)
     if tool is not None:
         return _tool_reply(request, tool, seed, fault, tokens_in)
+    request = replace(request, output_schema=answer_schema(request))
     try:
         response = await sim.complete(replace(request, tools=(), tool_choice=None))
     except BadRequestError as exc:  # an output schema the sampler cannot walk
@@ -257,6 +298,8 @@ class Dialect(Protocol):
 
     def parse(self, body: Any) -> ParsedRequest: ...
 
+    def validate(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> None: ...
+
     def render(self, parsed: ParsedRequest, reply: Reply) -> dict[str, Any]: ...
 
     def stream(self, parsed: ParsedRequest, reply: Reply) -> StreamPlan: ...
@@ -271,6 +314,7 @@ class Dialect(Protocol):
         message: str | None = None,
         tokens: int = 0,
         param: str | None = None,
+        code: str | None = None,
     ) -> tuple[int, dict[str, Any]]: ...
 
     def error_for_status(self, status: int, message: str | None = None) -> dict[str, Any]: ...
