@@ -12,7 +12,6 @@ of the same batch is refused; items already done are returned as recorded, the o
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,9 @@ from rich.progress import (
 )
 
 from trellis.cli.errors import CliError, configuration_error
+from trellis.cli.files import check_not_input, write_atomic
 from trellis.cli.inputs import Item
+from trellis.cli.jsonout import json_text
 from trellis.cli.settings import Settings
 from trellis.cli.store_options import hold_lease
 from trellis.engine.results import RunResult, jsonable
@@ -153,10 +154,12 @@ def result_line(index: int, item: Item, result: RunResult) -> dict[str, Any]:
     }
 
 
-def check_output_path(path: Path | None) -> None:
-    """Fail before running anything if the results could not be written."""
+def check_output_path(path: Path | None, input_file: Path | None = None) -> None:
+    """Fail before running anything if the results could not be written (or would be
+    written over the input file)."""
     if path is None or str(path) == "-":
         return
+    check_not_input(path, input_file)
     if path.is_dir():
         raise CliError(f"--output {str(path)!r} is a directory; give a file name")
     parent = path.parent
@@ -165,9 +168,11 @@ def check_output_path(path: Path | None) -> None:
 
 
 def write_results(path: Path, items: Sequence[Item], results: Sequence[RunResult | None]) -> int:
-    """Write one line per finished item in input order (``-``: stdout); return lines."""
+    """Write one line per finished item in input order (``-``: stdout); return lines.
+
+    A file is replaced atomically (see :mod:`trellis.cli.files`): never left truncated."""
     lines = [
-        json.dumps(result_line(i, item, result), ensure_ascii=False)
+        json_text(result_line(i, item, result))
         for i, (item, result) in enumerate(zip(items, results, strict=True))
         if result is not None
     ]
@@ -177,8 +182,5 @@ def write_results(path: Path, items: Sequence[Item], results: Sequence[RunResult
         out.write(text)
         out.flush()
     else:
-        try:
-            path.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise CliError(f"cannot write --output {str(path)!r}: {exc.strerror}") from None
+        write_atomic(path, text)
     return len(lines)

@@ -31,6 +31,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from trellis.cli.errors import CliError
+from trellis.cli.jsonout import json_text
 from trellis.cli.render import (
     answer_commands,
     fmt_seconds,
@@ -434,7 +435,7 @@ def runs(
     except CliError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(json.dumps({"runs": entries}, indent=2, ensure_ascii=False))
+        typer.echo(json_text({"runs": entries}, indent=2))
         return
     console = Console()
     if not entries:
@@ -866,7 +867,7 @@ def show(
     except CliError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        typer.echo(json_text(data, indent=2))
         return
     console = Console()
     if result is None:

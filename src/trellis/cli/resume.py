@@ -255,6 +255,7 @@ def _resume(
                 progress=not (quiet or no_progress or as_json),
                 batch_id=run,
                 rerun_changed=rerun_changed,
+                recorded_input=Path(meta.input_file) if meta.input_file else None,
             )
         else:
             if output is not None:

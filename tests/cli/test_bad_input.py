@@ -1,0 +1,212 @@
+"""Bad input and odd states on the command line: clear errors, nothing lost.
+
+Lone surrogates, NaN, output files (atomic, never the input), pathological JSON, store
+URLs, unreadable run records, budgets across resumes and ``--max-seconds`` on a blocking
+step. Each test reproduces a problem that used to crash, lose data or overspend.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner, Result
+
+from trellis.cli import app
+from trellis.cli.batch import write_results
+from trellis.cli.errors import CliError
+from trellis.cli.inputs import Item
+from trellis.cli.jsonout import json_text
+from trellis.engine.results import RunResult
+
+FLOWS = Path(__file__).parent / "flows"
+ECHO = f"{FLOWS / 'odd.py'}:echo"
+NAN = f"{FLOWS / 'odd.py'}:not_a_number"
+BLOCKING = f"{FLOWS / 'odd.py'}:blocking"
+SURROGATE = "a\ud800b"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRELLIS_STORE", raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+def assert_one_error_line(result: Result, *fragments: str) -> str:
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def strict_json(text: str) -> Any:
+    """JSON as a strict parser reads it: NaN / Infinity are not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+# -- lone surrogates -------------------------------------------------------------------------
+
+
+def test_a_lone_surrogate_in_an_input_line_is_kept_and_written_escaped(tmp_path: Path) -> None:
+    items = write_lines(tmp_path / "in.jsonl", ['{"text": "a\\ud800b"}', '{"text": "ok"}'])
+    result = invoke("run", ECHO, "-f", str(items), "-o", "out.jsonl", "--run-id", "b1")
+    assert result.exit_code == 0, result.output
+    raw = (tmp_path / "out.jsonl").read_bytes()
+    lines = [json.loads(line) for line in raw.decode("utf-8").splitlines()]
+    assert [line["inputs"]["text"] for line in lines] == [SURROGATE, "ok"]
+    assert lines[0]["outputs"]["said"] == SURROGATE
+    assert b"\\ud800" in raw  # the JSON escape: the file is valid UTF-8
+
+    # What the store accepted stays readable and writable: show (JSON and table), resume.
+    shown = invoke("show", "b1.0", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert strict_json(shown.stdout)["steps"]["said"]["output"] == SURROGATE
+    table = invoke("show", "b1.0")
+    assert table.exit_code == 0, table.output
+    assert "\\ud800" in table.stdout
+    resumed = invoke("resume", "b1", "-o", "again.jsonl", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    strict_json(resumed.stdout)
+    again = [json.loads(line) for line in (tmp_path / "again.jsonl").read_text().splitlines()]
+    assert again[0]["outputs"]["said"] == SURROGATE
+    listed = invoke("runs", "--all", "--json")
+    assert listed.exit_code == 0, listed.output
+
+
+def test_a_lone_surrogate_in_input_prints_as_json_and_as_a_table() -> None:
+    as_json = invoke("run", ECHO, "--input", '{"text": "a\\ud800b"}', "--json")
+    assert as_json.exit_code == 0, as_json.output
+    assert strict_json(as_json.stdout)["outputs"]["said"] == SURROGATE
+    table = invoke("run", ECHO, "--input", '{"text": "a\\ud800b"}')
+    assert table.exit_code == 0, table.output
+    assert "Traceback" not in table.output
+
+
+# -- NaN -------------------------------------------------------------------------------------
+
+
+def test_json_output_never_prints_nan(tmp_path: Path) -> None:
+    result = invoke("run", NAN, "--input", '{"text": "x"}', "--json", "--run-id", "r1")
+    assert result.exit_code == 0, result.output
+    assert "NaN" not in result.stdout
+    assert strict_json(result.stdout)["outputs"]["ratio"] is None
+    shown = invoke("show", "r1", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert strict_json(shown.stdout)["outputs"]["ratio"] is None
+
+    items = write_lines(tmp_path / "in.jsonl", ['{"text": "x"}', '{"text": ""}'])
+    batch = invoke("run", NAN, "-f", str(items), "-o", "out.jsonl", "--json")
+    assert batch.exit_code == 0, batch.output
+    strict_json(batch.stdout)
+    for line in (tmp_path / "out.jsonl").read_text().splitlines():
+        assert strict_json(line)["outputs"]["ratio"] is None
+    listed = invoke("runs", "--all", "--json")
+    strict_json(listed.stdout)
+
+
+# -- output files ----------------------------------------------------------------------------
+
+
+def _finished(tmp_path: Path) -> tuple[list[Item], list[RunResult | None]]:
+    item = Item({"text": "new"}, "in.jsonl:1")
+    result = RunResult(run_id="r", flow="echo", inputs={"text": "new"}, steps={}, status="done")
+    return [item], [result]
+
+
+def test_a_failed_write_keeps_the_previous_output_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous results\n")
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(CliError, match="No space left on device"):
+        write_results(out, *_finished(tmp_path))
+    assert out.read_text() == "previous results\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_an_output_is_replaced_whole(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("x" * 10_000)
+    assert write_results(out, *_finished(tmp_path)) == 1
+    assert json.loads(out.read_text())["inputs"] == {"text": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+@pytest.mark.parametrize("how", ["same", "relative", "hardlink"])
+def test_output_naming_the_input_file_is_refused(tmp_path: Path, how: str) -> None:
+    items = write_lines(tmp_path / "in.jsonl", ['{"text": "a"}'])
+    before = items.read_bytes()
+    target = {"same": str(items), "relative": "./sub/../in.jsonl", "hardlink": "link.jsonl"}[how]
+    (tmp_path / "sub").mkdir()
+    if how == "hardlink":
+        os.link(items, tmp_path / "link.jsonl")
+    result = invoke("run", ECHO, "-f", str(items), "-o", target)
+    assert_one_error_line(result, "is the input file")
+    assert items.read_bytes() == before
+    assert not (tmp_path / ".trellis").exists()  # refused before anything ran
+
+
+def test_resume_refuses_an_output_naming_the_recorded_input(tmp_path: Path) -> None:
+    items = write_lines(tmp_path / "in.jsonl", ['{"text": "a"}'])
+    assert invoke("run", ECHO, "-f", str(items), "--run-id", "b2").exit_code == 0
+    before = items.read_bytes()
+    assert_one_error_line(invoke("resume", "b2", "-o", str(items)), "is the input file")
+    assert items.read_bytes() == before
+
+
+# -- the one JSON encoder: a property test ---------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def _expected(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_expected(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expected(v) for k, v in value.items()}
+    return value
+
+
+@given(json_values)
+def test_json_text_is_always_strict_utf8_json_and_loses_nothing_but_nan(value: Any) -> None:
+    text = json_text(value, indent=2)
+    text.encode("utf-8")  # never raises: lone surrogates are escaped
+    assert strict_json(text) == _expected(value)
