@@ -210,3 +210,34 @@ def test_json_text_is_always_strict_utf8_json_and_loses_nothing_but_nan(value: A
     text = json_text(value, indent=2)
     text.encode("utf-8")  # never raises: lone surrogates are escaped
     assert strict_json(text) == _expected(value)
+
+
+# -- pathological inputs ---------------------------------------------------------------------
+
+DEEP = "[" * 5000 + "]" * 5000
+HUGE = "1" * 4400
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (DEEP, "nested more than 200 levels deep"),
+        ("[" * 300 + "]" * 300, "nested more than 200 levels deep"),  # parses, cannot be stored
+        (HUGE, "4300 digits"),
+    ],
+    ids=["5000-deep", "300-deep", "4400-digits"],
+)
+def test_pathological_json_is_one_error_line(tmp_path: Path, value: str, message: str) -> None:
+    items = write_lines(tmp_path / "in.jsonl", ['{"text": "fine"}', f'{{"text": {value}}}'])
+    assert_one_error_line(invoke("run", ECHO, "-f", str(items)), "in.jsonl:2: ", message)
+    assert_one_error_line(invoke("run", ECHO, "-i", f'{{"text": {value}}}'), "--input: ", message)
+
+
+def test_a_reply_of_pathological_json_is_one_error_line() -> None:
+    asking = f"{FLOWS / 'asking.py'}:flow"
+    started = invoke("run", asking, "-i", '{"issue": "slow"}', "--run-id", "w1")
+    assert started.exit_code == 3, started.output
+    for value, message in ((DEEP, "nested more than 200"), (HUGE, "4300 digits")):
+        refused = invoke("reply", "w1", "triage", "-i", value)
+        assert_one_error_line(refused, "--input: ", message)
+    assert invoke("show", "w1", "--json").exit_code == 0
