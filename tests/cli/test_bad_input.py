@@ -26,6 +26,8 @@ from trellis.cli.errors import CliError
 from trellis.cli.inputs import Item
 from trellis.cli.jsonout import json_text
 from trellis.engine.results import RunResult
+from trellis.errors import StoreError
+from trellis.store import MemoryStore, open_store
 
 FLOWS = Path(__file__).parent / "flows"
 ECHO = f"{FLOWS / 'odd.py'}:echo"
@@ -241,3 +243,30 @@ def test_a_reply_of_pathological_json_is_one_error_line() -> None:
         refused = invoke("reply", "w1", "triage", "-i", value)
         assert_one_error_line(refused, "--input: ", message)
     assert invoke("show", "w1", "--json").exit_code == 0
+
+
+# -- store URLs ------------------------------------------------------------------------------
+
+
+def test_store_memory_without_a_colon_is_the_memory_store(tmp_path: Path) -> None:
+    result = invoke("run", ECHO, "-i", '{"text": "a"}', "--store", "memory", "--json")
+    assert result.exit_code == 0, result.output
+    assert strict_json(result.stdout)["outputs"]["said"] == "a"
+    assert list(tmp_path.iterdir()) == []  # no file named "memory"
+    assert isinstance(open_store("memory"), MemoryStore)
+
+
+@pytest.mark.parametrize("spec", ["mystore", "sqlite", "trellis", "postgres://db/x", "sqlite:x.db"])
+def test_a_bare_word_or_unknown_scheme_is_not_a_store(tmp_path: Path, spec: str) -> None:
+    for command in (["run", ECHO, "-i", '{"text": "a"}'], ["runs"], ["show", "x"], ["cache", "stats"]):
+        assert_one_error_line(invoke(*command, "--store", spec), repr(spec), "memory:")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(StoreError, match="sqlite:///"):
+        open_store(spec)
+
+
+@pytest.mark.parametrize("spec", ["t.db", "t.sqlite", "runs/t", "./t", "sqlite:///t.db"])
+def test_paths_and_sqlite_urls_are_stores(spec: str) -> None:
+    result = invoke("run", ECHO, "-i", '{"text": "a"}', "--store", spec, "--run-id", "s1")
+    assert result.exit_code == 0, result.output
+    assert invoke("show", "s1", "--store", spec).exit_code == 0
