@@ -258,7 +258,8 @@ def test_store_memory_without_a_colon_is_the_memory_store(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("spec", ["mystore", "sqlite", "trellis", "postgres://db/x", "sqlite:x.db"])
 def test_a_bare_word_or_unknown_scheme_is_not_a_store(tmp_path: Path, spec: str) -> None:
-    for command in (["run", ECHO, "-i", '{"text": "a"}'], ["runs"], ["show", "x"], ["cache", "stats"]):
+    commands = (["run", ECHO, "-i", '{"text": "a"}'], ["runs"], ["show", "x"], ["cache", "stats"])
+    for command in commands:
         assert_one_error_line(invoke(*command, "--store", spec), repr(spec), "memory:")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(StoreError, match="sqlite:///"):
