@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -271,3 +272,49 @@ def test_paths_and_sqlite_urls_are_stores(spec: str) -> None:
     result = invoke("run", ECHO, "-i", '{"text": "a"}', "--store", spec, "--run-id", "s1")
     assert result.exit_code == 0, result.output
     assert invoke("show", "s1", "--store", spec).exit_code == 0
+
+
+# -- unreadable run records ------------------------------------------------------------------
+
+
+def _two_good_runs() -> None:
+    for run_id in ("good1", "good2"):
+        result = invoke("run", ECHO, "-i", '{"text": "a"}', "--run-id", run_id)
+        assert result.exit_code == 0, result.output
+
+
+def _insert_raw(run_id: str, *, format_: Any = 1, usage: str | None = None) -> None:
+    with sqlite3.connect(".trellis/trellis.db") as db:
+        db.execute(
+            "INSERT INTO runs (run_id, flow, status, inputs, started_at, usage, format) "
+            "VALUES (?, 'echo', 'done', '{}', 1.0, ?, ?)",
+            (run_id, usage, format_),
+        )
+
+
+@pytest.mark.parametrize(
+    ("format_", "usage"), [(99, None), ("garbage", None), (1, "{not json")], ids=str
+)
+def test_one_unreadable_run_record_does_not_break_the_listing(format_: Any, usage: Any) -> None:
+    _two_good_runs()
+    _insert_raw("bad1", format_=format_, usage=usage)
+
+    listed = invoke("runs", "--json")
+    assert listed.exit_code == 0, listed.output
+    entries = {e["run_id"]: e for e in strict_json(listed.stdout)["runs"]}
+    assert set(entries) == {"good1", "good2", "bad1"}
+    assert entries["good1"]["status"] == "done"
+    assert entries["bad1"]["status"] == "unreadable"
+    assert entries["bad1"]["error"]["message"]
+
+    table = invoke("runs")
+    assert table.exit_code == 0, table.output
+    assert "Traceback" not in table.output
+    rows = {line.split()[0]: line for line in table.stdout.splitlines() if line.strip()}
+    assert "unreadable" in rows["bad1"]
+    assert "done" in rows["good2"]
+    assert "trellis show bad1" in table.stdout
+
+    assert_one_error_line(invoke("show", "bad1"), "bad1")
+    assert_one_error_line(invoke("show", "bad1", "--json"), "bad1")
+    assert invoke("show", "good1").exit_code == 0

@@ -244,6 +244,7 @@ class SQLiteStore(Store):
         parent_id: str | None = None,
         top_level: bool = False,
         limit: int | None = None,
+        lenient: bool = False,
     ) -> list[RunRow]:
         where: list[str] = []
         args: list[Any] = []
@@ -268,7 +269,7 @@ class SQLiteStore(Store):
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
-        return [_run_row(r) for r in self._db.execute(sql, args)]
+        return [_run_row(r, lenient=lenient) for r in self._db.execute(sql, args)]
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -455,8 +456,15 @@ def _run_values(r: RunRow) -> tuple[Any, ...]:
     )
 
 
-def _run_row(r: Sequence[Any]) -> RunRow:
-    _check_format(r[-1], f"run {r[0]!r}")
+def _run_row(r: Sequence[Any], *, lenient: bool = False) -> RunRow:
+    try:
+        _check_format(r[-1], f"run {r[0]!r}")
+    except StoreError as exc:
+        if not lenient:
+            raise
+        row = RunRow(*r[:-1])
+        row.unreadable = str(exc)
+        return row
     return RunRow(*r[:-1])
 
 
