@@ -12,7 +12,9 @@ import json
 import math
 import os
 import sqlite3
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
+import trellis as tl
 from trellis.cli import app
 from trellis.cli.batch import write_results
 from trellis.cli.errors import CliError
@@ -318,3 +321,58 @@ def test_one_unreadable_run_record_does_not_break_the_listing(format_: Any, usag
     assert_one_error_line(invoke("show", "bad1"), "bad1")
     assert_one_error_line(invoke("show", "bad1", "--json"), "bad1")
     assert invoke("show", "good1").exit_code == 0
+
+
+# -- --max-seconds on a blocking step --------------------------------------------------------
+
+TRELLIS = [sys.executable, "-c", "from trellis.cli import main; main()"]
+
+
+async def test_max_seconds_stops_a_run_whose_plain_step_blocks() -> None:
+    flow = tl.Flow("blocks", inputs={"seconds": float})
+
+    @flow.step
+    def sleepy(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    @flow.step
+    def after(sleepy: float) -> float:
+        return sleepy * 2
+
+    started = time.monotonic()
+    result = await tl.Engine().run(flow, {"seconds": 3.0}, budget=tl.Budget(max_seconds=0.3))
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, elapsed
+    assert result.status == "failed"
+    assert result.error is not None and result.error.type == "BudgetExceededError"
+    assert result.error.budget == "max_seconds"
+    assert result.steps["sleepy"].status == "cancelled"
+    assert result.steps["after"].status == "cancelled"
+
+    # Without a deadline, and with one that is not reached, the step runs to its end.
+    fast = await tl.Engine().run(flow, {"seconds": 0.01}, budget=tl.Budget(max_seconds=5))
+    assert fast.ok and fast.outputs["after"] == 0.02
+    assert (await tl.Engine().run(flow, {"seconds": 0.01})).outputs["after"] == 0.02
+
+
+def test_max_seconds_on_the_command_line_exits_promptly(tmp_path: Path) -> None:
+    """The step sleeps 30 s; the process must end (exit 1) within a few seconds: the
+    step's thread must not keep it alive."""
+    env = {**os.environ, "TRELLIS_TEST_SLEEP": "30"}
+    env.pop("TRELLIS_STORE", None)
+    started = time.monotonic()
+    done = subprocess.run(
+        [*TRELLIS, "run", BLOCKING, "-i", '{"text": "x"}', "--max-seconds", "1", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=25,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert elapsed < 10, elapsed
+    error = strict_json(done.stdout)["error"]
+    assert (error["type"], error["budget"]) == ("BudgetExceededError", "max_seconds")
