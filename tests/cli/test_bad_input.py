@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -29,8 +30,9 @@ from trellis.cli.batch import write_results
 from trellis.cli.errors import CliError
 from trellis.cli.inputs import Item
 from trellis.cli.jsonout import json_text
+from trellis.engine.budget import BudgetGuard
 from trellis.engine.results import RunResult
-from trellis.errors import StoreError
+from trellis.errors import BudgetExceededError, StoreError
 from trellis.store import MemoryStore, open_store
 
 FLOWS = Path(__file__).parent / "flows"
@@ -376,3 +378,91 @@ def test_max_seconds_on_the_command_line_exits_promptly(tmp_path: Path) -> None:
     assert elapsed < 10, elapsed
     error = strict_json(done.stdout)["error"]
     assert (error["type"], error["budget"]) == ("BudgetExceededError", "max_seconds")
+
+
+# -- batch budgets across a kill and resumes -------------------------------------------------
+
+CHAIN = f"{FLOWS / 'chain.py'}:flow"  # two LLM calls per item, then a plain step
+
+
+def _served(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def _done_items(db: Path, batch: str) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM runs WHERE parent_id = ? AND status = 'done'", (batch,)
+            ).fetchone()
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    return int(row[0])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+def test_batch_budget_holds_across_a_kill_and_two_resumes(tmp_path: Path) -> None:
+    """40 items of 2 calls each under --budget-calls 20, killed after 3 items, resumed
+    twice: the simulator serves at most 20 requests in all. Requests in flight at the kill
+    (at most one per item running, 4) are counted as they are reserved, so they need no
+    allowance. Then `resume --budget-calls 30` lets exactly 10 more through."""
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"item": f"it{i:02d}"}) + "\n" for i in range(40)))
+    db = tmp_path / "t.db"
+    log = tmp_path / "calls.log"
+    store = ["--store", f"sqlite:///{db}"]
+    env = {**os.environ, "COLUMNS": "160"}
+    env.pop("TRELLIS_STORE", None)
+    binding = f"small=sim:small?latency_ms=100-200&call_log={log}"
+    options = ["--run-id", "bb", "--budget-calls", "20", "--lease-ttl", "1", "--no-progress"]
+    first = subprocess.Popen(
+        [*TRELLIS, "run", CHAIN, "-f", str(items), "-m", binding, "-n", "4", *store, *options],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _done_items(db, "bb") < 3:
+            assert first.poll() is None, "the batch ended before the kill"
+            assert time.monotonic() < deadline, "no progress in 60 s"
+            time.sleep(0.02)
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.wait(timeout=30)
+    served_at_kill = _served(log)
+    assert 6 <= served_at_kill < 20, served_at_kill
+
+    resumed = invoke("resume", "bb", *store, "--no-progress")
+    assert resumed.exit_code == 1, resumed.output  # items stopped by the budget fail
+    assert "spent by earlier runs of batch bb count against it" in resumed.stderr
+    assert "BudgetExceededError" in resumed.stdout
+    assert _served(log) <= 20
+    again = invoke("resume", "bb", *store, "--no-progress", "--json")
+    assert again.exit_code == 1, again.output
+    assert _served(log) <= 20
+    assert _served(log) >= 18  # the budget was used, not given up early
+
+    more = invoke("resume", "bb", *store, "--no-progress", "--budget-calls", "30")
+    assert more.exit_code in (0, 1), more.output
+    assert 28 <= _served(log) <= 30
+
+
+async def test_a_preloaded_batch_guard_counts_replays_once() -> None:
+    batch = BudgetGuard(tl.Budget(max_calls=5), label="batch")
+    seen: list[int] = []
+    batch.on_change = lambda g: seen.append(g.calls)
+    batch.preload(calls=4, tokens=100, usd=0.5)
+    item = BudgetGuard(None, parent=batch)
+    item.charge(tokens=40, cost=0.2, calls=2)  # a journal replay: part of the preload
+    assert (batch.calls, batch.spent_tokens, batch.spent_usd) == (4, 100, 0.5)
+    assert (item.calls, item.spent_tokens) == (2, 40)
+    reservation = await item.reserve(10, 0.0)  # the 5th request fits
+    assert seen == [5]
+    item.settle(reservation, 12, 0.0)
+    assert seen == [5, 5] and batch.spent_tokens == 112
+    with pytest.raises(BudgetExceededError, match="max_calls=5"):
+        await item.reserve(10, 0.0)

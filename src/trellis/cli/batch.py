@@ -7,6 +7,8 @@ batch at the first item that shows it.
 With a store the batch is durable: one parent run (``batch_id``) whose items are child
 runs. This process holds the parent's lease while it runs, so a second ``trellis resume``
 of the same batch is refused; items already done are returned as recorded, the others run.
+A batch budget (``--budget-*``) counts what earlier processes of the batch spent
+(:mod:`trellis.engine.spend`), so a kill and any number of resumes stay within it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from trellis.cli.inputs import Item
 from trellis.cli.jsonout import json_text
 from trellis.cli.settings import Settings
 from trellis.cli.store_options import hold_lease
+from trellis.engine.engine import Engine
 from trellis.engine.results import RunResult, jsonable
+from trellis.engine.spend import track_batch_spend
 from trellis.flow.flow import Flow
 
 __all__ = ["BatchRun", "check_output_path", "result_line", "write_results"]
@@ -89,6 +93,7 @@ class BatchRun:
         done = failed = waiting = 0
         cost = 0.0
         async with self.settings.engine() as engine, self._lease(engine.owner):
+            self._count_earlier_spending(engine)
             self.prices = engine.config.prices
             stream = engine.run_many(
                 self.flow,
@@ -115,6 +120,18 @@ class BatchRun:
                     status = f"[green]✓ {done}[/]" + (f" [red]✗ {failed}[/]" if failed else "")
                     status += f" [yellow]⏸ {waiting}[/]" if waiting else ""
                     progress.update(task, advance=1, status=f"{status} ${cost:.4f}")
+
+    def _count_earlier_spending(self, engine: Engine) -> None:
+        """Under a batch budget, what earlier processes of this batch spent counts too."""
+        store, guard = self.settings.store, engine.guard
+        if store is None or self.batch_id is None or guard is None:
+            return
+        before = track_batch_spend(store, self.batch_id, guard)
+        if before.calls:
+            self._echo(
+                f"batch budget: {before.calls} request(s), {before.tokens:,} tokens, "
+                f"${before.usd:.4f} spent by earlier runs of batch {self.batch_id} count against it"
+            )
 
     def _lease(self, owner: str) -> AbstractAsyncContextManager[None]:
         store = self.settings.store
