@@ -466,3 +466,25 @@ async def test_a_preloaded_batch_guard_counts_replays_once() -> None:
     assert seen == [5, 5] and batch.spent_tokens == 112
     with pytest.raises(BudgetExceededError, match="max_calls=5"):
         await item.reserve(10, 0.0)
+
+
+def test_a_step_error_quoting_a_lone_surrogate_is_recorded(tmp_path: Path) -> None:
+    """The exception's message is free text stored in SQLite (UTF-8): it used to stop the
+    run with a store error and leave it unfinished."""
+    failing = f"{FLOWS / 'odd.py'}:failing"
+    result = invoke("run", failing, "-i", '{"text": "a\\ud800b"}', "--run-id", "f1", "--json")
+    assert result.exit_code == 1, result.output
+    assert strict_json(result.stdout)["error"]["type"] == "StepError"
+    shown = strict_json(invoke("show", "f1", "--json").stdout)
+    assert shown["status"] == "failed"
+    assert "a\\ud800b" in shown["steps"]["boom"]["reason"]  # kept, as its escape
+    assert shown["steps"]["boom"]["error"]["message"].endswith(SURROGATE)  # JSON: exact
+
+
+def test_an_id_that_is_not_utf8_is_one_error_line() -> None:
+    """``--run-id $'\\xff'`` reaches Python as a lone surrogate (surrogateescape)."""
+    run = invoke("run", ECHO, "-i", '{"text": "a"}', "--run-id", "\udcff")
+    assert_one_error_line(run, "not UTF-8")
+    assert invoke("run", ECHO, "-i", '{"text": "a"}', "--run-id", "ok").exit_code == 0
+    for command in (["show", "\udcff"], ["resume", "\udcff"]):
+        assert_one_error_line(invoke(*command), "not UTF-8")

@@ -10,6 +10,11 @@ and survive power loss too, at the cost of one fsync per completed step and LLM 
 One writer: the engine writes from its event-loop thread only. The schema is versioned in
 ``trellis_meta``; opening a database written by a newer Trellis, or a SQLite file that is
 not a Trellis store, is a clear :class:`StoreError`. Every SQL value is bound.
+
+Text: SQLite stores UTF-8, which cannot hold a lone surrogate (``"\ud800"``). JSON
+columns never contain one (the codec writes it as an escape); a step's free-text
+``reason`` (an exception's message may quote such input) is stored with the surrogate
+as its ``\ud800`` escape; an id that is not UTF-8 text is a :class:`StoreError`.
 """
 
 from __future__ import annotations
@@ -108,6 +113,11 @@ def _mapped(method: F) -> F:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path!r}: {method.__name__} failed: {exc}") from exc
+        except UnicodeEncodeError as exc:  # e.g. an id decoded from bytes that are not UTF-8
+            raise StoreError(
+                f"store {self.path!r}: {method.__name__}: {exc.object[exc.start : exc.end]!r} "
+                "in an id or name is not UTF-8 text (SQLite holds UTF-8 only)"
+            ) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -320,7 +330,7 @@ class SQLiteStore(Store):
                     row.status,
                     row.definition,
                     row.output,
-                    row.reason,
+                    _storable(row.reason),
                     row.error,
                     row.usage,
                     row.decisions,
@@ -330,7 +340,7 @@ class SQLiteStore(Store):
                     FORMAT,
                 ),
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
             raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
     def save_done_step(
@@ -432,6 +442,17 @@ class SQLiteStore(Store):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
+
+
+def _storable(text: str | None) -> str | None:
+    """Free text as SQLite can store it: a lone surrogate becomes its ``\\udxxx`` escape."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _split(script: str) -> list[str]:

@@ -31,3 +31,12 @@ def sleepy(text: str) -> str:
     """A plain (sync) step that blocks: ``$TRELLIS_TEST_SLEEP`` seconds (default 30)."""
     time.sleep(float(os.environ.get("TRELLIS_TEST_SLEEP", "30")))
     return text
+
+
+failing = tl.Flow("failing", inputs={"text": str})
+
+
+@failing.step
+def boom(text: str) -> str:
+    """Fails with a message quoting its input."""
+    raise ValueError(f"cannot handle {text}")
