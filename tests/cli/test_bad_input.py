@@ -488,3 +488,21 @@ def test_an_id_that_is_not_utf8_is_one_error_line() -> None:
     assert invoke("run", ECHO, "-i", '{"text": "a"}', "--run-id", "ok").exit_code == 0
     for command in (["show", "\udcff"], ["resume", "\udcff"]):
         assert_one_error_line(invoke(*command), "not UTF-8")
+
+
+def test_a_budget_given_on_resume_counts_the_items_records(tmp_path: Path) -> None:
+    """A batch started without a budget keeps no tally: a budget given on resume counts
+    what its items' records show (here 4 refused requests, one per item)."""
+    items = write_lines(tmp_path / "in.jsonl", [json.dumps({"item": f"i{n}"}) for n in range(4)])
+    log = tmp_path / "calls.log"
+    refusing = ["-m", f"small=sim:small?refusal=1&call_log={log}"]
+    first = invoke("run", CHAIN, "-f", str(items), *refusing, "--run-id", "nb", "--no-progress")
+    assert first.exit_code == 1, first.output
+    assert _served(log) == 4
+    spent = invoke("resume", "nb", "--budget-calls", "4", "--no-progress")
+    assert spent.exit_code == 1, spent.output
+    assert "4 request(s)" in spent.stderr
+    assert _served(log) == 4  # nothing more was sent
+    two_more = invoke("resume", "nb", "--budget-calls", "6", "--no-progress")
+    assert two_more.exit_code == 1, two_more.output
+    assert _served(log) == 6

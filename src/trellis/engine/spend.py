@@ -2,8 +2,9 @@
 over a kill and any number of resumes.
 
 A batch whose engine has a budget keeps a tally (LLM requests, tokens, USD) in the store,
-as one record of the batch's parent run, updated as each request is reserved (so requests
-in flight when the process is killed are counted) and as each one settles. A resume
+as one record of the batch's parent run, written when the batch (re)starts and updated as
+each request is reserved (so requests in flight when the process is killed are counted)
+and as each one settles. A resume
 preloads the batch's guard with that tally (:meth:`BudgetGuard.preload`); journal
 replays are part of it, so they are not counted twice. A batch recorded without a tally
 (started without a budget, or by an older Trellis) is counted from its items' records
@@ -94,4 +95,5 @@ def track_batch_spend(store: Store, batch_id: str, guard: BudgetGuard) -> Spend:
         store.save_call(CallRow(batch_id, TALLY_KEY, "", json.dumps(tally), "[]"))
 
     guard.on_change = save
+    save(guard)  # at once: what the items' records show now may be overwritten by re-runs
     return before
