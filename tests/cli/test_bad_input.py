@@ -506,3 +506,21 @@ def test_a_budget_given_on_resume_counts_the_items_records(tmp_path: Path) -> No
     two_more = invoke("resume", "nb", "--budget-calls", "6", "--no-progress")
     assert two_more.exit_code == 1, two_more.output
     assert _served(log) == 6
+
+
+def test_an_output_through_a_symlink_replaces_its_target(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "out.jsonl"
+    target.write_text("old\n")
+    link = tmp_path / "out.jsonl"
+    link.symlink_to(target)
+    assert write_results(link, *_finished(tmp_path)) == 1
+    assert link.is_symlink()
+    assert json.loads(target.read_text())["inputs"] == {"text": "new"}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.jsonl"]
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="needs /dev/null")
+def test_an_output_to_a_device_is_written_directly(tmp_path: Path) -> None:
+    assert write_results(Path("/dev/null"), *_finished(tmp_path)) == 1
+    assert Path("/dev/null").is_char_device()  # written to, not replaced by a file

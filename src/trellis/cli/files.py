@@ -21,8 +21,14 @@ __all__ = ["check_not_input", "write_atomic"]
 
 def write_atomic(path: Path, text: str, *, what: str = "--output") -> None:
     """Replace ``path`` with ``text`` (UTF-8) atomically; a failure is a CliError and
-    leaves whatever was there before untouched."""
+    leaves whatever was there before untouched. A symbolic link is written through (its
+    target is replaced); a device or pipe (``/dev/stdout``) is written directly."""
     data = text.encode("utf-8")
+    if path.exists() and not path.is_file():  # (both follow symbolic links)
+        _write_directly(path, data, what)
+        return
+    if path.is_symlink():
+        path = path.resolve()
     folder = path.parent
     try:
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
@@ -45,6 +51,14 @@ def write_atomic(path: Path, text: str, *, what: str = "--output") -> None:
             os.unlink(temporary)
         raise
     _sync_folder(folder)
+
+
+def _write_directly(path: Path, data: bytes, what: str) -> None:
+    try:
+        with path.open("wb") as out:
+            out.write(data)
+    except OSError as exc:
+        raise CliError(f"cannot write {what} {str(path)!r}: {exc.strerror or exc}") from None
 
 
 def _sync_folder(folder: Path) -> None:
