@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -51,6 +54,15 @@ def _fail(error: CliError) -> typer.Exit:
     return typer.Exit(error.code)
 
 
+def _tolerant_streams() -> None:
+    """Text UTF-8 cannot encode (a lone surrogate in a recorded value) is printed as its
+    escape (``\\ud800``) in tables and messages instead of crashing the command."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"trellis {__version__}")
@@ -75,6 +87,7 @@ def _root(
     flow's definition with `trellis check`. Model roles ("small", "large"...) are
     bound in ./trellis.toml (or --config) and with --model ROLE=provider:model.
     """
+    _tolerant_streams()
 
 
 # -- trellis check -------------------------------------------------------------------------

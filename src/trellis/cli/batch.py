@@ -7,12 +7,13 @@ batch at the first item that shows it.
 With a store the batch is durable: one parent run (``batch_id``) whose items are child
 runs. This process holds the parent's lease while it runs, so a second ``trellis resume``
 of the same batch is refused; items already done are returned as recorded, the others run.
+A batch budget (``--budget-*``) counts what earlier processes of the batch spent
+(:mod:`trellis.engine.spend`), so a kill and any number of resumes stay within it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,9 +32,13 @@ from rich.progress import (
 )
 
 from trellis.cli.errors import CliError, configuration_error
+from trellis.cli.files import check_not_input, write_atomic
 from trellis.cli.inputs import Item
+from trellis.cli.jsonout import json_text
 from trellis.cli.settings import Settings
+from trellis.engine.engine import Engine
 from trellis.engine.results import RunResult, jsonable
+from trellis.engine.spend import track_batch_spend
 from trellis.flow.flow import Flow
 
 __all__ = ["BatchRun", "check_output_path", "result_line", "write_results"]
@@ -86,6 +91,7 @@ class BatchRun:
         done = failed = waiting = 0
         cost = 0.0
         async with self.settings.engine() as engine:  # it holds the batch's lease
+            self._count_earlier_spending(engine)
             self.prices = engine.config.prices
             stream = engine.run_many(
                 self.flow,
@@ -112,6 +118,18 @@ class BatchRun:
                     status = f"[green]✓ {done}[/]" + (f" [red]✗ {failed}[/]" if failed else "")
                     status += f" [yellow]⏸ {waiting}[/]" if waiting else ""
                     progress.update(task, advance=1, status=f"{status} ${cost:.4f}")
+
+    def _count_earlier_spending(self, engine: Engine) -> None:
+        """Under a batch budget, what earlier processes of this batch spent counts too."""
+        store, guard = self.settings.store, engine.guard
+        if store is None or self.batch_id is None or guard is None:
+            return
+        before = track_batch_spend(store, self.batch_id, guard)
+        if before.calls:
+            self._echo(
+                f"batch budget: {before.calls} request(s), {before.tokens:,} tokens, "
+                f"${before.usd:.4f} spent by earlier runs of batch {self.batch_id} count against it"
+            )
 
     def _progress(self) -> Progress:
         console = self.progress_console
@@ -145,10 +163,12 @@ def result_line(index: int, item: Item, result: RunResult) -> dict[str, Any]:
     }
 
 
-def check_output_path(path: Path | None) -> None:
-    """Fail before running anything if the results could not be written."""
+def check_output_path(path: Path | None, input_file: Path | None = None) -> None:
+    """Fail before running anything if the results could not be written (or would be
+    written over the input file)."""
     if path is None or str(path) == "-":
         return
+    check_not_input(path, input_file)
     if path.is_dir():
         raise CliError(f"--output {str(path)!r} is a directory; give a file name")
     parent = path.parent
@@ -157,9 +177,11 @@ def check_output_path(path: Path | None) -> None:
 
 
 def write_results(path: Path, items: Sequence[Item], results: Sequence[RunResult | None]) -> int:
-    """Write one line per finished item in input order (``-``: stdout); return lines."""
+    """Write one line per finished item in input order (``-``: stdout); return lines.
+
+    A file is replaced atomically (see :mod:`trellis.cli.files`): never left truncated."""
     lines = [
-        json.dumps(result_line(i, item, result), ensure_ascii=False)
+        json_text(result_line(i, item, result))
         for i, (item, result) in enumerate(zip(items, results, strict=True))
         if result is not None
     ]
@@ -169,8 +191,5 @@ def write_results(path: Path, items: Sequence[Item], results: Sequence[RunResult
         out.write(text)
         out.flush()
     else:
-        try:
-            path.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise CliError(f"cannot write --output {str(path)!r}: {exc.strerror}") from None
+        write_atomic(path, text)
     return len(lines)

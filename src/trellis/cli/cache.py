@@ -7,13 +7,13 @@ every request parameter, the messages and the output schema.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated
 
 import typer
 
 from trellis.cli.errors import CliError
+from trellis.cli.jsonout import json_text
 from trellis.cli.store_options import StoreOption, fail, open_existing_store, store_url
 from trellis.errors import TrellisError
 from trellis.store.base import CacheStats
@@ -74,7 +74,7 @@ def stats(
             "hits": result.hits,
             "bytes": result.bytes,
         }
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json_text(data, indent=2))
         return
     typer.echo(
         f"{url}: {result.entries} cached repl{'y' if result.entries == 1 else 'ies'} "

@@ -22,6 +22,7 @@ from rich.console import Console
 from trellis.cli.batch import BatchRun, check_output_path, write_results
 from trellis.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError, configuration_error
 from trellis.cli.inputs import Item, parse_input, read_items
+from trellis.cli.jsonout import json_text
 from trellis.cli.render import (
     answer_commands,
     fmt_seconds,
@@ -193,7 +194,7 @@ def print_result(result: RunResult, store: str | None, *, quiet: bool, as_json: 
     """A run's result: JSON, one line (``--quiet``), or the table with, for a waiting run,
     its questions and the commands that answer them."""
     if as_json:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_text(result.to_dict(), indent=2) + "\n")
     elif quiet:
         if result.ok:
             typer.echo(f"done in {fmt_seconds(result.duration_s)}")
@@ -274,15 +275,17 @@ def run_batch(
     meta: Mapping[str, Any] | None = None,
     note: str | None = None,
     to_stderr: bool = False,
+    recorded_input: Path | None = None,
 ) -> int:
     """A batch over ``input_file`` (None: resume the recorded batch ``batch_id``). With a
     store, the batch is recorded (parent run ``batch_id``, generated when not given) before
     anything runs; a recorded batch id resumes: only unfinished items run, and the output
     file gets every item, in input order, exactly once. ``note`` replaces what is said on
     stderr about a recorded batch; ``to_stderr`` prints the summary there (stdout is
-    someone else's)."""
+    someone else's); ``recorded_input`` is the input file a resumed batch was started with
+    (``--output`` may not name it)."""
+    check_output_path(output, input_file or recorded_input)
     items = read_items(flow, input_file) if input_file is not None else None
-    check_output_path(output)
     store = settings.store
     announcement: str | None = None
     if store is not None:
@@ -351,7 +354,7 @@ def run_batch(
             entry["commands"] = answer_commands(
                 question.run_id, question.step, question.question, url
             )
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        sys.stdout.write(json_text(data, indent=2) + "\n")
     elif quiet:
         console.print(_one_line(summary), highlight=False, soft_wrap=True)
     else:
@@ -417,6 +420,7 @@ def execute_run(
         raise CliError("give either --input (one run) or --input-file (a batch), not both")
     if output is not None and input_file is None:
         raise CliError("--output needs --input-file (with --input, use --json)")
+    check_output_path(output, input_file)
     if as_json and output is not None and str(output) == "-":
         raise CliError("--json and --output - would both write to stdout; pick one")
     if no_store and store is not None:

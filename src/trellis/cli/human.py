@@ -33,6 +33,7 @@ from trellis.cli.commands import (
     run_batch,
 )
 from trellis.cli.errors import CliError, configuration_error
+from trellis.cli.inputs import load_json
 from trellis.cli.render import answer_commands, is_approval, store_args
 from trellis.cli.resume import recorded_settings
 from trellis.cli.settings import Settings
@@ -190,7 +191,7 @@ def reply(
     """
     try:
         try:
-            answer = json.loads(input_json)
+            answer = load_json(input_json, "--input")
         except json.JSONDecodeError as exc:
             raise CliError(f"--input is not valid JSON: {exc}") from None
         code = _answer(

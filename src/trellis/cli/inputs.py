@@ -2,6 +2,8 @@
 
 Everything is checked before anything runs: each line must be a JSON object, and each
 object must be valid inputs for the flow; the first problem is reported with its line.
+Pathological JSON (nested thousands of levels deep, an integer of more than 4,300 digits)
+is such a problem too: one line naming where it is, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from trellis.cli.errors import CliError
 from trellis.errors import InputError
 from trellis.flow.flow import Flow
 
-__all__ = ["Item", "parse_input", "read_items"]
+__all__ = ["MAX_DEPTH", "Item", "load_json", "parse_input", "read_items"]
+
+#: How deeply inputs may nest (the store's JSON encoder stops at about 255 levels).
+MAX_DEPTH = 200
 
 
 class Item:
@@ -27,17 +32,57 @@ class Item:
         self.where = where
 
 
+def load_json(text: str, where: str) -> Any:
+    """``text`` as a JSON value. Invalid JSON raises ``json.JSONDecodeError`` (the caller
+    words it); JSON that ``json.loads`` cannot hold is a CliError starting with ``where``
+    (``--input``, ``items.jsonl:3``)."""
+    too_deep = CliError(f"{where}: the JSON is nested more than {MAX_DEPTH} levels deep")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:  # e.g. an integer over sys.get_int_max_str_digits() digits
+        message = str(exc).split(";")[0]
+        raise CliError(f"{where}: the JSON cannot be read: {message}") from None
+    if _depth(value) > MAX_DEPTH:
+        raise too_deep
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests (a scalar: 0, ``[]``: 1), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        current, level = stack.pop()
+        if isinstance(current, dict):
+            children: Any = current.values()
+        elif isinstance(current, list):
+            children = current
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _check_inputs(flow: Flow, inputs: dict[str, Any], where: str) -> None:
     try:
         flow.validate_inputs(inputs)
     except InputError as exc:
         raise CliError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise CliError(f"{where}: the inputs are nested too deeply to be checked") from None
 
 
 def parse_input(flow: Flow, text: str) -> dict[str, Any]:
     """``--input '{"feedback": "..."}'`` -> validated-against-the-flow inputs."""
     try:
-        value = json.loads(text)
+        value = load_json(text, "--input")
     except json.JSONDecodeError as exc:
         raise CliError(f"--input is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -65,7 +110,7 @@ def read_items(flow: Flow, path: Path) -> list[Item]:
             continue
         where = f"{path}:{number}"
         try:
-            value = json.loads(line)
+            value = load_json(line, where)
         except json.JSONDecodeError as exc:
             raise CliError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
         if not isinstance(value, dict):

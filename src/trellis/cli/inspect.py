@@ -31,6 +31,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from trellis.cli.errors import CliError
+from trellis.cli.jsonout import json_text
 from trellis.cli.render import (
     answer_commands,
     fmt_seconds,
@@ -72,6 +73,7 @@ __all__ = [
 StatusFilter = Literal["done", "failed", "running", "pending", "waiting"]
 
 _STYLE = {
+    "unreadable": "bold red",
     "done": "green",
     "waiting": "bold yellow",
     "failed": "bold red",
@@ -256,6 +258,41 @@ def run_entry(
     }
 
 
+#: What reading one corrupt or foreign record can raise (a listing shows it as unreadable).
+_UNREADABLE = (TrellisError, ValueError, TypeError, KeyError, AttributeError)
+
+
+def _listed_entry(store: Store, row: RunRow, metas: _Meta, now: float) -> dict[str, Any]:
+    """``run_entry``, or for a record that cannot be read an entry saying so (status
+    ``unreadable``, the reason as its error), so that one bad record never hides the rest."""
+    reason = row.unreadable
+    if reason is None:
+        try:
+            return run_entry(store, row, metas, now)
+        except _UNREADABLE as exc:
+            reason = str(exc) or type(exc).__name__
+    return {
+        "run_id": str(row.run_id),
+        "flow": str(row.flow),
+        "status": "unreadable",
+        "interrupted": False,
+        "kind": "item" if row.parent_id is not None else "run",
+        "parent_id": row.parent_id if isinstance(row.parent_id, str) else None,
+        "item_index": row.item_index if isinstance(row.item_index, int) else None,
+        "started_at": row.started_at if isinstance(row.started_at, int | float) else None,
+        "finished_at": None,
+        "duration_s": None,
+        "steps": {"done": 0, "total": 0},
+        "items": None,
+        "calls": 0,
+        "attempts": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost_usd": None,
+        "error": {"type": "StoreError", "message": reason, "step": None, "mode": None},
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class _Waiting:
     """What a recorded run waits for: a run's waiting steps (each ``(step, question)``),
@@ -419,14 +456,19 @@ def runs(
             try:
                 # The items of a batch are what waits: --status waiting lists them too.
                 top_level = not include_items and status != "waiting"
-                rows = opened.list_runs(flow=flow, status=status, top_level=top_level, limit=limit)
+                rows = opened.list_runs(
+                    flow=flow, status=status, top_level=top_level, limit=limit, lenient=True
+                )
                 metas = _Meta(opened)
                 now = time.time()
-                entries = [run_entry(opened, row, metas, now) for row in rows]
+                entries = [_listed_entry(opened, row, metas, now) for row in rows]
                 if not as_json:
                     for row, entry in zip(rows, entries, strict=True):
                         batch = entry["kind"] == "batch"
-                        waiting[row.run_id] = _Waiting.of(opened, row, batch)
+                        try:
+                            waiting[row.run_id] = _Waiting.of(opened, row, batch)
+                        except _UNREADABLE:
+                            waiting[row.run_id] = _Waiting()
             except TrellisError as exc:
                 raise CliError(str(exc)) from None
             finally:
@@ -434,7 +476,7 @@ def runs(
     except CliError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(json.dumps({"runs": entries}, indent=2, ensure_ascii=False))
+        typer.echo(json_text({"runs": entries}, indent=2))
         return
     console = Console()
     if not entries:
@@ -442,6 +484,17 @@ def runs(
         console.print(f"no runs{what} in {escape(url)}", highlight=False)
         return
     console.print(_runs_table(entries, url, waiting))
+    unreadable = [e["run_id"] for e in entries if e["status"] == "unreadable"]
+    if unreadable:
+        console.print(
+            Text(
+                f"{len(unreadable)} record(s) could not be read (`trellis show "
+                f"{unreadable[0]}` says why)",
+                style="dim",
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 # -- trellis show ----------------------------------------------------------------------------
@@ -859,14 +912,17 @@ def show(
             else:
                 result = recorded_result(opened, row, metas.steps(row))
                 data = result.to_dict()
-        except TrellisError as exc:
-            raise CliError(str(exc)) from None
+        except _UNREADABLE as exc:
+            message = str(exc) or type(exc).__name__
+            if repr(run) not in message:
+                message = f"run {run!r} cannot be read: {message}"
+            raise CliError(message) from None
         finally:
             opened.close()
     except CliError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        typer.echo(json_text(data, indent=2))
         return
     console = Console()
     if result is None:

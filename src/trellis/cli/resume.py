@@ -10,8 +10,9 @@ redone) and then writes the complete output file; a single run prints its result
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -77,9 +78,12 @@ def recorded_settings(
     models: list[str],
     lease_ttl: float | None,
     quiet: bool,
+    budgets: BudgetOverrides | None = None,
 ) -> tuple[RunMeta, Flow, Settings]:
     """How ``row`` was started, its flow (re-imported) and the settings to continue it
-    with: the recorded configuration, bindings (plus ``models``), budgets and cache."""
+    with: the recorded configuration, bindings (plus ``models``), budgets (each one
+    replaced by ``budgets``' when given) and cache."""
+    budgets = budgets or BudgetOverrides()
     meta = recorded_meta(store, row)
     flow = load_recorded_flow(meta)
     if flow.name != row.flow:
@@ -96,9 +100,9 @@ def recorded_settings(
         flow,
         config_path=Path(meta.config) if meta.config else None,
         models=[*meta.models, *models],
-        budget_usd=meta.budget_usd,
-        budget_tokens=meta.budget_tokens,
-        budget_calls=meta.budget_calls,
+        budget_usd=_given(budgets.usd, meta.budget_usd),
+        budget_tokens=_given(budgets.tokens, meta.budget_tokens),
+        budget_calls=_given(budgets.calls, meta.budget_calls),
         max_seconds=meta.max_seconds,
         store=store,
         cache=Cache(meta.cache_ttl) if meta.cache else None,
@@ -106,6 +110,22 @@ def recorded_settings(
         default_config=False,
     )
     return meta, flow, settings
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetOverrides:
+    """``trellis resume --budget-usd/--budget-tokens/--budget-calls`` (None: as recorded)."""
+
+    usd: float | None = None
+    tokens: int | None = None
+    calls: int | None = None
+
+
+_T = TypeVar("_T")
+
+
+def _given(override: _T | None, recorded: _T | None) -> _T | None:
+    return override if override is not None else recorded
 
 
 def resume(
@@ -165,6 +185,39 @@ def resume(
         ),
     ] = None,
     lease_ttl: LeaseTtlOption = None,
+    budget_usd: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-usd",
+            min=0,
+            metavar="USD",
+            help=(
+                "For a batch: the limit on the whole batch's model spend, counting what its "
+                "earlier runs spent (default: the limit it was started with)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    budget_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--budget-tokens",
+            min=0,
+            metavar="N",
+            help="Like --budget-usd, for the batch's total tokens (input + output).",
+            show_default=False,
+        ),
+    ] = None,
+    budget_calls: Annotated[
+        int | None,
+        typer.Option(
+            "--budget-calls",
+            min=0,
+            metavar="N",
+            help="Like --budget-usd, for the batch's model requests (retries included).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[
         bool,
         typer.Option("--quiet", "-q", help="Print only errors and a one-line outcome: no tables."),
@@ -194,6 +247,9 @@ def resume(
     `trellis reply`). Exit codes as for `trellis run` (0 done, 1 failed, 3 waiting for
     input); an unknown run id is exit code 2.
 
+    A batch's budgets (`--budget-*`, default: those it was started with) cover the whole
+    batch: what its earlier runs spent, killed ones included, counts against them.
+
     Example: `trellis resume 20250101-120000-1a2b3c4d --output results.jsonl`
     """
     try:
@@ -208,6 +264,7 @@ def resume(
             quiet=quiet,
             as_json=as_json,
             no_progress=no_progress,
+            budgets=BudgetOverrides(budget_usd, budget_tokens, budget_calls),
         )
     except CliError as exc:
         raise fail(exc) from None
@@ -226,6 +283,7 @@ def _resume(
     quiet: bool,
     as_json: bool,
     no_progress: bool,
+    budgets: BudgetOverrides,
 ) -> int:
     opened = open_existing_store(store)
     if opened is None:
@@ -235,7 +293,7 @@ def _resume(
         if row is None:
             raise CliError(f"no run {run!r} in {opened.url}")
         meta, flow, settings = recorded_settings(
-            opened, row, models=models, lease_ttl=lease_ttl, quiet=quiet
+            opened, row, models=models, lease_ttl=lease_ttl, quiet=quiet, budgets=budgets
         )
         if meta.kind == "batch":
             destination = output
@@ -255,6 +313,7 @@ def _resume(
                 progress=not (quiet or no_progress or as_json),
                 batch_id=run,
                 rerun_changed=rerun_changed,
+                recorded_input=Path(meta.input_file) if meta.input_file else None,
             )
         else:
             if output is not None:

@@ -37,7 +37,7 @@ from trellis.engine.lease import owner_is_dead
 from trellis.errors import StoreError
 from trellis.flow.flow import Flow
 from trellis.redact import is_secret_option, redact_options
-from trellis.store import DEFAULT_STORE_URL, Store, open_store
+from trellis.store import DEFAULT_STORE_URL, Store, open_store, parse_store_url
 from trellis.store.base import RunRow
 
 __all__ = [
@@ -67,7 +67,7 @@ DEFAULT_LEASE_TTL = 30.0
 
 STORE_HELP = (
     "Where runs are recorded: `sqlite:///path/to/trellis.db` (relative), "
-    "`sqlite:////abs/path.db`, a plain file path, or `memory:` (this process only). "
+    "`sqlite:////abs/path.db`, a file path ending in .db, or `memory:` (this process only). "
     "Default: $TRELLIS_STORE, else sqlite:///.trellis/trellis.db in the working directory."
 )
 
@@ -119,14 +119,11 @@ def open_cli_store(url: str | None) -> Store:
 
 def _sqlite_file(spec: str) -> Path | None:
     """The database file a SQLite store URL names (None: not a SQLite file store)."""
-    if spec in ("memory:", "memory://"):
-        return None
-    if "://" not in spec:
-        return Path(spec)
-    parts = urlsplit(spec)
-    if parts.scheme != "sqlite":
-        return None
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    try:
+        location = parse_store_url(spec)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    path = location.path
     return Path(path) if path and path != ":memory:" else None
 
 

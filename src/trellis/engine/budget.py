@@ -3,12 +3,18 @@
 A guard may have a parent (a batch's guard above each item's), so one call is checked
 against every enclosing budget. All of this runs on one event loop: no locks needed.
 A call that would exceed a limit only because of calls still in flight waits for them.
+
+A resumed batch's guard starts with what earlier processes of the batch spent
+(:meth:`BudgetGuard.preload`); spending replayed from the journal is then already counted
+there and is not charged to it again. ``on_change`` is told of every call reserved and
+settled (the CLI keeps a durable tally of a batch's spending with it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from trellis.errors import BudgetExceededError
@@ -41,6 +47,17 @@ class BudgetGuard:
         self.reserved_tokens = 0
         self.exhausted: BudgetExceededError | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        self.preloaded = False  # earlier spending (replays included) is already counted
+        self.on_change: Callable[[BudgetGuard], None] | None = None
+
+    def preload(self, calls: int, tokens: int, usd: float) -> None:
+        """Count what earlier attempts of the same work spent (a resumed batch's previous
+        processes, in flight at a kill included). Journal replays are part of it, so
+        :meth:`charge` no longer counts them against this guard."""
+        self.calls += calls
+        self.spent_tokens += tokens
+        self.spent_usd += usd
+        self.preloaded = True
 
     def _chain(self) -> tuple[BudgetGuard, ...]:
         chain: list[BudgetGuard] = []
@@ -100,6 +117,8 @@ class BudgetGuard:
             g.calls += 1
             g.reserved_tokens += tokens
             g.reserved_usd += cost
+            if g.on_change is not None:
+                g.on_change(g)
         return Reservation(tokens, cost, chain)
 
     @staticmethod
@@ -139,9 +158,10 @@ class BudgetGuard:
         on resume was paid for once; it counts against the budget, it is not paid again)."""
         guard: BudgetGuard | None = self
         while guard is not None:
-            guard.calls += calls
-            guard.spent_tokens += tokens
-            guard.spent_usd += cost
+            if not guard.preloaded:
+                guard.calls += calls
+                guard.spent_tokens += tokens
+                guard.spent_usd += cost
             guard = guard.parent
 
     def settle(self, reservation: Reservation, tokens: int, cost: float) -> None:
@@ -157,6 +177,8 @@ class BudgetGuard:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+            if g.on_change is not None:
+                g.on_change(g)
         if not reservation.guards:
             self.spent_tokens += tokens
             self.spent_usd += cost

@@ -6,6 +6,10 @@ ready queue. A plain synchronous step runs inline (no task), so a chain of cheap
 costs microseconds per step; async steps, mapped elements and loops run as tasks. Work per
 completion is O(dependents), independent of how wide the flow or a fan-out is.
 
+Under a wall-time limit (``max_seconds``) a synchronous step function runs instead in a
+daemon thread awaited by a task (:mod:`trellis.engine.threads`), so that the deadline fires
+even while the step blocks; the run then ends with ``BudgetExceededError`` at once.
+
 A failing step cancels what depends on it; independent branches run on. A run-fatal error
 (budget, configuration, quota, authentication) cancels everything still running.
 """
@@ -31,6 +35,7 @@ from trellis.engine.results import (
     StepRecord,
     StepStatus,
 )
+from trellis.engine.threads import call_in_daemon_thread
 from trellis.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -170,6 +175,9 @@ class Run:
         self.step_decisions: dict[str, list[Decision]] = {}
         self._draining = False
         self._done: asyncio.Future[None] | None = None
+        # With a deadline a blocking sync step must not hold the event loop: it runs in a
+        # thread (without one, the inline fast path).
+        self.threaded = guard.deadline() is not None
 
     # -- driving the run --------------------------------------------------------------------
 
@@ -301,6 +309,7 @@ class Run:
             or spec.max_rounds
             or spec.injected
             or (spec.retry or self.flow.retry).retry_on
+            or self.threaded
         ):
             state[i] = RUNNING
             task = asyncio.get_running_loop().create_task(self._run_async(i, kwargs))
@@ -508,11 +517,12 @@ class Run:
                 injected = self._injected(spec, record, policy, index, round_, attempt)
                 call_kwargs = {**kwargs, **injected}
             try:
+                threaded = self.threaded and not spec.injected
                 if self.slots is not None and not holds_slot:
                     async with self.slots:
-                        output = await _invoke(spec, call_kwargs)
+                        output = await _invoke(spec, call_kwargs, threaded)
                 else:
-                    output = await _invoke(spec, call_kwargs)
+                    output = await _invoke(spec, call_kwargs, threaded)
                 validator = self.plan.validators[i]
                 return output if validator is None else self._validated(spec, validator, output)
             except policy.retry_on as exc:
@@ -700,7 +710,10 @@ def _store_error(exc: Exception) -> TrellisError:
     return wrapped
 
 
-async def _invoke(spec: StepSpec, kwargs: dict[str, Any]) -> Any:
+async def _invoke(spec: StepSpec, kwargs: dict[str, Any], threaded: bool = False) -> Any:
+    """Call the step function; ``threaded``: a sync one in a daemon thread (it may block)."""
+    if threaded and not spec.is_async:
+        return await call_in_daemon_thread(spec.fn, kwargs, f"trellis step {spec.name}")
     result = spec.fn(**kwargs)
     if spec.is_async:
         result = await result

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
-from trellis.errors import StoreError
 from trellis.store.base import FORMAT, CacheStats, CallRow, RunRow, StepRow, Store
 from trellis.store.memory import MemoryStore
 from trellis.store.sqlite import SQLiteStore
+from trellis.store.url import StoreLocation, parse_store_url
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -21,7 +19,9 @@ __all__ = [
     "SQLiteStore",
     "StepRow",
     "Store",
+    "StoreLocation",
     "open_store",
+    "parse_store_url",
 ]
 
 #: The embedded default, relative to the working directory.
@@ -30,26 +30,11 @@ DEFAULT_STORE_URL = "sqlite:///.trellis/trellis.db"
 
 def open_store(url: str | None = None) -> Store:
     """A store from a URL: ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``,
-    ``sqlite:///path.db?synchronous=FULL``, ``memory:``, or a plain file path. ``None``
-    means ``$TRELLIS_STORE``, else ``sqlite:///.trellis/trellis.db``."""
+    ``sqlite:///path.db?synchronous=FULL``, ``memory:``, or a plain file path (ending in
+    ``.db`` or naming its folder; see :mod:`trellis.store.url`). ``None`` means
+    ``$TRELLIS_STORE``, else ``sqlite:///.trellis/trellis.db``."""
     spec = url or os.environ.get("TRELLIS_STORE") or DEFAULT_STORE_URL
-    if spec in ("memory:", "memory://"):
+    location = parse_store_url(spec)
+    if location.kind == "memory" or location.path is None:
         return MemoryStore()
-    if "://" not in spec:
-        return SQLiteStore(Path(spec))
-    parts = urlsplit(spec)
-    if parts.scheme != "sqlite":
-        raise StoreError(f"unknown store URL {spec!r}; use sqlite:///path/to/trellis.db or memory:")
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    if not path:
-        raise StoreError(f"store URL {spec!r} names no file")
-    options = dict(parse_qsl(parts.query))
-    unknown = set(options) - {"synchronous"}
-    if unknown:
-        raise StoreError(f"store URL {spec!r}: unknown option(s) {sorted(unknown)}")
-    sync = options.get("synchronous", "NORMAL").upper()
-    if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-        raise StoreError(
-            f"store URL {spec!r}: synchronous must be OFF, NORMAL, FULL or EXTRA, got {sync!r}"
-        )
-    return SQLiteStore(path, synchronous=sync)  # type: ignore[arg-type]
+    return SQLiteStore(location.path, synchronous=location.synchronous)

@@ -60,6 +60,9 @@ class RunRow:
     lease_owner: str | None = None
     lease_expires: float | None = None
     lease_epoch: int = 0  # incremented by every grant of the lease: the fencing token
+    #: Set only by ``list_runs(lenient=True)``: why this record cannot be read (an unknown
+    #: record format); its other fields are then as found and must not be trusted.
+    unreadable: str | None = None
 
 
 @dataclass(slots=True)
@@ -161,9 +164,12 @@ class Store(abc.ABC):
         parent_id: str | None = None,
         top_level: bool = False,
         limit: int | None = None,
+        lenient: bool = False,
     ) -> list[RunRow]:
         """Newest first. ``parent_id`` lists a batch's items (in item order instead);
-        ``top_level`` leaves batch items out."""
+        ``top_level`` leaves batch items out. A record this version cannot read raises
+        :class:`StoreError`; with ``lenient`` it is listed with ``unreadable`` set instead
+        (for listings that must show every other run)."""
 
     # -- leases: one process executes a run at a time ----------------------------------------
 

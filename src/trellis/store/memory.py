@@ -70,6 +70,7 @@ class MemoryStore(Store):
         parent_id: str | None = None,
         top_level: bool = False,
         limit: int | None = None,
+        lenient: bool = False,  # every record here is of this version's format
     ) -> list[RunRow]:
         rows = [self._runs[r] for r in self._order]
         if parent_id is not None:

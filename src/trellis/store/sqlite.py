@@ -10,6 +10,11 @@ and survive power loss too, at the cost of one fsync per completed step and LLM 
 One writer: the engine writes from its event-loop thread only. The schema is versioned in
 ``trellis_meta``; opening a database written by a newer Trellis, or a SQLite file that is
 not a Trellis store, is a clear :class:`StoreError`. Every SQL value is bound.
+
+Text: SQLite stores UTF-8, which cannot hold a lone surrogate (``"\ud800"``). JSON
+columns never contain one (the codec writes it as an escape); a step's free-text
+``reason`` (an exception's message may quote such input) is stored with the surrogate
+as its ``\ud800`` escape; an id that is not UTF-8 text is a :class:`StoreError`.
 """
 
 from __future__ import annotations
@@ -124,6 +129,11 @@ def _mapped(method: F) -> F:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path!r}: {method.__name__} failed: {exc}") from exc
+        except UnicodeEncodeError as exc:  # e.g. an id decoded from bytes that are not UTF-8
+            raise StoreError(
+                f"store {self.path!r}: {method.__name__}: {exc.object[exc.start : exc.end]!r} "
+                "in an id or name is not UTF-8 text (SQLite holds UTF-8 only)"
+            ) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -273,6 +283,7 @@ class SQLiteStore(Store):
         parent_id: str | None = None,
         top_level: bool = False,
         limit: int | None = None,
+        lenient: bool = False,
     ) -> list[RunRow]:
         where: list[str] = []
         args: list[Any] = []
@@ -297,7 +308,7 @@ class SQLiteStore(Store):
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
-        return [_run_row(r) for r in self._db.execute(sql, args)]
+        return [_run_row(r, lenient=lenient) for r in self._db.execute(sql, args)]
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -369,7 +380,7 @@ class SQLiteStore(Store):
                 row.status,
                 row.definition,
                 row.output,
-                row.reason,
+                _storable(row.reason),
                 row.error,
                 row.usage,
                 row.decisions,
@@ -391,7 +402,7 @@ class SQLiteStore(Store):
             )
             if cur.rowcount != 1:
                 self._refused(row.run_id, epoch)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
             raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
     def save_done_step(
@@ -511,6 +522,17 @@ class SQLiteStore(Store):
         return f"SQLiteStore({self.path!r})"
 
 
+def _storable(text: str | None) -> str | None:
+    """Free text as SQLite can store it: a lone surrogate becomes its ``\\udxxx`` escape."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _split(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
@@ -534,8 +556,15 @@ def _run_values(r: RunRow) -> tuple[Any, ...]:
     )
 
 
-def _run_row(r: Sequence[Any]) -> RunRow:
-    _check_format(r[-1], f"run {r[0]!r}")
+def _run_row(r: Sequence[Any], *, lenient: bool = False) -> RunRow:
+    try:
+        _check_format(r[-1], f"run {r[0]!r}")
+    except StoreError as exc:
+        if not lenient:
+            raise
+        row = RunRow(*r[:-1])
+        row.unreadable = str(exc)
+        return row
     return RunRow(*r[:-1])
 
 
