@@ -146,6 +146,21 @@ def mock_server(
             show_default=False,
         ),
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            metavar="NAME",
+            help=(
+                "Behave like one real server for every model: gpt-5 (rejects max_tokens and "
+                "a non-default temperature), claude-5 (rejects temperature), mistral (422 "
+                "for stream_options / max_completion_tokens), ollama (index-0 tool-call "
+                "chunks, api_error labels), no-done (streams end without [DONE]). "
+                "Default: chosen by model name (gpt-5-mini, claude-opus-5, mistral-small)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve an OpenAI- and Anthropic-compatible API backed by the simulator.
 
@@ -170,6 +185,7 @@ def mock_server(
             seed=seed,
             hang_s=hang_s,
             api_key=api_key,
+            profile=profile,
         )
         if host not in _LOOPBACK:
             typer.echo(f"warning: listening on {host}, reachable beyond this machine", err=True)

@@ -105,6 +105,9 @@ class ModelResponse:
     model: str | None = None  # the model that answered, as the provider reports it
     raw_finish_reason: str | None = None  # the provider's own finish value
     tool_calls: tuple[ToolCall, ...] = ()
+    #: How the provider changed the request to get it accepted (e.g. "temperature not
+    #: sent: the server rejected temperature (HTTP 400)"); recorded on the CallRecord.
+    adjustments: tuple[str, ...] = ()
 
 
 class Model(abc.ABC):

@@ -10,6 +10,13 @@ Options (:class:`AnthropicOptions`; strings accepted), beyond the shared ``base_
 ``max_tokens`` (default 4096)
     Sent when a request sets none: the Messages API requires it.
 
+Sampling parameters: ``temperature`` is clamped to [0, 1] (the Messages API's range);
+with ``anthropic_version`` 2026-10-21 or later, which has no ``temperature``, ``top_p``
+or ``top_k``, it is not sent (noted on the reply). A 400 that names ``temperature``,
+``top_p`` or ``top_k`` as unsupported or deprecated (Claude Opus 4.7 and later, the
+Claude 5 family) resends the request at once without it, remembered for the binding for
+the rest of the process and noted on the reply (:mod:`trellis.providers.negotiation`).
+
 Mapping: system messages become the top-level ``system``; tool calls are ``tool_use``
 blocks (``ToolCall.arguments`` is ``json.dumps(input)``), tool results ``tool_result``
 blocks in user turns, and consecutive turns of one role are merged. A structured output is
@@ -64,6 +71,13 @@ _OUTPUT_TOOL_DESCRIPTION = (
     "Give your final answer by calling this tool exactly once; its input is the answer."
 )
 _REFUSED = "the model refused (stop_reason: refusal)"
+#: The first API version without ``temperature``, ``top_p`` and ``top_k``.
+SAMPLING_REMOVED_VERSION = "2026-10-21"
+
+
+def _clamp(temperature: float) -> float:
+    """``temperature`` within the Messages API's range [0, 1]."""
+    return min(1.0, max(0.0, temperature))
 
 
 class AnthropicOptions(HTTPOptions):
@@ -107,9 +121,11 @@ class _Block:
         )
 
     def arguments(self) -> str:
-        """The tool input as JSON text (streamed fragments, else the complete input)."""
-        if self.partial_json:
-            return "".join(self.partial_json)
+        """The tool input as JSON text (streamed fragments, else the complete input; an
+        empty streamed input is ``{}``, as in the non-streamed form)."""
+        streamed = "".join(self.partial_json)
+        if streamed.strip():
+            return streamed
         return json.dumps(self.input if self.input is not None else {}, ensure_ascii=False)
 
 
@@ -120,6 +136,7 @@ class AnthropicModel(HTTPModel):
     default_base_url: ClassVar[str] = "https://api.anthropic.com"
     base_url_env: ClassVar[str] = "ANTHROPIC_BASE_URL"
     official_hosts: ClassVar[tuple[str, ...]] = ("api.anthropic.com",)
+    negotiable: ClassVar[frozenset[str]] = frozenset({"temperature", "top_p", "top_k"})
 
     options: AnthropicOptions
 
@@ -155,6 +172,7 @@ class AnthropicModel(HTTPModel):
     async def complete(self, request: ModelRequest) -> ModelResponse:
         stream = self.options.stream
         payload, shape = self.build_payload(request, stream=stream)
+        notes = self.sampling_notes(request)
 
         def parse(data: Any) -> ModelResponse:
             return self.parse_message(data, request, shape)
@@ -162,13 +180,33 @@ class AnthropicModel(HTTPModel):
         async def assemble(events: AsyncIterator[SSEEvent]) -> ModelResponse:
             return await self.assemble_stream(events, request, shape)
 
-        return await self._send(
+        return await self._negotiated_send(
             payload,
             estimate=self.estimate_tokens(request, payload["max_tokens"]),
             stream=stream,
             parse=parse,
             assemble=assemble,
+            notes=notes,
         )
+
+    @property
+    def sampling_removed(self) -> bool:
+        """Whether the configured API version has no sampling parameters at all."""
+        return self.options.anthropic_version.strip() >= SAMPLING_REMOVED_VERSION
+
+    def sampling_notes(self, request: ModelRequest) -> tuple[str, ...]:
+        """How ``build_payload`` changed the request's temperature, for the reply."""
+        if request.temperature is None:
+            return ()
+        if self.sampling_removed:
+            return (
+                f"temperature not sent: anthropic-version {self.options.anthropic_version} "
+                "has no sampling parameters",
+            )
+        clamped = _clamp(request.temperature)
+        if clamped != request.temperature:
+            return (f"temperature {request.temperature:g} clamped to {clamped:g}",)
+        return ()
 
     # -- request ----------------------------------------------------------------------------
 
@@ -184,8 +222,8 @@ class AnthropicModel(HTTPModel):
         }
         if system:
             payload["system"] = "\n\n".join(system)
-        if request.temperature is not None:
-            payload["temperature"] = request.temperature
+        if request.temperature is not None and not self.sampling_removed:
+            payload["temperature"] = _clamp(request.temperature)
         tools = [_tool(t) for t in request.tools]
         shape = _ReplyShape()
         if request.output_schema is not None:

@@ -1,0 +1,322 @@
+"""Server profiles: the mock server behaving like one real server's quirks.
+
+A profile is chosen for all requests (``trellis mock-server --profile NAME``,
+``MockServer(profile=NAME)``) or, without one, by the requested model's name:
+
+============  ===========================================================================
+``gpt-5``     OpenAI's gpt-5 / o-series: 400 ``unsupported_parameter`` for ``max_tokens``
+              and 400 ``unsupported_value`` for a ``temperature`` other than 1 (models
+              ``gpt-5*``, ``o1*``, ``o3*``, ``o4*``)
+``claude-5``  Claude Opus 4.7+ / Claude 5: 400 "`temperature` is deprecated for this
+              model." (models ``claude-5*``, ``claude-*-5*``, ``claude-opus-4-7*``...)
+``mistral``   Mistral's strict schema: 422 ``extra_forbidden`` (a pydantic ``detail``
+              list) for ``stream_options`` and ``max_completion_tokens`` (models
+              ``mistral*``, ``magistral*``, ``codestral*``, ``devstral*``, ``ministral*``)
+``ollama``    Ollama's OpenAI layer: streamed tool calls each in one chunk, all with
+              ``index: 0`` and distinct ids; errors labelled by status only
+              (``invalid_request_error`` for 400, ``not_found_error`` for 404,
+              ``api_error`` for everything else, 401 and 403 included)
+``no-done``   ik_llama.cpp / older TGI: an OpenAI stream ends after its finish_reason
+              (and usage) chunk without ``data: [DONE]``
+============  ===========================================================================
+
+Each profile acts on one dialect (the Anthropic one for ``claude-5``, the OpenAI one for
+the rest); requests in the other dialect are served as usual. The error bodies are the
+real servers' (status, JSON shape, message text).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from trellis.mockserver.limits import Admission, LimitSnapshot
+from trellis.mockserver.replies import (
+    Dialect,
+    ErrorKind,
+    ParsedRequest,
+    Reply,
+    StreamPlan,
+)
+
+__all__ = [
+    "PROFILES",
+    "Profile",
+    "ProfiledDialect",
+    "check_profile",
+    "profile_for",
+    "rejection",
+]
+
+Rejection = tuple[int, dict[str, Any]]
+
+
+def _openai_error(message: str, param: str, code: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": param,
+            "code": code,
+        }
+    }
+
+
+def _gpt5(body: Mapping[str, Any]) -> Rejection | None:
+    if body.get("max_tokens") is not None:
+        return 400, _openai_error(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        )
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        return 400, _openai_error(
+            f"Unsupported value: 'temperature' does not support {temperature} with this "
+            "model. Only the default (1) value is supported.",
+            "temperature",
+            "unsupported_value",
+        )
+    return None
+
+
+def _claude5(body: Mapping[str, Any]) -> Rejection | None:
+    if "temperature" in body:
+        return 400, {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "message": "`temperature` is deprecated for this model.",
+            },
+            "request_id": "req_011" + secrets.token_hex(12),
+        }
+    return None
+
+
+_MISTRAL_UNKNOWN = ("stream_options", "max_completion_tokens")
+
+
+def _mistral(body: Mapping[str, Any]) -> Rejection | None:
+    detail = [
+        {
+            "type": "extra_forbidden",
+            "loc": ["body", key],
+            "msg": "Extra inputs are not permitted",
+            "input": body[key],
+        }
+        for key in _MISTRAL_UNKNOWN
+        if key in body
+    ]
+    if not detail:
+        return None
+    return 422, {
+        "object": "error",
+        "message": {"detail": detail},
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One server's behaviour: request fields it rejects, how it streams and labels."""
+
+    name: str
+    dialect: str  # the dialect it applies to: "openai" or "anthropic"
+    reject: Callable[[Mapping[str, Any]], Rejection | None] | None = None
+    ollama_streams: bool = False  # tool calls in one chunk each, all index 0
+    ollama_errors: bool = False  # error types by status only
+    omit_done: bool = False  # no "data: [DONE]" at the end of a stream
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("gpt-5", "openai", reject=_gpt5),
+        Profile("claude-5", "anthropic", reject=_claude5),
+        Profile("mistral", "openai", reject=_mistral),
+        Profile("ollama", "openai", ollama_streams=True, ollama_errors=True),
+        Profile("no-done", "openai", omit_done=True),
+    )
+}
+
+_BY_MODEL = (
+    (re.compile(r"^(gpt-5|o[134])(\b|[-.])"), "gpt-5"),
+    (re.compile(r"^claude-(5|[a-z]+-5)(\b|[-.])|^claude-opus-4-([7-9]|\d\d)\b"), "claude-5"),
+    (re.compile(r"^(mistral|magistral|codestral|devstral|ministral)"), "mistral"),
+)
+
+
+def check_profile(name: str | None) -> str | None:
+    """``name`` if it is a profile (or None); else ``ValueError`` listing the profiles."""
+    if name is None or name in PROFILES:
+        return name
+    raise ValueError(f"unknown mock-server profile {name!r}; profiles: {', '.join(PROFILES)}")
+
+
+def profile_for(forced: str | None, model: Any, dialect: str) -> Profile | None:
+    """The profile serving a request: the forced one, else the one the model name picks;
+    ``None`` when it does not apply to ``dialect``."""
+    name = forced
+    if name is None and isinstance(model, str):
+        lowered = model.lower()
+        name = next((n for pattern, n in _BY_MODEL if pattern.search(lowered)), None)
+    profile = PROFILES.get(name) if name is not None else None
+    return profile if profile is not None and profile.dialect == dialect else None
+
+
+def rejection(forced: str | None, dialect: str, body: Any) -> Rejection | None:
+    """The error the profile's server answers this raw request body with, if any."""
+    if not isinstance(body, Mapping):
+        return None
+    profile = profile_for(forced, body.get("model"), dialect)
+    if profile is None or profile.reject is None:
+        return None
+    return profile.reject(body)
+
+
+def _ollama_type(status: int) -> str:
+    if status == 400:
+        return "invalid_request_error"
+    if status == 404:
+        return "not_found_error"
+    return "api_error"
+
+
+def _ollama_body(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    err = body.get("error")
+    message = str(err.get("message") or "") if isinstance(err, dict) else str(err or "")
+    if status == 401:
+        message = "unauthorized"
+    return {
+        "error": {"message": message, "type": _ollama_type(status), "param": None, "code": None}
+    }
+
+
+def _sse(data: Any) -> bytes:
+    return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+
+
+class ProfiledDialect:
+    """A dialect that renders like the profile's server (see the module docs)."""
+
+    def __init__(self, base: Dialect, profile: Profile) -> None:
+        self.base = base
+        self.profile = profile
+        self.name = base.name
+
+    def parse(self, body: Any) -> ParsedRequest:
+        return self.base.parse(body)
+
+    def render(self, parsed: ParsedRequest, reply: Reply) -> dict[str, Any]:
+        return self.base.render(parsed, reply)
+
+    def stream(self, parsed: ParsedRequest, reply: Reply) -> StreamPlan:
+        if self.profile.ollama_streams and reply.tool_calls:
+            plan = self._ollama_tool_stream(parsed, reply)
+        else:
+            plan = self.base.stream(parsed, reply)
+        if self.profile.omit_done and plan.events and plan.events[-1] == b"data: [DONE]\n\n":
+            plan = StreamPlan(plan.events[:-1], max(0, plan.terminal - 1))
+        return plan
+
+    def _ollama_tool_stream(self, parsed: ParsedRequest, reply: Reply) -> StreamPlan:
+        """Ollama's way: one chunk per complete call, every call ``index: 0``."""
+        base = {
+            "id": "chatcmpl-" + str(secrets.randbelow(1000)),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": parsed.request.model,
+            "system_fingerprint": "fp_ollama",
+        }
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return _sse(
+                {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            )
+
+        events = [
+            chunk(
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "id": "call_" + secrets.token_hex(4),
+                            "index": 0,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        }
+                    ],
+                }
+            )
+            for call in reply.tool_calls
+        ]
+        events.append(chunk({"role": "assistant", "content": ""}, "tool_calls"))
+        terminal = [b"data: [DONE]\n\n"]
+        if parsed.include_usage:
+            usage = {
+                "prompt_tokens": reply.usage.input_tokens,
+                "completion_tokens": reply.usage.output_tokens,
+                "total_tokens": reply.usage.total_tokens,
+            }
+            terminal.insert(0, _sse({**base, "choices": [], "usage": usage}))
+        return StreamPlan(events + terminal, len(terminal))
+
+    def stream_error(self, message: str | None) -> bytes:
+        return self.base.stream_error(message)
+
+    def error(
+        self,
+        kind: ErrorKind,
+        *,
+        model: str,
+        message: str | None = None,
+        tokens: int = 0,
+        param: str | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        status, body = self.base.error(
+            kind, model=model, message=message, tokens=tokens, param=param
+        )
+        return status, self._relabel(status, body)
+
+    def error_for_status(self, status: int, message: str | None = None) -> dict[str, Any]:
+        return self._relabel(status, self.base.error_for_status(status, message))
+
+    def limit_error(self, admission: Admission, *, model: str) -> tuple[int, dict[str, Any]]:
+        status, body = self.base.limit_error(admission, model=model)
+        return status, self._relabel(status, body)
+
+    def _relabel(self, status: int, body: dict[str, Any]) -> dict[str, Any]:
+        return _ollama_body(status, body) if self.profile.ollama_errors else body
+
+    def limit_headers(self, snapshot: LimitSnapshot) -> dict[str, str]:
+        return self.base.limit_headers(snapshot)
+
+    def retry_headers(self, seconds: float, *, whole_seconds: bool = False) -> dict[str, str]:
+        return self.base.retry_headers(seconds, whole_seconds=whole_seconds)
+
+    def base_headers(self) -> dict[str, str]:
+        return self.base.base_headers()
+
+    def authorized(self, headers: Mapping[str, str], api_key: str) -> bool:
+        return self.base.authorized(headers, api_key)
+
+
+def profiled(base: Dialect, forced: str | None, model: Any = None) -> Dialect:
+    """``base`` as the profile serving this request renders it (``base`` if none)."""
+    if isinstance(base, ProfiledDialect):
+        return base
+    profile = profile_for(forced, model, base.name)
+    if profile is None or not (
+        profile.ollama_streams or profile.ollama_errors or profile.omit_done
+    ):
+        return base
+    return ProfiledDialect(base, profile)
