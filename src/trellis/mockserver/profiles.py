@@ -12,8 +12,9 @@ A profile is chosen for all requests (``trellis mock-server --profile NAME``,
 ``mistral``   Mistral's strict schema: 422 ``extra_forbidden`` (a pydantic ``detail``
               list) for ``stream_options`` and ``max_completion_tokens`` (models
               ``mistral*``, ``magistral*``, ``codestral*``, ``devstral*``, ``ministral*``)
-``ollama``    Ollama's OpenAI layer: streamed tool calls each in one chunk, all with
-              ``index: 0`` and distinct ids; errors labelled by status only
+``ollama``    Ollama's OpenAI layer: a model offered several tools calls two at once;
+              streamed tool calls come each in one chunk, all with ``index: 0`` and
+              distinct ids; errors labelled by status only
               (``invalid_request_error`` for 400, ``not_found_error`` for 404,
               ``api_error`` for everything else, 401 and 403 included)
 ``no-done``   ik_llama.cpp / older TGI: an OpenAI stream ends after its finish_reason
@@ -27,12 +28,14 @@ real servers' (status, JSON shape, message text).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from trellis.mockserver.limits import Admission, LimitSnapshot
@@ -43,6 +46,8 @@ from trellis.mockserver.replies import (
     Reply,
     StreamPlan,
 )
+from trellis.models.base import ToolCall
+from trellis.models.schema_sample import sample_value
 
 __all__ = [
     "PROFILES",
@@ -216,9 +221,33 @@ class ProfiledDialect:
         return self.base.parse(body)
 
     def render(self, parsed: ParsedRequest, reply: Reply) -> dict[str, Any]:
-        return self.base.render(parsed, reply)
+        return self.base.render(parsed, self._reply(parsed, reply))
+
+    def _reply(self, parsed: ParsedRequest, reply: Reply) -> Reply:
+        """Ollama's models call a second offered tool alongside the first (unless a tool
+        was named); its arguments are sampled from its schema, deterministically."""
+        request = parsed.request
+        if (
+            not self.profile.ollama_streams
+            or reply.finish != "tool_calls"
+            or reply.forced_tool
+            or len(reply.tool_calls) != 1
+        ):
+            return reply
+        first = reply.tool_calls[0]
+        other = next((t for t in request.tools if t.name != first.name), None)
+        if other is None:
+            return reply
+        digest = hashlib.blake2b(first.arguments.encode(), digest_size=8).digest()
+        try:
+            value = sample_value(other.parameters, random.Random(digest))
+        except ValueError:
+            return reply
+        second = ToolCall("", other.name, json.dumps(value, ensure_ascii=False))
+        return replace(reply, tool_calls=(first, second))
 
     def stream(self, parsed: ParsedRequest, reply: Reply) -> StreamPlan:
+        reply = self._reply(parsed, reply)
         if self.profile.ollama_streams and reply.tool_calls:
             plan = self._ollama_tool_stream(parsed, reply)
         else:

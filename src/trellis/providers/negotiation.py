@@ -175,14 +175,18 @@ class Negotiation:
         out: dict[str, Any] = {}
         notes: list[str] = []
         for key, value in payload.items():
-            adjustment = self.adjustments.get(key)
-            if adjustment is None:
-                out.setdefault(key, value)
-                continue
-            notes.append(adjustment.note)
-            if adjustment.rename_to is not None and adjustment.rename_to not in payload:
-                out[adjustment.rename_to] = value
-        return out, tuple(notes)
+            name: str | None = key
+            seen: set[str] = set()
+            while name is not None and name in self.adjustments and name not in seen:
+                seen.add(name)  # a renamed field may itself have been rejected since
+                adjustment = self.adjustments[name]
+                notes.append(adjustment.note)
+                name = adjustment.rename_to
+                if name is not None and name != key and name in payload:
+                    name = None  # the request sets the new name itself
+            if name is not None and name not in seen:
+                out.setdefault(name, value)
+        return out, tuple(dict.fromkeys(notes))
 
     def untested(self, payload: Mapping[str, Any]) -> bool:
         """Whether ``payload`` has a negotiable field the server has not accepted yet."""
