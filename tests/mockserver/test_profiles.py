@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from trellis.cli.app import app
 from trellis.mockserver import MockServer
-from trellis.mockserver.profiles import PROFILES, profile_for
+from trellis.mockserver.profiles import PROFILES, profile_for, thinking_signature
 
-from . import USER, openai_chunks, post
+from . import USER, anthropic_events, openai_chunks, post
 
 TOOLS = [
     {
@@ -58,7 +58,7 @@ async def chat(server: MockServer, **body: Any) -> tuple[int, Any]:
 async def messages(server: MockServer, **body: Any) -> tuple[int, Any]:
     response = await post(
         f"{server.anthropic_base_url}/v1/messages",
-        {"max_tokens": 100, "messages": USER, **body},
+        {"max_tokens": 3000, "messages": USER, **body},
         headers={"anthropic-version": "2023-06-01"},
     )
     return response.status_code, response.json()
@@ -283,4 +283,105 @@ async def test_no_done_ends_the_stream_after_the_finish_reason() -> None:
 async def test_profiles_leave_the_other_dialect_alone() -> None:
     async with MockServer(profile="gpt-5") as server:
         status, _ = await messages(server, model="sim-small", temperature=0.3)
+    assert status == 200
+
+
+# -- claude-5 with thinking ----------------------------------------------------------------
+
+
+THINK = {"type": "enabled", "budget_tokens": 2048}
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+async def test_claude5_replies_start_with_a_signed_thinking_block(server: MockServer) -> None:
+    status, body = await messages(server, model="claude-opus-5", thinking=THINK)
+    assert status == 200
+    first, *rest = body["content"]
+    assert first["type"] == "thinking"
+    assert first["signature"] == thinking_signature(first["thinking"])
+    assert [b["type"] for b in rest] == ["text"]
+
+
+async def test_claude5_streams_the_thinking_block_first(server: MockServer) -> None:
+    response = await post(
+        f"{server.anthropic_base_url}/v1/messages",
+        {
+            "model": "claude-opus-5",
+            "max_tokens": 100,
+            "messages": USER,
+            "thinking": THINK,
+            "stream": True,
+        },
+        headers={"anthropic-version": "2023-06-01"},
+    )
+    events = anthropic_events(response.text)
+    starts = [
+        (d["index"], d["content_block"]["type"]) for n, d in events if n == "content_block_start"
+    ]
+    assert starts == [(0, "thinking"), (1, "text")]
+    deltas = {
+        d["delta"]["type"] for n, d in events if n == "content_block_delta" and d["index"] == 0
+    }
+    assert deltas == {"thinking_delta", "signature_delta"}
+
+
+async def test_claude5_refuses_a_forced_tool_with_thinking(server: MockServer) -> None:
+    status, body = await messages(
+        server,
+        model="claude-opus-5",
+        thinking=THINK,
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "tool", "name": "get_weather"},
+    )
+    assert status == 400
+    assert body["error"] == {
+        "type": "invalid_request_error",
+        "message": "Thinking may not be enabled when tool_choice forces tool use.",
+    }
+
+
+async def test_claude5_wants_the_thinking_block_back_unchanged(server: MockServer) -> None:
+    status, first = await messages(
+        server,
+        model="claude-opus-5",
+        thinking=THINK,
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "auto"},
+    )
+    assert status == 200
+    thinking, call = first["content"][0], first["content"][-1]
+    assert call["type"] == "tool_use"
+    result = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "18C"}],
+    }
+
+    async def turn(assistant: list[dict[str, Any]]) -> tuple[int, Any]:
+        return await messages(
+            server,
+            model="claude-opus-5",
+            thinking=THINK,
+            tools=[WEATHER_TOOL],
+            messages=[*USER, {"role": "assistant", "content": assistant}, result],
+        )
+
+    status, body = await turn([call])
+    assert status == 400
+    assert body["error"]["message"].startswith(
+        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+        "`tool_use`. When `thinking` is enabled, a final `assistant` message must start"
+    )
+    status, body = await turn([{**thinking, "signature": "EqForged"}, call])
+    assert status == 400
+    assert (
+        body["error"]["message"] == "messages.1.content.0: Invalid `signature` in `thinking` block"
+    )
+    status, body = await turn([thinking, call])
     assert status == 200

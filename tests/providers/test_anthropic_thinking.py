@@ -11,7 +11,8 @@ import pytest
 from pydantic import BaseModel
 
 import trellis as tl
-from trellis.errors import ConfigurationError
+from trellis.errors import BadRequestError, ConfigurationError
+from trellis.mockserver import MockServer
 from trellis.models.base import Message, ModelRequest, ToolSpec
 from trellis.providers import AnthropicModel
 
@@ -270,3 +271,59 @@ async def test_an_agents_failed_tool_result_is_marked_is_error(server: ScriptedS
     assert tool_result["tool_use_id"] == "toolu_01A"
     assert tool_result["is_error"] is True
     assert "service unavailable" in tool_result["content"]
+
+
+# -- against the mock's claude-5 profile (thinking signed, checked when it comes back) -------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_agent_with_thinking_completes_against_claude5(stream: bool) -> None:
+    flow = tl.Flow("weather", inputs={"q": str})
+
+    @tl.tool
+    async def get_weather(city: str) -> str:
+        """Current weather.
+
+        Args:
+            city: the city
+        """
+        return f"18C in {city}"
+
+    @flow.step
+    async def ask(q: str, llm: tl.LLM) -> Verdict:
+        return await llm.agent(q, tools=[get_weather], output=Verdict)
+
+    async with MockServer(seed=2) as server:
+        binding = (
+            f"anthropic:claude-opus-5?base_url={server.anthropic_base_url}&thinking=2048"
+            f"&stream={str(stream).lower()}"
+        )
+        async with tl.Engine(models={"default": binding}) as engine:
+            result = await engine.run(flow, {"q": "Weather in Paris?"})
+    assert result.ok, result.error
+    assert isinstance(result["ask"], Verdict)
+    assert len(result.calls) >= 2  # a tool turn, then the answer
+    assert server.stats.by_status == {200: len(result.calls)}  # the thinking went back intact
+
+
+async def test_structured_output_with_thinking_against_claude5() -> None:
+    flow = tl.Flow("judge", inputs={"text": str})
+
+    @flow.step
+    async def judge(text: str, llm: tl.LLM) -> Verdict:
+        return await llm.generate(text, output=Verdict)
+
+    async with MockServer(seed=4) as server:
+        binding = f"anthropic:claude-opus-5?base_url={server.anthropic_base_url}&thinking=2048"
+        async with tl.Engine(models={"default": binding}) as engine:
+            result = await engine.run(flow, {"text": "Is this fine?"})
+        forced = AnthropicModel(
+            "claude-opus-5",
+            {"base_url": server.anthropic_base_url, "thinking": 2048, "structured": "tool"},
+        )
+        with pytest.raises(BadRequestError, match="tool_choice forces tool use"):
+            await forced.complete(request(model="claude-opus-5", schema=SCHEMA))
+        await forced.aclose()
+    assert result.ok, result.error
+    assert isinstance(result["judge"], Verdict)
+    assert server.stats.by_status == {200: 1, 400: 1}

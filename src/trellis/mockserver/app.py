@@ -257,8 +257,9 @@ async def _read(
     rejected = rejection(state.profile, dialect.name, raw)
     if rejected is not None:  # a field this profile's server does not take
         return _json(rejected[0], rejected[1], headers)
+    model = raw.get("model") if isinstance(raw, dict) else None
     try:
-        return dialect.parse(raw)
+        return profiled(dialect, state.profile, model).parse(raw)
     except RequestError as exc:
         status, body = dialect.error("bad_request", model="", message=exc.message, param=exc.param)
         return _json(exc.status, body, headers)

@@ -8,7 +8,10 @@ A profile is chosen for all requests (``trellis mock-server --profile NAME``,
               and 400 ``unsupported_value`` for a ``temperature`` other than 1 (models
               ``gpt-5*``, ``o1*``, ``o3*``, ``o4*``)
 ``claude-5``  Claude Opus 4.7+ / Claude 5: 400 "`temperature` is deprecated for this
-              model." (models ``claude-5*``, ``claude-*-5*``, ``claude-opus-4-7*``...)
+              model." (models ``claude-5*``, ``claude-*-5*``, ``claude-opus-4-7*``...);
+              with ``thinking`` on, replies start with a signed thinking block, a forced
+              ``tool_choice`` is refused, and the last assistant turn with tool calls must
+              start with its thinking block, signature unchanged (the real 400s)
 ``mistral``   Mistral's strict schema: 422 ``extra_forbidden`` (a pydantic ``detail``
               list) for ``stream_options`` and ``max_completion_tokens`` (models
               ``mistral*``, ``magistral*``, ``codestral*``, ``devstral*``, ``ministral*``)
@@ -91,16 +94,70 @@ def _gpt5(body: Mapping[str, Any]) -> Rejection | None:
     return None
 
 
+def _anthropic_error(message: str) -> Rejection:
+    return 400, {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": message},
+        "request_id": "req_011" + secrets.token_hex(12),
+    }
+
+
+def thinking_on(body: Mapping[str, Any]) -> bool:
+    """Whether an Anthropic request enables extended thinking."""
+    thinking = body.get("thinking")
+    return isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def thinking_signature(text: str) -> str:
+    """The signature the mock gives a thinking block (checked when it comes back)."""
+    return "EqMock" + hashlib.blake2b(text.encode(), digest_size=24).hexdigest()
+
+
+_MUST_START_WITH_THINKING = (
+    "messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+    "`{found}`. When `thinking` is enabled, a final `assistant` message must start with a "
+    "thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). "
+    "We recommend you include thinking blocks from previous turns. To avoid this "
+    "requirement, disable `thinking`. Please consult our documentation at "
+    "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
+
+
+def _thinking_errors(body: Mapping[str, Any]) -> Rejection | None:
+    """With thinking on: no forced tool; the last assistant turn with tool calls starts with
+    its thinking block, whose signature is the one the mock gave it."""
+    choice = body.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") in ("tool", "any"):
+        return _anthropic_error("Thinking may not be enabled when tool_choice forces tool use.")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    for i in range(len(messages) - 1, -1, -1):
+        turn = messages[i]
+        if not isinstance(turn, Mapping) or turn.get("role") != "assistant":
+            continue
+        content = turn.get("content")
+        blocks = [b for b in content if isinstance(b, Mapping)] if isinstance(content, list) else []
+        if not any(b.get("type") == "tool_use" for b in blocks):
+            return None
+        first = str(blocks[0].get("type"))
+        if first not in ("thinking", "redacted_thinking"):
+            return _anthropic_error(_MUST_START_WITH_THINKING.format(i=i, found=first))
+        for j, block in enumerate(blocks):
+            signed = thinking_signature(str(block.get("thinking", "")))
+            if block.get("type") == "thinking" and block.get("signature") != signed:
+                return _anthropic_error(
+                    f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+                )
+        return None
+    return None
+
+
 def _claude5(body: Mapping[str, Any]) -> Rejection | None:
     if "temperature" in body:
-        return 400, {
-            "type": "error",
-            "error": {
-                "type": "invalid_request_error",
-                "message": "`temperature` is deprecated for this model.",
-            },
-            "request_id": "req_011" + secrets.token_hex(12),
-        }
+        return _anthropic_error("`temperature` is deprecated for this model.")
+    if thinking_on(body):
+        return _thinking_errors(body)
     return None
 
 
@@ -139,13 +196,14 @@ class Profile:
     ollama_streams: bool = False  # tool calls in one chunk each, all index 0
     ollama_errors: bool = False  # error types by status only
     omit_done: bool = False  # no "data: [DONE]" at the end of a stream
+    thinking: bool = False  # replies start with a signed thinking block when it is on
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("gpt-5", "openai", reject=_gpt5),
-        Profile("claude-5", "anthropic", reject=_claude5),
+        Profile("claude-5", "anthropic", reject=_claude5, thinking=True),
         Profile("mistral", "openai", reject=_mistral),
         Profile("ollama", "openai", ollama_streams=True, ollama_errors=True),
         Profile("no-done", "openai", omit_done=True),
@@ -218,10 +276,25 @@ class ProfiledDialect:
         self.name = base.name
 
     def parse(self, body: Any) -> ParsedRequest:
-        return self.base.parse(body)
+        parsed = self.base.parse(body)
+        if self.profile.thinking and isinstance(body, Mapping) and thinking_on(body):
+            request = parsed.request
+            marked = replace(request, extra={**request.extra, "thinking": True})
+            parsed = replace(parsed, request=marked)
+        return parsed
 
     def render(self, parsed: ParsedRequest, reply: Reply) -> dict[str, Any]:
-        return self.base.render(parsed, self._reply(parsed, reply))
+        rendered = self.base.render(parsed, self._reply(parsed, reply))
+        block = self._thinking_block(parsed)
+        if block is not None:
+            rendered["content"] = [block, *rendered["content"]]
+        return rendered
+
+    def _thinking_block(self, parsed: ParsedRequest) -> dict[str, Any] | None:
+        if not parsed.request.extra.get("thinking"):
+            return None
+        text = f"Thinking about: {parsed.request.prompt_text()[-80:]}"
+        return {"type": "thinking", "thinking": text, "signature": thinking_signature(text)}
 
     def _reply(self, parsed: ParsedRequest, reply: Reply) -> Reply:
         """Ollama's models call a second offered tool alongside the first (unless a tool
@@ -254,6 +327,9 @@ class ProfiledDialect:
             plan = self.base.stream(parsed, reply)
         if self.profile.omit_done and plan.events and plan.events[-1] == b"data: [DONE]\n\n":
             plan = StreamPlan(plan.events[:-1], max(0, plan.terminal - 1))
+        block = self._thinking_block(parsed)
+        if block is not None:
+            plan = _with_thinking_events(plan, block)
         return plan
 
     def _ollama_tool_stream(self, parsed: ParsedRequest, reply: Reply) -> StreamPlan:
@@ -339,13 +415,57 @@ class ProfiledDialect:
         return self.base.authorized(headers, api_key)
 
 
+def _with_thinking_events(plan: StreamPlan, block: dict[str, Any]) -> StreamPlan:
+    """An Anthropic event stream with ``block`` streamed first (indexes shifted by one)."""
+
+    def event(data: dict[str, Any]) -> bytes:
+        return f"event: {data['type']}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+    thinking = [
+        event(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+            }
+        ),
+        event(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "thinking_delta", "thinking": block["thinking"]},
+            }
+        ),
+        event(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "signature_delta", "signature": block["signature"]},
+            }
+        ),
+        event({"type": "content_block_stop", "index": 0}),
+    ]
+    out: list[bytes] = []
+    for raw in plan.events:
+        name, _, rest = raw.decode().partition("\ndata: ")
+        data = json.loads(rest)
+        if isinstance(data.get("index"), int):
+            data["index"] += 1
+            raw = event(data)
+        out.append(raw)
+        if name == "event: message_start":
+            out.extend(thinking)
+    return StreamPlan(out, plan.terminal)
+
+
 def profiled(base: Dialect, forced: str | None, model: Any = None) -> Dialect:
     """``base`` as the profile serving this request renders it (``base`` if none)."""
     if isinstance(base, ProfiledDialect):
         return base
     profile = profile_for(forced, model, base.name)
-    if profile is None or not (
-        profile.ollama_streams or profile.ollama_errors or profile.omit_done
-    ):
+    wraps = profile is not None and (
+        profile.ollama_streams or profile.ollama_errors or profile.omit_done or profile.thinking
+    )
+    if profile is None or not wraps:
         return base
     return ProfiledDialect(base, profile)
