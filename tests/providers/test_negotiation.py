@@ -124,6 +124,48 @@ SENT = {"model": "m", "messages": [], "max_tokens": 5, "temperature": 0.2, "stre
             },
             ("temperature",),
         ),
+        (  # Fireworks
+            {
+                "error": {
+                    "object": "error",
+                    "type": "invalid_request_error",
+                    "message": "Extra inputs are not permitted, field: 'stream_options'",
+                }
+            },
+            ("stream_options",),
+        ),
+        (  # Azure AI inference
+            {
+                "error": {
+                    "code": "Invalid input",
+                    "status": 422,
+                    "message": "Validation error at #/stream_options: Extra inputs are not "
+                    "permitted",
+                }
+            },
+            ("stream_options",),
+        ),
+        (  # pydantic v1 behind FastAPI, as Python text
+            {
+                "error": {
+                    "message": "[{'loc': ('body', 'temperature'), 'msg': 'extra fields not "
+                    "permitted', 'type': 'value_error.extra'}]"
+                }
+            },
+            ("temperature",),
+        ),
+        (
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "seed"],
+                        "msg": "extra fields not permitted",
+                        "type": "value_error.extra",
+                    }
+                ]
+            },
+            (),  # seed was not sent
+        ),
         # A 400 that names no parameter, or one we did not send at the top level.
         (openai_error("Invalid 'messages': expected a non-empty array."), ()),
         (openai_error("Unsupported parameter: 'top_k'.", code="unsupported_parameter"), ()),

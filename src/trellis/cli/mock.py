@@ -50,6 +50,8 @@ async def _serve(server: MockServer) -> None:
     typer.echo(f"Trellis mock server on {server.base_url} (Ctrl-C to stop)")
     typer.echo(f"OPENAI_BASE_URL={server.openai_base_url}")
     typer.echo(f"ANTHROPIC_BASE_URL={server.anthropic_base_url}")
+    if server.state.profile is not None:
+        typer.echo(f"profile: {server.state.profile} (every model)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -60,9 +60,18 @@ _MESSAGE_PATTERNS = (
     re.compile(r"(?i)unknown (?:parameter|field|argument):?\s*" + _QUOTED),
     # Anthropic: "`temperature` is deprecated for this model."
     re.compile(r"(?i)" + _QUOTED + r" is (?:deprecated|not supported|not allowed)"),
-    # Anthropic / pydantic in text: "top_k: Extra inputs are not permitted"
-    re.compile(r"(?i)(?:^|[\s;,])([A-Za-z_]\w*): extra inputs are not permitted"),
+    # Anthropic / pydantic in text: "top_k: Extra inputs are not permitted", Azure's
+    # "Validation error at #/stream_options: Extra inputs are not permitted"
+    re.compile(r"(?i)(?:^|[\s;,/])([A-Za-z_]\w*): extra inputs are not permitted"),
+    # Fireworks: "Extra inputs are not permitted, field: 'stream_options'"
+    re.compile(r"(?i)extra inputs are not permitted,? field:? [`'\"]?([A-Za-z_]\w*)"),
+    # a pydantic error list as Python text: "'loc': ('body', 'user'), 'msg': 'extra ..."
+    re.compile(
+        r"(?i)'loc': \(\s*'body',\s*'([A-Za-z_]\w*)'[^)]*\),\s*'msg': "
+        r"'extra (?:inputs are|fields) not permitted'"
+    ),
 )
+_EXTRA_MESSAGES = ("extra inputs are not permitted", "extra fields not permitted")
 _REJECTING_CODES = frozenset(
     {"unsupported_parameter", "unsupported_value", "unknown_parameter", "extra_forbidden"}
 )
@@ -91,9 +100,9 @@ def _detail_params(detail: Any) -> list[str]:
     for item in detail:
         if not isinstance(item, dict):
             continue
-        extra = (
-            item.get("type") == "extra_forbidden"
-            or "extra inputs are not permitted" in str(item.get("msg", "")).lower()
+        message = str(item.get("msg", "")).lower()
+        extra = item.get("type") in ("extra_forbidden", "value_error.extra") or any(
+            m in message for m in _EXTRA_MESSAGES
         )
         loc = [p for p in item.get("loc") or () if p != "body"]
         if extra and loc and isinstance(loc[0], str):
