@@ -155,7 +155,8 @@ def mock_server(
             metavar="NAME",
             help=(
                 "Behave like one real server for every model: gpt-5 (rejects max_tokens and "
-                "a non-default temperature), claude-5 (rejects temperature), mistral (422 "
+                "a non-default temperature), claude-5 (rejects temperature; signed thinking "
+                "blocks, forced tools refused with thinking on), mistral (422 "
                 "for stream_options / max_completion_tokens), ollama (index-0 tool-call "
                 "chunks, api_error labels), no-done (streams end without [DONE]). "
                 "Default: chosen by model name (gpt-5-mini, claude-opus-5, mistral-small)."
