@@ -244,6 +244,8 @@ class ModelError(TrellisError):
     """An LLM call failed. ``mode`` tells how, and so what the retry layer does about it."""
 
     mode: FailureMode = FailureMode.BAD_REQUEST
+    #: How the provider changed the request before it failed (see ModelResponse).
+    adjustments: tuple[str, ...] = ()
 
     def __init__(
         self,

@@ -48,7 +48,7 @@ from trellis.cli.store_options import (
     read_meta,
     store_url,
 )
-from trellis.cli.summary import WaitingStep
+from trellis.cli.summary import WaitingStep, adjustment_warnings
 from trellis.engine.durable import load_result
 from trellis.engine.journal import (
     call_record_from_dict,
@@ -680,6 +680,8 @@ def _step_node(
                     style="yellow",
                 )
             node.add(line)
+    for warning in adjustment_warnings(calls):
+        node.add(Text(f"adjusted: {warning}", style="yellow"))
     cached = sum(1 for c in calls if c.source == "cache")
     if cached:
         node.add(Text(f"{cached} repl{'ies' if cached != 1 else 'y'} from the cache (no cost)"))

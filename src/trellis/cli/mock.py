@@ -50,6 +50,8 @@ async def _serve(server: MockServer) -> None:
     typer.echo(f"Trellis mock server on {server.base_url} (Ctrl-C to stop)")
     typer.echo(f"OPENAI_BASE_URL={server.openai_base_url}")
     typer.echo(f"ANTHROPIC_BASE_URL={server.anthropic_base_url}")
+    if server.state.profile is not None:
+        typer.echo(f"profile: {server.state.profile} (every model)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -146,6 +148,22 @@ def mock_server(
             show_default=False,
         ),
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            metavar="NAME",
+            help=(
+                "Behave like one real server for every model: gpt-5 (rejects max_tokens and "
+                "a non-default temperature), claude-5 (rejects temperature; signed thinking "
+                "blocks, forced tools refused with thinking on), mistral (422 "
+                "for stream_options / max_completion_tokens), ollama (index-0 tool-call "
+                "chunks, api_error labels), no-done (streams end without [DONE]). "
+                "Default: chosen by model name (gpt-5-mini, claude-opus-5, mistral-small)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve an OpenAI- and Anthropic-compatible API backed by the simulator.
 
@@ -170,6 +188,7 @@ def mock_server(
             seed=seed,
             hang_s=hang_s,
             api_key=api_key,
+            profile=profile,
         )
         if host not in _LOOPBACK:
             typer.echo(f"warning: listening on {host}, reachable beyond this machine", err=True)

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trellis.cli.store_options import store_url
-from trellis.cli.summary import BatchSummary, StepRoutes, WaitingStep
+from trellis.cli.summary import BatchSummary, StepRoutes, WaitingStep, adjustment_warnings
 from trellis.engine.results import RunResult, StepRecord, jsonable
 
 __all__ = [
@@ -327,6 +327,12 @@ def render_waiting(console: Console, waiting: Sequence[WaitingStep], store: str 
 # -- one run -----------------------------------------------------------------------------
 
 
+def render_adjustments(console: Console, warnings: Sequence[str]) -> None:
+    """One warning line per request adjustment (see ``adjustment_warnings``)."""
+    for warning in warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"), highlight=False)
+
+
 def render_result(console: Console, result: RunResult, store: str | None = None) -> None:
     """One run's result; a waiting run ends with the commands that answer it (``store``:
     the URL of the store it is recorded in)."""
@@ -356,6 +362,7 @@ def render_result(console: Console, result: RunResult, store: str | None = None)
             + f" · {fmt_seconds(result.duration_s)}"
         )
     console.print(Text(line, style="bold"), highlight=False)
+    render_adjustments(console, adjustment_warnings(result.calls))
     if result.error is not None:
         where = f" in step {result.error.step!r}" if result.error.step else ""
         console.print(
@@ -505,6 +512,8 @@ def summary_renderables(summary: BatchSummary, title: str) -> list[RenderableTyp
         timing.append(f"[bold]wall[/] {fmt_seconds(summary.wall_s)}{rate}")
     if timing:
         out.append(Text.from_markup("   ".join(timing)))
+    if summary.adjustments:
+        out.append(Text("\n".join(f"warning: {w}" for w in summary.adjustments), style="yellow"))
     return out
 
 

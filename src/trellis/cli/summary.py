@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from trellis.engine.results import RunResult
+from trellis.engine.results import CallRecord, RunResult
 from trellis.models.base import Usage
 from trellis.models.pricing import Price, PriceTable
 
@@ -23,6 +23,7 @@ __all__ = [
     "ModelUsage",
     "StepRoutes",
     "WaitingStep",
+    "adjustment_warnings",
     "percentile",
     "summarize",
 ]
@@ -146,6 +147,8 @@ class BatchSummary:
     items_per_s: float | None
     waiting: int = 0  # items waiting for a person's input
     questions: tuple[WaitingStep, ...] = ()  # what they wait for, in item order
+    #: how providers changed requests to get them accepted ("model: note"), once each
+    adjustments: tuple[str, ...] = ()
 
     @property
     def cost_known(self) -> bool:
@@ -171,6 +174,16 @@ class BatchSummary:
         data["cost_known"] = self.cost_known
         data["cost_per_item"] = self.cost_per_item
         return data
+
+
+def adjustment_warnings(calls: Iterable[CallRecord]) -> list[str]:
+    """Each distinct request adjustment in ``calls`` (a parameter the server rejected,
+    dropped or renamed; a clamped temperature) as ``"model: note"``, first seen first."""
+    seen: dict[str, None] = {}
+    for call in calls:
+        for note in call.adjustments:
+            seen.setdefault(f"{call.model}: {note}")
+    return list(seen)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -383,4 +396,5 @@ def summarize(
         latency=_latency(results),
         wall_s=wall_s,
         items_per_s=len(results) / wall_s if wall_s else None,
+        adjustments=tuple(adjustment_warnings(c for r in results for c in r.calls)),
     )

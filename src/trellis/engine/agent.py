@@ -118,8 +118,8 @@ async def run_agent(
                 for call in reply.tool_calls
             ]
         )
-        for call, content in zip(reply.tool_calls, results, strict=True):
-            convo.append(Message("tool", content, tool_call_id=call.id))
+        for call, (content, failed) in zip(reply.tool_calls, results, strict=True):
+            convo.append(Message("tool", content, tool_call_id=call.id, is_error=failed))
     raise AgentTurnLimitError(
         f"step {step!r}: the agent did not give its final answer within {max_turns} turns "
         "(its transcript is kept in the step's record)",
@@ -127,7 +127,9 @@ async def run_agent(
     )
 
 
-async def _all_or_nothing(calls: list[Coroutine[Any, Any, str]]) -> list[str]:
+async def _all_or_nothing(
+    calls: list[Coroutine[Any, Any, tuple[str, bool]]],
+) -> list[tuple[str, bool]]:
     """Run a turn's tool calls concurrently; if one fails the step, stop the others."""
     if len(calls) == 1:
         return [await calls[0]]
@@ -148,8 +150,9 @@ async def _run_tool(
     turn: int,
     failures: dict[str, int],
     log: list[dict[str, Any]],
-) -> str:
-    """Run one tool call (or replay it); return what goes back to the model."""
+) -> tuple[str, bool]:
+    """Run one tool call (or replay it); return what goes back to the model, and whether
+    it is an error (the tool raised, or was not run)."""
     scope = llm.scope
     journal = scope.run.journal
     entry: dict[str, Any] = {"id": call.id, "name": call.name, "arguments": call.arguments}
@@ -163,13 +166,20 @@ async def _run_tool(
             if replay.value.get("raised"):  # a failure counts against the tool's retries
                 failures[call.name] = failures.get(call.name, 0) + 1
             entry.update(replay.value, source="journal")
-            return str(replay.value.get("result") or replay.value.get("error") or "")
+            return _tool_reply(replay.value)
     started = time.perf_counter()
     outcome = await _execute(tools, call, failures, scope.record.name)
     entry.update(outcome, latency_s=round(time.perf_counter() - started, 6), source="live")
     if journal is not None:
         journal.save_call(key, request, outcome, [])
-    return str(outcome.get("result") or outcome.get("error") or "")
+    return _tool_reply(outcome)
+
+
+def _tool_reply(outcome: dict[str, Any]) -> tuple[str, bool]:
+    """A tool outcome (``{"result": ...}`` or ``{"error": ...}``) as (content, is_error)."""
+    if "error" in outcome and "result" not in outcome:
+        return str(outcome.get("error") or ""), True
+    return str(outcome.get("result") or ""), False
 
 
 async def _execute(

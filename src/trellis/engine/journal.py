@@ -342,6 +342,7 @@ def call_record_from_dict(data: dict[str, Any], *, replayed: bool = True) -> Cal
             error=data.get("error"),
             reply=data.get("reply"),
             source="journal" if replayed else str(data.get("source", "live")),
+            adjustments=[str(a) for a in data.get("adjustments") or ()],
         )
     except (KeyError, TypeError) as exc:
         raise StoreError(f"corrupt call record: {str(data)[:80]}") from exc

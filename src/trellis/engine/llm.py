@@ -243,6 +243,7 @@ class _Call:
         self.attempt = 0
         self.records: list[CallRecord] = []  # every attempt of this call
         self.waited = 0.0  # the backoff / retry-after slept before the current attempt
+        self.adjusted: list[str] = []  # how the provider changed the current attempt
 
     def request(self, model: Model, messages: list[Message]) -> ModelRequest:
         spec = self.spec
@@ -297,6 +298,7 @@ class _Call:
                     f"model provider {model.name} raised {type(exc).__name__}: {exc}"
                 ) from exc
             latency = time.perf_counter() - started
+            self.adjusted = list((error or response or ModelResponse("", Usage())).adjustments)
 
             if error is not None:
                 usage = error.usage or Usage()
@@ -413,6 +415,7 @@ class _Call:
             error=error,
             reply=reply,
             source=source,
+            adjustments=self.adjusted if source == "live" else [],
         )
         self.records.append(record)
         scope.add_call(record)

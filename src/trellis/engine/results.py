@@ -48,6 +48,9 @@ class CallRecord:
     error: str | None = None
     reply: str | None = None  # the raw reply, kept for replies that failed to parse/validate
     source: str = "live"  # "live", "journal" (replayed on resume) or "cache" (cost nothing)
+    #: How the provider changed the request to get it accepted (a rejected parameter
+    #: dropped or renamed, a temperature clamped): never silent.
+    adjustments: list[str] = field(default_factory=list)
 
     @property
     def total_tokens(self) -> int:
@@ -71,6 +74,7 @@ class CallRecord:
             "error": self.error,
             "reply": self.reply,
             "source": self.source,
+            "adjustments": list(self.adjustments),
         }
 
 

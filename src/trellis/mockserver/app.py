@@ -34,6 +34,7 @@ from trellis.mockserver.faults import FaultPlan, FaultStep, parse_steps
 from trellis.mockserver.limits import RateLimiter
 from trellis.mockserver.openai_api import OpenAIDialect
 from trellis.mockserver.openai_api import models_list as openai_models
+from trellis.mockserver.profiles import check_profile, profiled, rejection
 from trellis.mockserver.replies import (
     ContentFault,
     Dialect,
@@ -141,8 +142,11 @@ class MockState:
         seed: int = 0,
         api_key: str | None = None,
         models: Sequence[str] = DEFAULT_MODELS,
+        profile: str | None = None,
     ) -> None:
         self.faults = faults or FaultPlan(seed=seed)
+        #: The server profile forced for every request (None: chosen by model name).
+        self.profile = check_profile(profile)
         self.limiter = limiter if limiter is not None and limiter.enabled else None
         self.latency_bounds_ms = SimOptions.parse({"latency_ms": latency_ms}).latency_bounds_ms
         self.seed = seed
@@ -252,8 +256,12 @@ async def _read(
     except ValueError:
         status, body = dialect.error("bad_request", model="", message=_JSON_ERROR)
         return _json(status, body, headers)
+    rejected = rejection(state.profile, dialect.name, raw)
+    if rejected is not None:  # a field this profile's server does not take
+        return _json(rejected[0], rejected[1], headers)
+    model = raw.get("model") if isinstance(raw, dict) else None
     try:
-        parsed = dialect.parse(raw)
+        parsed = profiled(dialect, state.profile, model).parse(raw)
         dialect.validate(raw, request.headers)
     except RequestError as exc:
         status, body = dialect.error(
@@ -296,11 +304,13 @@ def _draw(state: MockState, parsed: ParsedRequest, headers: dict[str, str]) -> F
 
 async def _serve(request: web.Request, dialect: Dialect) -> web.StreamResponse:
     state = request.app[STATE_KEY]
+    dialect = profiled(dialect, state.profile)
     headers = dialect.base_headers()
     parsed = await _read(request, state, dialect, headers)
     if isinstance(parsed, web.Response):
         return parsed
     model = parsed.request.model
+    dialect = profiled(dialect, state.profile, model)
     step = _draw(state, parsed, headers)
     fault = step.fault if step is not None else None
     if step is not None and (step.status is not None or fault in _ERROR_KINDS):

@@ -43,6 +43,8 @@ class MockServer:
     :class:`~trellis.mockserver.faults.FaultPlan` or per-mode rates, ``script`` a list of
     scripted steps; ``hang_s`` how long a ``timeout`` fault holds a reply; ``api_key``, when
     set, is required (401 otherwise). ``seed`` selects replies, faults and latencies.
+    ``profile`` makes every request behave like one real server's (see
+    :mod:`trellis.mockserver.profiles`); without it, a model's name may pick one.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class MockServer:
         api_key: str | None = None,
         models: Sequence[str] = DEFAULT_MODELS,
         clock: Callable[[], float] = time.monotonic,
+        profile: str | None = None,
     ) -> None:
         if isinstance(faults, FaultPlan):
             plan = faults
@@ -78,6 +81,7 @@ class MockServer:
             seed=seed,
             api_key=api_key,
             models=models,
+            profile=profile,
         )
         self.host = host
         self._port = port

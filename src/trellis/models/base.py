@@ -52,12 +52,14 @@ class ToolCall:
 @dataclass(frozen=True, slots=True)
 class Message:
     """One conversation turn. An assistant turn may carry ``tool_calls``; a ``tool`` turn
-    answers the call ``tool_call_id`` with ``content``."""
+    answers the call ``tool_call_id`` with ``content`` (``is_error``: the tool failed or
+    was not run, and ``content`` says why)."""
 
     role: Role
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    is_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,9 @@ class ModelResponse:
     model: str | None = None  # the model that answered, as the provider reports it
     raw_finish_reason: str | None = None  # the provider's own finish value
     tool_calls: tuple[ToolCall, ...] = ()
+    #: How the provider changed the request to get it accepted (e.g. "temperature not
+    #: sent: the server rejected temperature (HTTP 400)"); recorded on the CallRecord.
+    adjustments: tuple[str, ...] = ()
 
 
 class Model(abc.ABC):

@@ -8,10 +8,17 @@ and never retries (the engine's retry layer is the only one). An attempt is::
       -> success: parse / assemble the reply -> settle the permit with the real usage
 
 Transport failures are typed too: any httpx timeout and a stalled stream become
-:class:`~trellis.errors.ModelTimeoutError` (the attempt may still be billed), a refused or
-dropped connection :class:`~trellis.errors.OverloadedError`. Messages never contain the API
-key, and ``raise ... from None`` keeps httpx's request (whose headers hold the key) out of
-the exception chain.
+:class:`~trellis.errors.ModelTimeoutError` (the attempt may still be billed); a DNS failure
+or refused connection :class:`~trellis.errors.ConnectionFailedError` ("could not connect to
+HOST:PORT"); a connection dropped after the request went out
+:class:`~trellis.errors.OverloadedError`. Messages never contain the API key, and
+``raise ... from None`` keeps httpx's request (whose headers hold the key) out of the
+exception chain.
+
+A 400 / 422 that names a request field as unsupported is negotiated
+(:mod:`trellis.providers.negotiation`): the request is resent once without the field (or
+renamed), the binding remembers it for the rest of the process, and the reply carries the
+adjustment's note.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -32,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from trellis.errors import (
     BadRequestError,
     ConfigurationError,
+    ConnectionFailedError,
     ModelError,
     ModelTimeoutError,
     OverloadedError,
@@ -53,6 +63,13 @@ from trellis.providers._http import (
     redact_url,
     resolve_api_key,
     retry_after_from_headers,
+)
+from trellis.providers.negotiation import (
+    NEGOTIABLE_STATUSES,
+    Negotiation,
+    ParameterRejectedError,
+    negotiation_for,
+    rejected_parameters,
 )
 from trellis.providers.ratelimit import RateLimiter
 
@@ -159,6 +176,10 @@ class HTTPModel(Model):
     default_base_url: ClassVar[str]
     base_url_env: ClassVar[str]
     official_hosts: ClassVar[tuple[str, ...]]
+    #: Top-level request fields dropped (or renamed, see ``renames``) when a server
+    #: rejects them; any other field is never touched.
+    negotiable: ClassVar[frozenset[str]] = frozenset()
+    renames: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,
@@ -204,6 +225,14 @@ class HTTPModel(Model):
         self._now = now
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        #: What this binding's server rejected, shared by every instance in the process.
+        self.negotiation: Negotiation = negotiation_for(
+            self.provider,
+            redact_url(self.base_url),
+            self.model,
+            negotiable=self.negotiable,
+            renames=self.renames,
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, base_url={redact_url(self.base_url)!r})"
@@ -255,6 +284,53 @@ class HTTPModel(Model):
         """Usage estimated like the simulator does, for a server that reports none."""
         return Usage(estimate_request_tokens(request), estimate_tokens(text))
 
+    async def _negotiated_send(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        estimate: int,
+        stream: bool,
+        parse: Callable[[Any], ModelResponse],
+        assemble: Callable[[AsyncIterator[SSEEvent]], Awaitable[ModelResponse]],
+        notes: tuple[str, ...] = (),
+    ) -> ModelResponse:
+        """:meth:`_send` with the binding's known adjustments applied; a rejection that
+        names negotiable fields is learned and the request resent at once (each field at
+        most once per binding). The reply, or the error, carries every adjustment made
+        (after ``notes``: the changes the dialect made itself)."""
+        negotiation = self.negotiation
+        made = notes
+        notes = ()
+
+        async def attempt() -> ModelResponse:
+            nonlocal notes
+            while True:
+                adjusted, notes = negotiation.apply(payload)
+                try:
+                    result = await self._send(
+                        adjusted, estimate=estimate, stream=stream, parse=parse, assemble=assemble
+                    )
+                except ParameterRejectedError as exc:
+                    if negotiation.learn(exc) is None:
+                        raise
+                    continue
+                negotiation.accept(adjusted)
+                return result
+
+        try:
+            if negotiation.untested(negotiation.apply(payload)[0]):
+                async with negotiation.probe_lock():
+                    result = await attempt()
+            else:
+                result = await attempt()
+        except ModelError as exc:
+            if made or notes:
+                exc.adjustments = (*exc.adjustments, *made, *notes)
+            raise
+        if made or notes:
+            result = replace(result, adjustments=(*result.adjustments, *made, *notes))
+        return result
+
     async def _send(
         self,
         payload: Mapping[str, Any],
@@ -278,7 +354,7 @@ class HTTPModel(Model):
                     if response.status_code >= 400:
                         await response.aread()
                         used = 0
-                        raise self._status_error(response)
+                        raise self._status_error(response, payload)
                     ctype = response.headers.get("content-type", "").lower()
                     if "json" in ctype and "event-stream" not in ctype:
                         await response.aread()  # the server ignored stream=true
@@ -294,7 +370,7 @@ class HTTPModel(Model):
                 self._observe(response)
                 if response.status_code >= 400:
                     used = 0
-                    raise self._status_error(response)
+                    raise self._status_error(response, payload)
                 result = parse(self._decode(response))
             used = result.usage.total_tokens
             return result
@@ -310,6 +386,10 @@ class HTTPModel(Model):
                     f"{redact_url(self.endpoint)}: {exc or 'timed out'}"
                 ),
                 model=self.name,
+            ) from None
+        except httpx.ConnectError:
+            raise ConnectionFailedError(
+                f"{self.name}: could not connect to {self._host_port()}", model=self.name
             ) from None
         except httpx.RequestError as exc:
             raise OverloadedError(
@@ -334,7 +414,21 @@ class HTTPModel(Model):
                 limit_tokens=limits.limit_tokens,
             )
 
-    def _status_error(self, response: httpx.Response) -> ModelError:
+    def _host_port(self) -> str:
+        """``HOST:PORT`` of the endpoint (default port by scheme), never a key or query."""
+        parts = urlsplit(self.endpoint)
+        host = parts.hostname or "?"
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port is None:
+            port = 443 if parts.scheme == "https" else 80
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def _status_error(
+        self, response: httpx.Response, payload: Mapping[str, Any] | None = None
+    ) -> ModelError:
         body = parse_error_body(response.text, response.headers.get("content-type"))
         retry_after = retry_after_from_headers(response.headers, now=self._now())
         error = classify_error(
@@ -346,6 +440,19 @@ class HTTPModel(Model):
         )
         if isinstance(error, RateLimitError) and error.retry_after is not None:
             self.limiter.pause(error.retry_after)
+        if (
+            type(error) is BadRequestError
+            and payload is not None
+            and response.status_code in NEGOTIABLE_STATUSES
+        ):
+            params = rejected_parameters(response.text, payload)
+            if params:
+                return ParameterRejectedError(
+                    str(error),
+                    params=params,
+                    model=self.name,
+                    status_code=response.status_code,
+                )
         return error
 
     def _decode(self, response: httpx.Response) -> Any:

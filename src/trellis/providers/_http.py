@@ -518,26 +518,34 @@ def error_body_from_json(data: Any) -> ErrorBody | None:
     if isinstance(err, str) and err:
         return ErrorBody(message=err, type=_str_or_none(data.get("type")))
     if data.get("object") == "error" or ("message" in data and "type" in data):
+        message = data.get("message")
+        if isinstance(message, dict) and message.get("detail"):  # Mistral's 422
+            message = _detail_text(message["detail"])
         return ErrorBody(
-            message=str(data.get("message") or ""),
+            message=str(message or ""),
             type=_str_or_none(data.get("type")),
             code=_str_or_none(data.get("code")),
             param=_str_or_none(data.get("param")),
         )
     detail = data.get("detail")
     if detail:
-        if isinstance(detail, list):
-            parts = [
-                f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('msg', '')}"
-                if isinstance(d, dict)
-                else str(d)
-                for d in detail[:5]
-            ]
-            return ErrorBody(message="; ".join(parts))
-        return ErrorBody(message=str(detail))
+        return ErrorBody(message=_detail_text(detail))
     if isinstance(data.get("message"), str):
         return ErrorBody(message=data["message"], code=_str_or_none(data.get("code")))
     return None
+
+
+def _detail_text(detail: Any) -> str:
+    """A FastAPI / pydantic ``detail`` (a list of ``{loc, msg}``, or text) as one line."""
+    if isinstance(detail, list):
+        parts = [
+            f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('msg', '')}"
+            if isinstance(d, dict)
+            else str(d)
+            for d in detail[:5]
+        ]
+        return "; ".join(parts)
+    return str(detail)
 
 
 def parse_error_body(text: str, content_type: str | None = None) -> ErrorBody:
@@ -612,12 +620,15 @@ def classify_error(
     context length, in any dialect (400 / 413 / 422 / ...)  ContextOverflowError
     402, ``insufficient_quota``, ``billing_error``           QuotaExceededError
     429, ``rate_limit_error``                               RateLimitError(retry_after)
-    5xx, 529, ``overloaded_error``, ``api_error``            OverloadedError
-    408, ``timeout_error``                                  ModelTimeoutError
-    401, 403, ``authentication_error``                      AuthenticationError
+    5xx, 529, ``overloaded_error``, ``api_error`` (*)        OverloadedError
+    408, ``timeout_error`` (*)                              ModelTimeoutError
+    401, 403, ``authentication_error`` (*)                  AuthenticationError
     other 4xx (400, 404, 413, 422, ...)                     BadRequestError
     an unrecognised error event mid-stream                  OverloadedError
     ======================================================  ===========================
+
+    (*) A label counts only without a 4xx status: for a 4xx the status decides (a 401
+    labelled ``api_error``, as Ollama sends it, is an authentication error).
     """
     kinds = {k.lower() for k in (body.type, body.code) if k}
     head = f"HTTP {status}" if status is not None else (where or "error event in the stream")
@@ -638,15 +649,18 @@ def classify_error(
         return QuotaExceededError(message, **kw)
     if rate:
         return RateLimitError(message, retry_after=retry_after, **kw)
+    # Beyond quota and rate limits, a 4xx status decides and the body's label does not:
+    # Ollama labels its 401 / 403 "api_error", which elsewhere means a server fault.
+    client_error = status is not None and 400 <= status < 500
     if (
         (status is not None and status >= 500)
-        or bool(kinds & _OVERLOAD_KINDS)
+        or (not client_error and bool(kinds & _OVERLOAD_KINDS))
         or (status is None and "overloaded" in body.message.lower())
     ):
         return OverloadedError(message, **kw)
-    if status == 408 or "timeout_error" in kinds:
+    if status == 408 or (not client_error and "timeout_error" in kinds):
         return ModelTimeoutError(message, **kw)
-    if status in (401, 403) or kinds & _AUTH_KINDS:
+    if status in (401, 403) or (not client_error and kinds & _AUTH_KINDS):
         return AuthenticationError(message, **kw)
     if status is None:
         return OverloadedError(message, **kw)

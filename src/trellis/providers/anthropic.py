@@ -10,30 +10,54 @@ Options (:class:`AnthropicOptions`; strings accepted), beyond the shared ``base_
 ``max_tokens`` (default 4096)
     Sent when a request sets none: the Messages API requires it.
 
+Sampling parameters: ``temperature`` is clamped to [0, 1] (the Messages API's range);
+with ``anthropic_version`` 2026-10-21 or later, which has no ``temperature``, ``top_p``
+or ``top_k``, it is not sent (noted on the reply). A 400 that names ``temperature``,
+``top_p`` or ``top_k`` as unsupported or deprecated (Claude Opus 4.7 and later, the
+Claude 5 family) resends the request at once without it, remembered for the binding for
+the rest of the process and noted on the reply (:mod:`trellis.providers.negotiation`).
+
+``thinking`` (``adaptive`` or a token budget such as ``2048``; default off)
+    Extended thinking: ``thinking: {type: adaptive}`` or ``{type: enabled,
+    budget_tokens: N}``. ``thinking`` / ``redacted_thinking`` blocks of a reply that calls
+    tools are kept, signatures included, and sent back unchanged in front of those tool
+    calls in the next agent turn (remembered by this instance, for the last 1024 replies:
+    a run resumed in another process sends its replayed turns without them).
+``structured`` (``auto`` | ``native`` | ``tool``, default ``auto``)
+    How a structured output is asked for. ``tool``: a forced call of an output tool (see
+    below). ``native``: ``output_config: {format: {type: json_schema, schema}}``, the
+    reply's text is the JSON. ``auto``: the forced tool, except with thinking on (the API
+    refuses a forced tool then): native for the official API, else the output tool with
+    ``tool_choice: auto`` (a reply that is not the tool's input is re-asked by the engine).
+
 Mapping: system messages become the top-level ``system``; tool calls are ``tool_use``
 blocks (``ToolCall.arguments`` is ``json.dumps(input)``), tool results ``tool_result``
-blocks in user turns, and consecutive turns of one role are merged. A structured output is
-a forced tool call (``tools: [{name: <schema name>, input_schema: <schema>}]``,
-``tool_choice: {type: tool, name}``) whose input becomes the reply text; a non-object
-root is wrapped as ``{"value": ...}`` and unwrapped again. ``stop_reason``: ``end_turn`` /
-``stop_sequence`` -> ``stop``; ``max_tokens`` / ``model_context_window_exceeded`` ->
-``length``; ``tool_use`` -> ``tool_calls`` (``stop`` for the forced structured-output
-call); ``refusal`` -> ``refusal``; anything else -> ``other``. Usage counts cached input
-tokens as input. With ``stream``, the ``message_start`` / ``content_block_*`` /
-``message_delta`` / ``message_stop`` events are assembled; an ``error`` event, or a stream
-that ends before ``message_stop``, fails the attempt.
+blocks in user turns (``is_error: true`` for a failed tool), and consecutive turns of one
+role are merged; whitespace-only text is never sent as a block (the API rejects it). A
+structured output is (by default) a forced tool call (``tools: [{name: <schema name>,
+input_schema: <schema>}]``, ``tool_choice: {type: tool, name}``) whose input becomes the
+reply text; a non-object root is wrapped as ``{"value": ...}`` and unwrapped again.
+``stop_reason``: ``end_turn`` / ``stop_sequence`` -> ``stop``; ``max_tokens`` /
+``model_context_window_exceeded`` -> ``length``; ``tool_use`` -> ``tool_calls`` (``stop``
+for the forced structured-output call); ``refusal`` -> ``refusal``; anything else ->
+``other``. Usage counts cached input tokens as input. With ``stream``, the
+``message_start`` / ``content_block_*`` / ``message_delta`` / ``message_stop`` events are
+assembled; an ``error`` event, or a stream that ends before ``message_stop``, fails the
+attempt.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from trellis.errors import OverloadedError
 from trellis.models.base import (
@@ -64,6 +88,16 @@ _OUTPUT_TOOL_DESCRIPTION = (
     "Give your final answer by calling this tool exactly once; its input is the answer."
 )
 _REFUSED = "the model refused (stop_reason: refusal)"
+_THINKING_KINDS = frozenset({"thinking", "redacted_thinking"})
+#: Replies whose thinking blocks an instance remembers for the next agent turn.
+_THINKING_MEMORY = 1024
+#: The first API version without ``temperature``, ``top_p`` and ``top_k``.
+SAMPLING_REMOVED_VERSION = "2026-10-21"
+
+
+def _clamp(temperature: float) -> float:
+    """``temperature`` within the Messages API's range [0, 1]."""
+    return min(1.0, max(0.0, temperature))
 
 
 class AnthropicOptions(HTTPOptions):
@@ -74,6 +108,25 @@ class AnthropicOptions(HTTPOptions):
     api_key_env: str = "ANTHROPIC_API_KEY"
     anthropic_version: str = "2023-06-01"
     max_tokens: int = Field(default=4096, gt=0)
+    thinking: Literal["adaptive"] | int | None = None
+    structured: Literal["auto", "native", "tool"] = "auto"
+
+    @field_validator("thinking", mode="before")
+    @classmethod
+    def _thinking(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("", "none", "null", "off", "false", "0"):
+                return None
+            return int(text) if text.isdigit() else text
+        return value
+
+    @field_validator("thinking")
+    @classmethod
+    def _budget(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 1024:
+            raise ValueError("a thinking budget is at least 1024 tokens")
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +135,7 @@ class _ReplyShape:
 
     output_tool: str | None = None
     wrapped: bool = False
+    native: bool = False  # output_config json_schema: the text is the output
 
 
 @dataclass(slots=True)
@@ -94,22 +148,37 @@ class _Block:
     name: str = ""
     input: Any = None
     partial_json: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)  # a thinking block as received
+    thinking: list[str] = field(default_factory=list)  # streamed thinking text
+    signature: list[str] = field(default_factory=list)  # streamed signature
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> _Block:
         text = raw.get("text")
+        kind = str(raw.get("type") or "")
         return cls(
-            type=str(raw.get("type") or ""),
+            type=kind,
             text=[text] if isinstance(text, str) else [],
             id=str(raw.get("id") or ""),
             name=str(raw.get("name") or ""),
             input=raw.get("input"),
+            raw=dict(raw) if kind in _THINKING_KINDS else {},
         )
 
+    def thinking_block(self) -> dict[str, Any]:
+        """The thinking block to send back: as received, with streamed parts joined."""
+        block = dict(self.raw) or {"type": self.type}
+        if self.type == "thinking" and (self.thinking or self.signature):
+            block["thinking"] = str(block.get("thinking") or "") + "".join(self.thinking)
+            block["signature"] = str(block.get("signature") or "") + "".join(self.signature)
+        return block
+
     def arguments(self) -> str:
-        """The tool input as JSON text (streamed fragments, else the complete input)."""
-        if self.partial_json:
-            return "".join(self.partial_json)
+        """The tool input as JSON text (streamed fragments, else the complete input; an
+        empty streamed input is ``{}``, as in the non-streamed form)."""
+        streamed = "".join(self.partial_json)
+        if streamed.strip():
+            return streamed
         return json.dumps(self.input if self.input is not None else {}, ensure_ascii=False)
 
 
@@ -120,6 +189,7 @@ class AnthropicModel(HTTPModel):
     default_base_url: ClassVar[str] = "https://api.anthropic.com"
     base_url_env: ClassVar[str] = "ANTHROPIC_BASE_URL"
     official_hosts: ClassVar[tuple[str, ...]] = ("api.anthropic.com",)
+    negotiable: ClassVar[frozenset[str]] = frozenset({"temperature", "top_p", "top_k"})
 
     options: AnthropicOptions
 
@@ -134,6 +204,8 @@ class AnthropicModel(HTTPModel):
     ) -> None:
         opts = options if isinstance(options, AnthropicOptions) else AnthropicOptions.parse(options)
         super().__init__(model, opts, transport=transport, limiter=limiter, now=now)
+        #: thinking blocks of recent replies, by the id of their first tool call
+        self._thinking: OrderedDict[str, tuple[dict[str, Any], ...]] = OrderedDict()
 
     @property
     def endpoint(self) -> str:
@@ -155,6 +227,7 @@ class AnthropicModel(HTTPModel):
     async def complete(self, request: ModelRequest) -> ModelResponse:
         stream = self.options.stream
         payload, shape = self.build_payload(request, stream=stream)
+        notes = self.sampling_notes(request)
 
         def parse(data: Any) -> ModelResponse:
             return self.parse_message(data, request, shape)
@@ -162,13 +235,33 @@ class AnthropicModel(HTTPModel):
         async def assemble(events: AsyncIterator[SSEEvent]) -> ModelResponse:
             return await self.assemble_stream(events, request, shape)
 
-        return await self._send(
+        return await self._negotiated_send(
             payload,
             estimate=self.estimate_tokens(request, payload["max_tokens"]),
             stream=stream,
             parse=parse,
             assemble=assemble,
+            notes=notes,
         )
+
+    @property
+    def sampling_removed(self) -> bool:
+        """Whether the configured API version has no sampling parameters at all."""
+        return self.options.anthropic_version.strip() >= SAMPLING_REMOVED_VERSION
+
+    def sampling_notes(self, request: ModelRequest) -> tuple[str, ...]:
+        """How ``build_payload`` changed the request's temperature, for the reply."""
+        if request.temperature is None:
+            return ()
+        if self.sampling_removed:
+            return (
+                f"temperature not sent: anthropic-version {self.options.anthropic_version} "
+                "has no sampling parameters",
+            )
+        clamped = _clamp(request.temperature)
+        if clamped != request.temperature:
+            return (f"temperature {request.temperature:g} clamped to {clamped:g}",)
+        return ()
 
     # -- request ----------------------------------------------------------------------------
 
@@ -176,19 +269,31 @@ class AnthropicModel(HTTPModel):
         self, request: ModelRequest, *, stream: bool = False
     ) -> tuple[dict[str, Any], _ReplyShape]:
         """The request body, and how to read its reply."""
-        system = [m.content for m in request.messages if m.role == "system" and m.content]
+        system = [m.content for m in request.messages if m.role == "system" and m.content.strip()]
         payload: dict[str, Any] = {
             "model": request.model or self.model,
             "max_tokens": request.max_tokens or self.options.max_tokens,
-            "messages": _turns(m for m in request.messages if m.role != "system"),
+            "messages": _turns((m for m in request.messages if m.role != "system"), self._thinking),
         }
         if system:
             payload["system"] = "\n\n".join(system)
-        if request.temperature is not None:
-            payload["temperature"] = request.temperature
+        thinking = self.options.thinking
+        if thinking is not None:
+            payload["thinking"] = (
+                {"type": "adaptive"}
+                if thinking == "adaptive"
+                else {"type": "enabled", "budget_tokens": thinking}
+            )
+        if request.temperature is not None and not self.sampling_removed:
+            payload["temperature"] = _clamp(request.temperature)
         tools = [_tool(t) for t in request.tools]
         shape = _ReplyShape()
-        if request.output_schema is not None:
+        plan = self.structured_plan()
+        if request.output_schema is not None and plan == "native":
+            rooted, wrapped = object_root(request.output_schema)
+            payload["output_config"] = {"format": {"type": "json_schema", "schema": rooted}}
+            shape = _ReplyShape(wrapped=wrapped, native=True)
+        elif request.output_schema is not None:
             rooted, wrapped = object_root(request.output_schema)
             name = _unique(schema_name(request.schema_name), {t.name for t in request.tools})
             tools.append(
@@ -197,7 +302,9 @@ class AnthropicModel(HTTPModel):
             shape = _ReplyShape(output_tool=name, wrapped=wrapped)
         if tools:
             payload["tools"] = tools
-            if shape.output_tool is not None and not request.tools:
+            if shape.output_tool is not None and plan == "auto_tool":
+                payload["tool_choice"] = {"type": "auto"}  # forcing is refused with thinking
+            elif shape.output_tool is not None and not request.tools:
                 payload["tool_choice"] = {"type": "tool", "name": shape.output_tool}
             elif request.tool_choice is not None:
                 payload["tool_choice"] = _tool_choice(request.tool_choice)
@@ -206,6 +313,16 @@ class AnthropicModel(HTTPModel):
         if stream:
             payload["stream"] = True
         return payload, shape
+
+    def structured_plan(self) -> Literal["native", "tool", "auto_tool"]:
+        """How a structured output is asked for now (see the ``structured`` option)."""
+        structured = self.options.structured
+        if structured != "auto":
+            return structured
+        if self.options.thinking is None:
+            return "tool"
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        return "native" if host in self.official_hosts else "auto_tool"
 
     # -- reply ------------------------------------------------------------------------------
 
@@ -294,8 +411,11 @@ class AnthropicModel(HTTPModel):
         text: list[str] = []
         calls: list[ToolCall] = []
         structured: str | None = None
+        thinking: list[dict[str, Any]] = []
         for block in blocks:
-            if block.type == "text":
+            if block.type in _THINKING_KINDS:
+                thinking.append(block.thinking_block())
+            elif block.type == "text":
                 text.extend(block.text)
             elif block.type == "tool_use":
                 if structured is None and shape.output_tool and block.name == shape.output_tool:
@@ -311,6 +431,10 @@ class AnthropicModel(HTTPModel):
         reply = plain
         if structured is not None:
             reply = unwrap_reply(structured) if shape.wrapped else structured
+        elif shape.native and shape.wrapped and refusal is None:
+            reply = unwrap_reply(plain)
+        if thinking and calls:
+            self._remember_thinking(calls[0].id, tuple(thinking))
         return ModelResponse(
             text=reply,
             usage=_usage(usage) or self.fallback_usage(request, reply),
@@ -321,22 +445,38 @@ class AnthropicModel(HTTPModel):
             tool_calls=tuple(calls),
         )
 
+    def _remember_thinking(self, call_id: str, blocks: tuple[dict[str, Any], ...]) -> None:
+        memory = self._thinking
+        memory[call_id] = blocks
+        memory.move_to_end(call_id)
+        while len(memory) > _THINKING_MEMORY:
+            memory.popitem(last=False)
+
 
 # -- wire helpers ---------------------------------------------------------------------------
 
 
-def _turns(messages: Iterable[Message]) -> list[dict[str, Any]]:
+def _turns(
+    messages: Iterable[Message],
+    thinking: Mapping[str, tuple[dict[str, Any], ...]] | None = None,
+) -> list[dict[str, Any]]:
     """Non-system messages as alternating turns of content blocks (same-role turns merged,
-    tool results first in their user turn, empty messages dropped)."""
+    tool results first in their user turn, empty and whitespace-only text dropped). An
+    assistant turn whose first tool call is in ``thinking`` starts with those blocks."""
     turns: list[dict[str, Any]] = []
     for m in messages:
         role = "assistant" if m.role == "assistant" else "user"
         blocks: list[dict[str, Any]] = []
+        if m.role == "assistant" and m.tool_calls and thinking:
+            blocks.extend(dict(b) for b in thinking.get(m.tool_calls[0].id, ()))
         if m.role == "tool":
-            blocks.append(
-                {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content}
-            )
-        elif m.content:
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or ""}
+            if m.content.strip():
+                result["content"] = m.content
+            if m.is_error:
+                result["is_error"] = True
+            blocks.append(result)
+        elif m.content.strip():
             blocks.append({"type": "text", "text": m.content})
         for call in m.tool_calls if m.role == "assistant" else ():
             blocks.append(
@@ -407,6 +547,13 @@ def _apply_delta(blocks: dict[int, _Block], index: int, delta: Any) -> None:
         if block is None:
             block = blocks[index] = _Block("tool_use")
         block.partial_json.append(str(delta.get("partial_json") or ""))
+    elif kind in ("thinking_delta", "signature_delta"):
+        if block is None:
+            block = blocks[index] = _Block("thinking", raw={"type": "thinking"})
+        if kind == "thinking_delta":
+            block.thinking.append(str(delta.get("thinking") or ""))
+        else:
+            block.signature.append(str(delta.get("signature") or ""))
 
 
 def _usage(raw: Any) -> Usage | None:

@@ -20,14 +20,28 @@ Options (:class:`OpenAIOptions`; strings accepted, as in
     / ``json_schema`` switches this instance to prompted JSON for good and resends that
     request at once (once: this fallback is not an engine retry).
 ``max_tokens_param`` (``max_tokens`` | ``max_completion_tokens``)
-    The field ``max_tokens`` is sent as (newer OpenAI models want the latter).
+    The field ``max_tokens`` is sent as. Default: ``max_completion_tokens`` for the
+    official API (``api.openai.com``, ``*.openai.azure.com``: current models reject
+    ``max_tokens``), ``max_tokens`` for every other server (Ollama, llama.cpp, older vLLM
+    read only that).
+
+Parameter negotiation: a 400 / 422 that names ``max_tokens`` / ``max_completion_tokens``
+(renamed to the other), ``temperature``, ``top_p``, ``seed``, ``stream_options``,
+``parallel_tool_calls``, ``frequency_penalty`` or ``presence_penalty`` as unsupported or
+unknown resends the request at once without it (or renamed), remembered for the binding
+for the rest of the process and noted on the reply (see
+:mod:`trellis.providers.negotiation`).
 
 Replies: ``message.content`` is the text, ``message.tool_calls`` the raw tool calls,
 ``message.refusal`` makes the finish reason ``refusal``; ``finish_reason`` ``stop`` /
 ``length`` / ``content_filter`` / ``tool_calls`` map to themselves and anything else to
 ``other``. Usage comes from ``usage.prompt_tokens`` / ``completion_tokens`` (estimated
 when a server sends none). With ``stream``, ``stream_options: {include_usage: true}`` is
-sent and the deltas are assembled; a stream that ends without ``[DONE]`` fails the attempt.
+sent and the deltas are assembled. Tool-call deltas belong to a call by ``index``, but a
+new ``id`` under an index already used starts a new call (Ollama numbers every call 0),
+and a delta without ``index`` continues the open call; empty arguments are ``{}``. A
+stream that ends without ``[DONE]`` is complete if a ``finish_reason`` was seen (as
+ik_llama.cpp and older TGI send it), else it fails the attempt.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import field_validator
@@ -84,9 +99,9 @@ class OpenAIOptions(HTTPOptions):
     organization: str | None = None
     project: str | None = None
     structured: Literal["auto", "native", "prompt"] = "auto"
-    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] | None = None
 
-    @field_validator("organization", "project", mode="before")
+    @field_validator("organization", "project", "max_tokens_param", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
@@ -103,11 +118,30 @@ def prompted_json_instruction(schema: Mapping[str, Any]) -> str:
     )
 
 
+_OFFICIAL_SUFFIXES = (".openai.azure.com",)
+
+
+def default_max_tokens_param(base_url: str) -> Literal["max_tokens", "max_completion_tokens"]:
+    """``max_completion_tokens`` for the official API (OpenAI, Azure OpenAI), whose current
+    models reject ``max_tokens``; ``max_tokens`` for every other server."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host in OpenAIModel.official_hosts or host.endswith(_OFFICIAL_SUFFIXES):
+        return "max_completion_tokens"
+    return "max_tokens"
+
+
 @dataclass(slots=True)
 class _PartialCall:
+    index: int | None = None
     id: str = ""
     name: str = ""
     arguments: list[str] = field(default_factory=list)
+
+    def tool_call(self, position: int) -> ToolCall:
+        arguments = "".join(self.arguments)
+        return ToolCall(
+            self.id or f"call_{position}", self.name, arguments if arguments.strip() else "{}"
+        )
 
 
 class OpenAIModel(HTTPModel):
@@ -117,6 +151,23 @@ class OpenAIModel(HTTPModel):
     default_base_url: ClassVar[str] = "https://api.openai.com/v1"
     base_url_env: ClassVar[str] = "OPENAI_BASE_URL"
     official_hosts: ClassVar[tuple[str, ...]] = ("api.openai.com",)
+    negotiable: ClassVar[frozenset[str]] = frozenset(
+        {
+            "max_tokens",
+            "max_completion_tokens",
+            "temperature",
+            "top_p",
+            "seed",
+            "stream_options",
+            "parallel_tool_calls",
+            "frequency_penalty",
+            "presence_penalty",
+        }
+    )
+    renames: ClassVar[Mapping[str, str]] = {
+        "max_tokens": "max_completion_tokens",
+        "max_completion_tokens": "max_tokens",
+    }
 
     options: OpenAIOptions
 
@@ -137,6 +188,8 @@ class OpenAIModel(HTTPModel):
         )
         self._loose_schemas: set[str] = set()  # schemas rejected in strict mode
         self._prompted_schemas: set[str] = set()  # schemas rejected by json_schema at all
+        #: The field ``max_tokens`` is sent as (option, else by base URL).
+        self.max_tokens_param = opts.max_tokens_param or default_max_tokens_param(self.base_url)
 
     @property
     def endpoint(self) -> str:
@@ -212,7 +265,7 @@ class OpenAIModel(HTTPModel):
         async def assemble(events: AsyncIterator[SSEEvent]) -> ModelResponse:
             return await self.assemble_stream(events, request, wrapped=wrapped)
 
-        return await self._send(
+        return await self._negotiated_send(
             payload,
             estimate=self.estimate_tokens(request, max_tokens),
             stream=stream,
@@ -248,7 +301,7 @@ class OpenAIModel(HTTPModel):
         if request.temperature is not None:
             payload["temperature"] = request.temperature
         if request.max_tokens is not None:
-            payload[self.options.max_tokens_param] = request.max_tokens
+            payload[self.max_tokens_param] = request.max_tokens
         if request.seed is not None:
             payload["seed"] = request.seed
         if request.tools:
@@ -295,7 +348,7 @@ class OpenAIModel(HTTPModel):
         that ends before ``[DONE]`` (the partial reply is discarded)."""
         text: list[str] = []
         refusal: list[str] = []
-        calls: dict[int, _PartialCall] = {}
+        calls: list[_PartialCall] = []
         finish: Any = None
         usage: Any = None
         model: Any = None
@@ -326,15 +379,13 @@ class OpenAIModel(HTTPModel):
                     _add_delta(delta, text, refusal, calls)
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
-        if not done:
+        if not done and not finish:
             raise OverloadedError(
-                f"{self.name}: the stream ended before [DONE]; partial reply discarded",
+                f"{self.name}: the stream ended before [DONE] and without a finish_reason; "
+                "partial reply discarded",
                 model=self.name,
             )
-        tool_calls = tuple(
-            ToolCall(call.id or f"call_{i}", call.name, "".join(call.arguments))
-            for i, call in sorted(calls.items())
-        )
+        tool_calls = tuple(call.tool_call(i) for i, call in enumerate(calls))
         return self._response(
             request,
             wrapped=wrapped,
@@ -456,17 +507,39 @@ def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
             ToolCall(
                 id=str(item.get("id") or f"call_{i}"),
                 name=str(function.get("name") or ""),
-                arguments=_arguments(function.get("arguments")),
+                arguments=_arguments(function.get("arguments")).strip() or "{}",
             )
         )
     return tuple(calls)
+
+
+def _call_for(item: Mapping[str, Any], calls: list[_PartialCall]) -> _PartialCall:
+    """The call a streamed tool-call delta belongs to (appended to ``calls`` if new).
+
+    By ``index``, except that a new ``id`` under an index already in use is a new call
+    (Ollama sends every call as index 0); a delta without ``index`` continues the open
+    (latest) call unless it brings a new ``id``."""
+    index = item.get("index")
+    index = index if isinstance(index, int) and not isinstance(index, bool) else None
+    new_id = str(item["id"]) if item.get("id") else ""
+    found: _PartialCall | None = None
+    if index is not None:
+        found = next((c for c in reversed(calls) if c.index == index), None)
+    elif calls:
+        found = calls[-1]
+    if found is not None and new_id and found.id and found.id != new_id:
+        found = None
+    if found is None:
+        found = _PartialCall(index=index)
+        calls.append(found)
+    return found
 
 
 def _add_delta(
     delta: dict[str, Any],
     text: list[str],
     refusal: list[str],
-    calls: dict[int, _PartialCall],
+    calls: list[_PartialCall],
 ) -> None:
     content = delta.get("content")
     if isinstance(content, str):
@@ -478,8 +551,7 @@ def _add_delta(
     for item in delta.get("tool_calls") or ():
         if not isinstance(item, dict):
             continue
-        index = item.get("index")
-        partial = calls.setdefault(index if isinstance(index, int) else len(calls), _PartialCall())
+        partial = _call_for(item, calls)
         if item.get("id") and not partial.id:
             partial.id = str(item["id"])
         function = item.get("function")
