@@ -177,14 +177,18 @@ def test_a_plain_step_blocking_past_its_lease_cannot_write_after_a_resume(
     db = tmp_path / "t.db"
     store = f"sqlite:///{db}"
     marker = tmp_path / "blocked"
-    env = _env(tmp_path, TRELLIS_TEST_MARKER=str(marker), TRELLIS_TEST_BLOCK_S="4")
+    release = tmp_path / "release"
+    env = _env(tmp_path, TRELLIS_TEST_MARKER=str(marker), TRELLIS_TEST_RELEASE=str(release))
     err = tmp_path / "first.err"
     args = ["run", BLOCKING, "--input", '{"item": "x"}', "--store", store, "--run-id", "b"]
     first = _start([*args, "--lease-ttl", "1"], tmp_path, env, err)
     try:
         _wait_for(marker.exists, "the blocking step", first, err)
         time.sleep(1.5)  # the event loop is blocked: the 1 s lease expires unrenewed
+        # The first process stays blocked until the resume has finished, however slowly a
+        # loaded machine starts the second process.
         resumed = _trellis(["resume", "b", "--store", store], tmp_path, env)
+        release.touch()
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         finished = _snapshot(db, "b")
         assert [s[1:4] for s in finished[1]] == [
