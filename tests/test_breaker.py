@@ -63,6 +63,27 @@ def test_opens_after_the_threshold_of_consecutive_failures() -> None:
     assert m.stats.opened == 1
 
 
+def test_after_a_failure_it_lets_one_request_through_until_one_succeeds() -> None:
+    m, _ = machine(failure_threshold=3)
+    fail(m)
+    wary = m.admit()
+    assert wary.kind == "probe"
+    assert m.admit().kind == "wait", "one request at a time while wary"
+    m.settle(wary, Outcome.OK)
+    assert [m.admit().kind for _ in range(3)] == ["send"] * 3
+
+
+def test_replies_to_requests_sent_before_a_failure_do_not_reset_the_count() -> None:
+    m, _ = machine(failure_threshold=2)
+    early = m.admit()  # sent first, answered last (an outage's start)
+    failed = m.admit()
+    m.settle(failed, Outcome.FAILURE)
+    m.settle(early, Outcome.OK)
+    assert m.failures == 1, "old news: the count stands"
+    fail(m)
+    assert m.state is BreakerState.OPEN
+
+
 def test_open_waits_for_the_cooldown_then_lets_exactly_one_probe_through() -> None:
     m, clock = machine(failure_threshold=1, cooldown_s=0.5)
     fail(m)

@@ -108,12 +108,11 @@ async def test_outage_over_http_counts_its_requests(
 
 
 async def test_outage_control_errors() -> None:
-    async with MockServer() as server:
-        async with httpx.AsyncClient(timeout=10) as client:
-            control = f"{server.base_url}/_mock/outage"
-            missing = await client.post(control, json={"start_in_s": 1})
-            assert missing.status_code == 400 and "duration_s" in missing.json()["error"]
-            unknown = await client.post(control, json={"duration_s": 1, "when": 3})
-            assert unknown.status_code == 400
-            negative = await client.post(control, json={"duration_s": -1})
-            assert negative.status_code == 400 and "outage" in negative.json()["error"]
+    async with MockServer() as server, httpx.AsyncClient(timeout=10) as client:
+        control = f"{server.base_url}/_mock/outage"
+        missing = await client.post(control, json={"start_in_s": 1})
+        assert missing.status_code == 400 and "duration_s" in missing.json()["error"]
+        unknown = await client.post(control, json={"duration_s": 1, "when": 3})
+        assert unknown.status_code == 400
+        negative = await client.post(control, json={"duration_s": -1})
+        assert negative.status_code == 400 and "outage" in negative.json()["error"]

@@ -4,6 +4,7 @@ The engine keeps one :class:`CircuitBreaker` per model binding, shared by every 
 provider's rate limiter). Every attempt asks it first (:meth:`CircuitBreaker.acquire`) and
 reports how the attempt went (:meth:`Ticket.settle`)::
 
+    closed ──a failure──► closed, wary: one request at a time until one succeeds
     closed ──N consecutive overload / connection failures──► open (cool-down c)
     open ──c elapsed──► half-open: exactly one probe in flight, everyone else waits
     half-open ──probe answered──► closed (cool-down back to its base)
@@ -21,8 +22,11 @@ costs one request, not one per waiting call. In-process models start proven.
 Outcomes (:class:`Outcome`): ``ok`` is any answer that shows the server is serving (a
 reply, but also a 429, a 400 or an unparseable reply); ``failure`` an overload (5xx, 529)
 or a connection failure; ``neutral`` tells nothing (a timeout, a cancelled or unsent
-attempt); ``stop`` an authentication or quota failure. Results of requests sent before the
-breaker opened do not move an open breaker (only its probe does).
+attempt); ``stop`` an authentication or quota failure. Failures are consecutive in the
+order requests were *sent*: the reply to a request sent before the latest failed one does
+not reset the count (at an outage's start, replies to earlier requests still arrive).
+Results of requests sent before the breaker opened do not move an open breaker (only its
+probe does).
 
 :class:`BreakerMachine` is the state machine alone, driven by an explicit clock, so it can
 be tested without waiting; :class:`CircuitBreaker` adds the asyncio waiting.
@@ -69,16 +73,16 @@ class Outcome(enum.StrEnum):
 class BreakerSettings:
     """How a model's breaker behaves (``tl.Engine(breaker=...)``).
 
-    - ``failure_threshold``: consecutive overload / connection failures that open it (5).
-    - ``cooldown_s``: the first cool-down before a probe (0.25 s); each failed probe doubles
+    - ``failure_threshold``: consecutive overload / connection failures that open it (2).
+    - ``cooldown_s``: the first cool-down before a probe (0.5 s); each failed probe doubles
       it, up to ``max_cooldown_s`` (2 s), so a recovered server is noticed within 2 s.
     - ``probe_first``: an unproven remote model takes one request at a time until it
       answers (the cost: one round trip at the start of a batch).
     - ``enabled``: ``False`` turns the breaker off (auth / quota still stop the model).
     """
 
-    failure_threshold: int = 5
-    cooldown_s: float = 0.25
+    failure_threshold: int = 2
+    cooldown_s: float = 0.5
     max_cooldown_s: float = 2.0
     probe_first: bool = True
     enabled: bool = True
@@ -101,6 +105,7 @@ class Admission:
     kind: str  # "send" | "probe" | "wait" | "stopped"
     epoch: int = 0
     until: float | None = None
+    seq: int = 0  # the order in which requests were let through
 
     @property
     def allowed(self) -> bool:
@@ -132,6 +137,8 @@ class BreakerMachine:
         self.probing = False  # a probe is in flight
         self.proven = not self.settings.probe_first
         self.epoch = 0  # bumped when the breaker opens: older requests no longer count
+        self.sent = 0  # requests let through so far (their order: Admission.seq)
+        self.last_failed = -1  # the seq of the latest-sent request that failed
         self.stop_error: ModelError | None = None
         self.stats = BreakerStats()
 
@@ -141,18 +148,22 @@ class BreakerMachine:
         if state is BreakerState.STOPPED:
             return Admission("stopped", self.epoch)
         if not self.settings.enabled:
-            return Admission("send", self.epoch)
+            return self._let("send")
         if state is BreakerState.OPEN:
             if self.clock() < self.reopen_at:
                 return Admission("wait", self.epoch, self.reopen_at)
             self.state = state = BreakerState.HALF_OPEN
-        if state is BreakerState.CLOSED and self.proven:
-            return Admission("send", self.epoch)
+        if state is BreakerState.CLOSED and self.proven and self.failures == 0:
+            return self._let("send")
         if self.probing:
             return Admission("wait", self.epoch)
         self.probing = True
         self.stats.probes += 1
-        return Admission("probe", self.epoch)
+        return self._let("probe")
+
+    def _let(self, kind: str) -> Admission:
+        self.sent += 1
+        return Admission(kind, self.epoch, seq=self.sent)
 
     def settle(
         self, admission: Admission, outcome: Outcome, error: ModelError | None = None
@@ -172,7 +183,12 @@ class BreakerMachine:
             return probe
         if outcome is Outcome.OK:
             self.proven = True
-            if probe or (self.state is BreakerState.CLOSED and admission.epoch == self.epoch):
+            # A reply to a request sent before the latest failed one is old news.
+            if probe or (
+                self.state is BreakerState.CLOSED
+                and admission.epoch == self.epoch
+                and admission.seq > self.last_failed
+            ):
                 self.failures = 0
             if probe and self.state is BreakerState.HALF_OPEN:
                 self.state = BreakerState.CLOSED
@@ -186,6 +202,7 @@ class BreakerMachine:
             return True
         if self.state is BreakerState.CLOSED and admission.epoch == self.epoch:
             self.failures += 1
+            self.last_failed = max(self.last_failed, admission.seq)
             if self.failures >= self.settings.failure_threshold:
                 self.cooldown = self.settings.cooldown_s
                 self._open()
