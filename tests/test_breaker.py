@@ -369,3 +369,23 @@ async def test_breaker_wait_is_recorded_and_counts_against_the_retry_deadline() 
 
 async def _no_wait(seconds: float) -> None:
     return None
+
+
+def test_a_breaker_keeps_working_when_the_engine_moves_to_a_new_event_loop() -> None:
+    settings_ = BreakerSettings(failure_threshold=1, cooldown_s=0.2, max_cooldown_s=0.2)
+    breaker = CircuitBreaker("m", settings_, remote=False)
+
+    async def open_it_and_abandon_a_waiter() -> None:  # e.g. a run aborted while it waited
+        first = await breaker.acquire()
+        assert isinstance(first, Ticket)
+        first.settle(Outcome.FAILURE)
+        waiter = asyncio.create_task(breaker.acquire())
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+
+    async def wait_for_the_probe() -> Ticket | tl.ModelError:
+        return await breaker.acquire(timeout=2.0)
+
+    asyncio.run(open_it_and_abandon_a_waiter())
+    probe = asyncio.run(wait_for_the_probe())  # a fresh loop: its own event and timer
+    assert isinstance(probe, Ticket) and probe.probe

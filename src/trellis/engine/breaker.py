@@ -264,6 +264,7 @@ class CircuitBreaker:
         self._changed = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, {self.machine.state.value})"
@@ -290,6 +291,9 @@ class CircuitBreaker:
         Raises :class:`BreakerWaitExpired` if ``timeout`` seconds pass first.
         """
         machine = self.machine
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # an engine reused on a new event loop
+            self._loop, self._changed, self._timer = loop, asyncio.Event(), None
         waited = 0.0
         counted = False
         while True:
