@@ -389,3 +389,42 @@ def test_a_breaker_keeps_working_when_the_engine_moves_to_a_new_event_loop() -> 
     asyncio.run(open_it_and_abandon_a_waiter())
     probe = asyncio.run(wait_for_the_probe())  # a fresh loop: its own event and timer
     assert isinstance(probe, Ticket) and probe.probe
+
+
+async def test_a_call_waiting_on_an_open_breaker_holds_no_budget_reservation() -> None:
+    """Room in the budget for one reservation at a time: a call waiting on model A's open
+    breaker must not hold it, or model B's call would wait for A's cool-down."""
+    finished: dict[str, float] = {}
+
+    def replying(name: str) -> FunctionModel:
+        async def reply(request: tl.ModelRequest) -> tl.ModelResponse:
+            finished[name] = time.monotonic()
+            return tl.ModelResponse('{"label": "ok"}', tl.Usage(5, 5))
+
+        return FunctionModel(reply, name=f"test:{name}")
+
+    model_a, model_b = replying("a"), replying("b")
+    flow = tl.Flow("two-models", inputs={"text": str})
+
+    @flow.step
+    async def on_a(text: str, llm: tl.LLM) -> Label:
+        return await llm.generate(text, output=Label, model="a", max_tokens=100)
+
+    @flow.step
+    async def on_b(text: str, llm: tl.LLM) -> Label:
+        await asyncio.sleep(0.05)  # A is already waiting on its breaker
+        return await llm.generate(text, output=Label, model="b", max_tokens=100)
+
+    settings_ = BreakerSettings(failure_threshold=1, cooldown_s=0.6, max_cooldown_s=0.6)
+    async with tl.Engine(models={"a": model_a, "b": model_b}, breaker=settings_) as engine:
+        ticket = await engine.breaker(model_a).acquire()
+        assert isinstance(ticket, Ticket)
+        ticket.settle(Outcome.FAILURE)  # A's breaker is open for 0.6 s
+        started = time.monotonic()
+        result = await engine.run(flow, {"text": "x"}, budget=tl.Budget(max_tokens=180))
+    assert result.ok, result.error
+    assert finished["b"] - started < 0.4, "B did not wait for A's cool-down"
+    assert finished["a"] - started >= 0.55
+    assert result.steps["on_a"].usage.attempts == 1
+    (a_call,) = [c for c in result.calls if c.model == "test:a"]
+    assert a_call.wait_s >= 0.5, "the breaker wait is recorded on the call"
