@@ -30,6 +30,7 @@ if str(BENCH_DIR) not in sys.path:  # running as a script puts it there; importi
 
 import durable_workloads as dwl  # noqa: E402
 import langgraph_workloads as lgw  # noqa: E402
+import outage_workloads as owl  # noqa: E402
 import ratelimit_workloads as rlw  # noqa: E402
 import workloads as wl  # noqa: E402
 from common import Goal, figure, interleave, median  # noqa: E402
@@ -49,6 +50,8 @@ BYTES_GOAL = Goal("<", 1024.0)
 RESUME_GOAL = Goal("<", 50.0)
 RATELIMITED_GOAL = rlw.AtLeast(0.9)
 RATELIMITED_429_GOAL = Goal("<=", 0.0)
+ITEMS_LOST_GOAL = Goal("<=", 0.0)
+OUTAGE_REQUESTS_GOAL = Goal("<=", 0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,11 @@ class Sizes:
     reps: int = 5  # fan-outs, limited run, LangGraph, peak RSS
     chain_reps: int = 15  # the chains take milliseconds: more repetitions, steadier median
     langgraph_limit_s: float = 60.0  # a LangGraph run slower than this is re-run smaller
+    outage: int = 200  # feedback-triage items in the outage / flaky batches
+    outage_reps: int = 3  # ~6 s a repetition
+    outage_s: float = 3.0
+    outage_start_s: float = 1.5  # after the batch's first request: mid-batch
+    outage_concurrency: int = 16
 
 
 FULL = Sizes()
@@ -84,6 +92,10 @@ QUICK = Sizes(
     ratelimited_reps=1,
     reps=2,
     chain_reps=2,
+    outage=30,
+    outage_reps=1,
+    outage_s=1.0,
+    outage_start_s=0.5,
 )
 
 
@@ -459,13 +471,97 @@ async def ratelimit_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[st
             reps=reps,
             n=n,
             binding="openai:mock-model?base_url=<mock>/v1 (no rpm)",
-            retry_policy="RetryPolicy() (default: max_attempts=4)",
+            retry_policy="RetryPolicy() (default: retry_deadline=120 s, no attempt cap)",
             done=median([float(s.done) for s in default]),
             failed=median([float(s.failed) for s in default]),
             responses_429=median(counts(default)),
             done_throughput_ratio=median(ratios(default)),
             makespan_s=median([s.makespan_s for s in default]),
             samples_done=[s.done for s in default],
+        ),
+    }
+
+
+# -- outages over HTTP (mock server on its own thread) ------------------------------------------
+
+
+async def outage_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str, Any]:
+    """The feedback-triage batch with the default ``RetryPolicy`` and no fallback model,
+    while the provider fails: a mid-batch outage (every request 503) and 10% random faults.
+    The baseline is the same batch with the old attempt-count defaults and no circuit
+    breaker. See ``bench/outage_workloads.py``; every repetition is cold."""
+    n, reps, c = sizes.outage, sizes.outage_reps, sizes.outage_concurrency
+    timing = {"outage_s": sizes.outage_s, "start_s": sizes.outage_start_s, "concurrency": c}
+    samples: dict[tuple[str, bool], list[owl.Sample]] = {}
+    for rep in range(reps):
+        for scenario in ("outage", "flaky"):
+            for baseline in (False, True) if rep == 0 else (False,):
+                label = "old defaults" if baseline else "defaults"
+                say(f"{scenario}: {n} feedback-triage items, {label} (rep {rep + 1}/{reps})")
+                sample = await owl.run_once(n, scenario, baseline=baseline, seed=rep, **timing)
+                samples.setdefault((scenario, baseline), []).append(sample)
+    outage, old_outage = samples[("outage", False)], samples[("outage", True)][0]
+    flaky, old_flaky = samples[("flaky", False)], samples[("flaky", True)][0]
+    setup = {
+        "server": (
+            f"MockServerThread(latency_ms={owl.LATENCY_MS!r}) on 127.0.0.1, its own thread"
+        ),
+        "flow": "examples/feedback_triage.py, both roles on one openai: model",
+        "batch": f"run_many(concurrency={c}), RetryPolicy() defaults, no fallback model",
+        "baseline_policy": "RetryPolicy(max_attempts=2, retry_deadline=None), no breaker",
+    }
+    window = f"every request 503 for {sizes.outage_s:g} s from {sizes.outage_start_s:g} s"
+    return {
+        "outage_items_lost": figure(
+            value=median([float(s.lost) for s in outage]),
+            unit="items",
+            baseline=float(old_outage.lost),
+            baseline_unit="items",
+            baseline_what="items lost with the old attempt-count defaults (one run)",
+            goal=ITEMS_LOST_GOAL,
+            reps=reps,
+            n=n,
+            outage=window,
+            samples_lost=[s.lost for s in outage],
+            makespan_s=median([s.makespan_s for s in outage]),
+            baseline_makespan_s=old_outage.makespan_s,
+            **setup,
+        ),
+        "outage_requests_per_waiting_call": figure(
+            value=median([s.requests_per_waiting_call for s in outage]),
+            unit="req/call",
+            baseline=old_outage.outage_requests / c,
+            baseline_unit="req/call",
+            baseline_what=(
+                "requests received during the outage per item in flight, old defaults"
+            ),
+            goal=OUTAGE_REQUESTS_GOAL,
+            reps=reps,
+            n=n,
+            outage=window,
+            outage_requests=median([float(s.outage_requests) for s in outage]),
+            waiting_calls=median([float(s.waiting_calls) for s in outage]),
+            probes=median([float(s.probes) for s in outage]),
+            breaker_opened=median([float(s.breaker_opened) for s in outage]),
+            samples=[s.requests_per_waiting_call for s in outage],
+            baseline_outage_requests=old_outage.outage_requests,
+            **setup,
+        ),
+        "flaky_items_lost": figure(
+            value=median([float(s.lost) for s in flaky]),
+            unit="items",
+            baseline=float(old_flaky.lost),
+            baseline_unit="items",
+            baseline_what="items lost with the old attempt-count defaults (one run)",
+            goal=ITEMS_LOST_GOAL,
+            reps=reps,
+            n=n,
+            faults="10% of requests: 429 (retry-after 1 s), 500, malformed JSON",
+            samples_lost=[s.lost for s in flaky],
+            failed_attempts=median([float(s.failed_attempts) for s in flaky]),
+            makespan_s=median([s.makespan_s for s in flaky]),
+            baseline_makespan_s=old_flaky.makespan_s,
+            **setup,
         ),
     }
 
@@ -838,6 +934,18 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
 # -- main -------------------------------------------------------------------------------------
 
 
+Group = Callable[[Sizes, Callable[[str], None]], dict[str, Any]]
+
+#: The groups of figures, in the order a full run measures them (``--only`` picks some).
+GROUPS: dict[str, Group] = {
+    "trellis": lambda sizes, say: asyncio.run(trellis_figures(sizes, say)),
+    "durable": lambda sizes, say: asyncio.run(durable_figures(sizes, say)),
+    "ratelimit": lambda sizes, say: asyncio.run(ratelimit_figures(sizes, say)),
+    "outage": lambda sizes, say: asyncio.run(outage_figures(sizes, say)),
+    "rss": rss_figures,
+}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.json")
@@ -846,6 +954,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-langgraph", action="store_true", help="skip the LangGraph side")
     parser.add_argument(
         "--check", action="store_true", help="exit with status 1 if a goal is missed"
+    )
+    parser.add_argument(
+        "--only",
+        choices=sorted(GROUPS),
+        action="append",
+        help=(
+            "measure only these groups of figures (repeatable); their figures are merged "
+            "into --out when it exists, the others are kept as they were"
+        ),
     )
     return parser.parse_args(argv)
 
@@ -861,6 +978,7 @@ def main(argv: list[str] | None = None) -> int:
             reps=args.reps,
             chain_reps=max(args.reps, sizes.chain_reps),
             ratelimited_reps=min(args.reps, sizes.ratelimited_reps),
+            outage_reps=min(args.reps, sizes.outage_reps),
         )
     console = Console(width=None if sys.stdout.isatty() else 130)
     err = Console(stderr=True)
@@ -870,11 +988,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     machine = machine_info()
-    figures = asyncio.run(trellis_figures(sizes, say))
-    figures.update(asyncio.run(durable_figures(sizes, say)))
-    figures.update(asyncio.run(ratelimit_figures(sizes, say)))
-    figures.update(rss_figures(sizes, say))
-    if args.no_langgraph:
+    figures: dict[str, Any] = {}
+    for group in args.only or list(GROUPS):
+        figures.update(GROUPS[group](sizes, say))
+    if args.only or args.no_langgraph:
         langgraph: dict[str, Any] = {"available": False, "reason": "skipped (--no-langgraph)"}
     else:
         try:
@@ -890,12 +1007,25 @@ def main(argv: list[str] | None = None) -> int:
         "figures": figures,
         "langgraph": langgraph,
     }
+    if args.only and args.out.exists():  # merge: the other figures stay as measured
+        previous = json.loads(args.out.read_text())
+        merged = {**previous.get("figures", {}), **figures}
+        report = {
+            **previous,
+            "figures": merged,
+            "merged": {
+                "groups": args.only,
+                "machine": machine,
+                "quick": args.quick,
+                "timestamp_utc": machine["timestamp_utc"],
+            },
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_report(console, report)
-    missed = [name for name, fig in figures.items() if fig["meets_goal"] is False]
+    missed = [name for name, fig in report["figures"].items() if fig["meets_goal"] is False]
     console.print(
-        f"wrote {args.out} in {report['duration_s']:g} s; "
+        f"wrote {args.out} in {round(time.perf_counter() - started, 1):g} s; "
         + (f"goals missed: {', '.join(missed)}" if missed else "all goals met")
         + (" (--quick sizes: not meaningful)" if args.quick else "")
     )

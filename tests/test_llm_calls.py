@@ -393,10 +393,14 @@ async def test_overloaded_backs_off_then_falls_back() -> None:
     assert result.calls[2].role == "small"
 
 
-async def test_overloaded_without_fallback_fails() -> None:
+async def test_overloaded_without_fallback_fails_at_the_attempt_cap() -> None:
+    # overloaded_attempts only moves a call on to a fallback: with none left, overloads are
+    # retried like the other transient modes, until max_attempts (or the retry deadline).
     model = TestModel(tl.OverloadedError, tl.OverloadedError, tl.OverloadedError)
     result = await run_flow(
-        classify_flow(retry=tl.RetryPolicy(overloaded_attempts=3)), {"small": model}, Sleeps()
+        classify_flow(retry=tl.RetryPolicy(overloaded_attempts=1, max_attempts=3)),
+        {"small": model},
+        Sleeps(),
     )
     assert len(model.calls) == 3
     assert result.steps["classify"].error is not None

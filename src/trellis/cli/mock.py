@@ -169,7 +169,8 @@ def mock_server(
 
     `POST /v1/chat/completions`, `POST /v1/messages` and `GET /v1/models`, with
     structured output, tool calls and streaming; control API for tests at `/_mock/script`,
-    `/_mock/faults`, `/_mock/reset` and `/_mock/stats`.
+    `/_mock/faults`, `/_mock/outage` (every request 503 / 529 for a while), `/_mock/reset`
+    and `/_mock/stats`.
 
     Example: `trellis mock-server --port 8000 --latency-ms 50-400 --rpm 600
     --fault rate_limit=0.1`, then `OPENAI_BASE_URL=http://127.0.0.1:8000/v1`.

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from trellis.config import Config, ModelBinding, RoleBinding
+from trellis.engine.breaker import BreakerSettings, CircuitBreaker
 from trellis.engine.budget import BudgetGuard
 from trellis.engine.durable import DurableRun, finish_batch, load_result, open_batch
 from trellis.engine.human import REPLY
@@ -74,6 +75,10 @@ class Engine:
       finite and above 0. A process that stalls longer is taken over, and its writes are
       refused (:class:`LeaseLostError`) when it wakes.
     - ``seed``: seeds the backoff jitter, for reproducible tests.
+    - ``breaker``: how each model's circuit breaker behaves (:class:`BreakerSettings`). One
+      breaker per model binding is shared by every run of the engine: while a model fails
+      with overloads it lets one probe through at a time, and after an authentication or
+      quota failure it lets nothing through for the engine's lifetime.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class Engine:
         lease_ttl: float = 30.0,
         seed: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        breaker: BreakerSettings | None = None,
     ) -> None:
         self.config = config or Config()
         self.store: Store | None = open_store(store) if isinstance(store, str) else store
@@ -112,6 +118,8 @@ class Engine:
         self.rng = random.Random(seed)
         self.sleep = sleep
         self._chains: dict[tuple[str, tuple[str, ...] | None], list[Model]] = {}
+        self.breaker_settings = breaker or BreakerSettings()
+        self._breakers: dict[int, CircuitBreaker] = {}
 
     # -- models ---------------------------------------------------------------------------
 
@@ -122,6 +130,15 @@ class Engine:
             model = self._models[key] = self.registry.create(binding)
         self._identities.setdefault(id(model), _identity(binding, model))
         return model
+
+    def breaker(self, model: Model) -> CircuitBreaker:
+        """``model``'s circuit breaker, shared by every run of this engine."""
+        breaker = self._breakers.get(id(model))
+        if breaker is None:
+            breaker = self._breakers[id(model)] = CircuitBreaker(
+                model.name, self.breaker_settings, remote=model.remote
+            )
+        return breaker
 
     def cache_identity(self, model: Model) -> str:
         """What distinguishes ``model``'s replies in the response cache: provider, model

@@ -2,12 +2,19 @@
 
 Per model in the chain (the role's model, then its fallbacks)::
 
-    reserve budget -> send (per-attempt deadline) -> record attempt -> classify
-      transient (rate limit, timeout)  -> wait retry-after / backoff, same request
-      overloaded                       -> backoff, then the next model
+    model's circuit breaker -> reserve budget -> send (per-attempt deadline) -> record -> classify
+      rate limit, timeout, connection  -> wait retry-after / backoff, same request
+      overloaded                       -> backoff, same request; with a fallback left,
+                                          the next model after `overloaded_attempts`
       refusal, truncated, overflow     -> the next model (never the identical request)
-      auth, bad request, quota         -> raise at once
+      bad request                      -> raise at once
+      auth, quota                      -> raise at once; the model is stopped for good
       malformed / invalid output       -> re-ask with the error, bounded by `reasks`
+
+Transient failures are retried until the call's ``RetryPolicy.retry_deadline`` (failed
+attempts' latency plus waits) is used up, or ``max_attempts`` when one is set. The breaker
+(:mod:`trellis.engine.breaker`) is asked before the budget is reserved, so a call waiting
+on a failing model holds no reservation.
 
 Every attempt becomes a :class:`CallRecord`, so retries and re-asks are counted, not hidden.
 """
@@ -20,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.breaker import BreakerWaitExpired, CircuitBreaker, Outcome, Ticket
 from trellis.engine.journal import request_hash
 from trellis.engine.results import CallRecord
 from trellis.engine.structured import OutputSpec, ParseFailure, output_spec, reask_message
@@ -29,6 +37,7 @@ from trellis.errors import (
     ModelError,
     ModelTimeoutError,
     OutputValidationError,
+    OverloadedError,
     RefusalError,
     ReplyAttempt,
     TruncatedError,
@@ -190,7 +199,7 @@ class EngineLLM(LLM):
         last: ModelError | None = None
         for position, target in enumerate(chain):
             try:
-                value = await call.on_model(target, messages)
+                value = await call.on_model(target, messages, last=position + 1 == len(chain))
             except ModelError as exc:
                 last = exc
                 more = position + 1 < len(chain)
@@ -244,6 +253,7 @@ class _Call:
         self.records: list[CallRecord] = []  # every attempt of this call
         self.waited = 0.0  # the backoff / retry-after slept before the current attempt
         self.adjusted: list[str] = []  # how the provider changed the current attempt
+        self.retry_spent = 0.0  # failed attempts' latency + waits: against retry_deadline
 
     def request(self, model: Model, messages: list[Message]) -> ModelRequest:
         spec = self.spec
@@ -259,23 +269,32 @@ class _Call:
             tool_choice=self.tool_choice,
         )
 
-    async def on_model(self, model: Model, messages: list[Message]) -> Any:
+    async def on_model(self, model: Model, messages: list[Message], *, last: bool = True) -> Any:
+        """The attempts on one model; ``last``: no fallback model follows it."""
         scope = self.scope
         policy = scope.policy
         engine = scope.run.engine
+        breaker = engine.breaker(model)
         spec = self.spec
         convo = list(messages)
         transient = overloaded = reasked = 0
         bad: list[ReplyAttempt] = []
         wait = 0.0
+        error: ModelError | None = None
         while True:
+            ticket = await self._admit(breaker, model, last, error)
+            wait += ticket.waited
             request = self.request(model, convo)
-            reservation = await scope.run.reserve(model.name, request)
+            try:
+                reservation = await scope.run.reserve(model.name, request)
+            except BaseException:
+                ticket.settle(Outcome.NEUTRAL)
+                raise
             self.attempt += 1
             self.waited, wait = wait, 0.0
             started = time.perf_counter()
             response: ModelResponse | None = None
-            error: ModelError | None = None
+            error = None
             try:
                 if self.timeout is None:
                     response = await model.complete(request)
@@ -289,38 +308,42 @@ class _Call:
             except ModelError as exc:
                 error = exc
             except asyncio.CancelledError:  # the run stopped: the request may still be billed
+                ticket.settle(Outcome.NEUTRAL)
                 latency = time.perf_counter() - started
                 self._record(model, Usage(), reservation, latency, "cancelled", "cancelled")
                 raise
             except Exception as exc:  # a provider bug: never retried blindly
+                ticket.settle(Outcome.NEUTRAL)
                 scope.run.settle(reservation, model.name, Usage())
                 raise ConfigurationError(
                     f"model provider {model.name} raised {type(exc).__name__}: {exc}"
                 ) from exc
             latency = time.perf_counter() - started
             self.adjusted = list((error or response or ModelResponse("", Usage())).adjustments)
+            ticket.settle(_breaker_outcome(error), error)
 
             if error is not None:
                 usage = error.usage or Usage()
                 self._record(model, usage, reservation, latency, error.mode, str(error))
                 mode = error.mode
-                if mode in (FailureMode.RATE_LIMIT, FailureMode.TIMEOUT, FailureMode.CONNECTION):
-                    transient += 1
-                    if transient >= policy.max_attempts:
-                        raise error
-                    retry_after = getattr(error, "retry_after", None)
-                    if mode is FailureMode.RATE_LIMIT and retry_after is not None:
-                        wait = min(float(retry_after), policy.max_retry_after)
-                    else:
-                        wait = policy.backoff(transient, engine.rng)
-                elif mode is FailureMode.OVERLOADED:
+                if not mode.is_transient:
+                    raise error
+                self.retry_spent += latency
+                if mode is FailureMode.OVERLOADED and not last:
                     overloaded += 1
                     if overloaded >= policy.overloaded_attempts:
                         raise error
-                    wait = policy.backoff(overloaded, engine.rng)
-                else:
+                transient += 1
+                if policy.max_attempts is not None and transient >= policy.max_attempts:
                     raise error
+                retry_after = getattr(error, "retry_after", None)
+                if mode is FailureMode.RATE_LIMIT and retry_after is not None:
+                    wait = min(float(retry_after), policy.max_retry_after)
+                else:
+                    wait = policy.backoff(transient, engine.rng)
+                wait = self._bounded_wait(wait, error)
                 await scope.run.sleep(wait)
+                self.retry_spent += wait
                 continue
 
             assert response is not None
@@ -365,6 +388,56 @@ class _Call:
             reasked += 1
             convo.append(Message("assistant", response.text))
             convo.append(Message("user", reask_message(parsed, spec)))
+
+    async def _admit(
+        self, breaker: CircuitBreaker, model: Model, last: bool, error: ModelError | None
+    ) -> Ticket:
+        """Wait for ``model``'s breaker to let a request through, within the call's retry
+        deadline and the run's; a stopped model raises its error at once, and a failing
+        one is skipped for the fallback when there is one."""
+        if not last and breaker.failing:
+            raise error or OverloadedError(
+                f"not sent to {model.name}: its circuit breaker is open after repeated "
+                "overload failures; trying the fallback model",
+                model=model.name,
+            )
+        policy = self.scope.policy
+        guard = self.scope.run.guard
+        timeout = None
+        if policy.retry_deadline is not None:
+            timeout = policy.retry_deadline - self.retry_spent
+        deadline = guard.deadline()
+        if deadline is not None:
+            run_left = deadline - time.monotonic()
+            timeout = run_left if timeout is None else min(timeout, run_left)
+        try:
+            got = await breaker.acquire(timeout=timeout)
+        except BreakerWaitExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise guard.time_exceeded() from None
+            raise error or OverloadedError(
+                f"{model.name} stayed unavailable: its circuit breaker was still open when "
+                f"the call's retry deadline ({policy.retry_deadline:g}s) passed",
+                model=model.name,
+            ) from None
+        if isinstance(got, ModelError):
+            raise _not_sent(got, model)
+        self.retry_spent += got.waited
+        return got
+
+    def _bounded_wait(self, wait: float, error: ModelError) -> float:
+        """``wait`` cut to what is left of the retry deadline and of the run's deadline;
+        ``error`` is raised when the retry deadline is used up."""
+        policy = self.scope.policy
+        if policy.retry_deadline is not None:
+            left = policy.retry_deadline - self.retry_spent
+            if left <= 0:
+                raise error
+            wait = min(wait, left)
+        deadline = self.scope.run.guard.deadline()
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
+        return wait
 
     def _record(
         self,
@@ -419,6 +492,30 @@ class _Call:
         )
         self.records.append(record)
         scope.add_call(record)
+
+
+def _breaker_outcome(error: ModelError | None) -> Outcome:
+    """What an attempt tells the model's circuit breaker about the server."""
+    if error is None:
+        return Outcome.OK
+    mode = error.mode
+    if mode in (FailureMode.AUTH, FailureMode.QUOTA):
+        return Outcome.STOP
+    if mode in (FailureMode.OVERLOADED, FailureMode.CONNECTION):
+        return Outcome.FAILURE
+    if mode is FailureMode.TIMEOUT:
+        return Outcome.NEUTRAL
+    return Outcome.OK  # a 429, a 400, a refusal: the server is serving
+
+
+def _not_sent(stopped: ModelError, model: Model) -> ModelError:
+    """The error for a request not sent because ``model`` failed with auth / quota before:
+    the same class, naming the earlier failure."""
+    message = (
+        f"not sent to {model.name}: an earlier request to it failed with "
+        f"{stopped.mode.value} ({_one_line(str(stopped))}); no further request goes to it"
+    )
+    return type(stopped)(message, model=model.name, status_code=stopped.status_code)
 
 
 def _one_line(error: str) -> str:

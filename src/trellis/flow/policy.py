@@ -14,24 +14,32 @@ __all__ = ["Budget", "Cache", "RetryPolicy", "resolve_cache"]
 class RetryPolicy:
     """How a step's LLM calls (and optionally its own code) are retried, by failure mode.
 
-    Defaults, per model tried:
+    Transient failures are retried by *time*: a call keeps retrying them for at most
+    ``retry_deadline`` seconds (120), counted as the failed attempts' latency plus every
+    wait before a retry (backoff, retry-after, a model's open circuit breaker). Defaults:
 
+    - rate limit: wait exactly the provider's retry-after (capped at ``max_retry_after``),
+      else capped exponential backoff with full jitter.
+    - timeout (``timeout`` seconds per attempt, default 60) and connection failures
+      (DNS, refused, reset): backoff, same request.
+    - overloaded / 5xx: backoff, same request. With a fallback model left in the chain,
+      at most ``overloaded_attempts`` attempts (2) on a model before moving to the
+      fallback (at once while the model's circuit breaker is open).
+    - ``max_attempts``: an optional cap on the transient attempts on one model (None: the
+      deadline alone decides). A wait never outlives the retry deadline or the run's
+      ``Budget.max_seconds``; a set budget is still checked before every attempt.
     - malformed / schema-invalid output: the validation error is fed back to the model,
       up to ``reasks`` times (2).
-    - rate limit: wait exactly the provider's retry-after (capped at ``max_retry_after``),
-      else exponential backoff with full jitter; up to ``max_attempts`` attempts (4).
-    - timeout (``timeout`` seconds per attempt, default 60): retried like a rate limit.
-    - overloaded / 5xx: backoff, at most ``overloaded_attempts`` attempts (2), then the
-      next fallback model.
     - refusal, truncation, context overflow: never resent identically; next fallback model,
       else the step fails.
-    - auth, bad request, quota: fail at once (quota fails the whole run).
+    - bad request: fail at once. Auth and quota fail at once *and stop the model*: the
+      engine sends it nothing more (quota also fails the whole run).
 
     ``retry_on`` lists exception types raised by the step's *own code* that make the whole
     step run again, up to ``step_attempts`` times in all.
     """
 
-    max_attempts: int = 4
+    max_attempts: int | None = None
     reasks: int = 2
     overloaded_attempts: int = 2
     timeout: float | None = 60.0
@@ -40,15 +48,24 @@ class RetryPolicy:
     max_retry_after: float = 120.0
     retry_on: tuple[type[BaseException], ...] = ()
     step_attempts: int = 3
+    retry_deadline: float | None = 120.0
 
     def __post_init__(self) -> None:
         for name in ("max_attempts", "overloaded_attempts", "step_attempts"):
-            if getattr(self, name) < 1:
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise ConfigurationError(f"RetryPolicy.{name} must be at least 1")
         if self.reasks < 0:
             raise ConfigurationError("RetryPolicy.reasks cannot be negative")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigurationError("RetryPolicy.timeout must be positive or None")
+        for name in ("timeout", "retry_deadline"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"RetryPolicy.{name} must be positive or None")
+        if self.retry_deadline is None and self.max_attempts is None:
+            raise ConfigurationError(
+                "RetryPolicy needs a retry_deadline or a max_attempts: with neither, "
+                "a failing model would be retried forever"
+            )
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based): full jitter."""

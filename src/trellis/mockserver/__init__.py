@@ -14,7 +14,7 @@ Needs aiohttp: ``pip install 'trellis-flows[mock]'``.
 """
 
 from trellis.mockserver.app import MockStats, create_app
-from trellis.mockserver.faults import FAULT_MODES, FaultPlan, FaultStep
+from trellis.mockserver.faults import FAULT_MODES, FaultPlan, FaultStep, Outage, flaky_rates
 from trellis.mockserver.limits import RateLimiter
 from trellis.mockserver.server import MockServer, MockServerThread
 
@@ -25,6 +25,8 @@ __all__ = [
     "MockServer",
     "MockServerThread",
     "MockStats",
+    "Outage",
     "RateLimiter",
     "create_app",
+    "flaky_rates",
 ]

@@ -4,8 +4,10 @@ Routes: ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic
 ``GET /v1/models`` (OpenAI's list, or Anthropic's when the request carries an
 ``anthropic-version`` or ``x-api-key`` header), and for tests ``POST /_mock/script``
 (load a fault script: a JSON list of steps, or ``{"steps": [...], "append": true}``),
-``POST /_mock/faults`` (set per-mode rates), ``POST /_mock/reset`` and
-``GET /_mock/stats``.
+``POST /_mock/faults`` (set per-mode rates), ``POST /_mock/outage`` (every request gets
+503 / 529 for a while: ``{"duration_s": 3, "start_in_s": 0, "from_first_request": false}``,
+see :class:`~trellis.mockserver.faults.Outage`), ``POST /_mock/reset`` and
+``GET /_mock/stats`` (with ``outage``: the window and the requests received in it).
 
 Each model request goes through: API key check (only when the server has one), body
 parsing and the dialect's strict checks (``validate_openai`` / ``validate_anthropic``: the
@@ -465,6 +467,18 @@ async def _set_rates(request: web.Request) -> web.StreamResponse:
     return _json(200, {"rates": dict(state.faults.rates)}, {})
 
 
+async def _schedule_outage(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    data = await _control_body(request)
+    if not isinstance(data, dict) or "duration_s" not in data:
+        return _control_error('expected {"duration_s": seconds, "start_in_s": seconds}')
+    try:
+        outage = state.faults.schedule_outage(**data)
+    except (TypeError, ValueError) as exc:
+        return _control_error(str(exc))
+    return _json(200, {"outage": outage.to_dict(state.faults.clock())}, {})
+
+
 async def _reset(request: web.Request) -> web.StreamResponse:
     request.app[STATE_KEY].reset()
     return _json(200, {"reset": True}, {})
@@ -472,7 +486,16 @@ async def _reset(request: web.Request) -> web.StreamResponse:
 
 async def _stats(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    return _json(200, {**state.stats.to_dict(), "script_pending": state.faults.pending}, {})
+    outage = state.faults.outage
+    return _json(
+        200,
+        {
+            **state.stats.to_dict(),
+            "script_pending": state.faults.pending,
+            "outage": None if outage is None else outage.to_dict(state.faults.clock()),
+        },
+        {},
+    )
 
 
 @web.middleware
@@ -511,6 +534,7 @@ def create_app(state: MockState | None = None) -> web.Application:
     app.router.add_get("/v1/models", _models)
     app.router.add_post("/_mock/script", _load_script)
     app.router.add_post("/_mock/faults", _set_rates)
+    app.router.add_post("/_mock/outage", _schedule_outage)
     app.router.add_post("/_mock/reset", _reset)
     app.router.add_get("/_mock/stats", _stats)
     return app

@@ -30,14 +30,24 @@ ones. A script step is a JSON object (:class:`FaultStep`)::
     [{"fault": "rate_limit", "retry_after": 0.5},
      {"status": 413, "body": "<html>Request Entity Too Large</html>"},
      {"ok": true}]
+
+An *outage* (:class:`Outage`, :meth:`FaultPlan.schedule_outage`) is a window of
+``duration_s`` seconds in which every model request gets the ``overloaded`` fault (OpenAI
+503, Anthropic 529 ``overloaded_error``), answered at once (``latency_ms``, default 0: a
+failing load balancer does not think) before the script or the rates are consulted. It
+starts ``start_in_s`` after it is scheduled, or after the first model request with
+``from_first_request``, and counts the requests it received. :func:`flaky_rates` is the
+random mix of the issue's "10% of requests fail" scenario: 429 with retry-after, 500 and
+malformed JSON in equal parts.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -51,6 +61,8 @@ __all__ = [
     "FaultMode",
     "FaultPlan",
     "FaultStep",
+    "Outage",
+    "flaky_rates",
     "load_script",
     "parse_rates",
 ]
@@ -201,6 +213,55 @@ def _rate(name: str, value: Any) -> float:
     return rate
 
 
+def flaky_rates(total: float = 0.1) -> dict[str, float]:
+    """Random faults on ``total`` of the requests: 429 (with retry-after), 500 and malformed
+    JSON, a third each (malformed JSON only strikes structured requests)."""
+    share = _rate("total", total) / 3.0
+    return {"rate_limit": share, "server_error": share, "malformed_json": share}
+
+
+class Outage(BaseModel):
+    """Every model request gets the ``overloaded`` fault for ``duration_s`` seconds.
+
+    ``start_in_s``: the delay before it starts, counted from when it is scheduled, or from
+    the first model request with ``from_first_request``. ``latency_ms``: how long each
+    failing request is held before its error. ``requests`` counts the requests it failed;
+    ``starts_at`` is the monotonic time it starts (None until known).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    duration_s: float = Field(gt=0.0)
+    start_in_s: float = Field(default=0.0, ge=0.0)
+    from_first_request: bool = False
+    latency_ms: float = Field(default=0.0, ge=0.0)
+    starts_at: float | None = None
+    requests: int = 0
+
+    def anchor(self, now: float) -> None:
+        """Fix the start time, ``start_in_s`` after ``now``."""
+        if self.starts_at is None:
+            self.starts_at = now + self.start_in_s
+
+    def active(self, now: float) -> bool:
+        return self.starts_at is not None and self.starts_at <= now < self.ends_at
+
+    @property
+    def ends_at(self) -> float:
+        return float("inf") if self.starts_at is None else self.starts_at + self.duration_s
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        """For ``GET /_mock/stats``: the window relative to ``now``, and its request count."""
+        starts_in = None if self.starts_at is None else round(self.starts_at - now, 6)
+        return {
+            "duration_s": self.duration_s,
+            "starts_in_s": starts_in,
+            "active": self.active(now),
+            "over": self.starts_at is not None and now >= self.ends_at,
+            "requests": self.requests,
+        }
+
+
 class FaultPlan:
     """Which request gets which fault: a script first, then per-mode rates.
 
@@ -218,7 +279,10 @@ class FaultPlan:
         seed: int = 0,
         hang_s: float = 30.0,
         retry_after_s: float | None = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock
+        self.outage: Outage | None = None
         self.rates: dict[FaultMode, float] = {
             _mode(name): _rate(name, value) for name, value in (rates or {}).items()
         }
@@ -246,8 +310,34 @@ class FaultPlan:
             self._script.clear()
         self._script.extend(parsed)
 
+    def schedule_outage(
+        self,
+        duration_s: float,
+        start_in_s: float = 0.0,
+        *,
+        from_first_request: bool = False,
+        latency_ms: float = 0.0,
+    ) -> Outage:
+        """Replace any outage with a new window (see :class:`Outage`); ValueError if bad."""
+        try:
+            outage = Outage(
+                duration_s=duration_s,
+                start_in_s=start_in_s,
+                from_first_request=from_first_request,
+                latency_ms=latency_ms,
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "outage"
+            raise ValueError(f"outage: {where}: {err['msg']}") from None
+        if not from_first_request:
+            outage.anchor(self.clock())
+        self.outage = outage
+        return outage
+
     def reset(self) -> None:
-        """Drop the remaining script and restart the random sequence."""
+        """Drop the remaining script and any outage, and restart the random sequence."""
+        self.outage = None
         self._script.clear()
         self._rng = random.Random(f"trellis-mock-faults:{self.seed}")
 
@@ -255,8 +345,16 @@ class FaultPlan:
         """The step for the next request and whether it came from the script.
 
         A drawn fault never is a mode that does not apply to the request (see the module
-        docs); a scripted one always applies as written.
+        docs); a scripted one always applies as written. During an outage every request
+        gets ``overloaded`` (counted as not scripted), and the script waits.
         """
+        outage = self.outage
+        if outage is not None:
+            now = self.clock()
+            outage.anchor(now)
+            if outage.active(now):
+                outage.requests += 1
+                return FaultStep(fault="overloaded", latency_ms=outage.latency_ms), False
         if self._script:
             return self._script.popleft(), True
         u = self._rng.random()

@@ -24,7 +24,7 @@ from typing import Any, Self, TypeVar
 from aiohttp import web
 
 from trellis.mockserver.app import DEFAULT_MODELS, MockState, MockStats, create_app
-from trellis.mockserver.faults import FaultPlan, FaultStep
+from trellis.mockserver.faults import FaultPlan, FaultStep, Outage
 from trellis.mockserver.limits import RateLimiter
 
 __all__ = ["MockServer", "MockServerThread"]
@@ -157,6 +157,20 @@ class MockServer:
     def load_script(self, steps: Steps, *, append: bool = False) -> None:
         self.state.faults.load_script(steps, append=append)
 
+    def schedule_outage(
+        self,
+        duration_s: float,
+        start_in_s: float = 0.0,
+        *,
+        from_first_request: bool = False,
+        latency_ms: float = 0.0,
+    ) -> Outage:
+        """Every model request gets 503 (OpenAI) / 529 (Anthropic) for ``duration_s``
+        seconds, starting ``start_in_s`` from now (or from the first request)."""
+        return self.state.faults.schedule_outage(
+            duration_s, start_in_s, from_first_request=from_first_request, latency_ms=latency_ms
+        )
+
     def reset(self) -> None:
         self.state.reset()
 
@@ -275,6 +289,9 @@ class MockServerThread:
 
     def load_script(self, steps: Steps, *, append: bool = False) -> None:
         self._call(lambda: self.server.load_script(steps, append=append))
+
+    def schedule_outage(self, duration_s: float, start_in_s: float = 0.0, **kw: Any) -> Outage:
+        return self._call(lambda: self.server.schedule_outage(duration_s, start_in_s, **kw))
 
     def reset(self) -> None:
         self._call(self.server.reset)

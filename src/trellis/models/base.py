@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 __all__ = [
     "FinishReason",
@@ -117,6 +117,9 @@ class Model(abc.ABC):
 
     #: ``provider:model``, as used in bindings, accounting and the price table.
     name: str
+    #: A remote service (keys, quotas, outages): the engine lets one request through
+    #: before the others until it has answered once (see ``trellis.engine.breaker``).
+    remote: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def complete(self, request: ModelRequest) -> ModelResponse:

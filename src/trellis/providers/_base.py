@@ -173,6 +173,7 @@ class HTTPModel(Model):
     """
 
     provider: ClassVar[str]
+    remote: ClassVar[bool] = True
     default_base_url: ClassVar[str]
     base_url_env: ClassVar[str]
     official_hosts: ClassVar[tuple[str, ...]]
