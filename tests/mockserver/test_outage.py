@@ -84,7 +84,8 @@ async def test_outage_over_http_counts_its_requests(
         else:
             url = f"{server.anthropic_base_url}/v1/messages"
             body = {"model": "claude", "max_tokens": 100, "messages": USER}
-        async with httpx.AsyncClient(timeout=10) as client:
+        headers = {"anthropic-version": "2023-06-01"} if dialect == "anthropic" else {}
+        async with httpx.AsyncClient(timeout=10, headers=headers) as client:
             assert (await client.post(url, json=body)).status_code == 200
             scheduled = await client.post(
                 f"{server.base_url}/_mock/outage", json={"duration_s": 0.4}
