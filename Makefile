@@ -27,13 +27,15 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests examples bench
 	$(VENV)/bin/mypy
 
-# Every test, slow ones included, on two workers (the suite is process-safe).
+# Every test, slow ones included: on two workers, then alone the tests that measure wall
+# time or race real processes (a loaded CPU would make them flaky, not wrong).
 test: lint
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 -m "not serial"
+	$(PY) -m pytest -q -m serial
 
 # Local iteration: the same without the tests marked slow.
 quick: lint
-	$(PY) -m pytest -q -n 2 -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow and not serial"
 
 bench: $(VENV)/.bench-installed
 	$(PY) bench/run.py --out bench/results.json

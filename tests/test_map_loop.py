@@ -40,7 +40,7 @@ async def test_map_results_keep_input_order_when_elements_finish_in_reverse() ->
 
     @flow.step(map_over="numbers")
     async def square(numbers: int, ctx: tl.RunContext) -> int:
-        await asyncio.sleep(0.004 * (8 - numbers))
+        await asyncio.sleep(0.02 * (8 - numbers))  # far apart: a loaded CPU keeps the order
         finished.append(numbers)
         assert ctx.index == numbers
         return numbers * numbers

@@ -33,7 +33,10 @@ CHAIN = f"{FLOWS / 'chain.py'}:flow"
 BLOCKING = f"{FLOWS / 'blocking.py'}:flow"
 TRELLIS = [sys.executable, "-c", "from trellis.cli import main; main()"]
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs SIGSTOP and /proc")
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="needs SIGSTOP and /proc"),
+    pytest.mark.serial,  # real processes racing for leases with 1 s TTLs
+]
 
 
 def _query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:

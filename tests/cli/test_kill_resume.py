@@ -38,7 +38,10 @@ STEPS = ("draft", "review", "publish")
 BATCH = "kill-batch"
 TRELLIS = [sys.executable, "-c", "from trellis.cli import main; main()"]
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL"),
+    pytest.mark.serial,  # real processes killed mid-batch
+]
 
 
 def _query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -31,6 +31,8 @@ import trellis as tl
 from trellis.engine.breaker import BreakerStats
 from trellis.mockserver import MockServer, MockServerThread, Outage, flaky_rates
 
+pytestmark = pytest.mark.serial  # outage windows are measured in wall time
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "feedback_triage.py"
 DATA = ROOT / "examples" / "data" / "feedback.jsonl"

@@ -22,6 +22,8 @@ from pydantic import BaseModel
 import trellis as tl
 from trellis.mockserver import MockServer
 
+pytestmark = pytest.mark.serial  # rate pacing is measured in wall time
+
 LIMIT_RPM = 1200  # 20 requests/s, bursts of 20 (burst_s=1)
 RATE = LIMIT_RPM / 60.0
 BURST = int(RATE)

@@ -13,6 +13,8 @@ from trellis.mockserver.limits import DimensionState, format_duration, format_rf
 
 from . import USER, post
 
+pytestmark = pytest.mark.serial  # rate-limit windows are measured in wall time
+
 OPENAI_BODY = {"model": "gpt-4o-mini", "messages": USER}
 ANTHROPIC_BODY = {"model": "claude", "max_tokens": 100, "messages": USER}
 
