@@ -41,9 +41,7 @@ def test_frames_are_the_users_own_with_file_line_function_and_source(tmp_path: P
     assert files == {__file__, str(tmp_path / "user_code.py")}, frames  # no json/ frames
     assert [f.function for f in frames][-2:] == ["step", "parse"]
     assert frames[-1].line == 5
-    assert (
-        frames[-1].source == "return json.loads(text)          # the stdlib raises below this line"
-    )
+    assert frames[-1].source == "return json.loads(text)  # the stdlib raises below"
 
 
 def test_a_configuration_error_points_at_the_users_call(tmp_path: Path) -> None:
