@@ -93,3 +93,19 @@ def test_the_innermost_frames_are_kept_under_a_limit(limit: int) -> None:
         frames = user_frames(exc, limit=limit)
     assert len(frames) == limit
     assert frames[-1].source == 'raise RuntimeError("bottom")'
+
+
+def test_the_cli_points_a_configuration_error_at_the_users_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trellis.cli import app
+
+    flow_file = tmp_path / "flow.py"
+    flow_file.write_text(
+        "import trellis as tl\n\nflow = tl.Flow('x')\nbudget = tl.Budget(max_usd=-1)\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["check", str(flow_file)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "Budget.max_usd cannot be negative" in result.output
+    assert "flow.py:4)" in result.output and "policy.py" not in result.output

@@ -13,7 +13,6 @@ import importlib.util
 import itertools
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +21,7 @@ from typing import Any
 from trellis.cli.errors import CliError
 from trellis.errors import FlowDefinitionError
 from trellis.flow.flow import Flow
+from trellis.tracebacks import user_location
 
 __all__ = ["Target", "load_flow", "parse_target"]
 
@@ -119,12 +119,8 @@ def _import_failure(source: str, exc: Exception) -> str:
     if isinstance(exc, SyntaxError):
         where = f" ({exc.filename}, line {exc.lineno})" if exc.lineno else ""
         return f"cannot import {source}: SyntaxError: {exc.msg}{where}"
-    frames = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if "importlib" not in f.filename and not f.filename.startswith("<frozen")
-    ]
-    where = f" (at {_short(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    frame = user_location(exc)  # the user's line, not Trellis's (a bad Budget(...) call)
+    where = f" (at {_short(frame.file)}:{frame.line})" if frame is not None else ""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return f"cannot import {source}: {detail}{where}"
