@@ -123,6 +123,9 @@ class Engine:
         model = self._models.get(key)
         if model is None:
             model = self._models[key] = self.registry.create(binding)
+            bind = getattr(model, "bind_engine", None)
+            if callable(bind):  # a model that calls other roles (replay's fallback=ROLE)
+                bind(lambda role: self.model_chain(role)[0], self.config.prices.cost)
         self._identities.setdefault(id(model), _identity(binding, model))
         return model
 

@@ -105,6 +105,9 @@ class ModelResponse:
     model: str | None = None  # the model that answered, as the provider reports it
     raw_finish_reason: str | None = None  # the provider's own finish value
     tool_calls: tuple[ToolCall, ...] = ()
+    #: What this reply cost in USD when the provider knows it (a replayed recording); the
+    #: engine then bills it instead of pricing ``usage`` with the price table.
+    cost_usd: float | None = None
 
 
 class Model(abc.ABC):

@@ -24,6 +24,12 @@ def _sim(binding: ModelBinding) -> Model:
     return SimModel(binding.model, SimOptions.parse(binding.options))
 
 
+def _replay(binding: ModelBinding) -> Model:
+    from trellis.models.replay import ReplayModel
+
+    return ReplayModel.from_options(binding.model, binding.options)
+
+
 def _openai(binding: ModelBinding) -> Model:
     from trellis.providers.openai import OpenAIModel, OpenAIOptions
 
@@ -38,6 +44,7 @@ def _anthropic(binding: ModelBinding) -> Model:
 
 BUILTIN_PROVIDERS: Mapping[str, ProviderFactory] = {
     "sim": _sim,
+    "replay": _replay,
     "openai": _openai,
     "anthropic": _anthropic,
 }
