@@ -14,6 +14,7 @@ from trellis.cli.cache import cache_app
 from trellis.cli.check import describe_flow, render_flow
 from trellis.cli.commands import execute_run
 from trellis.cli.errors import EXIT_OK, CliError
+from trellis.cli.eval import eval_command
 from trellis.cli.human import approve, reply
 from trellis.cli.inspect import runs, show
 from trellis.cli.mock import mock_server
@@ -362,6 +363,7 @@ def run(
 
 
 app.command("mock-server")(mock_server)
+app.command("eval")(eval_command)
 app.command("resume")(resume)
 app.command("approve")(approve)
 app.command("reply")(reply)

@@ -188,8 +188,9 @@ class ReplayModel(Model):
                     "replay:store needs url= (the store) and run= (the recorded run or batch)"
                 )
             by_hash, models = recorded_store_calls(str(url), str(run))
-            return cls(model, by_hash=by_hash, models=models, fallback=fallback,
-                       tokenizer=tokenizer)  # fmt: skip
+            return cls(
+                model, by_hash=by_hash, models=models, fallback=fallback, tokenizer=tokenizer
+            )
         file = options.get("file")
         if not file:
             raise ConfigurationError(
