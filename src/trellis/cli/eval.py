@@ -31,9 +31,11 @@ from trellis.eval import (
     parse_target,
     parse_variant,
     render_eval,
+    resolve_bindings,
     run_eval,
     select,
 )
+from trellis.eval.report import summaries
 
 __all__ = ["eval_command"]
 
@@ -266,7 +268,9 @@ def _execute(
             dataset_path, label, flow_inputs=list(flow.compile().inputs), limit=limit
         )
         scorer = load_scorer(score, answer_step=answer)
-        variants = [parse_variant(v) for v in variant_specs] or [Variant("default")]
+        variants = [parse_variant(v, flow.params) for v in variant_specs] or [Variant("default")]
+        for variant in variants:
+            resolve_bindings(variant, config)
         names = [v.name for v in variants]
         if len(set(names)) != len(names):
             raise InputError(f"--variant names must be distinct: {', '.join(names)}")
@@ -315,7 +319,8 @@ def _execute(
             )
         except InputError as exc:
             raise CliError(str(exc)) from None
-    report = eval_report(result, reference=reference, selection=selection)
+    figures = summaries(result)
+    report = eval_report(result, reference=reference, selection=selection, figures=figures)
     if plot is not None:
         from trellis.eval.plot import write_plot
 
@@ -324,7 +329,7 @@ def _execute(
         typer.echo(json.dumps(report, indent=2, default=str))
     else:
         console = Console()
-        render_eval(console, result, reference=reference, selection=selection)
+        render_eval(console, result, reference=reference, selection=selection, figures=figures)
         if plot is not None:
             console.print(f"chart written to {plot}")
         if store is not None:

@@ -15,7 +15,14 @@ from trellis.eval.runner import EvalRun, ItemOutcome, VariantRun, run_eval
 from trellis.eval.scorers import Scorer, load_scorer
 from trellis.eval.selection import Selection, Target, parse_target, select
 from trellis.eval.summary import VariantSummary, relative, summarize
-from trellis.eval.variants import Sweep, Variant, expand, parse_sweep, parse_variant
+from trellis.eval.variants import (
+    Sweep,
+    Variant,
+    expand,
+    parse_sweep,
+    parse_variant,
+    resolve_bindings,
+)
 
 __all__ = [
     "Dataset",
@@ -38,6 +45,7 @@ __all__ = [
     "parse_variant",
     "relative",
     "render_eval",
+    "resolve_bindings",
     "run_eval",
     "select",
     "summarize",

@@ -19,11 +19,16 @@ def summaries(result: EvalRun) -> dict[str, VariantSummary]:
 
 
 def eval_report(
-    result: EvalRun, *, reference: str | None = None, selection: Selection | None = None
+    result: EvalRun,
+    *,
+    reference: str | None = None,
+    selection: Selection | None = None,
+    figures: dict[str, VariantSummary] | None = None,
 ) -> dict[str, Any]:
     """The eval as one JSON-ready object: ``variants`` maps each variant name (``NAME``
-    or ``NAME@PARAM=value``) to its figures, with ``relative`` to the reference."""
-    figures = summaries(result)
+    or ``NAME@PARAM=value``) to its figures, with ``relative`` to the reference.
+    ``figures``: the :func:`summaries`, when already computed."""
+    figures = figures if figures is not None else summaries(result)
     ref = figures.get(reference) if reference else None
     variants: dict[str, Any] = {}
     for name, summary in figures.items():
@@ -63,8 +68,9 @@ def render_eval(
     *,
     reference: str | None = None,
     selection: Selection | None = None,
+    figures: dict[str, VariantSummary] | None = None,
 ) -> None:
-    figures = summaries(result)
+    figures = figures if figures is not None else summaries(result)
     ignored = result.dataset.ignored_fields
     console.print(
         f"[bold]eval {result.eval_id}[/]: flow {result.flow}, {len(result.dataset)} items "

@@ -24,7 +24,7 @@ from trellis.engine.engine import Engine
 from trellis.engine.results import RunResult
 from trellis.eval.dataset import Dataset
 from trellis.eval.scorers import Scorer
-from trellis.eval.variants import Variant
+from trellis.eval.variants import Variant, resolve_bindings
 from trellis.flow.flow import Flow
 from trellis.models.registry import ProviderFactory
 from trellis.store.base import RunRow, Store
@@ -132,7 +132,7 @@ async def _run_variant(
     labels = [item.label for item in dataset.items]
     outcomes: dict[int, ItemOutcome] = {}
     started = time.perf_counter()
-    bound: dict[str, Any] = {**(models or {}), **variant.bindings}
+    bound: dict[str, Any] = {**(models or {}), **resolve_bindings(variant, config)}
     engine = Engine(config=config, models=bound, store=store, providers=providers)
     async with engine:
         async for index, result in engine.run_many(

@@ -143,12 +143,12 @@ def select(
     splits: list[SplitResult] = []
     for k in range(repeats):
         train, test = split_indices(n, train_share, seed + k)
-        ref_train = summarize(by_name[reference], train) if reference else None
+        ref_train = summarize(by_name[reference], train, ci=False) if reference else None
         ref_test = summarize(by_name[reference], test) if reference else None
         bar = target.bar(ref_train.score if ref_train else None)
         meeting = []
         for run in candidates:
-            summary = summarize(run, train)
+            summary = summarize(run, train, ci=False)
             if summary.score >= bar - 1e-12:
                 cost = summary.cost_usd if summary.cost_usd is not None else float("inf")
                 meeting.append((cost, -summary.score, run.variant.name, summary))

@@ -70,9 +70,10 @@ class VariantSummary:
 
 
 def summarize(
-    run: VariantRun, indices: Sequence[int] | None = None, *, seed: int = 0
+    run: VariantRun, indices: Sequence[int] | None = None, *, seed: int = 0, ci: bool = True
 ) -> VariantSummary:
-    """The figures of ``run`` over all its items, or over the items at ``indices``."""
+    """The figures of ``run`` over all its items, or over the items at ``indices``;
+    ``ci=False`` skips the bootstrap (the interval is then the mean, twice)."""
     items: list[ItemOutcome] = run.items if indices is None else [run.items[i] for i in indices]
     scores = [i.score for i in items]
     calls: Counter[str] = Counter()
@@ -97,7 +98,7 @@ def summarize(
         items=len(items),
         failed=sum(1 for i in items if i.status != "done"),
         score=mean(scores),
-        score_ci=bootstrap_ci(scores, seed=seed),
+        score_ci=bootstrap_ci(scores, seed=seed) if ci else (mean(scores), mean(scores)),
         cost_usd=cost,
         cost_usd_known_part=known,
         cost_per_item=None if cost is None or not items else cost / len(items),

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from trellis.config import ModelBinding
-from trellis.errors import ConfigurationError, InputError
+from trellis.config import Config, ModelBinding
+from trellis.errors import ConfigurationError, FlowDefinitionError, InputError
 from trellis.flow.flow import Flow
+from trellis.flow.params import Param
 from trellis.redact import redact_options
 
-__all__ = ["Sweep", "Variant", "expand", "parse_sweep", "parse_variant"]
+__all__ = ["Sweep", "Variant", "expand", "parse_sweep", "parse_variant", "resolve_bindings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,9 @@ class Variant:
         """The bindings without secret options (API keys...): what may be recorded."""
         safe: dict[str, str] = {}
         for role, spec in self.bindings.items():
+            if ":" not in spec:  # a role of the configuration
+                safe[role] = spec
+                continue
             binding = ModelBinding.parse(spec)
             kept, _ = redact_options(binding.options)
             safe[role] = str(ModelBinding(binding.provider, binding.model, kept))
@@ -46,8 +52,13 @@ class Sweep:
     values: tuple[Any, ...]
 
 
-def parse_variant(text: str) -> Variant:
-    """``NAME=ROLE=binding,ROLE=binding`` (``NAME=`` alone: the configured bindings)."""
+def parse_variant(text: str, params: Mapping[str, Param] | None = None) -> Variant:
+    """``NAME=ROLE=binding,ROLE=binding,PARAM=value``.
+
+    A binding is ``provider:model[?options]`` or the name of a role of the configuration
+    (``large=gpt4`` binds ``large`` to whatever ``gpt4`` is bound to). An entry whose key
+    is one of the flow's ``params`` sets that parameter for the variant (a JSON value:
+    ``strictness=0``). ``NAME=`` alone is the configured bindings."""
     name, sep, rest = text.partition("=")
     name = name.strip()
     if not sep or not name:
@@ -57,18 +68,47 @@ def parse_variant(text: str) -> Variant:
     if "@" in name:
         raise InputError(f"--variant name {name!r} cannot contain '@' (it marks sweep values)")
     bindings: dict[str, str] = {}
+    values: dict[str, Any] = {}
     for part in (p.strip() for p in rest.split(",")):
         if not part:
             continue
-        role, eq, spec = part.partition("=")
-        if not eq or not role.strip() or not spec.strip():
+        key, eq, spec = part.partition("=")
+        key, spec = key.strip(), spec.strip()
+        if not eq or not key or not spec:
             raise InputError(f"--variant {name}: {part!r} must be ROLE=provider:model")
+        if params is not None and key in params:
+            try:
+                value = json.loads(spec)
+            except json.JSONDecodeError:
+                value = spec
+            try:
+                params[key].check(value)
+            except FlowDefinitionError as exc:
+                raise InputError(f"--variant {name}: {exc}") from exc
+            values[key] = value
+            continue
+        if ":" in spec:
+            try:
+                ModelBinding.parse(spec)
+            except ConfigurationError as exc:
+                raise InputError(f"--variant {name}: role {key!r}: {exc}") from exc
+        bindings[key] = spec
+    return Variant(name, bindings, values)
+
+
+def resolve_bindings(variant: Variant, config: Config) -> dict[str, Any]:
+    """The variant's bindings for ``Engine(models=...)``: a role name is replaced by what
+    that role is bound to in ``config`` (a ConfigurationError names an unknown one)."""
+    out: dict[str, Any] = {}
+    for role, spec in variant.bindings.items():
+        if ":" in spec:
+            out[role] = spec
+            continue
         try:
-            ModelBinding.parse(spec)
+            out[role] = config.resolve(spec)
         except ConfigurationError as exc:
-            raise InputError(f"--variant {name}: role {role.strip()!r}: {exc}") from exc
-        bindings[role.strip()] = spec.strip()
-    return Variant(name, bindings)
+            raise ConfigurationError(f"variant {variant.name!r}: {role}={spec}: {exc}") from exc
+    return out
 
 
 def parse_sweep(text: str, flow: Flow) -> Sweep:
@@ -120,14 +160,14 @@ def expand(
     variants: list[Variant], sweep: Sweep | None, *, reference: str | None = None
 ) -> list[Variant]:
     """Every variant; with a sweep, every (variant, value) pair named ``NAME@PARAM=value``,
-    except the reference, which is measured once at the parameter's default (a baseline
-    does not get tuned)."""
+    except the reference and variants that set the parameter themselves, which are
+    measured once (a baseline does not get tuned)."""
     if sweep is None:
         return variants
     out: list[Variant] = []
     for v in variants:
-        if v.name == reference:
-            out.append(v)
+        if v.name == reference or sweep.param in v.params:
+            out.append(v)  # a baseline, or a variant that fixes the parameter itself
             continue
         out.extend(
             Variant(

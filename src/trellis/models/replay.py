@@ -77,9 +77,23 @@ class RecordedCall:
     cost_usd: float | None = None
 
 
+_LOADED: dict[tuple[str, int, int], list[RecordedCall]] = {}
+
+
 def load_recorded_calls(path: str | Path) -> list[RecordedCall]:
-    """Read a JSONL file of recorded calls; a bad line is a ConfigurationError naming it."""
+    """Read a JSONL file of recorded calls; a bad line is a ConfigurationError naming it.
+
+    Parsed files are kept per (path, size, mtime): every variant of an eval binds its own
+    models to the same recording, and it is read once."""
     file = Path(path)
+    try:
+        stat = file.stat()
+    except OSError as exc:
+        raise ConfigurationError(f"replay: cannot read recorded calls {file}: {exc}") from exc
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    cached = _LOADED.get(key)
+    if cached is not None:
+        return cached
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -95,6 +109,9 @@ def load_recorded_calls(path: str | Path) -> list[RecordedCall]:
                 f"replay: {file}:{number} is not a recorded call "
                 f'({{"model", "prompt", "response", "usage"?, "cost_usd"?}}): {exc}'
             ) from exc
+    if len(_LOADED) >= 16:
+        _LOADED.clear()
+    _LOADED[key] = calls
     return calls
 
 
