@@ -29,6 +29,7 @@ if str(BENCH_DIR) not in sys.path:  # running as a script puts it there; importi
     sys.path.insert(0, str(BENCH_DIR))
 
 import durable_workloads as dwl  # noqa: E402
+import eval_workloads as ewl  # noqa: E402
 import langgraph_workloads as lgw  # noqa: E402
 import ratelimit_workloads as rlw  # noqa: E402
 import workloads as wl  # noqa: E402
@@ -49,6 +50,7 @@ BYTES_GOAL = Goal("<", 1024.0)
 RESUME_GOAL = Goal("<", 50.0)
 RATELIMITED_GOAL = rlw.AtLeast(0.9)
 RATELIMITED_429_GOAL = Goal("<=", 0.0)
+EVAL_GOAL = rlw.AtLeast(0.8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ class Sizes:
     reps: int = 5  # fan-outs, limited run, LangGraph, peak RSS
     chain_reps: int = 15  # the chains take milliseconds: more repetitions, steadier median
     langgraph_limit_s: float = 60.0  # a LangGraph run slower than this is re-run smaller
+    eval_items: int = 10000  # replayed items of the eval throughput figure
+    eval_reps: int = 1  # ~45 s a repetition at 10 000 items (run + eval of 3 variants)
 
 
 FULL = Sizes()
@@ -84,6 +88,8 @@ QUICK = Sizes(
     ratelimited_reps=1,
     reps=2,
     chain_reps=2,
+    eval_items=200,
+    eval_reps=2,
 )
 
 
@@ -354,6 +360,42 @@ async def durable_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str,
             **where,
         )
     return figures
+
+
+# -- trellis eval over replayed answers -------------------------------------------------------
+
+
+async def eval_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str, Any]:
+    """``trellis eval`` (3 variants) vs ``trellis run`` of the same flow and items."""
+    n, reps = sizes.eval_items, sizes.eval_reps
+    say(f"eval of 3 variants over {n} replayed items vs one batch run of them")
+    work = ewl.Workload(n)
+    try:
+        s = await interleave(reps, {"run": work.run_batch, "eval": work.run_eval}, warmup=0)
+    finally:
+        work.close()
+    run_rate = n / median(s["run"])
+    eval_rate = n * ewl.VARIANTS / median(s["eval"])
+    return {
+        "eval_throughput_ratio": figure(
+            value=eval_rate / run_rate,
+            unit="x",
+            baseline=run_rate,
+            baseline_unit="items/s",
+            baseline_what=(
+                "trellis run's batch (run_many, SQLite store) of the same flow and items; "
+                "value = eval item-runs per second (items x 3 variants) / that"
+            ),
+            goal=EVAL_GOAL,
+            reps=reps,
+            n=n,
+            eval_items_per_s=eval_rate,
+            run_items_per_s=run_rate,
+            samples_run_s=s["run"],
+            samples_eval_s=s["eval"],
+            **work.settings(),
+        )
+    }
 
 
 # -- rate limits over HTTP (in-process mock server) ------------------------------------------
@@ -873,6 +915,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = asyncio.run(trellis_figures(sizes, say))
     figures.update(asyncio.run(durable_figures(sizes, say)))
     figures.update(asyncio.run(ratelimit_figures(sizes, say)))
+    figures.update(asyncio.run(eval_figures(sizes, say)))
     figures.update(rss_figures(sizes, say))
     if args.no_langgraph:
         langgraph: dict[str, Any] = {"available": False, "reason": "skipped (--no-langgraph)"}

@@ -40,6 +40,7 @@ FIGURES = {
     "peak_rss_mb_fanout_10000",
     *DURABLE,
     *RATELIMITED,
+    "eval_throughput_ratio",
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -50,6 +51,7 @@ GOALS = {
     *DURABLE,
     "ratelimited_throughput_ratio",
     "ratelimited_429_count",
+    "eval_throughput_ratio",
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",
