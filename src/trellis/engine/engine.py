@@ -110,7 +110,7 @@ class Engine:
                 else:
                     bound[role] = value
             self.config = self.config.with_models(bound)
-        self.registry = ProviderRegistry(providers)
+        self.registry = ProviderRegistry(providers, specs=self.config.providers)
         self.guard = BudgetGuard(budget, label="batch") if budget is not None else None
         self.rng = random.Random(seed)
         self.sleep = sleep
