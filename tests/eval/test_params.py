@@ -60,3 +60,12 @@ def test_a_param_declared_twice_is_a_definition_error() -> None:
         tl.Flow("dup", inputs={"k": int}, params=[tl.Param("k", default=1)])
     with pytest.raises(tl.FlowDefinitionError, match="identifier"):
         tl.Param("not a name", default=1)
+
+
+def test_trellis_check_lists_params() -> None:
+    from trellis.cli.check import describe_flow
+
+    info = describe_flow(threshold_flow(), tl.Config(), None)
+    by_name = {i.name: i for i in info.inputs}
+    assert by_name["cutoff"].parameter and by_name["cutoff"].default == "0.5"
+    assert not by_name["x"].parameter

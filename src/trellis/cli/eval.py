@@ -194,9 +194,9 @@ def eval_command(
     the eval itself (with every item's score) as the run ``EVAL_ID``.
 
     Example: `trellis eval examples/gsm8k_cascade.py:flow --dataset
-    examples/data/gsm8k/items.jsonl --label gold --score number -c
-    examples/gsm8k/trellis.toml --variant cascade="small=small,large=large" --variant
-    large-only="small=large,large=large" --reference large-only`
+    examples/data/gsm8k/items.jsonl --label gold --score json-field:final.answer -c
+    examples/data/gsm8k/trellis.toml --variant cascade="small=small,large=large" --variant
+    large-only="small=large,large=large,strictness=0" --reference large-only --no-store`
 
     Exit code 0; 1 when some item failed (it scores 0; the table says how many); 2 for a
     usage or configuration problem.
