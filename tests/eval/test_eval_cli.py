@@ -58,6 +58,8 @@ def test_eval_prints_a_table_and_the_relative_line(toy: dict[str, Path]) -> None
     assert row is not None and row.meta is not None
     assert len(json.loads(row.meta)["eval"]["variants"]["cascade"]["scores"]) == N_ITEMS
     store.close()
+    again = invoke(*base_args(toy), "--eval-id", "ev-cli")
+    assert again.exit_code == 2 and "'ev-cli' already exists" in again.output
 
 
 def test_eval_json_has_the_documented_shape(toy: dict[str, Path]) -> None:

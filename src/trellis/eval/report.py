@@ -91,7 +91,8 @@ def render_eval(
         "tokens in/out",
         "p50/p95 s",
     ):
-        table.add_column(column, overflow="fold")
+        wraps = column in ("variant", "calls by model", "items by route")
+        table.add_column(column, overflow="fold", no_wrap=not wraps)
     for name, s in figures.items():
         marker = " (ref)" if name == reference else ""
         failed = f" ({s.failed} failed)" if s.failed else ""

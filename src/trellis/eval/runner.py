@@ -22,6 +22,7 @@ from typing import Any
 from trellis.config import Config
 from trellis.engine.engine import Engine
 from trellis.engine.results import RunResult
+from trellis.errors import InputError
 from trellis.eval.dataset import Dataset
 from trellis.eval.scorers import Scorer
 from trellis.eval.variants import Variant, resolve_bindings
@@ -169,6 +170,8 @@ async def run_eval(
     instances, as ``Engine(models=...)``), then each variant's own bindings."""
     eval_id = eval_id or new_eval_id()
     config = config or Config()
+    if store is not None and store.get_run(eval_id) is not None:
+        raise InputError(f"{eval_id!r} already exists in {store.url}; give another eval id")
     started_wall, started = time.time(), time.perf_counter()
     runs = await asyncio.gather(
         *(
