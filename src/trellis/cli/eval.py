@@ -13,6 +13,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from trellis.cli.errors import EXIT_FAILED, EXIT_OK, CliError
 from trellis.cli.options import ConfigOption, ModelOption
@@ -288,19 +296,35 @@ def _execute(
         raise CliError(str(exc)) from None
     settings = expand(variants, sweep, reference=reference)
     store = None if no_store else open_cli_store(store_spec)
+    total = len(settings) * len(data)
+    err = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]eval"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,  # a progress bar on a terminal only
+    )
     try:
-        result = asyncio.run(
-            run_eval(
-                flow,
-                data,
-                settings,
-                scorer,
-                config=config,
-                store=store,
-                concurrency=concurrency,
-                eval_id=eval_id,
+        with progress:
+            task = progress.add_task("eval", total=total)
+            result = asyncio.run(
+                run_eval(
+                    flow,
+                    data,
+                    settings,
+                    scorer,
+                    config=config,
+                    store=store,
+                    concurrency=concurrency,
+                    eval_id=eval_id,
+                    on_item=lambda _: progress.advance(task),
+                )
             )
-        )
     except (InputError, ConfigurationError, StoreError) as exc:
         raise CliError(str(exc)) from None
     finally:

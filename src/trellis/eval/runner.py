@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,7 @@ async def _run_variant(
     models: Mapping[str, Any] | None,
     concurrency: int,
     eval_id: str,
+    on_item: Callable[[str], None] | None,
 ) -> VariantRun:
     conditional = [s.name for s in flow.compile().steps if s.when is not None]
     batch_id = f"{eval_id}/{variant.name}" if store is not None else None
@@ -145,6 +146,8 @@ async def _run_variant(
             elif result.error is not None:
                 error = result.error.message
             outcomes[index] = _outcome(index, result, conditional, score, error)
+            if on_item is not None:
+                on_item(variant.name)
     run.seconds = time.perf_counter() - started
     run.items = [outcomes[i] for i in range(len(items))]
     return run
@@ -162,12 +165,14 @@ async def run_eval(
     models: Mapping[str, Any] | None = None,
     concurrency: int = 8,
     eval_id: str | None = None,
+    on_item: Callable[[str], None] | None = None,
 ) -> EvalRun:
     """Run every variant over ``dataset`` (variants concurrently, each ``concurrency``
     items at a time), score every item, and record the eval in ``store``.
 
     Roles resolve through ``config``, then ``models`` (bindings or :class:`tl.Model`
-    instances, as ``Engine(models=...)``), then each variant's own bindings."""
+    instances, as ``Engine(models=...)``), then each variant's own bindings. ``on_item``
+    is called with the variant's name as each item finishes (a progress bar)."""
     eval_id = eval_id or new_eval_id()
     config = config or Config()
     if store is not None and store.get_run(eval_id) is not None:
@@ -186,6 +191,7 @@ async def run_eval(
                 models=models,
                 concurrency=concurrency,
                 eval_id=eval_id,
+                on_item=on_item,
             )
             for v in variants
         )
