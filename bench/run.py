@@ -29,6 +29,7 @@ if str(BENCH_DIR) not in sys.path:  # running as a script puts it there; importi
     sys.path.insert(0, str(BENCH_DIR))
 
 import durable_workloads as dwl  # noqa: E402
+import eval_workloads as ewl  # noqa: E402
 import langgraph_workloads as lgw  # noqa: E402
 import outage_workloads as owl  # noqa: E402
 import ratelimit_workloads as rlw  # noqa: E402
@@ -52,6 +53,7 @@ RATELIMITED_GOAL = rlw.AtLeast(0.9)
 RATELIMITED_429_GOAL = Goal("<=", 0.0)
 ITEMS_LOST_GOAL = Goal("<=", 0.0)
 OUTAGE_REQUESTS_GOAL = Goal("<=", 0.5)
+EVAL_GOAL = rlw.AtLeast(0.8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,8 @@ class Sizes:
     outage_s: float = 3.0
     outage_start_s: float = 1.5  # after the batch's first request: mid-batch
     outage_concurrency: int = 16
+    eval_items: int = 10000  # replayed items of the eval throughput figure
+    eval_reps: int = 1  # ~45 s a repetition at 10 000 items (run + eval of 3 variants)
 
 
 FULL = Sizes()
@@ -96,6 +100,8 @@ QUICK = Sizes(
     outage_reps=1,
     outage_s=1.0,
     outage_start_s=0.5,
+    eval_items=200,
+    eval_reps=2,
 )
 
 
@@ -366,6 +372,42 @@ async def durable_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str,
             **where,
         )
     return figures
+
+
+# -- trellis eval over replayed answers -------------------------------------------------------
+
+
+async def eval_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str, Any]:
+    """``trellis eval`` (3 variants) vs ``trellis run`` of the same flow and items."""
+    n, reps = sizes.eval_items, sizes.eval_reps
+    say(f"eval of 3 variants over {n} replayed items vs one batch run of them")
+    work = ewl.Workload(n)
+    try:
+        s = await interleave(reps, {"run": work.run_batch, "eval": work.run_eval}, warmup=0)
+    finally:
+        work.close()
+    run_rate = n / median(s["run"])
+    eval_rate = n * ewl.VARIANTS / median(s["eval"])
+    return {
+        "eval_throughput_ratio": figure(
+            value=eval_rate / run_rate,
+            unit="x",
+            baseline=run_rate,
+            baseline_unit="items/s",
+            baseline_what=(
+                "trellis run's batch (run_many, SQLite store) of the same flow and items; "
+                "value = eval item-runs per second (items x 3 variants) / that"
+            ),
+            goal=EVAL_GOAL,
+            reps=reps,
+            n=n,
+            eval_items_per_s=eval_rate,
+            run_items_per_s=run_rate,
+            samples_run_s=s["run"],
+            samples_eval_s=s["eval"],
+            **work.settings(),
+        )
+    }
 
 
 # -- rate limits over HTTP (in-process mock server) ------------------------------------------
@@ -942,6 +984,7 @@ GROUPS: dict[str, Group] = {
     "durable": lambda sizes, say: asyncio.run(durable_figures(sizes, say)),
     "ratelimit": lambda sizes, say: asyncio.run(ratelimit_figures(sizes, say)),
     "outage": lambda sizes, say: asyncio.run(outage_figures(sizes, say)),
+    "eval": lambda sizes, say: asyncio.run(eval_figures(sizes, say)),
     "rss": rss_figures,
 }
 

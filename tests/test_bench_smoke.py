@@ -44,6 +44,7 @@ FIGURES = {
     *DURABLE,
     *RATELIMITED,
     *OUTAGE,
+    "eval_throughput_ratio",
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -55,6 +56,7 @@ GOALS = {
     "ratelimited_throughput_ratio",
     "ratelimited_429_count",
     *OUTAGE,
+    "eval_throughput_ratio",
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",

@@ -497,8 +497,12 @@ def test_summary_cost_by_model_and_counterfactual() -> None:
     assert (small_usage.attempts, small_usage.input_tokens) == (7, 600)
     cf = s.counterfactual
     assert cf is not None and cf.model == "fn:large"
-    everything_large = (1000 * 10.0 + 160 * 20.0) / 1e6
+    # The always-run step (classify) re-priced at the large price; the `deep` step ran on
+    # a when= condition: its 2 attempts are left out (an all-large run may not make them).
+    everything_large = (600 * 10.0 + 60 * 20.0) / 1e6
     assert cf.cost_usd == pytest.approx(everything_large)
+    assert cf.left_out_attempts == 2
+    assert cf.actual_usd == pytest.approx(small_cost + large_cost)
     assert cf.saved_usd == pytest.approx(everything_large - small_cost - large_cost)
     assert cf.saved_pct == pytest.approx(100 * cf.saved_usd / everything_large)
 
@@ -508,7 +512,9 @@ def test_summary_cost_by_model_and_counterfactual() -> None:
     assert "fixture — 5 items: 4 done, 1 failed" in text
     assert "when: run 2, skip 3" in text and "large×2" in text
     assert "9 attempts for 7 calls" in text and "malformed 1, rate_limit 1" in text
-    assert "cost if everything used fn:large: $0.0132 — routing saved $0.006480 (49%)" in text
+    flat = " ".join(text.split())
+    assert "estimated cost if every call had gone to fn:large: $0.007200 — routing saved" in flat
+    assert "(7%)" in flat and "2 attempt(s) of when=/branch steps left out" in flat
     assert "wall 2.00s · 2.5 items/s" in text
 
 

@@ -56,6 +56,7 @@ from trellis.errors import (
 )
 from trellis.flow.flow import Flow
 from trellis.flow.inject import LLM, Approval, ElementFailure, Human, Round, RunContext
+from trellis.flow.params import Param
 from trellis.flow.policy import Budget, Cache, RetryPolicy
 from trellis.flow.step import Condition, branch
 from trellis.flow.tools import Tool, ToolArgumentsError, tool
@@ -112,6 +113,7 @@ __all__ = [
     "OutputTypeError",
     "OutputValidationError",
     "OverloadedError",
+    "Param",
     "Price",
     "PriceTable",
     "QuotaExceededError",

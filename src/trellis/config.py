@@ -106,18 +106,25 @@ def _role_from_value(role: str, value: Any) -> RoleBinding:
 
 
 class Config:
-    """Model roles and prices. Immutable; ``with_models`` returns a new one."""
+    """Model roles, prices and custom providers. Immutable; ``with_models`` returns a new one.
+
+    ``providers`` maps a provider name to the ``module:factory`` (or ``path.py:factory``)
+    that builds its models (``factory(binding) -> tl.Model``), as ``[providers]`` in
+    ``trellis.toml``: ``mine = "my_package.models:make"`` makes ``mine:some-model`` a
+    binding. Loaded when a binding first uses it."""
 
     def __init__(
         self,
         models: Mapping[str, str | ModelBinding | RoleBinding | Mapping[str, Any]] | None = None,
         *,
         prices: Mapping[str, Price | Mapping[str, float]] | None = None,
+        providers: Mapping[str, str] | None = None,
     ) -> None:
         self.roles: dict[str, RoleBinding] = {
             role: _role_from_value(role, value) for role, value in (models or {}).items()
         }
         self.prices = PriceTable(prices)
+        self.providers: dict[str, str] = _providers(providers or {})
         self._check_fallbacks()
 
     def _check_fallbacks(self) -> None:
@@ -135,6 +142,7 @@ class Config:
         new = Config.__new__(Config)
         new.roles = {**self.roles, **{r: _role_from_value(r, v) for r, v in models.items()}}
         new.prices = self.prices
+        new.providers = dict(self.providers)
         new._check_fallbacks()
         return new
 
@@ -142,6 +150,7 @@ class Config:
         new = Config.__new__(Config)
         new.roles = dict(self.roles)
         new.prices = self.prices.with_overrides(prices)
+        new.providers = dict(self.providers)
         return new
 
     def resolve(self, role_or_spec: str) -> RoleBinding:
@@ -170,13 +179,25 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> Config:
-        unknown = set(data) - {"models", "prices"}
+        unknown = set(data) - {"models", "prices", "providers"}
         if unknown:
             raise ConfigurationError(
-                f"{source}: unknown section(s) {sorted(unknown)}; known: models, prices"
+                f"{source}: unknown section(s) {sorted(unknown)}; known: models, prices, providers"
             )
         models = data.get("models", {})
         prices = data.get("prices", {})
-        if not isinstance(models, Mapping) or not isinstance(prices, Mapping):
-            raise ConfigurationError(f"{source}: [models] and [prices] must be tables")
-        return cls(models, prices=prices)
+        providers = data.get("providers", {})
+        if not all(isinstance(t, Mapping) for t in (models, prices, providers)):
+            raise ConfigurationError(f"{source}: [models], [prices] and [providers] must be tables")
+        return cls(models, prices=prices, providers=providers)
+
+
+def _providers(specs: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, spec in specs.items():
+        if not isinstance(spec, str) or ":" not in spec:
+            raise ConfigurationError(
+                f"[providers] {name} must be 'module:factory' or 'path.py:factory', got {spec!r}"
+            )
+        out[str(name)] = spec
+    return out

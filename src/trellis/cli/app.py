@@ -17,6 +17,8 @@ from trellis.cli.cache import cache_app
 from trellis.cli.check import describe_flow, render_flow
 from trellis.cli.commands import execute_run
 from trellis.cli.errors import EXIT_OK, CliError
+from trellis.cli.eval import eval_command
+from trellis.cli.history import diff, fork
 from trellis.cli.human import approve, reply
 from trellis.cli.inspect import runs, show
 from trellis.cli.mock import mock_server
@@ -375,6 +377,9 @@ def run(
 
 
 app.command("mock-server")(mock_server)
+app.command("eval")(eval_command)
+app.command("fork")(fork)
+app.command("diff")(diff)
 app.command("resume")(resume)
 app.command("approve")(approve)
 app.command("reply")(reply)

@@ -31,6 +31,7 @@ class InputInfo:
     required: bool
     default: str | None
     readers: tuple[str, ...]
+    parameter: bool = False  # a tunable tl.Param (what ``trellis eval --sweep`` varies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,7 @@ def describe_flow(
             required=i.required,
             default=None if i.required else repr(i.default),
             readers=i.readers,
+            parameter=i.param is not None,
         )
         for i in plan.inputs.values()
     )
@@ -200,6 +202,8 @@ def render_flow(console: Console, info: FlowInfo, source: str) -> None:
         line("[dim]none[/]", 2)
     for i in info.inputs:
         required = "required" if i.required else f"optional, default {i.default}"
+        if i.parameter:
+            required = f"parameter, default {i.default}"
         readers = ", ".join(i.readers) or "nothing"
         line(
             f"[bold]{escape(i.name)}[/]: {escape(i.type)} ({escape(required)}) "

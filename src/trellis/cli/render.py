@@ -496,8 +496,17 @@ def summary_renderables(summary: BatchSummary, title: str) -> list[RenderableTyp
             if cf.saved_usd >= 0
             else f"routing cost {fmt_usd(-cf.saved_usd)} more"
         )
+        left_out = (
+            f"; {cf.left_out_attempts} attempt(s) of when=/branch steps left out, so an "
+            "escalated item counts once"
+            if cf.left_out_attempts
+            else ""
+        )
         lines.append(
-            f"cost if everything used {escape(cf.model)}: {fmt_usd(cf.cost_usd)} — {verdict}"
+            f"estimated cost if every call had gone to {escape(cf.model)}: "
+            f"{fmt_usd(cf.cost_usd)} — {verdict}\n"
+            f"[dim](method: the always-run steps' calls re-priced at {escape(cf.model)}'s "
+            f"price with this batch's tokens{left_out}; a measured baseline: trellis eval)[/]"
         )
     out.append(Text.from_markup("\n".join(lines)))
     lat = summary.latency

@@ -75,13 +75,27 @@ class ModelUsage:
 
 @dataclass(frozen=True, slots=True)
 class Counterfactual:
-    """The batch's priced attempts re-priced as if they had all gone to ``model``."""
+    """An *estimate* of an all-``model`` run from this batch's own calls, against what the
+    batch actually cost.
+
+    Method: the priced attempts of the steps every item runs are re-priced at ``model``'s
+    price (with this batch's tokens). Attempts of steps that ran only because a ``when=``
+    or ``tl.branch`` condition held are left out (``left_out_attempts``): an all-``model``
+    run need not make them (a cascade's escalation is not needed when the first answer
+    already comes from ``model``), so an escalated item counts once, never twice. The
+    limit: the estimate leaves out conditional work an all-``model`` run would still do,
+    and the tokens are this batch's, not ``model``'s. A measured baseline comes from
+    ``trellis eval`` (run or replay the all-``model`` variant)."""
 
     model: str
-    cost_usd: float  # what it would have cost
-    actual_usd: float  # what the same attempts did cost
+    cost_usd: float  # the estimated cost of an all-``model`` run
+    actual_usd: float  # what the batch did cost (every priced attempt)
     saved_usd: float
     saved_pct: float
+    left_out_attempts: int = 0  # attempts of conditional steps, not re-priced
+    method: str = (
+        "always-run steps' calls re-priced; conditional (when=/branch) steps' calls left out"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,14 +333,22 @@ def _counterfactual(results: Sequence[RunResult], prices: PriceTable) -> Counter
     top = max(priced, key=lambda m: (priced[m].output, priced[m].input, m))
     price = priced[top]
     would = actual = 0.0
+    left_out = 0
     for result in results:
+        conditional = {
+            d.step for d in result.decisions if d.kind in ("when", "branch") and d.outcome == "run"
+        }
         for call in result.calls:
-            if call.model in priced and call.cost_usd is not None:
+            if call.cost_usd is None:
+                continue
+            actual += call.cost_usd
+            if call.step in conditional:
+                left_out += 1
+            elif call.model in priced:
                 would += price.cost(Usage(call.input_tokens, call.output_tokens))
-                actual += call.cost_usd
     saved = would - actual
     pct = 100.0 * saved / would if would > 0 else 0.0
-    return Counterfactual(top, would, actual, saved, pct)
+    return Counterfactual(top, would, actual, saved, pct, left_out)
 
 
 def _latency(results: Sequence[RunResult]) -> Latency | None:

@@ -113,7 +113,7 @@ class Engine:
                 else:
                     bound[role] = value
             self.config = self.config.with_models(bound)
-        self.registry = ProviderRegistry(providers)
+        self.registry = ProviderRegistry(providers, specs=self.config.providers)
         self.guard = BudgetGuard(budget, label="batch") if budget is not None else None
         self.rng = random.Random(seed)
         self.sleep = sleep
@@ -128,6 +128,9 @@ class Engine:
         model = self._models.get(key)
         if model is None:
             model = self._models[key] = self.registry.create(binding)
+            bind = getattr(model, "bind_engine", None)
+            if callable(bind):  # a model that calls other roles (replay's fallback=ROLE)
+                bind(lambda role: self.model_chain(role)[0], self.config.prices.cost)
         self._identities.setdefault(id(model), _identity(binding, model))
         return model
 

@@ -348,26 +348,38 @@ class _Call:
 
             assert response is not None
             usage = response.usage
+            billed = response.cost_usd  # a recorded cost, when the provider knows it
             if response.finish_reason == "length":
                 msg = f"{model.name} stopped at max_tokens ({self.max_tokens}); reply truncated"
-                self._record(model, usage, reservation, latency, FailureMode.TRUNCATED, msg)
+                self._record(
+                    model, usage, reservation, latency, FailureMode.TRUNCATED, msg, cost=billed
+                )
                 raise TruncatedError(msg, model=model.name, usage=usage)
             if response.finish_reason in ("refusal", "content_filter") or response.refusal:
                 msg = f"{model.name} refused: {response.refusal or response.finish_reason}"
-                self._record(model, usage, reservation, latency, FailureMode.REFUSAL, msg)
+                self._record(
+                    model, usage, reservation, latency, FailureMode.REFUSAL, msg, cost=billed
+                )
                 raise RefusalError(msg, model=model.name, usage=usage)
             if self.tools and response.tool_calls:
-                self._record(model, usage, reservation, latency, None, None)
+                self._record(model, usage, reservation, latency, None, None, cost=billed)
                 return AgentReply(text=response.text, tool_calls=list(response.tool_calls))
             if spec is None:
-                self._record(model, usage, reservation, latency, None, None)
+                self._record(model, usage, reservation, latency, None, None, cost=billed)
                 return AgentReply(text=response.text) if self.tools else response.text
             parsed = spec.parse(response.text)
             if not isinstance(parsed, ParseFailure):
-                self._record(model, usage, reservation, latency, None, None)
+                self._record(model, usage, reservation, latency, None, None, cost=billed)
                 return AgentReply(text=response.text) if self.tools else parsed
             self._record(
-                model, usage, reservation, latency, parsed.mode, parsed.error, response.text
+                model,
+                usage,
+                reservation,
+                latency,
+                parsed.mode,
+                parsed.error,
+                response.text,
+                cost=billed,
             )
             bad.append(
                 ReplyAttempt(
@@ -448,8 +460,9 @@ class _Call:
         mode: FailureMode | str | None,
         error: str | None,
         reply: str | None = None,
+        cost: float | None = None,
     ) -> None:
-        cost = self.scope.run.settle(reservation, model.name, usage)
+        cost = self.scope.run.settle(reservation, model.name, usage, cost)
         outcome = "ok" if mode is None else str(mode)
         self._add(model, usage, cost, latency, outcome, error=error, reply=reply)
 

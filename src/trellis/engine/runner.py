@@ -691,8 +691,13 @@ class Run:
             cost = price.cost(estimate)
         return await guard.reserve(estimate.total_tokens, cost)
 
-    def settle(self, reservation: Reservation, model: str, usage: Usage) -> float | None:
-        cost = self.engine.config.prices.cost(model, usage)
+    def settle(
+        self, reservation: Reservation, model: str, usage: Usage, cost: float | None = None
+    ) -> float | None:
+        """Replace ``reservation`` by the actual usage; ``cost`` (a reply's own, recorded
+        cost) wins over pricing ``usage`` with the price table."""
+        if cost is None:
+            cost = self.engine.config.prices.cost(model, usage)
         self.guard.settle(reservation, usage.total_tokens, cost or 0.0)
         return cost
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from trellis.errors import FlowDefinitionError
 from trellis.flow.graph import CompiledFlow, compile_flow
+from trellis.flow.params import Param
 from trellis.flow.policy import Budget, Cache, RetryPolicy
 from trellis.flow.step import Condition, OnError, StepSpec, build_step
 
@@ -33,6 +34,8 @@ class Flow:
     reads that is not a step is taken as an input (and typos surface only at run time).
     ``concurrency`` bounds how many step executions (including mapped elements) run at
     once in one run; ``retry`` and ``model`` are defaults for every step.
+    ``params`` declares tunable settings (:class:`tl.Param`): inputs with a default that
+    ``trellis eval --sweep`` can vary.
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class Flow:
         budget: Budget | None = None,
         cache: Cache | bool | None = None,
         description: str = "",
+        params: Sequence[Param] = (),
     ) -> None:
         if not name:
             raise FlowDefinitionError("a flow needs a name")
@@ -53,7 +57,16 @@ class Flow:
             raise FlowDefinitionError(f"flow {name!r}: concurrency must be at least 1")
         self.name = name
         self.description = description
+        self.params: dict[str, Param] = {}
+        for param in params:
+            if param.name in self.params or (inputs is not None and param.name in inputs):
+                raise FlowDefinitionError(
+                    f"flow {name!r}: {param.name!r} is declared twice (inputs/params)"
+                )
+            self.params[param.name] = param
         self.declared_inputs = dict(inputs) if inputs is not None else None
+        if self.declared_inputs is not None:
+            self.declared_inputs.update({p.name: p.annotation for p in params})
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.model = model
@@ -146,7 +159,9 @@ class Flow:
     def compile(self) -> CompiledFlow:
         """Validate the flow and return its plan (cached until a step is added)."""
         if self._compiled is None:
-            self._compiled = compile_flow(self.name, self._steps, self.declared_inputs)
+            self._compiled = compile_flow(
+                self.name, self._steps, self.declared_inputs, self.params
+            )
         return self._compiled
 
     def validate(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import TypeAdapter, ValidationError
 
 from trellis.errors import FlowDefinitionError, InputError
+from trellis.flow.params import Param as FlowParam
 from trellis.flow.step import Param, StepSpec
 from trellis.flow.types import compatible, describe, input_adapter, make_validator
 
@@ -34,6 +35,7 @@ class InputSpec:
     default: Any
     readers: tuple[str, ...]
     adapter: TypeAdapter[Any] | None = None  # lax validation of the given value
+    param: FlowParam | None = None  # a tunable parameter (tl.Param): its default is always given
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,9 @@ class CompiledFlow:
         values: dict[str, Any] = {}
         for name, spec in plan.inputs.items():
             if name not in given:
+                if spec.param is not None:
+                    values[name] = spec.param.default
+                    continue
                 if spec.required:
                     raise InputError(
                         f"flow {plan.name!r}: missing input {name!r} (read by "
@@ -80,6 +85,11 @@ class CompiledFlow:
                     where = ".".join(str(p) for p in first["loc"])
                     detail = f"{where}: {first['msg']}" if where else first["msg"]
                     raise InputError(f"flow {plan.name!r}: input {name!r}: {detail}") from exc
+            if spec.param is not None:
+                try:
+                    spec.param.check(value)
+                except FlowDefinitionError as exc:
+                    raise InputError(f"flow {plan.name!r}: {exc}") from exc
             values[name] = value
         return values
 
@@ -88,6 +98,7 @@ def compile_flow(
     name: str,
     steps: Mapping[str, StepSpec],
     declared_inputs: Mapping[str, Any] | None,
+    params: Mapping[str, FlowParam] | None = None,
 ) -> CompiledFlow:
     if not steps:
         raise FlowDefinitionError(f"flow {name!r} has no steps")
@@ -97,6 +108,21 @@ def compile_flow(
                 f"flow {name!r}: {step_name!r} is both a flow input and a step", step=step_name
             )
     inputs = _collect_inputs(name, steps, declared_inputs)
+    for param in (params or {}).values():
+        if param.name in steps:
+            raise FlowDefinitionError(
+                f"flow {name!r}: {param.name!r} is both a parameter and a step", step=param.name
+            )
+        spec = inputs.get(param.name)
+        inputs[param.name] = InputSpec(
+            name=param.name,
+            annotation=param.annotation,
+            required=False,
+            default=param.default,
+            readers=spec.readers if spec is not None else (),
+            adapter=input_adapter(param.annotation),
+            param=param,
+        )
     order = _topological_order(steps)
     index = {s: i for i, s in enumerate(order)}
     deps = tuple(

@@ -110,6 +110,9 @@ class ModelResponse:
     #: How the provider changed the request to get it accepted (e.g. "temperature not
     #: sent: the server rejected temperature (HTTP 400)"); recorded on the CallRecord.
     adjustments: tuple[str, ...] = ()
+    #: What this reply cost in USD when the provider knows it (a replayed recording); the
+    #: engine then bills it instead of pricing ``usage`` with the price table.
+    cost_usd: float | None = None
 
 
 class Model(abc.ABC):

@@ -19,17 +19,20 @@ __all__ = ["DEFAULT_PRICES", "Price", "PriceTable"]
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per million input and output tokens."""
+    """USD per million input and output tokens, plus an optional flat USD per request
+    (for models billed per call, such as a hosted endpoint with a per-request fee)."""
 
     input: float
     output: float
+    request: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.input < 0 or self.output < 0:
+        if self.input < 0 or self.output < 0 or self.request < 0:
             raise ConfigurationError(f"a price cannot be negative: {self}")
 
     def cost(self, usage: Usage) -> float:
-        return (usage.input_tokens * self.input + usage.output_tokens * self.output) / 1e6
+        per_token = (usage.input_tokens * self.input + usage.output_tokens * self.output) / 1e6
+        return per_token + self.request
 
 
 DEFAULT_PRICES: Mapping[str, Price] = {
@@ -75,9 +78,13 @@ def _as_price(name: str, price: Price | Mapping[str, float]) -> Price:
     if isinstance(price, Price):
         return price
     try:
-        return Price(float(price["input"]), float(price["output"]))
+        if set(price) == {"request"}:
+            return Price(0.0, 0.0, float(price["request"]))
+        return Price(
+            float(price["input"]), float(price["output"]), float(price.get("request", 0.0))
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigurationError(
-            f"price for {name!r} must give 'input' and 'output' USD per million tokens, "
-            f"got {price!r}"
+            f"price for {name!r} must give 'input' and 'output' USD per million tokens "
+            f"(and optionally 'request' USD per request), got {price!r}"
         ) from exc

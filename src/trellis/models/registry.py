@@ -2,18 +2,30 @@
 
 The engine owns one registry (no global state); built-in providers are imported lazily so
 that an unused provider costs nothing at import time. Add your own with
-``Engine(providers={"mine": factory})`` where ``factory(binding) -> Model``.
+``Engine(providers={"mine": factory})`` where ``factory(binding) -> Model``, with
+``[providers] mine = "module:factory"`` in ``trellis.toml`` (``Config.providers``), or from
+an installed package through the ``trellis.providers`` entry-point group
+(``[project.entry-points."trellis.providers"] mine = "my_package.models:make"``). Explicit
+factories win over configured ones, which win over entry points and the built-ins.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
 
 from trellis.config import ModelBinding
 from trellis.errors import ConfigurationError
 from trellis.models.base import Model
 
-__all__ = ["ProviderFactory", "ProviderRegistry"]
+__all__ = ["ENTRY_POINT_GROUP", "ProviderFactory", "ProviderRegistry", "load_factory"]
+
+#: The entry-point group under which installed packages register providers.
+ENTRY_POINT_GROUP = "trellis.providers"
 
 ProviderFactory = Callable[[ModelBinding], Model]
 
@@ -22,6 +34,12 @@ def _sim(binding: ModelBinding) -> Model:
     from trellis.models.sim import SimModel, SimOptions
 
     return SimModel(binding.model, SimOptions.parse(binding.options))
+
+
+def _replay(binding: ModelBinding) -> Model:
+    from trellis.models.replay import ReplayModel
+
+    return ReplayModel.from_options(binding.model, binding.options)
 
 
 def _openai(binding: ModelBinding) -> Model:
@@ -38,24 +56,85 @@ def _anthropic(binding: ModelBinding) -> Model:
 
 BUILTIN_PROVIDERS: Mapping[str, ProviderFactory] = {
     "sim": _sim,
+    "replay": _replay,
     "openai": _openai,
     "anthropic": _anthropic,
 }
 
 
+def load_factory(spec: str, name: str = "") -> ProviderFactory:
+    """``module:factory`` or ``path.py:factory`` to the callable (a ConfigurationError
+    names the provider and what went wrong)."""
+    target, _, attr = spec.rpartition(":")
+    what = f"provider {name!r} ({spec})" if name else f"provider factory {spec!r}"
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            module_name = f"_trellis_provider_{abs(hash(str(path.resolve())))}"
+            loader = importlib.util.spec_from_file_location(module_name, path)
+            if loader is None or loader.loader is None or not path.is_file():
+                raise ImportError(f"no file {target}")
+            module = importlib.util.module_from_spec(loader)
+            sys.modules[module_name] = module
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        factory = getattr(module, attr)
+    except (ImportError, AttributeError, OSError, SyntaxError) as exc:
+        raise ConfigurationError(f"cannot load {what}: {exc}") from exc
+    if not callable(factory):
+        raise ConfigurationError(f"{what} is not callable")
+    return factory  # type: ignore[no-any-return]
+
+
+def _entry_point(name: str) -> ProviderFactory | None:
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            try:
+                factory = ep.load()
+            except Exception as exc:
+                raise ConfigurationError(
+                    f"cannot load provider {name!r} from entry point {ep.value}: {exc}"
+                ) from exc
+            return factory  # type: ignore[no-any-return]
+    return None
+
+
 class ProviderRegistry:
-    def __init__(self, extra: Mapping[str, ProviderFactory] | None = None) -> None:
-        self._factories = {**BUILTIN_PROVIDERS, **(extra or {})}
+    def __init__(
+        self,
+        extra: Mapping[str, ProviderFactory] | None = None,
+        *,
+        specs: Mapping[str, str] | None = None,
+    ) -> None:
+        self._factories: dict[str, ProviderFactory] = dict(BUILTIN_PROVIDERS)
+        self._specs = dict(specs or {})  # configured: loaded on first use
+        for name in self._specs:
+            self._factories.pop(name, None)
+        self._factories.update(extra or {})
 
     @property
     def names(self) -> list[str]:
-        return sorted(self._factories)
+        return sorted({*self._factories, *self._specs})
 
     def create(self, binding: ModelBinding) -> Model:
         factory = self._factories.get(binding.provider)
+        if factory is None and binding.provider in self._specs:
+            factory = load_factory(self._specs[binding.provider], binding.provider)
+            self._factories[binding.provider] = factory
+        if factory is None:
+            factory = _entry_point(binding.provider)
+            if factory is not None:
+                self._factories[binding.provider] = factory
         if factory is None:
             raise ConfigurationError(
                 f"unknown model provider {binding.provider!r} in {binding.name!r}; known "
-                f"providers: {', '.join(self.names)}"
+                f"providers: {', '.join(self.names)} (add one under [providers] in "
+                f"trellis.toml, or through the {ENTRY_POINT_GROUP!r} entry points)"
             )
-        return factory(binding)
+        model = factory(binding)
+        if not isinstance(model, Model):
+            raise ConfigurationError(
+                f"provider {binding.provider!r} returned {type(model).__name__}, not a tl.Model"
+            )
+        return model

@@ -1,0 +1,230 @@
+"""``trellis fork`` and ``trellis diff``: re-run a recorded run from a step with other
+bindings or changed code, and compare two recorded runs. Thin: the work is
+:mod:`trellis.history`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trellis.cli.commands import DURABLE_ERRORS, run_batch, run_once
+from trellis.cli.errors import EXIT_OK, CliError
+from trellis.cli.resume import recorded_settings
+from trellis.cli.store_options import (
+    LeaseTtlOption,
+    StoreOption,
+    fail,
+    open_existing_store,
+    redact_model_overrides,
+    store_url,
+)
+from trellis.engine.engine import new_run_id
+from trellis.history import RunDiff, diff_runs, prepare_fork
+
+__all__ = ["diff", "fork"]
+
+
+def fork(
+    run: Annotated[str, typer.Argument(help="The recorded run or batch.", show_default=False)],
+    from_step: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="STEP",
+            help="Re-run this step and everything downstream of it; the steps upstream come "
+            "from the record (not paid for again). Default: re-run every step.",
+            show_default=False,
+        ),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="ROLE=PROVIDER:MODEL",
+            help="Bind a role differently from the recorded run; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id", metavar="ID", help="The fork's id (default: a new one).", show_default=False
+        ),
+    ] = None,
+    store: StoreOption = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", "-n", min=1, help="For a batch: items at once.", show_default=False
+        ),
+    ] = None,
+    lease_ttl: LeaseTtlOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only a one-line outcome.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Re-run a recorded run or batch (`trellis run`) with other bindings or changed code.
+
+    Steps upstream of `--from` are copied from the record, so only what changed is paid
+    for; a copied step whose code changed since it was recorded runs again, with its
+    downstream. The flow file and configuration are the recorded ones. The fork is a new
+    run (`--run-id`); compare it with `trellis diff RUN FORK`.
+
+    Example: `trellis fork 20250101-120000-1a2b3c4d --from large_answer --model
+    large=openai:gpt-4o`
+    """
+    try:
+        code = _fork(
+            run, from_step, models or [], run_id, store, concurrency, lease_ttl, quiet, as_json
+        )
+    except CliError as exc:
+        raise fail(exc) from None
+    raise typer.Exit(code)
+
+
+def _fork(
+    run: str,
+    from_step: str | None,
+    models: list[str],
+    run_id: str | None,
+    store: str | None,
+    concurrency: int | None,
+    lease_ttl: float | None,
+    quiet: bool,
+    as_json: bool,
+) -> int:
+    opened = open_existing_store(store)
+    if opened is None:
+        raise CliError(f"no run {run!r} in {store_url(store)}")
+    try:
+        row = opened.get_run(run)
+        if row is None:
+            raise CliError(f"no run {run!r} in {opened.url}")
+        meta, flow, settings = recorded_settings(
+            opened, row, models=models, lease_ttl=lease_ttl, quiet=quiet
+        )
+        safe, redacted = redact_model_overrides(models)
+        record: dict[str, Any] = meta.to_dict()
+        record["models"] = [*meta.models, *safe]
+        record["redacted"] = [*meta.redacted, *redacted]
+        record.pop("batch", None)
+        plan = prepare_fork(
+            opened, flow, run, new_id=run_id or new_run_id(), from_step=from_step, meta=record
+        )
+        reused = ", ".join(plan.reused) or "nothing"
+        note = (
+            f"fork {plan.run_id} of {run}: re-running {', '.join(plan.rerun)}; "
+            f"from the record: {reused}"
+        )
+        if plan.is_batch:
+            return run_batch(
+                flow,
+                f"{meta.target} (fork of {run})",
+                None,
+                None,
+                settings,
+                concurrency=concurrency or meta.concurrency or 8,
+                quiet=quiet,
+                as_json=as_json,
+                progress=not (quiet or as_json),
+                batch_id=plan.run_id,
+                rerun_changed=True,
+                note=note,
+            )
+        if not quiet:
+            typer.echo(note, err=True)
+        return run_once(
+            flow,
+            None,
+            settings,
+            quiet=quiet,
+            as_json=as_json,
+            run_id=plan.run_id,
+            rerun_changed=True,
+        )
+    except DURABLE_ERRORS as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        opened.close()
+
+
+def diff(
+    run_a: Annotated[str, typer.Argument(help="A recorded run or batch.", show_default=False)],
+    run_b: Annotated[str, typer.Argument(help="Another one (e.g. its fork).", show_default=False)],
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the diff as JSON.")] = False,
+) -> None:
+    """Show per step (per item for batches) what differs between two recorded runs: the
+    route (a step's status), its output, cost and latency. Exit code 0."""
+    try:
+        opened = open_existing_store(store)
+        if opened is None:
+            raise CliError(f"no run {run_a!r} in {store_url(store)}")
+        try:
+            result = diff_runs(opened, run_a, run_b)
+        except DURABLE_ERRORS as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            opened.close()
+    except CliError as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False))
+    else:
+        render_diff(Console(), result)
+    raise typer.Exit(EXIT_OK)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:.6f}"
+
+
+def render_diff(console: Console, result: RunDiff) -> None:
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    if result.items:
+        changed = [(i, d) for i, d in result.items if d.changed]
+        console.print(
+            f"{result.a} vs {result.b}: {len(changed)} of {len(result.items)} items differ; "
+            f"cost {_money(result.cost_a)} vs {_money(result.cost_b)}",
+            highlight=False,
+        )
+        per_step = result.to_dict()["per_step"]
+        table = Table("step", "route changed", "output changed", show_edge=False)
+        for step, counts in per_step.items():
+            table.add_row(step, str(counts["route_changed"]), str(counts["output_changed"]))
+        console.print(table)
+        for index, d in changed[:20]:
+            steps = ", ".join(s.step for s in d.steps if s.changed)
+            console.print(f"  item {index}: {steps}", highlight=False)
+        if len(changed) > 20:
+            console.print(f"  ... and {len(changed) - 20} more (--json has them all)")
+        return
+    console.print(
+        f"{result.a} ({result.status_a}, {_money(result.cost_a)}) vs {result.b} "
+        f"({result.status_b}, {_money(result.cost_b)})",
+        highlight=False,
+    )
+    table = Table(
+        "step", "route", "output a", "output b", "cost a → b", "latency a → b", show_edge=False
+    )
+    for s in result.steps:
+        mark = "" if not s.changed else " *"
+        table.add_row(
+            s.step + mark,
+            f"{s.status_a} → {s.status_b}" if s.route_changed else str(s.status_a),
+            _short(s.output_a),
+            "same" if not s.output_changed else _short(s.output_b),
+            f"{_money(s.cost_a)} → {_money(s.cost_b)}",
+            f"{s.latency_a or 0:.3f}s → {s.latency_b or 0:.3f}s",
+        )
+    console.print(table)

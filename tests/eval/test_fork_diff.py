@@ -1,0 +1,124 @@
+"""Fork a recorded run or batch from a step with other bindings (upstream from the record,
+only what changed is paid for), and diff two recorded runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import trellis as tl
+from trellis.cli.app import app
+from trellis.history import diff_runs, fork, prepare_fork
+
+from .conftest import FLOW, N_ITEMS
+
+
+def cascade_flow() -> tl.Flow:
+    from .flows import cascade
+
+    return cascade.flow
+
+
+def questions(n: int = N_ITEMS) -> list[dict[str, str]]:
+    return [{"question": f"What is {i}+{i}?"} for i in range(n)]
+
+
+async def test_fork_a_run_from_a_step_reuses_what_is_upstream(toy: dict[str, Path]) -> None:
+    rec = toy["recorded"]
+    url = f"sqlite:///{toy['store']}"
+    wrong_large = {"small": f"replay:small?file={rec}", "large": f"replay:small?file={rec}"}
+    async with tl.Engine(models=wrong_large, store=url) as engine:
+        first = await engine.run(cascade_flow(), {"question": "What is 1+1?"}, run_id="r1")
+    assert first.outputs["answer"] == "3", "small is wrong and 'large' was small again"
+    right_large = {**wrong_large, "large": f"replay:large?file={rec}"}
+    async with tl.Engine(models=right_large, store=url) as engine:
+        plan, [forked] = await fork(engine, cascade_flow(), "r1", new_id="r2", from_step="large")
+    assert plan.rerun == ("large", "answer") and plan.reused == ("small", "confidence")
+    assert forked.run_id == "r2" and forked.outputs["answer"] == "2"
+    assert [c.model for c in forked.calls] == ["replay:large"], "small was not asked again"
+    assert sum(c.cost_usd or 0.0 for c in forked.calls) == pytest.approx(0.01), "paid now"
+    assert forked.usage.cost_usd == pytest.approx(0.011), "the run's total: reused + new"
+    assert engine.store is not None
+    diff = diff_runs(engine.store, "r1", "r2")
+    changed = {s.step for s in diff.steps if s.changed}
+    assert changed == {"large", "answer"}
+    report = diff.to_dict()
+    assert report["kind"] == "run"
+    large = next(s for s in report["steps"] if s["step"] == "large")
+    assert large["cost_a"] == pytest.approx(0.001) and large["cost_b"] == pytest.approx(0.01)
+
+
+async def test_fork_checks_its_arguments(toy: dict[str, Path]) -> None:
+    rec = toy["recorded"]
+    url = f"sqlite:///{toy['store']}"
+    models = {"small": f"replay:small?file={rec}", "large": f"replay:large?file={rec}"}
+    async with tl.Engine(models=models, store=url) as engine:
+        await engine.run(cascade_flow(), {"question": "What is 1+1?"}, run_id="r1")
+        assert engine.store is not None
+        with pytest.raises(tl.InputError, match="not a step"):
+            prepare_fork(engine.store, cascade_flow(), "r1", from_step="nope")
+        with pytest.raises(tl.InputError, match="already exists"):
+            prepare_fork(engine.store, cascade_flow(), "r1", new_id="r1")
+        with pytest.raises(tl.InputError, match="no run"):
+            prepare_fork(engine.store, cascade_flow(), "missing")
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    """Exit code and stdout (or, on an error, everything printed)."""
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
+
+
+def test_fork_and_diff_a_batch_from_the_cli(toy: dict[str, Path], tmp_path: Path) -> None:
+    rec = toy["recorded"]
+    store = f"sqlite:///{toy['store']}"
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps(q) + "\n" for q in questions()))
+    code, out = invoke(
+        "run",
+        FLOW,
+        "--input-file",
+        str(items),
+        "--store",
+        store,
+        "--run-id",
+        "b1",
+        "-c",
+        str(toy["config"]),
+        "--model",
+        f"large=replay:small?file={rec}",
+        "--json",
+    )
+    assert code == 0, out
+    code, out = invoke(
+        "fork",
+        "b1",
+        "--from",
+        "large",
+        "--model",
+        f"large=replay:large?file={rec}",
+        "--run-id",
+        "b2",
+        "--store",
+        store,
+        "--json",
+    )
+    assert code == 0, out
+    summary = json.loads(out)
+    assert summary["done"] == N_ITEMS
+    calls = {m["model"]: m["attempts"] for m in summary["models"]}
+    assert calls == {"replay:large": 10}, "only the escalations were paid for again"
+    code, out = invoke("diff", "b1", "b2", "--store", store, "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["kind"] == "batch" and report["items"] == N_ITEMS
+    assert report["changed_items"] == 10
+    assert report["per_step"]["small"] == {"route_changed": 0, "output_changed": 0}
+    assert report["per_step"]["answer"]["output_changed"] == 10
+    code, out = invoke("diff", "b1", "b2", "--store", store)
+    assert code == 0 and "10 of 40 items differ" in out
+    code, out = invoke("fork", "b1", "--from", "nope", "--store", store)
+    assert code == 2 and "not a step" in out
