@@ -4,18 +4,23 @@ PYTHON ?= python3
 
 .PHONY: demo test quick lint bench docs clean
 
+# The core install (what `make demo` needs), then the extras each target adds.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,eval]'
 	touch $@
 
-$(VENV)/.bench-installed: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+$(VENV)/.bench-installed: $(VENV)/.test-installed
+	$(PY) -m pip install --quiet -e '.[test,eval,bench]'
 	touch $@
 
-$(VENV)/.docs-installed: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[test,docs]'
+$(VENV)/.docs-installed: $(VENV)/.test-installed
+	$(PY) -m pip install --quiet -e '.[test,eval,docs]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -23,7 +28,7 @@ demo: $(VENV)/.installed
 		--input-file examples/data/feedback.jsonl --output feedback-results.jsonl \
 		--config examples/trellis.toml
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check src tests examples bench
 	$(VENV)/bin/mypy
 
