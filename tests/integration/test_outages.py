@@ -15,10 +15,10 @@ the batch shares one breaker. Answers take
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,25 +97,31 @@ async def run_triage(
     async with tl.Engine(models={"small": bound, "large": bound}, seed=0) as engine:
         breaker = engine.breaker(engine.model_chain("small")[0])
         marks: list[int] = []
+        stop = threading.Event()
 
-        async def watch(outage: Outage) -> None:
-            # The outage's window is the server thread's state: polled, not awaited.
-            while not outage.active(time.monotonic()):  # noqa: ASYNC110
-                await asyncio.sleep(0.002)
+        def watch(outage: Outage) -> None:
+            # A thread, not a task: a busy event loop cannot delay its marks (a late end
+            # mark would count the requests sent right after the outage as sent in it).
+            while not outage.active(time.monotonic()) and not stop.is_set():
+                time.sleep(0.001)
             marks.append(breaker.machine.sent)
-            while outage.active(time.monotonic()):  # noqa: ASYNC110
-                await asyncio.sleep(0.002)
+            while outage.active(time.monotonic()) and not stop.is_set():
+                time.sleep(0.001)
             marks.append(breaker.machine.sent)
 
-        watcher = asyncio.create_task(watch(outage)) if outage is not None else None
+        watcher = None
+        if outage is not None:
+            watcher = threading.Thread(target=watch, args=(outage,), daemon=True)
+            watcher.start()
         try:
             async for index, result in engine.run_many(
                 triage.flow, feedback_items(n), concurrency=concurrency
             ):
                 results[index] = result
         finally:
+            stop.set()
             if watcher is not None:
-                watcher.cancel()
+                watcher.join(timeout=5)
     assert sorted(results) == list(range(n))
     sent = marks[1] - marks[0] if len(marks) == 2 else 0
     return Batch([results[i] for i in range(n)], breaker.stats, sent)
