@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 from trellis.errors import StoreError
 from trellis.store.base import FORMAT, CacheStats, CallRow, RunRow, StepRow, Store
 from trellis.store.memory import MemoryStore
+from trellis.store.pgurl import redact_url
 from trellis.store.sqlite import SQLiteStore
 
 __all__ = [
@@ -30,7 +31,8 @@ DEFAULT_STORE_URL = "sqlite:///.trellis/trellis.db"
 
 def open_store(url: str | None = None) -> Store:
     """A store from a URL: ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``,
-    ``sqlite:///path.db?synchronous=FULL``, ``memory:``, or a plain file path. ``None``
+    ``sqlite:///path.db?synchronous=FULL``, ``postgresql://user@host:port/db`` (or
+    ``postgres://``; the ``[postgres]`` extra), ``memory:``, or a plain file path. ``None``
     means ``$TRELLIS_STORE``, else ``sqlite:///.trellis/trellis.db``."""
     spec = url or os.environ.get("TRELLIS_STORE") or DEFAULT_STORE_URL
     if spec in ("memory:", "memory://"):
@@ -38,8 +40,15 @@ def open_store(url: str | None = None) -> Store:
     if "://" not in spec:
         return SQLiteStore(Path(spec))
     parts = urlsplit(spec)
+    if parts.scheme in ("postgresql", "postgres"):
+        from trellis.store.postgres import PostgresStore  # needs the [postgres] extra
+
+        return PostgresStore(spec)
     if parts.scheme != "sqlite":
-        raise StoreError(f"unknown store URL {spec!r}; use sqlite:///path/to/trellis.db or memory:")
+        raise StoreError(
+            f"unknown store URL {redact_url(spec)!r}; use sqlite:///path/to/trellis.db, "
+            "postgresql://user@host:port/db or memory:"
+        )
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path:
         raise StoreError(f"store URL {spec!r} names no file")
