@@ -262,6 +262,7 @@ class PostgresStore(Store):
             except psycopg.OperationalError as exc:
                 lost = conn is not None and conn.closed
                 if lost and retry and attempt == 1:
+                    self._pool.check()  # the others may be gone too (a server restart)
                     continue
                 if lost:
                     raise self._error(
