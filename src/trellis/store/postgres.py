@@ -239,7 +239,8 @@ class PostgresStore(Store):
     # -- errors and connections -------------------------------------------------------------
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
-        message = f"store {self.url}: {what}: {str(exc).strip() or type(exc).__name__}"
+        detail = " ".join(str(exc).split()) or type(exc).__name__  # libpq's lines: one
+        message = f"store {self.url}: {what}: {detail}"
         if self._secret:
             message = message.replace(self._secret, "***")
         if isinstance(exc, psycopg.OperationalError) and "password" in message.lower():
