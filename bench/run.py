@@ -30,6 +30,7 @@ if str(BENCH_DIR) not in sys.path:  # running as a script puts it there; importi
 
 import durable_workloads as dwl  # noqa: E402
 import langgraph_workloads as lgw  # noqa: E402
+import postgres_workloads as pgw  # noqa: E402
 import ratelimit_workloads as rlw  # noqa: E402
 import workloads as wl  # noqa: E402
 from common import Goal, figure, interleave, median  # noqa: E402
@@ -873,6 +874,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = asyncio.run(trellis_figures(sizes, say))
     figures.update(asyncio.run(durable_figures(sizes, say)))
     figures.update(asyncio.run(ratelimit_figures(sizes, say)))
+    figures.update(asyncio.run(pgw.postgres_figures(sizes.durable, sizes.chain_reps, say)))
     figures.update(rss_figures(sizes, say))
     if args.no_langgraph:
         langgraph: dict[str, Any] = {"available": False, "reason": "skipped (--no-langgraph)"}
