@@ -448,3 +448,11 @@ def test_a_database_that_refuses_connections_is_a_store_error_not_a_hang(
             except StoreError:
                 if time.monotonic() > deadline:
                     raise
+
+
+def test_a_unix_socket_url_works(postgres_url: str, postgres_cluster: PostgresCluster) -> None:
+    database = postgres_url.rsplit("/", 1)[1]
+    url = f"postgresql://trellis@/{database}?host={postgres_cluster.root}&port={postgres_cluster.port}"
+    with open_store(url) as store:
+        store.create_run(run_row("via-socket"))
+    assert sql(postgres_url, "SELECT run_id FROM runs") == [("via-socket",)]
