@@ -114,8 +114,15 @@ async def postgres_figures(n: int, reps: int, say: Callable[[str], None]) -> dic
         return {
             "postgres_durable_ratio_vs_psycopg": {
                 "value": None,
-                "meets_goal": None,
+                "unit": "x",
+                "baseline": None,
+                "baseline_unit": "us/insert",
+                "baseline_what": "plain psycopg inserts (not measured)",
+                "ratio": None,
                 "goal": str(POSTGRES_RATIO_GOAL),
+                "meets_goal": None,
+                "reps": 0,
+                "n": n,
                 "skipped": str(exc),
             }
         }
