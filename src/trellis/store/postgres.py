@@ -8,7 +8,11 @@ the database itself.
 - **Synchronous, pooled.** The :class:`~trellis.store.base.Store` interface is synchronous
   (each method is one or two short statements, called on the engine's event-loop thread), so
   this is a sync ``ConnectionPool`` of autocommit connections: a single statement is its
-  own transaction; multi-statement operations use an explicit one.
+  own transaction; multi-statement operations use an explicit one. The thread that opened
+  the store keeps one pooled connection (and a cursor) checked out between calls, since a
+  pool round trip costs a good part of a short statement; other threads check one out per
+  call. A completed step is first recorded with a plain (fenced) ``INSERT``, and upserted
+  only when the step already has a record.
 - **Schema.** Numbered migrations recorded in ``trellis_meta`` (``app``, ``schema_version``),
   applied under a transaction-scoped advisory lock so that processes opening a new database
   at once take turns. A database written by a newer Trellis, or whose ``runs`` / ``steps`` /
