@@ -4,8 +4,10 @@ batches resume, and a password in the URL is never recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from typer.testing import CliRunner, Result
 
 import trellis as tl
 from trellis.cli import app
+from trellis.errors import LeaseLostError
+from trellis.store import StepRow
 from trellis.store.postgres import PostgresStore
 
 CHAIN = f"{Path(__file__).parents[1] / 'cli' / 'flows' / 'chain.py'}:flow"
@@ -89,6 +93,71 @@ async def test_a_batch_on_postgres_resumes_only_unfinished_items(postgres_url: s
         again = dict([pair async for pair in engine.run_many(flow, None, batch_id="b")])
     assert [again[i]["double"] for i in range(6)] == [0, 2, 4, 6, 8, 10]
     assert sorted(executed) == [0, 1, 2, 3, 3, 4, 5]
+
+
+# -- fencing through the engine ---------------------------------------------------------------
+
+
+def gated_flow(executed: list[str], gate: asyncio.Event, started: asyncio.Event) -> tl.Flow:
+    flow = tl.Flow("fenced", inputs={"text": str})
+
+    @flow.step
+    async def before(text: str) -> str:
+        executed.append("before")
+        started.set()
+        await gate.wait()
+        return "stale"
+
+    @flow.step
+    def after(before: str) -> str:
+        executed.append("after")
+        return before
+
+    return flow
+
+
+def successor_takes_over(url: str, run_id: str) -> tuple[Any, ...]:
+    """Another machine claims the run after the lease expired and finishes it; returns
+    what it recorded."""
+    with PostgresStore(url) as store:
+        claim = store.claim_lease(run_id, "successor", time.time() + 120, 60.0)
+        assert claim.granted, claim
+        store.save_step(StepRow(run_id, "before", "done", "x", output='"successor"'), epoch=2)
+        store.update_run(run_id, status="done", finished_at=time.time(), epoch=claim.epoch)
+        return records(store, run_id)
+
+
+def records(store: PostgresStore, run_id: str) -> tuple[Any, ...]:
+    row = store.get_run(run_id)
+    assert row is not None
+    steps = sorted((s.step, s.status, s.output) for s in store.load_steps(run_id))
+    return row.status, row.error, row.lease_owner, row.lease_epoch, steps
+
+
+@pytest.mark.parametrize("ttl", [60.0, 0.3], ids=["refused-write", "heartbeat"])
+async def test_an_engine_that_lost_its_lease_on_postgres_writes_nothing(
+    postgres_url: str, ttl: float
+) -> None:
+    """A stalled engine wakes after another machine took its run over: its write (or its
+    heartbeat, with a short TTL) is refused, it raises LeaseLostError and stops."""
+    executed: list[str] = []
+    gate, started = asyncio.Event(), asyncio.Event()
+    async with tl.Engine(store=postgres_url, lease_ttl=ttl) as engine:
+        running = asyncio.create_task(
+            engine.run(gated_flow(executed, gate, started), {"text": "x"}, run_id="r")
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        recorded = await asyncio.to_thread(successor_takes_over, postgres_url, "r")
+        if ttl == 60.0:
+            gate.set()  # the stalled step completes and tries to record it
+        with pytest.raises(LeaseLostError) as info:
+            await asyncio.wait_for(running, 10)
+        gate.set()
+    assert (info.value.run_id, info.value.epoch, info.value.owner) == ("r", 1, "successor")
+    assert executed == ["before"], "nothing ran after the lease was lost"
+    assert recorded == ("done", None, "successor", 2, [("before", "done", '"successor"')])
+    with PostgresStore(postgres_url) as store:
+        assert records(store, "r") == recorded
 
 
 # -- the CLI ----------------------------------------------------------------------------------
