@@ -32,6 +32,7 @@ import durable_workloads as dwl  # noqa: E402
 import eval_workloads as ewl  # noqa: E402
 import langgraph_workloads as lgw  # noqa: E402
 import outage_workloads as owl  # noqa: E402
+import postgres_workloads as pgw  # noqa: E402
 import ratelimit_workloads as rlw  # noqa: E402
 import workloads as wl  # noqa: E402
 from common import Goal, figure, interleave, median  # noqa: E402
@@ -985,6 +986,9 @@ GROUPS: dict[str, Group] = {
     "ratelimit": lambda sizes, say: asyncio.run(ratelimit_figures(sizes, say)),
     "outage": lambda sizes, say: asyncio.run(outage_figures(sizes, say)),
     "eval": lambda sizes, say: asyncio.run(eval_figures(sizes, say)),
+    "postgres": lambda sizes, say: asyncio.run(
+        pgw.postgres_figures(sizes.durable, sizes.chain_reps, say)
+    ),
     "rss": rss_figures,
 }
 

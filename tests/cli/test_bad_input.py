@@ -262,7 +262,7 @@ def test_store_memory_without_a_colon_is_the_memory_store(tmp_path: Path) -> Non
     assert isinstance(open_store("memory"), MemoryStore)
 
 
-@pytest.mark.parametrize("spec", ["mystore", "sqlite", "trellis", "postgres://db/x", "sqlite:x.db"])
+@pytest.mark.parametrize("spec", ["mystore", "sqlite", "trellis", "mysql://db/x", "sqlite:x.db"])
 def test_a_bare_word_or_unknown_scheme_is_not_a_store(tmp_path: Path, spec: str) -> None:
     commands = (["run", ECHO, "-i", '{"text": "a"}'], ["runs"], ["show", "x"], ["cache", "stats"])
     for command in commands:

@@ -169,7 +169,8 @@ def test_memory_store_lives_in_the_process_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("postgres://db/trellis", "unknown store URL 'postgres://db/trellis'"),
+        ("mysql://db/trellis", "unknown store URL 'mysql://db/trellis'"),
+        ("postgresql://u:pw@127.0.0.1:1/trellis", "store postgresql://u@127.0.0.1:1/trellis"),
         ("sqlite:///x.db?mode=fast", "unknown option(s) ['mode']"),
         ("sqlite://", "names no file"),
         ("foreign.db", "not a Trellis store"),

@@ -67,7 +67,9 @@ DEFAULT_LEASE_TTL = 30.0
 
 STORE_HELP = (
     "Where runs are recorded: `sqlite:///path/to/trellis.db` (relative), "
-    "`sqlite:////abs/path.db`, a file path ending in .db, or `memory:` (this process only). "
+    "`sqlite:////abs/path.db`, a file path ending in .db, `postgresql://user@host:port/db` "
+    "(shared by many processes and machines; the password is never recorded: use "
+    "PGPASSWORD or ~/.pgpass), or `memory:` (this process only). "
     "Default: $TRELLIS_STORE, else sqlite:///.trellis/trellis.db in the working directory."
 )
 

@@ -97,6 +97,7 @@ class Engine:
     ) -> None:
         self.config = config or Config()
         self.store: Store | None = open_store(store) if isinstance(store, str) else store
+        self._owns_store = isinstance(store, str)  # opened here from a URL: closed here
         self.cache = cache
         self.lease_ttl = check_lease_ttl(lease_ttl)
         self.owner = process_owner()
@@ -412,9 +413,12 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close model clients. A store passed in stays open: its owner closes it."""
+        """Close model clients, and the store if it was opened from a URL (a store passed
+        in stays open: its owner closes it)."""
         for model in self._models.values():
             await model.aclose()
+        if self._owns_store and self.store is not None:
+            self.store.close()
 
     async def __aenter__(self) -> Engine:
         return self

@@ -30,11 +30,16 @@ DEFAULT_STORE_URL = "sqlite:///.trellis/trellis.db"
 
 def open_store(url: str | None = None) -> Store:
     """A store from a URL: ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``,
-    ``sqlite:///path.db?synchronous=FULL``, ``memory:``, or a plain file path (ending in
+    ``sqlite:///path.db?synchronous=FULL``, ``postgresql://user@host:port/db`` (or
+    ``postgres://``; the ``[postgres]`` extra), ``memory:``, or a plain file path (ending in
     ``.db`` or naming its folder; see :mod:`trellis.store.url`). ``None`` means
     ``$TRELLIS_STORE``, else ``sqlite:///.trellis/trellis.db``."""
     spec = url or os.environ.get("TRELLIS_STORE") or DEFAULT_STORE_URL
     location = parse_store_url(spec)
+    if location.kind == "postgres" and location.url is not None:
+        from trellis.store.postgres import PostgresStore  # needs the [postgres] extra
+
+        return PostgresStore(location.url)
     if location.kind == "memory" or location.path is None:
         return MemoryStore()
     return SQLiteStore(location.path, synchronous=location.synchronous)

@@ -124,7 +124,8 @@ class CacheStats:
 
 
 class Store(abc.ABC):
-    """Where durable runs live. Implementations: ``MemoryStore``, ``SQLiteStore``."""
+    """Where durable runs live. Implementations: ``MemoryStore``, ``SQLiteStore``,
+    ``PostgresStore``."""
 
     url: str
 

@@ -5,6 +5,8 @@ Accepted forms:
 - ``memory:`` (also ``memory://`` and a bare ``memory``): the in-memory store;
 - ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``, with an optional
   ``?synchronous=OFF|NORMAL|FULL|EXTRA``;
+- ``postgresql://user@host:port/db`` (or ``postgres://``; ``postgresql:///db`` for the
+  local Unix socket): a PostgreSQL database (the ``[postgres]`` extra);
 - a plain file path that is recognisably a path: it names a folder (``runs/t.db``,
   ``./runs``) or ends in ``.db``, ``.sqlite`` or ``.sqlite3``.
 
@@ -22,12 +24,13 @@ from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from trellis.errors import StoreError
+from trellis.store.pgurl import redact_url
 
 __all__ = ["ACCEPTED_FORMS", "StoreLocation", "parse_store_url"]
 
 ACCEPTED_FORMS = (
     "sqlite:///relative/path.db, sqlite:////absolute/path.db, a file path ending in .db "
-    "(or naming its folder: ./name), or memory:"
+    "(or naming its folder: ./name), postgresql://user@host:port/db, or memory:"
 )
 
 _MEMORY = ("memory:", "memory://", "memory")
@@ -39,12 +42,14 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 @dataclass(frozen=True, slots=True)
 class StoreLocation:
-    """What a store URL names: the memory store, or a SQLite file and its options."""
+    """What a store URL names: the memory store, a SQLite file and its options, or a
+    PostgreSQL database (``url``: the URL as given, password included — never show it)."""
 
-    kind: Literal["memory", "sqlite"]
+    kind: Literal["memory", "sqlite", "postgres"]
     path: str | None = None  # the SQLite file (":memory:" for an in-memory database)
     synchronous: Synchronous = "NORMAL"
     query: str = ""  # the URL's options as given
+    url: str | None = None  # a PostgreSQL URL
 
 
 def parse_store_url(spec: str) -> StoreLocation:
@@ -55,8 +60,10 @@ def parse_store_url(spec: str) -> StoreLocation:
     if "://" not in text:
         return StoreLocation("sqlite", _plain_path(spec))
     parts = urlsplit(text)
+    if parts.scheme in ("postgresql", "postgres"):
+        return StoreLocation("postgres", url=text)
     if parts.scheme != "sqlite":
-        raise StoreError(f"unknown store URL {spec!r}; use {ACCEPTED_FORMS}")
+        raise StoreError(f"unknown store URL {redact_url(spec)!r}; use {ACCEPTED_FORMS}")
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path:
         raise StoreError(f"store URL {spec!r} names no file")
