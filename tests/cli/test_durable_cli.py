@@ -20,17 +20,13 @@ from typer.testing import CliRunner, Result
 
 import trellis as tl
 from trellis.cli import app
-from trellis.cli.store_options import (
-    RunMeta,
-    is_secret_option,
-    owner_is_dead,
-    redact_model_overrides,
-    redact_options,
-)
+from trellis.cli.leases import owner_is_dead
+from trellis.cli.run_meta import RunMeta, redact_model_overrides
 from trellis.config import ModelBinding
 from trellis.models import registry
 from trellis.models.base import Model
 from trellis.models.sim import SimModel, SimOptions
+from trellis.redact import is_secret_option, redact_options
 from trellis.store import SQLiteStore
 
 FLOWS = Path(__file__).parent / "flows"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from trellis.engine.journal import (
@@ -37,7 +37,15 @@ from trellis.flow.graph import CompiledFlow
 from trellis.store.base import RunRow, StepRow, Store
 from trellis.store.codec import decode, encode
 
-__all__ = ["DurableRun", "finish_batch", "load_result", "open_batch", "process_owner"]
+__all__ = [
+    "DurableRun",
+    "finish_batch",
+    "first_changed_item",
+    "load_result",
+    "open_batch",
+    "process_owner",
+    "recorded_batch_inputs",
+]
 
 
 class DurableRun:
@@ -110,8 +118,7 @@ class DurableRun:
                 row = store.get_run(run_id)
                 if row is None:
                     raise
-        meta_json = decode(row.meta, Any, f"the metadata of run {run_id!r}") if row.meta else {}
-        if isinstance(meta_json, dict) and meta_json.get("batch") is True:
+        if row.is_batch:
             raise InputError(
                 f"{run_id!r} is a batch; resume it with run_many(batch_id={run_id!r}) or "
                 f"'trellis resume {run_id}'"
@@ -238,16 +245,10 @@ def open_batch(
     if row is not None:
         if row.flow != plan.name:
             raise InputError(f"batch {batch_id!r} belongs to flow {row.flow!r}, not {plan.name!r}")
-        children = store.list_runs(parent_id=batch_id)
-        recorded = [
-            (c.run_id, decode(c.inputs, Any, f"the inputs of {c.run_id}")) for c in children
-        ]
+        recorded = recorded_batch_inputs(store, batch_id)
         if items is not None:
             given = [dict(item) for item in items]
-            same = len(given) == len(recorded) and all(
-                encode(g) == encode(r) for g, (_, r) in zip(given, recorded, strict=True)
-            )
-            if not same:
+            if first_changed_item([r for _, r in recorded], given) is not None:
                 raise InputError(
                     f"batch {batch_id!r} was recorded with {len(recorded)} items, not these; "
                     "resume it without items, or use another batch id"
@@ -265,6 +266,7 @@ def open_batch(
             inputs=json.dumps({"items": len(listed)}),
             started_at=now,
             meta=json.dumps({"batch": True, **(meta or {})}),
+            is_batch=True,
         )
     ]
     for index, item in enumerate(listed):
@@ -294,6 +296,28 @@ def open_batch(
             owner=holder,
         ) from None
     return [(r.run_id, listed[i]) for i, r in enumerate(rows[1:])]
+
+
+def recorded_batch_inputs(store: Store, batch_id: str) -> list[tuple[str, Any]]:
+    """A recorded batch's items as ``(child run id, inputs)``, in item order."""
+    return [
+        (c.run_id, decode(c.inputs, Any, f"the inputs of {c.run_id}"))
+        for c in store.list_runs(parent_id=batch_id)
+    ]
+
+
+def first_changed_item(
+    recorded: Sequence[Mapping[str, Any]], given: Sequence[Mapping[str, Any]]
+) -> int | None:
+    """The "same batch, same items" check: ``None`` when ``given`` are the recorded items
+    (same count, each equal as JSON values, key order aside); else the index of the first
+    item that differs (``min`` of the two counts when only the counts differ)."""
+    for index, (old, new) in enumerate(zip(recorded, given, strict=False)):
+        if json.loads(encode(dict(old))) != json.loads(encode(dict(new))):
+            return index
+    if len(recorded) != len(given):
+        return min(len(recorded), len(given))
+    return None
 
 
 def finish_batch(

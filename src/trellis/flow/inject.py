@@ -94,7 +94,6 @@ class LLM(abc.ABC):
         - ``timeout``: seconds per attempt (defaults to the step's retry policy).
         """
 
-
     @overload
     async def agent(
         self,

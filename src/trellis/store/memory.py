@@ -69,6 +69,7 @@ class MemoryStore(Store):
         status: str | None = None,
         parent_id: str | None = None,
         top_level: bool = False,
+        batches: bool | None = None,
         limit: int | None = None,
         lenient: bool = False,  # every record here is of this version's format
     ) -> list[RunRow]:
@@ -85,7 +86,9 @@ class MemoryStore(Store):
         rows = [
             r
             for r in rows
-            if (flow is None or r.flow == flow) and (status is None or r.status == status)
+            if (flow is None or r.flow == flow)
+            and (status is None or r.status == status)
+            and (batches is None or r.is_batch == batches)
         ]
         return [dataclasses.replace(r) for r in rows[:limit]]
 
