@@ -94,6 +94,7 @@ class LLM(abc.ABC):
         - ``timeout``: seconds per attempt (defaults to the step's retry policy).
         """
 
+
     @overload
     async def agent(
         self,
