@@ -170,10 +170,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> Config:
-        unknown = set(data) - {"models", "prices"}
+        # [store] names where the CLI records runs (trellis.cli.stores); not a model setting.
+        unknown = set(data) - {"models", "prices", "store"}
         if unknown:
             raise ConfigurationError(
-                f"{source}: unknown section(s) {sorted(unknown)}; known: models, prices"
+                f"{source}: unknown section(s) {sorted(unknown)}; known: models, prices, store"
             )
         models = data.get("models", {})
         prices = data.get("prices", {})

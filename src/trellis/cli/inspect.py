@@ -120,7 +120,7 @@ def runs(
         what = " matching the filters" if (flow or status) else ""
         console.print(f"no runs{what} in {escape(url)}", highlight=False)
         return
-    console.print(runs_table(entries, url, waiting))
+    console.print(runs_table(entries, url, waiting, console.width))
     unreadable = [e["run_id"] for e in entries if e["status"] == "unreadable"]
     if unreadable:
         console.print(

@@ -88,7 +88,70 @@ def _status_text(entry: Mapping[str, Any], waiting: Waiting) -> str:
     return text
 
 
-def runs_table(entries: list[dict[str, Any]], url: str, waiting: Mapping[str, Waiting]) -> Table:
+#: The ``trellis runs`` columns: (header, justify, essential). Essential columns are
+#: always shown, in full (an id is never cut: it is what the other commands take); the
+#: others are left out, last first, when the terminal is too narrow for them.
+_RUN_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("id", "left", True),
+    ("flow", "left", True),
+    ("status", "left", True),
+    ("started", "left", False),
+    ("duration", "right", False),
+    ("steps", "right", True),
+    ("calls", "right", False),
+    ("tokens", "right", False),
+    ("cost", "right", True),
+)
+_FLOW_MIN_WIDTH = 8
+#: Optional columns in the order they are dropped when the width runs out.
+_DROPPED_FIRST = ("tokens", "calls", "started", "duration")
+
+
+def _run_cells(e: Mapping[str, Any], waiting: Waiting) -> dict[str, str]:
+    if e["items"] is not None:
+        steps = f"{e['items']['done']}/{e['items']['total']} items"
+        if waiting.items:
+            steps += f" [yellow]⏸{waiting.items}[/]"
+    else:
+        steps = f"{e['steps']['done']}/{e['steps']['total']}"
+    return {
+        "id": escape(e["run_id"]),
+        "flow": escape(e["flow"]),
+        "status": _status_text(e, waiting),
+        "started": _when(e["started_at"]),
+        "duration": fmt_seconds(e["duration_s"]) if e["duration_s"] is not None else "–",
+        "steps": steps,
+        "calls": str(e["calls"]),
+        "tokens": f"{e['input_tokens'] + e['output_tokens']:,}",
+        "cost": _cost_text(e),
+    }
+
+
+def _fitting_columns(rows: list[dict[str, str]], width: int) -> list[str]:
+    """The columns that fit in ``width`` cells: the essential ones, and the others as
+    long as they fit (each column takes its widest cell, one cell of padding on each
+    side and one for the rule between columns)."""
+    needed = {
+        name: max([len(name), *(Text.from_markup(r[name]).cell_len for r in rows)]) + 3
+        for name, _, _ in _RUN_COLUMNS
+    }
+    needed["flow"] = max(needed["flow"], _FLOW_MIN_WIDTH + 3)
+    shown = {name for name, _, _ in _RUN_COLUMNS}
+    for name in _DROPPED_FIRST:
+        if sum(needed[n] for n in shown) - 1 <= width:
+            break
+        shown.discard(name)
+    return [name for name, _, _ in _RUN_COLUMNS if name in shown]
+
+
+def runs_table(
+    entries: list[dict[str, Any]], url: str, waiting: Mapping[str, Waiting], width: int = 200
+) -> Table:
+    """The ``trellis runs`` table, fitted to ``width`` (the terminal's): at 80 columns
+    (CI logs, pipes) it keeps every id and flow whole and leaves out tokens, calls, start
+    time and duration, in that order, as far as needed."""
+    rows = [_run_cells(e, waiting[e["run_id"]]) for e in entries]
+    columns = _fitting_columns(rows, width)
     table = Table(
         title=f"Runs in {escape(url)}",
         title_justify="left",
@@ -96,34 +159,21 @@ def runs_table(entries: list[dict[str, Any]], url: str, waiting: Mapping[str, Wa
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    table.add_column("id", style="bold", no_wrap=True)
-    table.add_column("flow", overflow="fold", min_width=8)
-    table.add_column("status", no_wrap=True)
-    table.add_column("started", no_wrap=True)
-    table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("steps", justify="right", no_wrap=True)
-    table.add_column("calls", justify="right", no_wrap=True)
-    table.add_column("tokens", justify="right", no_wrap=True)
-    table.add_column("cost", justify="right", no_wrap=True)
-    for e in entries:
-        if e["items"] is not None:
-            steps = f"{e['items']['done']}/{e['items']['total']} items"
-            if waiting[e["run_id"]].items:
-                steps += f" [yellow]⏸{waiting[e['run_id']].items}[/]"
+    for name, justify, _ in _RUN_COLUMNS:
+        if name not in columns:
+            continue
+        if name == "flow":  # the one column that may wrap (a very long flow name)
+            table.add_column(name, overflow="fold", min_width=_FLOW_MIN_WIDTH)
         else:
-            steps = f"{e['steps']['done']}/{e['steps']['total']}"
-        duration = fmt_seconds(e["duration_s"]) if e["duration_s"] is not None else "–"
-        table.add_row(
-            escape(e["run_id"]),
-            escape(e["flow"]),
-            _status_text(e, waiting[e["run_id"]]),
-            _when(e["started_at"]),
-            duration,
-            steps,
-            str(e["calls"]),
-            f"{e['input_tokens'] + e['output_tokens']:,}",
-            _cost_text(e),
-        )
+            table.add_column(
+                name,
+                style="bold" if name == "id" else "",
+                justify=justify,  # type: ignore[arg-type]
+                no_wrap=True,
+                min_width=max(Text.from_markup(r[name]).cell_len for r in rows),
+            )
+    for row in rows:
+        table.add_row(*(row[name] for name in columns))
     return table
 
 

@@ -3,8 +3,10 @@
 The store a command uses is, in order: ``--store``; ``$TRELLIS_STORE``; a ``[store]``
 table's ``url`` in the project's ``trellis.toml``; the ``.trellis/trellis.db`` of the
 project, found by looking upward from the working directory for a ``.trellis/`` folder (as
-git looks for ``.git/``); else ``sqlite:///.trellis/trellis.db`` in the working directory
-(created there by the first recorded run). A relative ``[store]`` URL is relative to the
+git looks for ``.git/``; the search stops at the folder holding ``.git`` and at the home
+directory, so a project never picks up a store from outside it); else
+``sqlite:///.trellis/trellis.db`` in the working directory (created there by the first
+recorded run). A relative ``[store]`` URL is relative to the
 ``trellis.toml`` that names it.
 
 :func:`open_cli_store` opens (creating if needed) that store; :func:`open_existing_store`
@@ -44,6 +46,7 @@ def _project_store(start: Path | None = None) -> str | None:
     folder, decides. ``None`` when none does (or it is the working directory's own
     default, which needs no spelling out)."""
     here = (start or Path.cwd()).resolve()
+    home = Path.home().resolve()
     for folder in (here, *here.parents):
         configured = _configured_store(folder / _CONFIG)
         if configured is not None:
@@ -52,6 +55,8 @@ def _project_store(start: Path | None = None) -> str | None:
             if folder == here:
                 return None
             return f"sqlite:///{folder / PROJECT_DIR / _DEFAULT_FILE}"
+        if (folder / ".git").exists() or folder == home:
+            return None  # the project's root: nothing above it is the project's
     return None
 
 
