@@ -35,6 +35,7 @@ RUN_KEYS = {
     "started_at",
     "finished_at",
     "duration_s",
+    "queued_s",
     "steps",
     "items",
     "calls",

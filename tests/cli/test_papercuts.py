@@ -214,3 +214,77 @@ def test_a_store_entry_in_trellis_toml_names_the_store_for_the_project(
     assert len(runs_json()) == 1
     os.environ.pop("TRELLIS_STORE", None)
     assert len(runs_json("--store", str(tmp_path / "elsewhere.db"))) == 0  # --store wins
+
+
+# -- times -----------------------------------------------------------------------------------
+
+
+def _entries(*args: str) -> dict[str, dict[str, Any]]:
+    return {e["run_id"]: e for e in runs_json("--all", *args)}
+
+
+def test_item_times_are_their_own_and_queue_wait_is_recorded_apart(tmp_path: Path) -> None:
+    """One at a time: each item starts when the previous one ends, its recorded duration is
+    its run time (as the live result says), and the wait before it is ``queued_s``."""
+    items = _items(tmp_path, 3)
+    out = tmp_path / "out.jsonl"
+    slow = ["--model", "small=sim:small?latency_ms=60"]
+    result = invoke(
+        "run", CHAIN, "-f", str(items), *slow, "-n", "1", "--run-id", "t", "-o", str(out)
+    )
+    assert result.exit_code == 0, result.stderr
+    live = {
+        line["run_id"]: line["duration_s"] for line in map(json.loads, out.read_text().splitlines())
+    }
+    entries = _entries()
+    batch = entries["t"]
+    starts = [entries[f"t.{i}"]["started_at"] for i in range(3)]
+    assert starts == sorted(starts) and len(set(starts)) == 3, starts
+    for i in range(3):
+        item = entries[f"t.{i}"]
+        assert item["duration_s"] == pytest.approx(live[f"t.{i}"], abs=0.05), (item, live)
+        assert item["queued_s"] == pytest.approx(item["started_at"] - batch["started_at"], abs=1e-5)
+    assert (
+        entries["t.2"]["queued_s"]
+        >= entries["t.0"]["duration_s"] + entries["t.1"]["duration_s"] - 0.05
+    )
+
+
+def test_resuming_a_completed_batch_does_not_grow_its_duration(tmp_path: Path) -> None:
+    items = _items(tmp_path, 2)
+    assert invoke("run", CHAIN, "-f", str(items), *SIM, "--run-id", "done", "-q").exit_code == 0
+    before = _entries()["done"]
+    time.sleep(0.5)
+    again = invoke("resume", "done", "-q")
+    assert again.exit_code == 0, again.stderr
+    after = _entries()["done"]
+    assert (after["finished_at"], after["duration_s"]) == (
+        before["finished_at"],
+        before["duration_s"],
+    )
+    assert after["status"] == "done"
+
+
+# -- accounting across resumes ---------------------------------------------------------------
+
+
+def test_a_resumed_batch_keeps_the_cost_and_attempts_of_earlier_attempts(tmp_path: Path) -> None:
+    """Items that fail (every reply invalid) are retried by each resume: the provider's call
+    log grows, and so do the recorded and summarised attempts and cost."""
+    log = tmp_path / "calls.log"
+    failing = ["--model", f"small=sim:small?invalid_json=1&call_log={log}"]
+    items = _items(tmp_path, 2)
+    first = invoke("run", CHAIN, "-f", str(items), *failing, "--run-id", "acc", "--json")
+    assert first.exit_code == 1, first.stderr
+    costs = [json.loads(first.stdout)["cost_usd"]]
+    for _ in range(2):
+        resumed = invoke("resume", "acc", *failing, "--json")
+        assert resumed.exit_code == 1, resumed.stderr
+        summary = json.loads(resumed.stdout)
+        sent = len(log.read_text().splitlines())
+        assert summary["attempts"] == sent, (summary["attempts"], sent)
+        costs.append(summary["cost_usd"])
+        entries = _entries()
+        assert entries["acc"]["attempts"] == sent
+        assert sum(entries[f"acc.{i}"]["attempts"] for i in range(2)) == sent
+    assert costs[1] == pytest.approx(2 * costs[0]) and costs[2] == pytest.approx(3 * costs[0])

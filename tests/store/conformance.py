@@ -208,6 +208,13 @@ class StoreConformance:
         assert ids(store.list_runs(top_level=True)) == ["batch", "solo"]
         assert set(ids(store.list_runs())) == {"solo", "batch", "batch.0", "batch.1"}
 
+    def test_update_run_sets_the_start_only_when_given(self, store: Store) -> None:
+        store.create_run(run_row("item", started_at=1000.0))
+        store.update_run("item", status="running", started_at=1005.5)
+        assert store.get_run("item").started_at == 1005.5  # type: ignore[union-attr]
+        store.update_run("item", status="done", finished_at=1010.0)
+        assert store.get_run("item").started_at == 1005.5  # type: ignore[union-attr]
+
     def test_is_batch_is_a_recorded_field_and_a_filter(self, store: Store) -> None:
         store.create_run(run_row("solo", started_at=1.0))
         store.create_runs(

@@ -31,7 +31,7 @@ from trellis.engine.journal import (
     stats_from_json,
 )
 from trellis.engine.lease import Lease, process_owner
-from trellis.engine.results import CallRecord, Decision, RunResult, StepRecord
+from trellis.engine.results import CallRecord, Decision, RunResult, Stats, StepRecord
 from trellis.errors import InputError, LeaseLostError, RunLockedError, StoreError
 from trellis.flow.graph import CompiledFlow
 from trellis.store.base import RunRow, StepRow, Store
@@ -39,6 +39,7 @@ from trellis.store.codec import decode, encode
 
 __all__ = [
     "DurableRun",
+    "earlier_spend",
     "finish_batch",
     "first_changed_item",
     "load_result",
@@ -67,6 +68,7 @@ class DurableRun:
         self.owner = owner
         self.lease_ttl = lease_ttl
         self.journal: Journal | None = None
+        self.earlier = Stats()  # spent by earlier runs of this id, not replayed (see start)
         self._lease = Lease(store, run_id, owner, lease_ttl)
 
     @property
@@ -151,10 +153,17 @@ class DurableRun:
             yield
 
     def start(self, *, rerun_changed: bool) -> Journal:
+        """Begin executing (under the lease): the journal to replay from, the run marked
+        running — a batch item recorded as pending gets its real start time — and what
+        earlier runs of it spent that no replay will count again (:func:`earlier_spend`)."""
+        row = self.store.get_run(self.run_id)
         self.journal = Journal(
             self.store, self.run_id, self.plan, rerun_changed=rerun_changed, epoch=self.epoch
         )
-        self.store.update_run(self.run_id, status="running", epoch=self.epoch)
+        if row is not None:
+            self.earlier = earlier_spend(self.store, row)
+        started = time.time() if row is not None and row.status == "pending" else None
+        self.store.update_run(self.run_id, status="running", epoch=self.epoch, started_at=started)
         return self.journal
 
     def finish(self, result: RunResult) -> None:
@@ -162,6 +171,7 @@ class DurableRun:
         record stands: :class:`LeaseLostError`)."""
         if self.lost is not None:
             raise self.lost
+        result.usage.merge(self.earlier)  # a resumed run keeps what its earlier runs spent
         self.store.update_run(
             self.run_id,
             status=result.status if result.status in ("done", "waiting") else "failed",
@@ -296,6 +306,51 @@ def open_batch(
             owner=holder,
         ) from None
     return [(r.run_id, listed[i]) for i, r in enumerate(rows[1:])]
+
+
+def earlier_spend(store: Store, row: RunRow) -> Stats:
+    """What earlier runs of ``row`` spent that resuming it will not count again: its
+    recorded usage (the total as of its last end) minus what a resume replays — the usage
+    of its completed steps (restored) and every journaled call attempt of the other steps
+    (replayed when the step asks again). What is left is the attempts of calls that failed
+    (a failed step's retries and re-asks), which the journal does not hold: without this a
+    resumed item's cost and attempts would forget them while the provider billed them."""
+    if not row.usage or row.status == "done":
+        return Stats()
+    left = stats_from_json(row.usage)
+    done_steps: set[str] = set()
+    for srow in store.load_steps(row.run_id):
+        if srow.status == "done":
+            done_steps.add(srow.step)
+            if srow.usage:
+                _subtract(left, stats_from_json(srow.usage))
+    replayed = Stats()
+    for crow in store.load_calls(row.run_id):
+        if crow.key.split("|", 1)[0] in done_steps:
+            continue  # counted in its step's usage
+        replayed.calls += 1
+        for data in decode(crow.attempts, Any, f"call {crow.key!r}"):
+            replayed.add_attempt(call_record_from_dict(data))
+    _subtract(left, replayed)
+    return left if left.attempts > 0 else Stats()
+
+
+def _subtract(total: Stats, part: Stats) -> None:
+    """``total -= part``, field by field, never below zero."""
+    total.calls = max(0, total.calls - part.calls)
+    total.attempts = max(0, total.attempts - part.attempts)
+    total.input_tokens = max(0, total.input_tokens - part.input_tokens)
+    total.output_tokens = max(0, total.output_tokens - part.output_tokens)
+    total.cost_usd = max(0.0, total.cost_usd - part.cost_usd)
+    total.unpriced_attempts = max(0, total.unpriced_attempts - part.unpriced_attempts)
+    total.latency_s = max(0.0, total.latency_s - part.latency_s)
+    total.retries = max(0, total.retries - part.retries)
+    for mode, count in part.failures.items():
+        remaining = total.failures[mode] - count
+        if remaining > 0:
+            total.failures[mode] = remaining
+        else:
+            total.failures.pop(mode, None)
 
 
 def recorded_batch_inputs(store: Store, batch_id: str) -> list[tuple[str, Any]]:

@@ -239,7 +239,7 @@ def recorded_batch(
     order = order or StepOrder(store)
     result = load_result(store, row.run_id)
     children = batch_items(store, row.run_id)
-    entries = [run_entry(store, child, order, now) for child in children]
+    entries = [run_entry(store, child, order, now, parent=row) for child in children]
     result.usage = batch_usage(store, children)
     data = result.to_dict()
     data["batch"] = {
@@ -253,11 +253,28 @@ def recorded_batch(
 # -- summaries (``trellis runs --json``) -------------------------------------------------
 
 
+def _queued(store: Store, row: RunRow, parent: RunRow | None) -> float | None:
+    """How long a batch item waited for its turn: from its batch's start to its own
+    (``None``: not an item, or not started yet). Its ``duration_s`` is its run time."""
+    if row.parent_id is None or row.status == "pending":
+        return None
+    parent = parent if parent is not None else store.get_run(row.parent_id)
+    if parent is None:
+        return None
+    return round(max(0.0, row.started_at - parent.started_at), 6)
+
+
 def run_entry(
-    store: Store, row: RunRow, order: StepOrder | None = None, now: float = 0.0
+    store: Store,
+    row: RunRow,
+    order: StepOrder | None = None,
+    now: float = 0.0,
+    parent: RunRow | None = None,
 ) -> dict[str, Any]:
     """One run's summary (the documented, stable shape of a ``trellis runs --json``
-    entry): status, kind, timing, steps (a batch: items) finished, calls, tokens, cost."""
+    entry): status, kind, timing (a batch item: ``queued_s`` waiting for its turn, then
+    ``duration_s`` running), steps (a batch: items) finished, calls, tokens, cost.
+    ``parent``: a batch item's batch row, when the caller has it."""
     order = order or StepOrder(store)
     now = now or time.time()
     items: dict[str, int] | None = None
@@ -294,6 +311,7 @@ def run_entry(
         "started_at": row.started_at,
         "finished_at": finished,
         "duration_s": round(finished - row.started_at, 6) if finished is not None else None,
+        "queued_s": _queued(store, row, parent),
         "steps": {"done": done_steps, "total": total_steps},
         "items": items,
         "calls": usage.calls,
@@ -319,6 +337,7 @@ def unreadable_entry(row: RunRow, reason: str) -> dict[str, Any]:
         "started_at": row.started_at if isinstance(row.started_at, int | float) else None,
         "finished_at": None,
         "duration_s": None,
+        "queued_s": None,
         "steps": {"done": 0, "total": 0},
         "items": None,
         "calls": 0,

@@ -154,9 +154,12 @@ class Store(abc.ABC):
         error: str | None = None,
         usage: str | None = None,
         epoch: int | None = None,
+        started_at: float | None = None,
     ) -> None:
-        """Set a run's status (and end, error, usage). With ``epoch``: refused with
-        :class:`LeaseLostError` when the run's lease epoch is newer."""
+        """Set a run's status (and end, error, usage; ``usage=None`` keeps the recorded
+        usage). ``started_at`` sets when the run started (a batch item is recorded before
+        it starts; ``None`` keeps it). With ``epoch``: refused with :class:`LeaseLostError`
+        when the run's lease epoch is newer."""
 
     @abc.abstractmethod
     def list_runs(

@@ -54,6 +54,7 @@ class MemoryStore(Store):
         error: str | None = None,
         usage: str | None = None,
         epoch: int | None = None,
+        started_at: float | None = None,
     ) -> None:
         row = self._fenced(run_id, epoch)
         row.status = status
@@ -61,6 +62,8 @@ class MemoryStore(Store):
         row.error = error
         if usage is not None:
             row.usage = usage
+        if started_at is not None:
+            row.started_at = started_at
 
     def list_runs(
         self,

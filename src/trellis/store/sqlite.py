@@ -274,11 +274,13 @@ class SQLiteStore(Store):
         error: str | None = None,
         usage: str | None = None,
         epoch: int | None = None,
+        started_at: float | None = None,
     ) -> None:
         cur = self._db.execute(
-            "UPDATE runs SET status = ?, finished_at = ?, error = ?, usage = COALESCE(?, usage) "
+            "UPDATE runs SET status = ?, finished_at = ?, error = ?, usage = COALESCE(?, usage), "
+            "started_at = COALESCE(?, started_at) "
             "WHERE run_id = ? AND (? IS NULL OR lease_epoch <= ?)",
-            (status, finished_at, error, usage, run_id, epoch, epoch),
+            (status, finished_at, error, usage, started_at, run_id, epoch, epoch),
         )
         if cur.rowcount != 1:
             self._refused(run_id, epoch)
