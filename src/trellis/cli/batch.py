@@ -37,7 +37,8 @@ from trellis.cli.inputs import Item
 from trellis.cli.jsonout import json_text
 from trellis.cli.settings import Settings
 from trellis.engine.engine import Engine
-from trellis.engine.results import RunResult, jsonable
+from trellis.engine.records import result_line
+from trellis.engine.results import RunResult
 from trellis.engine.spend import track_batch_spend
 from trellis.flow.flow import Flow
 
@@ -148,21 +149,6 @@ class BatchRun:
         )
 
 
-def result_line(index: int, item: Item, result: RunResult) -> dict[str, Any]:
-    """The JSON object written for one item."""
-    return {
-        "index": index,
-        "run_id": result.run_id,
-        "status": result.status,
-        "inputs": jsonable(item.inputs),
-        "outputs": jsonable(result.outputs),
-        "skipped": result.skipped,
-        "error": result.error.to_dict() if result.error else None,
-        "usage": result.usage.to_dict(),
-        "duration_s": round(result.duration_s, 6),
-    }
-
-
 def check_output_path(path: Path | None, input_file: Path | None = None) -> None:
     """Fail before running anything if the results could not be written (or would be
     written over the input file)."""
@@ -181,7 +167,7 @@ def write_results(path: Path, items: Sequence[Item], results: Sequence[RunResult
 
     A file is replaced atomically (see :mod:`trellis.cli.files`): never left truncated."""
     lines = [
-        json_text(result_line(i, item, result))
+        json_text(result_line(i, item.inputs, result))
         for i, (item, result) in enumerate(zip(items, results, strict=True))
         if result is not None
     ]

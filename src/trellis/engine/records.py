@@ -22,18 +22,20 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trellis.engine.durable import load_result
+from trellis.engine.durable import load_result, recorded_batch_inputs
 from trellis.engine.journal import (
     call_record_from_dict,
     error_from_json,
     record_from_row,
     stats_from_json,
 )
-from trellis.engine.results import CallRecord, RunResult, Stats, StepRecord
+from trellis.engine.results import CallRecord, RunResult, Stats, StepRecord, jsonable
 from trellis.errors import StoreError, TrellisError
+from trellis.flow.graph import CompiledFlow
 from trellis.store.base import RunRow, Store
 from trellis.store.codec import decode
 
@@ -50,7 +52,9 @@ __all__ = [
     "recorded_calls",
     "recorded_meta",
     "recorded_result",
+    "recorded_result_lines",
     "recorded_usage",
+    "result_line",
     "run_entry",
     "unreadable_entry",
     "waiting_of",
@@ -248,6 +252,36 @@ def recorded_batch(
         "items": entries,
     }
     return data
+
+
+# -- results of items -----------------------------------------------------------------------
+
+
+def result_line(index: int, inputs: Mapping[str, Any], result: RunResult) -> dict[str, Any]:
+    """The one JSON shape of an item's result: each ``--output`` line, whether the result
+    was just computed or read back from the store (:func:`recorded_result_lines`)."""
+    return {
+        "index": index,
+        "run_id": result.run_id,
+        "status": result.status,
+        "inputs": jsonable(inputs),
+        "outputs": jsonable(result.outputs),
+        "skipped": result.skipped,
+        "error": result.error.to_dict() if result.error else None,
+        "usage": result.usage.to_dict(),
+        "duration_s": round(result.duration_s, 6),
+    }
+
+
+def recorded_result_lines(
+    store: Store, batch_id: str, plan: CompiledFlow | None = None
+) -> list[dict[str, Any]]:
+    """Every item of a recorded batch as :func:`result_line` (outputs typed with the flow's
+    ``plan`` when given), in item order."""
+    return [
+        result_line(index, inputs, load_result(store, run_id, plan))
+        for index, (run_id, inputs) in enumerate(recorded_batch_inputs(store, batch_id))
+    ]
 
 
 # -- summaries (``trellis runs --json``) -------------------------------------------------
