@@ -14,7 +14,7 @@ import typer
 
 from trellis.cli.errors import CliError, command
 from trellis.cli.jsonout import json_text
-from trellis.cli.options import StoreOption
+from trellis.cli.options import StoreOption, json_flag
 from trellis.cli.stores import open_existing_store, store_url
 from trellis.errors import TrellisError
 from trellis.store.base import CacheStats
@@ -46,10 +46,7 @@ def stats(
     store: StoreOption = None,
     as_json: Annotated[
         bool,
-        typer.Option(
-            "--json",
-            help='Print {"store", "entries", "expired", "hits", "bytes"} instead of text.',
-        ),
+        json_flag('Print {"store", "entries", "expired", "hits", "bytes"} instead of text.'),
     ] = False,
 ) -> None:
     """How many replies the cache holds, how many have expired, how often it was hit, and

@@ -21,7 +21,7 @@ from rich.text import Text
 
 from trellis.cli.errors import CliError, command
 from trellis.cli.jsonout import json_text
-from trellis.cli.options import StoreOption
+from trellis.cli.options import StoreOption, json_flag
 from trellis.cli.run_views import render_batch, render_run, runs_table
 from trellis.cli.stores import open_existing_store, store_url
 from trellis.engine.records import (
@@ -72,9 +72,7 @@ def runs(
     ] = False,
     as_json: Annotated[
         bool,
-        typer.Option(
-            "--json", help='Print {"runs": [...]} (shape in docs/cli.md) instead of a table.'
-        ),
+        json_flag('Print {"runs": [...]} (shape in docs/cli.md) instead of a table.'),
     ] = False,
     store: StoreOption = None,
 ) -> None:
@@ -144,12 +142,8 @@ def show(
     ],
     as_json: Annotated[
         bool,
-        typer.Option(
-            "--json",
-            help=(
-                'Print the run as JSON: RunResult.to_dict() (a batch: plus "batch"); '
-                "see docs/cli.md."
-            ),
+        json_flag(
+            'Print the run as JSON: RunResult.to_dict() (a batch: plus "batch"); see docs/cli.md.'
         ),
     ] = False,
     store: StoreOption = None,
