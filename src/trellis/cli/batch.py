@@ -33,6 +33,7 @@ from rich.progress import (
 
 from trellis.cli.errors import CliError, configuration_error
 from trellis.cli.files import check_not_input, write_atomic
+from trellis.cli.formats import fmt_cost, fmt_usd
 from trellis.cli.inputs import Item
 from trellis.cli.jsonout import json_text
 from trellis.cli.settings import Settings
@@ -89,7 +90,7 @@ class BatchRun:
             self.wall_s = time.perf_counter() - self.started
 
     async def _run(self, progress: Progress, task: Any) -> None:
-        done = failed = waiting = 0
+        done = failed = waiting = unpriced = 0
         cost = 0.0
         async with self.settings.engine() as engine:  # it holds the batch's lease
             self._count_earlier_spending(engine)
@@ -116,9 +117,10 @@ class BatchRun:
                     else:
                         failed += 1
                     cost += result.usage.cost_usd
+                    unpriced += result.usage.unpriced_attempts
                     status = f"[green]✓ {done}[/]" + (f" [red]✗ {failed}[/]" if failed else "")
                     status += f" [yellow]⏸ {waiting}[/]" if waiting else ""
-                    progress.update(task, advance=1, status=f"{status} ${cost:.4f}")
+                    progress.update(task, advance=1, status=f"{status} {fmt_cost(cost, unpriced)}")
 
     def _count_earlier_spending(self, engine: Engine) -> None:
         """Under a batch budget, what earlier processes of this batch spent counts too."""
@@ -129,7 +131,8 @@ class BatchRun:
         if before.calls:
             self._echo(
                 f"batch budget: {before.calls} request(s), {before.tokens:,} tokens, "
-                f"${before.usd:.4f} spent by earlier runs of batch {self.batch_id} count against it"
+                f"{fmt_usd(before.usd)} spent by earlier runs of batch {self.batch_id} "
+                "count against it"
             )
 
     def _progress(self) -> Progress:
