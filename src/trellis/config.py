@@ -179,10 +179,12 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> Config:
-        unknown = set(data) - {"models", "prices", "providers"}
+        # [store] names where the CLI records runs (trellis.cli.stores); not a model setting.
+        unknown = set(data) - {"models", "prices", "providers", "store"}
         if unknown:
             raise ConfigurationError(
-                f"{source}: unknown section(s) {sorted(unknown)}; known: models, prices, providers"
+                f"{source}: unknown section(s) {sorted(unknown)}; "
+                "known: models, prices, providers, store"
             )
         models = data.get("models", {})
         prices = data.get("prices", {})

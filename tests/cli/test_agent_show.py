@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,6 @@ FLOWS = Path(__file__).parent / "flows"
 AGENTIC = f"{FLOWS / 'agentic.py'}:flow"
 SIM = ["--model", "small=sim:small"]
 EXIT_WAITING = 3
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TRELLIS_STORE", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
 
 
 def invoke(*args: str) -> Result:

@@ -22,10 +22,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from typer.testing import CliRunner, Result
 
 import trellis as tl
-from trellis.cli import app
 from trellis.cli.batch import write_results
 from trellis.cli.errors import CliError
 from trellis.cli.inputs import Item
@@ -35,33 +33,13 @@ from trellis.engine.results import RunResult
 from trellis.errors import BudgetExceededError, StoreError
 from trellis.store import MemoryStore, open_store
 
+from .helpers import assert_one_error_line, invoke
+
 FLOWS = Path(__file__).parent / "flows"
 ECHO = f"{FLOWS / 'odd.py'}:echo"
 NAN = f"{FLOWS / 'odd.py'}:not_a_number"
 BLOCKING = f"{FLOWS / 'odd.py'}:blocking"
 SURROGATE = "a\ud800b"
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TRELLIS_STORE", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-
-
-def assert_one_error_line(result: Result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
 
 
 def strict_json(text: str) -> Any:
@@ -197,8 +175,9 @@ def test_resume_refuses_an_output_naming_the_recorded_input(tmp_path: Path) -> N
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

@@ -16,40 +16,22 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from typer.testing import CliRunner, Result
 
 import trellis as tl
-from trellis.cli import app
-from trellis.cli.store_options import (
-    RunMeta,
-    is_secret_option,
-    owner_is_dead,
-    redact_model_overrides,
-    redact_options,
-)
+from trellis.cli.leases import owner_is_dead
+from trellis.cli.run_meta import RunMeta, redact_model_overrides
 from trellis.config import ModelBinding
 from trellis.models import registry
 from trellis.models.base import Model
 from trellis.models.sim import SimModel, SimOptions
+from trellis.redact import is_secret_option, redact_options
 from trellis.store import SQLiteStore
+
+from .helpers import assert_one_error_line, invoke
 
 FLOWS = Path(__file__).parent / "flows"
 CHAIN = f"{FLOWS / 'chain.py'}:flow"
 DB = ".trellis/trellis.db"
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An empty working folder (the default store lands there), no $TRELLIS_STORE, and
-    sys.path restored after the flow imports."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TRELLIS_STORE", raising=False)
-    monkeypatch.delenv("TRELLIS_TEST_COUNTER", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 
 
 def sim(log: Path, extra: str = "") -> list[str]:
@@ -59,17 +41,6 @@ def sim(log: Path, extra: str = "") -> list[str]:
 
 def calls_in(log: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
-
-
-def assert_one_error_line(result: Result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
 
 
 def editable_copy(tmp_path: Path) -> str:

@@ -316,7 +316,7 @@ def test_lease_ttl_rejects_values_that_are_not_a_positive_finite_duration(value:
 
 def test_resume_waits_out_the_lease_of_a_killed_owner_not_yet_reaped(tmp_path: Path) -> None:
     """A zombie still answers ``kill(pid, 0)``: it must count as dead, not as a live holder."""
-    from trellis.cli.store_options import wait_for_dead_leases
+    from trellis.cli.leases import wait_for_dead_leases
     from trellis.store import RunRow, SQLiteStore
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])

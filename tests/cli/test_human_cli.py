@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 import trellis as tl
-from trellis.cli import app
 from trellis.store import SQLiteStore
+
+from .helpers import assert_one_error_line, invoke
 
 FLOWS = Path(__file__).parent / "flows"
 APPROVAL = f"{FLOWS / 'approval.py'}:flow"
@@ -35,22 +36,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-
-
 def tickets(tmp_path: Path) -> list[str]:
     path = tmp_path / "tickets.txt"
     return path.read_text().splitlines() if path.exists() else []
-
-
-def assert_one_error_line(result: Result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def waiting_runs() -> dict[str, dict[str, Any]]:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from trellis.cli import app
 from trellis.engine.results import RunResult
 from trellis.store import SQLiteStore
 from trellis.store.base import RunRow
+
+from .helpers import assert_one_error_line, invoke, runs_json
 
 FLOWS = Path(__file__).parent / "flows"
 CHAIN = f"{FLOWS / 'chain.py'}:flow"
@@ -35,6 +34,7 @@ RUN_KEYS = {
     "started_at",
     "finished_at",
     "duration_s",
+    "queued_s",
     "steps",
     "items",
     "calls",
@@ -49,38 +49,10 @@ RESULT_KEYS = set(
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TRELLIS_STORE", raising=False)
-    monkeypatch.delenv("TRELLIS_TEST_COUNTER", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-
-
 def ok(*args: str) -> Result:
     result = invoke(*args)
     assert result.exit_code in (0, 1), (result.stdout, result.stderr)
     return result
-
-
-def runs_json(*args: str) -> list[dict[str, Any]]:
-    result = invoke("runs", "--json", *args)
-    assert result.exit_code == 0, result.stderr
-    data = json.loads(result.stdout)
-    assert set(data) == {"runs"}
-    return list(data["runs"])
-
-
-def assert_one_error_line(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def failing_copy(tmp_path: Path) -> str:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import trellis as tl
 from trellis.cli.app import app
 from trellis.history import diff_runs, fork, prepare_fork
+from trellis.store import open_store
 
 from .conftest import FLOW, N_ITEMS
 
@@ -41,8 +42,8 @@ async def test_fork_a_run_from_a_step_reuses_what_is_upstream(toy: dict[str, Pat
     assert [c.model for c in forked.calls] == ["replay:large"], "small was not asked again"
     assert sum(c.cost_usd or 0.0 for c in forked.calls) == pytest.approx(0.01), "paid now"
     assert forked.usage.cost_usd == pytest.approx(0.011), "the run's total: reused + new"
-    assert engine.store is not None
-    diff = diff_runs(engine.store, "r1", "r2")
+    store = open_store(url)  # the engine closed the store it opened from the URL
+    diff = diff_runs(store, "r1", "r2")
     changed = {s.step for s in diff.steps if s.changed}
     assert changed == {"large", "answer"}
     report = diff.to_dict()

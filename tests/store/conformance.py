@@ -208,6 +208,30 @@ class StoreConformance:
         assert ids(store.list_runs(top_level=True)) == ["batch", "solo"]
         assert set(ids(store.list_runs())) == {"solo", "batch", "batch.0", "batch.1"}
 
+    def test_update_run_sets_the_start_only_when_given(self, store: Store) -> None:
+        store.create_run(run_row("item", started_at=1000.0))
+        store.update_run("item", status="running", started_at=1005.5)
+        assert store.get_run("item").started_at == 1005.5  # type: ignore[union-attr]
+        store.update_run("item", status="done", finished_at=1010.0)
+        assert store.get_run("item").started_at == 1005.5  # type: ignore[union-attr]
+
+    def test_is_batch_is_a_recorded_field_and_a_filter(self, store: Store) -> None:
+        store.create_run(run_row("solo", started_at=1.0))
+        store.create_runs(
+            [
+                run_row("batch", started_at=2.0, is_batch=True),
+                run_row("batch.0", parent_id="batch", item_index=0, started_at=2.0),
+            ]
+        )
+        store.create_run(run_row("empty-batch", started_at=3.0, is_batch=True))
+        assert store.get_run("batch").is_batch is True  # type: ignore[union-attr]
+        assert store.get_run("solo").is_batch is False  # type: ignore[union-attr]
+        assert store.get_run("batch.0").is_batch is False  # type: ignore[union-attr]
+        assert ids(store.list_runs(batches=True)) == ["empty-batch", "batch"]
+        assert ids(store.list_runs(batches=False, top_level=True)) == ["solo"]
+        store.update_run("batch", status="done")
+        assert store.get_run("batch").is_batch is True  # type: ignore[union-attr]
+
     # -- leases -----------------------------------------------------------------------------
 
     def test_acquire_a_free_lease(self, store: Store) -> None:

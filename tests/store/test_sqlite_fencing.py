@@ -36,7 +36,7 @@ def test_a_version_two_store_gets_the_epoch_column(tmp_path: Path) -> None:
     path = tmp_path / "v2.db"
     _version_two_store(path)
     with SQLiteStore(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         row = store.get_run("old")
         assert row is not None
         assert (row.lease_owner, row.lease_expires, row.lease_epoch) == ("h:1:x", 50.0, 0)
@@ -97,3 +97,32 @@ def test_processes_opening_the_same_new_file_at_once_all_get_the_store(tmp_path:
         assert errors == [], errors
         with SQLiteStore(path) as store:
             assert store.schema_version == SCHEMA_VERSION
+
+
+def test_a_version_three_store_marks_its_batches_in_the_new_column(tmp_path: Path) -> None:
+    """Migration 4: batches recorded before the ``is_batch`` column (by the meta's
+    ``"batch": true`` or by having items) are marked once; other runs are not."""
+    path = tmp_path / "v3.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE trellis_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO trellis_meta VALUES ('app', 'trellis'), ('schema_version', '3')")
+    for script in _MIGRATIONS[:3]:
+        for statement in _split(script):
+            db.execute(statement)
+    columns = "run_id, flow, status, inputs, started_at, parent_id, meta, format"
+    for values in (
+        ("solo", None, '{"cli": 1, "kind": "run"}'),
+        ("by-meta", None, '{"batch": true, "cli": 1}'),
+        ("by-items", None, None),
+        ("by-items.0", "by-items", None),
+    ):
+        db.execute(
+            f"INSERT INTO runs ({columns}) VALUES (?, 'f', 'done', '{{}}', 1.0, ?, ?, 1)",
+            values,
+        )
+    db.commit()
+    db.close()
+    with SQLiteStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        marked = {r.run_id: r.is_batch for r in store.list_runs()}
+    assert marked == {"solo": False, "by-meta": True, "by-items": True, "by-items.0": False}

@@ -16,16 +16,29 @@ from trellis import __version__
 from trellis.cli.cache import cache_app
 from trellis.cli.check import describe_flow, render_flow
 from trellis.cli.commands import execute_run
-from trellis.cli.errors import EXIT_OK, CliError
+from trellis.cli.errors import EXIT_OK, CliError, command
 from trellis.cli.eval import eval_command
 from trellis.cli.history import diff, fork
 from trellis.cli.human import approve, reply
 from trellis.cli.inspect import runs, show
+from trellis.cli.jobs import Display, RunOptions
+from trellis.cli.leases import release_leases_on_sigterm
 from trellis.cli.mock import mock_server
-from trellis.cli.options import ConfigOption, ModelOption
+from trellis.cli.options import (
+    BudgetCallsOption,
+    BudgetTokensOption,
+    BudgetUsdOption,
+    ConfigOption,
+    LeaseTtlOption,
+    ModelOption,
+    NoProgressOption,
+    QuietOption,
+    RerunChangedOption,
+    StoreOption,
+    json_flag,
+)
 from trellis.cli.resume import resume
 from trellis.cli.settings import apply_model_overrides, load_config
-from trellis.cli.store_options import LeaseTtlOption, StoreOption, release_leases_on_sigterm
 from trellis.cli.target import load_flow
 
 __all__ = ["app", "main"]
@@ -49,11 +62,6 @@ TARGET_HELP = (
     "tl.Flow in it) or `package.module:flow`. The `:flow` part may be left out "
     "when the file defines exactly one flow."
 )
-
-
-def _fail(error: CliError) -> typer.Exit:
-    typer.echo(f"error: {error.message}", err=True)
-    return typer.Exit(error.code)
 
 
 def _tolerant_streams() -> None:
@@ -96,6 +104,7 @@ def _root(
 
 
 @app.command()
+@command
 def check(
     target: Annotated[str, typer.Argument(help=TARGET_HELP, metavar="TARGET", show_default=False)],
     models: ModelOption = None,
@@ -111,12 +120,9 @@ def check(
 
     Example: `trellis check examples/feedback_triage.py:flow -c examples/trellis.toml`
     """
-    try:
-        flow, parsed = load_flow(target)
-        loaded, config_path = load_config(config)
-        bound = apply_model_overrides(loaded, models or [])
-    except CliError as exc:
-        raise _fail(exc) from None
+    flow, parsed = load_flow(target)
+    loaded, config_path = load_config(config)
+    bound = apply_model_overrides(loaded, models or [])
     source = str(config_path) if config_path else ("--model" if models else None)
     info = describe_flow(flow, bound, source)
     render_flow(Console(), info, str(parsed))
@@ -124,18 +130,18 @@ def check(
     if unbound and source is not None:
         names = ", ".join(r.name for r in unbound)
         where = f"in {config_path}" if config_path else "(no trellis.toml here, no --config)"
-        raise _fail(
-            CliError(
-                f"model role(s) {names} used by the flow are not bound {where}; bind them "
-                f"with --model ROLE=provider:model or under [models] in trellis.toml"
-            )
+        raise CliError(
+            f"model role(s) {names} used by the flow are not bound {where}; bind them "
+            f"with --model ROLE=provider:model or under [models] in trellis.toml"
         )
+    return None
 
 
 # -- trellis run ---------------------------------------------------------------------------
 
 
 @app.command()
+@command
 def run(
     target: Annotated[str, typer.Argument(help=TARGET_HELP, metavar="TARGET", show_default=False)],
     input_json: Annotated[
@@ -178,74 +184,17 @@ def run(
             show_default=False,
         ),
     ] = None,
-    models: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model",
-            "-m",
-            metavar="ROLE=PROVIDER:MODEL",
-            help=(
-                "Bind a model role, overriding the config file; repeatable. Options go in "
-                "a query string: --model small=sim:small --model "
-                "'large=sim:large?latency_ms=100-300&rate_limit=0.05'. Providers: sim, "
-                "openai (and compatible servers), anthropic."
-            ),
-            show_default=False,
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            metavar="FILE.toml",
-            help=(
-                "Configuration file with the model roles (a 'models' table) and prices "
-                "(a 'prices' table). Default: ./trellis.toml when it exists."
-            ),
-            show_default=False,
-        ),
-    ] = None,
+    models: ModelOption = None,
+    config: ConfigOption = None,
     concurrency: Annotated[
         int,
         typer.Option(
             "--concurrency", "-n", min=1, help="With --input-file: how many items run at once."
         ),
     ] = 8,
-    budget_usd: Annotated[
-        float | None,
-        typer.Option(
-            "--budget-usd",
-            min=0,
-            metavar="USD",
-            help=(
-                "Stop before the whole command's model spend would exceed this many US "
-                "dollars. Items not finished fail with BudgetExceededError; finished ones "
-                "are kept and written."
-            ),
-            show_default=False,
-        ),
-    ] = None,
-    budget_tokens: Annotated[
-        int | None,
-        typer.Option(
-            "--budget-tokens",
-            min=0,
-            metavar="N",
-            help="Like --budget-usd, for the total tokens (input + output) of the command.",
-            show_default=False,
-        ),
-    ] = None,
-    budget_calls: Annotated[
-        int | None,
-        typer.Option(
-            "--budget-calls",
-            min=0,
-            metavar="N",
-            help="Like --budget-usd, for the number of model requests (retries included).",
-            show_default=False,
-        ),
-    ] = None,
+    budget_usd: BudgetUsdOption = None,
+    budget_tokens: BudgetTokensOption = None,
+    budget_calls: BudgetCallsOption = None,
     max_seconds: Annotated[
         float | None,
         typer.Option(
@@ -255,27 +204,15 @@ def run(
             show_default=False,
         ),
     ] = None,
-    quiet: Annotated[
-        bool,
-        typer.Option("--quiet", "-q", help="Print only errors and a one-line outcome: no tables."),
-    ] = False,
+    quiet: QuietOption = False,
     as_json: Annotated[
         bool,
-        typer.Option(
-            "--json",
-            help=(
-                "Print JSON instead of tables: the full run result with --input, the "
-                "batch summary with --input-file."
-            ),
+        json_flag(
+            "Print JSON instead of tables: the full run result with --input, the "
+            "batch summary with --input-file."
         ),
     ] = False,
-    no_progress: Annotated[
-        bool,
-        typer.Option(
-            "--no-progress",
-            help="No progress bar (it is shown only when stderr is a terminal anyway).",
-        ),
-    ] = False,
+    no_progress: NoProgressOption = False,
     store: StoreOption = None,
     no_store: Annotated[
         bool,
@@ -294,16 +231,7 @@ def run(
             show_default=False,
         ),
     ] = None,
-    rerun_changed: Annotated[
-        bool,
-        typer.Option(
-            "--rerun-changed",
-            help=(
-                "When resuming (--run-id): re-run steps whose code changed since they were "
-                "recorded, and everything after them, instead of stopping with an error."
-            ),
-        ),
-    ] = False,
+    rerun_changed: RerunChangedOption = False,
     cache: Annotated[
         bool,
         typer.Option(
@@ -325,7 +253,7 @@ def run(
         ),
     ] = None,
     lease_ttl: LeaseTtlOption = None,
-) -> None:
+) -> int:
     """Run a flow once (`--input`) or over a JSONL file of items (`--input-file`).
 
     Examples:
@@ -347,33 +275,27 @@ def run(
     printed; give your own with --run-id) whose items are runs; `trellis resume ID`
     finishes an interrupted one, running only the items that did not finish.
     """
-    try:
-        code = execute_run(
-            target,
-            input_json=input_json,
-            input_file=input_file,
-            output=output,
-            models=models or [],
-            config=config,
-            concurrency=concurrency,
-            budget_usd=budget_usd,
-            budget_tokens=budget_tokens,
-            budget_calls=budget_calls,
-            max_seconds=max_seconds,
-            quiet=quiet,
-            as_json=as_json,
-            no_progress=no_progress,
-            store=store,
-            no_store=no_store,
-            run_id=run_id,
-            rerun_changed=rerun_changed,
-            cache=cache,
-            cache_ttl=cache_ttl,
-            lease_ttl=lease_ttl,
-        )
-    except CliError as exc:
-        raise _fail(exc) from None
-    raise typer.Exit(code)
+    options = RunOptions(
+        input_json=input_json,
+        input_file=input_file,
+        output=output,
+        models=tuple(models or ()),
+        config=config,
+        concurrency=concurrency,
+        budget_usd=budget_usd,
+        budget_tokens=budget_tokens,
+        budget_calls=budget_calls,
+        max_seconds=max_seconds,
+        display=Display(quiet=quiet, as_json=as_json, progress=not no_progress),
+        store=store,
+        no_store=no_store,
+        run_id=run_id,
+        rerun_changed=rerun_changed,
+        cache=cache,
+        cache_ttl=cache_ttl,
+        lease_ttl=lease_ttl,
+    )
+    return execute_run(target, options)
 
 
 app.command("mock-server")(mock_server)

@@ -33,11 +33,13 @@ from rich.progress import (
 
 from trellis.cli.errors import CliError, configuration_error
 from trellis.cli.files import check_not_input, write_atomic
+from trellis.cli.formats import fmt_cost, fmt_usd
 from trellis.cli.inputs import Item
 from trellis.cli.jsonout import json_text
 from trellis.cli.settings import Settings
 from trellis.engine.engine import Engine
-from trellis.engine.results import RunResult, jsonable
+from trellis.engine.records import result_line
+from trellis.engine.results import RunResult
 from trellis.engine.spend import track_batch_spend
 from trellis.flow.flow import Flow
 
@@ -88,7 +90,7 @@ class BatchRun:
             self.wall_s = time.perf_counter() - self.started
 
     async def _run(self, progress: Progress, task: Any) -> None:
-        done = failed = waiting = 0
+        done = failed = waiting = unpriced = 0
         cost = 0.0
         async with self.settings.engine() as engine:  # it holds the batch's lease
             self._count_earlier_spending(engine)
@@ -115,9 +117,10 @@ class BatchRun:
                     else:
                         failed += 1
                     cost += result.usage.cost_usd
+                    unpriced += result.usage.unpriced_attempts
                     status = f"[green]✓ {done}[/]" + (f" [red]✗ {failed}[/]" if failed else "")
                     status += f" [yellow]⏸ {waiting}[/]" if waiting else ""
-                    progress.update(task, advance=1, status=f"{status} ${cost:.4f}")
+                    progress.update(task, advance=1, status=f"{status} {fmt_cost(cost, unpriced)}")
 
     def _count_earlier_spending(self, engine: Engine) -> None:
         """Under a batch budget, what earlier processes of this batch spent counts too."""
@@ -128,7 +131,8 @@ class BatchRun:
         if before.calls:
             self._echo(
                 f"batch budget: {before.calls} request(s), {before.tokens:,} tokens, "
-                f"${before.usd:.4f} spent by earlier runs of batch {self.batch_id} count against it"
+                f"{fmt_usd(before.usd)} spent by earlier runs of batch {self.batch_id} "
+                "count against it"
             )
 
     def _progress(self) -> Progress:
@@ -146,21 +150,6 @@ class BatchRun:
             disable=console is None or not console.is_terminal,
             transient=False,
         )
-
-
-def result_line(index: int, item: Item, result: RunResult) -> dict[str, Any]:
-    """The JSON object written for one item."""
-    return {
-        "index": index,
-        "run_id": result.run_id,
-        "status": result.status,
-        "inputs": jsonable(item.inputs),
-        "outputs": jsonable(result.outputs),
-        "skipped": result.skipped,
-        "error": result.error.to_dict() if result.error else None,
-        "usage": result.usage.to_dict(),
-        "duration_s": round(result.duration_s, 6),
-    }
 
 
 def check_output_path(path: Path | None, input_file: Path | None = None) -> None:
@@ -181,7 +170,7 @@ def write_results(path: Path, items: Sequence[Item], results: Sequence[RunResult
 
     A file is replaced atomically (see :mod:`trellis.cli.files`): never left truncated."""
     lines = [
-        json_text(result_line(i, item, result))
+        json_text(result_line(i, item.inputs, result))
         for i, (item, result) in enumerate(zip(items, results, strict=True))
         if result is not None
     ]

@@ -12,9 +12,10 @@ from typing import Annotated
 
 import typer
 
-from trellis.cli.errors import CliError
+from trellis.cli.errors import CliError, command
 from trellis.cli.jsonout import json_text
-from trellis.cli.store_options import StoreOption, fail, open_existing_store, store_url
+from trellis.cli.options import StoreOption, json_flag
+from trellis.cli.stores import open_existing_store, store_url
 from trellis.errors import TrellisError
 from trellis.store.base import CacheStats
 
@@ -40,32 +41,27 @@ def _size(n: int) -> str:
 
 
 @cache_app.command()
+@command
 def stats(
     store: StoreOption = None,
     as_json: Annotated[
         bool,
-        typer.Option(
-            "--json",
-            help='Print {"store", "entries", "expired", "hits", "bytes"} instead of text.',
-        ),
+        json_flag('Print {"store", "entries", "expired", "hits", "bytes"} instead of text.'),
     ] = False,
 ) -> None:
     """How many replies the cache holds, how many have expired, how often it was hit, and
     how many bytes the cached values take."""
-    try:
-        opened = open_existing_store(store)
-        url = store_url(store) if opened is None else opened.url
-        if opened is None:
-            result = CacheStats(entries=0, expired=0, hits=0, bytes=0)
-        else:
-            try:
-                result = opened.cache_stats(time.time())
-            except TrellisError as exc:
-                raise CliError(str(exc)) from None
-            finally:
-                opened.close()
-    except CliError as exc:
-        raise fail(exc) from None
+    opened = open_existing_store(store)
+    url = store_url(store) if opened is None else opened.url
+    if opened is None:
+        result = CacheStats(entries=0, expired=0, hits=0, bytes=0)
+    else:
+        try:
+            result = opened.cache_stats(time.time())
+        except TrellisError as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            opened.close()
     if as_json:
         data = {
             "store": url,
@@ -83,6 +79,7 @@ def stats(
 
 
 @cache_app.command()
+@command
 def clear(
     expired: Annotated[
         bool,
@@ -91,18 +88,15 @@ def clear(
     store: StoreOption = None,
 ) -> None:
     """Remove every cached reply (or only the expired ones). Recorded runs are kept."""
-    try:
-        opened = open_existing_store(store)
-        url = store_url(store) if opened is None else opened.url
-        removed = 0
-        if opened is not None:
-            try:
-                removed = opened.cache_clear(expired_only=expired, now=time.time())
-            except TrellisError as exc:
-                raise CliError(str(exc)) from None
-            finally:
-                opened.close()
-    except CliError as exc:
-        raise fail(exc) from None
+    opened = open_existing_store(store)
+    url = store_url(store) if opened is None else opened.url
+    removed = 0
+    if opened is not None:
+        try:
+            removed = opened.cache_clear(expired_only=expired, now=time.time())
+        except TrellisError as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            opened.close()
     what = "expired " if expired else ""
     typer.echo(f"removed {removed} {what}cache entr{'y' if removed == 1 else 'ies'} from {url}")

@@ -9,44 +9,42 @@ A locked run, a changed step or an unusable store is one ``error:`` line (exit 2
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 
 from trellis.cli.batch import BatchRun, check_output_path, write_results
-from trellis.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError, configuration_error
+from trellis.cli.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_WAITING,
+    CliError,
+    configuration_error,
+)
+from trellis.cli.formats import fmt_cost, fmt_seconds
 from trellis.cli.inputs import Item, parse_input, read_items
+from trellis.cli.jobs import BatchJob, OneRun, RunOptions
 from trellis.cli.jsonout import json_text
-from trellis.cli.render import (
-    answer_commands,
-    fmt_seconds,
-    fmt_usd,
-    render_result,
-    render_summary,
-)
+from trellis.cli.leases import DEFAULT_LEASE_TTL, wait_for_dead_leases
+from trellis.cli.render import answer_commands, render_result, render_summary
+from trellis.cli.run_meta import build_meta
 from trellis.cli.settings import Settings, make_settings
-from trellis.cli.store_options import (
-    DEFAULT_LEASE_TTL,
-    build_meta,
-    is_batch,
-    open_cli_store,
-    store_url,
-    wait_for_dead_leases,
-)
+from trellis.cli.stores import open_cli_store, store_url
 from trellis.cli.summary import BatchSummary, WaitingStep, summarize
 from trellis.cli.target import load_flow
-from trellis.engine.durable import open_batch
+from trellis.engine.durable import first_changed_item, open_batch, recorded_batch_inputs
 from trellis.engine.engine import new_run_id
-from trellis.engine.results import RunResult
+from trellis.engine.records import batch_items, recorded_usage
+from trellis.engine.results import RunResult, Stats
 from trellis.errors import InputError, RunLockedError, StepChangedError, StoreError
 from trellis.flow.flow import Flow
-from trellis.flow.policy import Cache
 from trellis.store.base import RunRow, Store
 from trellis.store.codec import decode, encode
 
@@ -64,10 +62,6 @@ __all__ = [
 
 #: Raised by a durable run or batch; reported as one ``error:`` line, exit code 2.
 DURABLE_ERRORS = (RunLockedError, StepChangedError, StoreError, InputError)
-
-#: A run (or an item of a batch, none failed) waits for a person: `trellis approve` /
-#: `trellis reply` answer it. (Next to the other exit codes in trellis.cli.errors.)
-EXIT_WAITING = 3
 
 
 def exit_code(result: RunResult) -> int:
@@ -139,28 +133,21 @@ def _check_recorded(flow: Flow, row: RunRow, inputs: Mapping[str, Any] | None) -
         )
 
 
-def run_once(
-    flow: Flow,
-    input_json: str | None,
-    settings: Settings,
-    *,
-    quiet: bool,
-    as_json: bool,
-    run_id: str | None = None,
-    rerun_changed: bool = False,
-    meta: Mapping[str, Any] | None = None,
-) -> int:
+def run_once(flow: Flow, settings: Settings, job: OneRun) -> int:
     """One run. With a store and the id of a recorded run: a completed run prints its
-    recorded result (nothing runs), an incomplete one resumes (``--input`` may be left out)."""
+    recorded result (nothing runs), an incomplete one resumes (``--input`` may be left out).
+    Ctrl-C stops it and says how to resume it (exit 130)."""
     store = settings.store
+    run_id = job.run_id
+    display = job.display
     existing = store.get_run(run_id) if store is not None and run_id is not None else None
-    if existing is not None and store is not None and is_batch(store, existing):
+    if existing is not None and existing.is_batch:
         raise CliError(
             f"run {run_id} is a batch: resume it with `trellis resume {run_id}` (or give "
             "--input-file with the same items)"
         )
     inputs: dict[str, Any] | None
-    if input_json is None:
+    if job.input_json is None:
         required = _required_inputs(flow)
         if required and existing is None:
             example = json.dumps(dict.fromkeys(required, "..."))
@@ -170,7 +157,7 @@ def run_once(
             )
         inputs = None if existing is not None else {}
     else:
-        inputs = parse_input(flow, input_json)
+        inputs = parse_input(flow, job.input_json)
     note = None  # said once the run is over, so that an error stays one line
     if existing is not None and store is not None:
         _check_recorded(flow, existing, inputs)
@@ -180,13 +167,23 @@ def run_once(
             wait_for_dead_leases(store, [existing], echo=_note)
             recorded = sum(s.status == "done" for s in store.load_steps(existing.run_id))
             note = f"resuming run {run_id} ({recorded} step(s) done before)"
-    result = asyncio.run(_one(flow, inputs, settings, run_id, rerun_changed, meta))
+    if store is not None and run_id is None:
+        run_id = new_run_id()  # known before it starts: an interrupted run can be resumed
+    try:
+        result = asyncio.run(_one(flow, inputs, settings, run_id, job.rerun_changed, job.meta))
+    except KeyboardInterrupt:
+        if store is not None and run_id is not None and store.get_run(run_id) is not None:
+            _note(f"interrupted: run {run_id} did not finish; resume: {resume_hint(run_id, store)}")
+        else:
+            _note("interrupted: the run did not finish (nothing was recorded)")
+        return EXIT_INTERRUPTED
     message = configuration_error([result])
     if message is not None:
         raise CliError(message)
-    if note is not None and not quiet:
+    if note is not None and not display.quiet:
         _note(note)
-    print_result(result, store.url if store is not None else None, quiet=quiet, as_json=as_json)
+    url = store.url if store is not None else None
+    print_result(result, url, quiet=display.quiet, as_json=display.as_json)
     return exit_code(result)
 
 
@@ -211,10 +208,7 @@ def print_result(result: RunResult, store: str | None, *, quiet: bool, as_json: 
 
 def recorded_items(store: Store, batch_id: str) -> list[Item]:
     """A recorded batch's items, in input order, from its child runs."""
-    return [
-        Item(decode(child.inputs, Any, f"the inputs of {child.run_id}"), child.run_id)
-        for child in store.list_runs(parent_id=batch_id)
-    ]
+    return [Item(inputs, run_id) for run_id, inputs in recorded_batch_inputs(store, batch_id)]
 
 
 def _open_durable_batch(
@@ -235,7 +229,7 @@ def _open_durable_batch(
         except DURABLE_ERRORS as exc:
             raise CliError(str(exc)) from None
         return list(items), None
-    if not is_batch(store, existing):
+    if not existing.is_batch:
         raise CliError(
             f"run {batch_id} is a single run, not a batch: resume it with --input (or "
             f"`trellis resume {batch_id}`), or pick another --run-id"
@@ -244,53 +238,38 @@ def _open_durable_batch(
         raise CliError(f"batch {batch_id!r} belongs to flow {existing.flow!r}, not {flow.name!r}")
     recorded = recorded_items(store, batch_id)
     if items is not None:
-        if len(items) != len(recorded):
+        changed = first_changed_item([r.inputs for r in recorded], [i.inputs for i in items])
+        if changed is not None and len(items) != len(recorded):
             raise CliError(
                 f"batch {batch_id!r} was recorded with {len(recorded)} items, the input file "
                 f"has {len(items)}; resume it with `trellis resume {batch_id}`, or use another "
                 "--run-id"
             )
-        for item, old in zip(items, recorded, strict=True):
-            if json.dumps(item.inputs, sort_keys=True) != json.dumps(old.inputs, sort_keys=True):
-                raise CliError(
-                    f"{item.where}: batch {batch_id!r} was recorded with other inputs for this "
-                    f"item; resume it with `trellis resume {batch_id}`, or use another --run-id"
-                )
+        if changed is not None:
+            raise CliError(
+                f"{items[changed].where}: batch {batch_id!r} was recorded with other inputs "
+                f"for this item; resume it with `trellis resume {batch_id}`, or use another "
+                "--run-id"
+            )
     return recorded, existing
 
 
-def run_batch(
-    flow: Flow,
-    title: str,
-    input_file: Path | None,
-    output: Path | None,
-    settings: Settings,
-    *,
-    concurrency: int,
-    quiet: bool,
-    as_json: bool,
-    progress: bool,
-    batch_id: str | None = None,
-    rerun_changed: bool = False,
-    meta: Mapping[str, Any] | None = None,
-    note: str | None = None,
-    to_stderr: bool = False,
-    recorded_input: Path | None = None,
-) -> int:
-    """A batch over ``input_file`` (None: resume the recorded batch ``batch_id``). With a
-    store, the batch is recorded (parent run ``batch_id``, generated when not given) before
-    anything runs; a recorded batch id resumes: only unfinished items run, and the output
-    file gets every item, in input order, exactly once. ``note`` replaces what is said on
-    stderr about a recorded batch; ``to_stderr`` prints the summary there (stdout is
-    someone else's); ``recorded_input`` is the input file a resumed batch was started with
-    (``--output`` may not name it)."""
-    check_output_path(output, input_file or recorded_input)
-    items = read_items(flow, input_file) if input_file is not None else None
+def run_batch(flow: Flow, settings: Settings, job: BatchJob) -> int:
+    """A batch over ``job.input_file`` (None: resume the recorded batch ``job.batch_id``).
+    With a store, the batch is recorded (parent run ``batch_id``, generated when not given)
+    before anything runs; a recorded batch id resumes: only unfinished items run, and the
+    output file gets every item, in input order, exactly once. A configuration error
+    stops the batch (every item would fail alike) and says how to resume it once fixed;
+    Ctrl-C stops it, prints what was spent and how to resume it (exit 130)."""
+    output, display = job.output, job.display
+    check_output_path(output, job.input_file or job.recorded_input)
+    items = read_items(flow, job.input_file) if job.input_file is not None else None
     store = settings.store
+    batch_id = job.batch_id
     announcement: str | None = None
     if store is not None:
         batch_id = batch_id or new_run_id()
-        items, existing = _open_durable_batch(flow, store, batch_id, items, meta)
+        items, existing = _open_durable_batch(flow, store, batch_id, items, job.meta)
         if existing is None:
             announcement = f"batch {batch_id}: {_items(len(items))} recorded in {store.url}"
             if sys.stderr.isatty():
@@ -300,8 +279,8 @@ def run_batch(
             done = sum(c.status == "done" for c in children)
             rows = [existing, *(c for c in children if c.status != "done")]
             wait_for_dead_leases(store, rows, echo=_note)
-            if note is not None:
-                announcement = note
+            if job.note is not None:
+                announcement = job.note
             elif done == len(children):
                 announcement = (
                     f"batch {batch_id} already completed: its recorded results (nothing ran)"
@@ -318,15 +297,15 @@ def run_batch(
     elif items is None:
         raise CliError("resuming a batch needs a store")
     to_stdout = output is not None and str(output) == "-"
-    console = Console(stderr=to_stdout or to_stderr)
+    console = Console(stderr=to_stdout or display.to_stderr)
     batch = BatchRun(
         flow,
         items,
         settings,
-        concurrency=concurrency,
-        progress=Console(stderr=True) if progress else None,
+        concurrency=job.concurrency,
+        progress=Console(stderr=True) if display.bar else None,
         batch_id=batch_id if store is not None else None,
-        rerun_changed=rerun_changed,
+        rerun_changed=job.rerun_changed,
         echo=_note,
     )
     interrupted = False
@@ -337,6 +316,11 @@ def run_batch(
     except DURABLE_ERRORS as exc:
         raise CliError(str(exc)) from None
     if batch.config_error is not None:
+        if store is not None and batch_id is not None:
+            raise CliError(
+                f"{batch.config_error} (batch {batch_id} stopped; once that is fixed: "
+                f"{resume_hint(batch_id, store)})"
+            )
         raise CliError(batch.config_error)
     if announcement is not None and store is not None and batch_id is not None:
         if all(r is not None and r.status in ("done", "waiting") for r in batch.results):
@@ -345,8 +329,10 @@ def run_batch(
             _note(f"{announcement} (resume: {resume_hint(batch_id, store)})")
     written = write_results(output, items, batch.results) if output is not None else None
     summary = summarize(batch.finished, prices=batch.prices, wall_s=batch.wall_s)
+    if interrupted and store is not None and batch_id is not None:
+        summary = _with_unfinished_spend(summary, store, batch_id, batch.results)
     url = store.url if store is not None else None
-    if as_json:
+    if display.as_json:
         data = summary.to_dict()
         if store is not None:
             data["batch_id"] = batch_id
@@ -355,13 +341,13 @@ def run_batch(
                 question.run_id, question.step, question.question, url
             )
         sys.stdout.write(json_text(data, indent=2) + "\n")
-    elif quiet:
+    elif display.quiet:
         console.print(_one_line(summary), highlight=False, soft_wrap=True)
     else:
-        render_summary(console, summary, f"{flow.name} ({title})", url)
-    if written is not None and not to_stdout and not as_json:
+        render_summary(console, summary, f"{flow.name} ({job.title})", url)
+    if written is not None and not to_stdout and not display.as_json:
         console.print(f"results: {written} line(s) written to {output}", highlight=False)
-    elif output is None and not quiet and not as_json:
+    elif output is None and not display.quiet and not display.as_json:
         console.print("[dim]per-item results not saved (add --output results.jsonl)[/]")
     if interrupted:
         unfinished = len(items) - len(batch.finished)
@@ -373,14 +359,34 @@ def run_batch(
     return EXIT_WAITING if summary.waiting else EXIT_OK
 
 
+def _with_unfinished_spend(
+    summary: BatchSummary, store: Store, batch_id: str, results: Sequence[RunResult | None]
+) -> BatchSummary:
+    """After Ctrl-C: the summary counts what the items that did not finish spent too (as
+    their journals recorded it), so that it shows what was spent, not only what finished."""
+    spent = Stats()
+    for index, row in enumerate(batch_items(store, batch_id)):
+        if index < len(results) and results[index] is None and row.status != "done":
+            spent.merge(recorded_usage(store, row))
+    if not spent.attempts:
+        return summary
+    return dataclasses.replace(
+        summary,
+        calls=summary.calls + spent.calls,
+        attempts=summary.attempts + spent.attempts,
+        input_tokens=summary.input_tokens + spent.input_tokens,
+        output_tokens=summary.output_tokens + spent.output_tokens,
+        cost_usd=summary.cost_usd + spent.cost_usd,
+        unpriced_attempts=summary.unpriced_attempts + spent.unpriced_attempts,
+    )
+
+
 def _items(n: int) -> str:
     return f"{n} item{'s' if n != 1 else ''}"
 
 
 def _one_line(summary: BatchSummary) -> str:
-    cost = fmt_usd(summary.cost_usd)
-    if not summary.cost_known:
-        cost = f"≥ {cost}"
+    cost = fmt_cost(summary.cost_usd, summary.unpriced_attempts)
     waiting = ""
     if summary.waiting:
         waiting = f", {summary.waiting} waiting for input (trellis runs --status waiting)"
@@ -390,104 +396,56 @@ def _one_line(summary: BatchSummary) -> str:
     )
 
 
-def execute_run(
-    target: str,
-    *,
-    input_json: str | None,
-    input_file: Path | None,
-    output: Path | None,
-    models: Sequence[str],
-    config: Path | None,
-    concurrency: int,
-    budget_usd: float | None,
-    budget_tokens: int | None,
-    budget_calls: int | None,
-    max_seconds: float | None,
-    quiet: bool,
-    as_json: bool,
-    no_progress: bool,
-    store: str | None,
-    no_store: bool,
-    run_id: str | None,
-    rerun_changed: bool,
-    cache: bool,
-    cache_ttl: float | None,
-    lease_ttl: float | None,
-) -> int:
+def execute_run(target: str, options: RunOptions) -> int:
     """``trellis run`` once its options are parsed; returns the exit code."""
     flow, parsed = load_flow(target)
-    if input_json is not None and input_file is not None:
-        raise CliError("give either --input (one run) or --input-file (a batch), not both")
-    if output is not None and input_file is None:
-        raise CliError("--output needs --input-file (with --input, use --json)")
-    check_output_path(output, input_file)
-    if as_json and output is not None and str(output) == "-":
-        raise CliError("--json and --output - would both write to stdout; pick one")
-    if no_store and store is not None:
-        raise CliError("give either --store or --no-store, not both")
-    if no_store and run_id is not None:
-        raise CliError("--run-id needs a store (runs are only recorded without --no-store)")
-    if run_id is not None and not run_id.strip():
-        raise CliError("--run-id is empty")
-    if cache_ttl is not None and cache_ttl <= 0:
-        raise CliError("--cache-ttl must be positive (seconds)")
-    response_cache = Cache(ttl=cache_ttl) if (cache or cache_ttl is not None) else None
-    opened = None if no_store else open_cli_store(store)
+    options.check()
+    check_output_path(options.output, options.input_file)
+    opened = None if options.no_store else open_cli_store(options.store)
+    batch = options.input_file is not None
     try:
         settings = make_settings(
             flow,
-            config_path=config,
-            models=models,
-            budget_usd=budget_usd,
-            budget_tokens=budget_tokens,
-            budget_calls=budget_calls,
-            max_seconds=max_seconds,
+            config_path=options.config,
+            models=options.models,
+            budget_usd=options.budget_usd,
+            budget_tokens=options.budget_tokens,
+            budget_calls=options.budget_calls,
+            max_seconds=options.max_seconds,
             store=opened,
-            cache=response_cache,
-            lease_ttl=lease_ttl if lease_ttl is not None else DEFAULT_LEASE_TTL,
+            cache=options.response_cache,
+            lease_ttl=options.lease_ttl if options.lease_ttl is not None else DEFAULT_LEASE_TTL,
         )
         meta = None
         if opened is not None:
             meta = build_meta(
-                kind="batch" if input_file is not None else "run",
+                kind="batch" if batch else "run",
                 target_text=target,
                 target=parsed,
                 flow=flow,
                 settings=settings,
-                models=models,
-                concurrency=concurrency if input_file is not None else None,
-                budget_usd=budget_usd,
-                budget_tokens=budget_tokens,
-                budget_calls=budget_calls,
-                max_seconds=max_seconds,
-                output=output,
-                input_file=input_file,
+                options=options,
             ).to_dict()
-        if input_file is not None:
-            return run_batch(
-                flow,
-                str(parsed),
-                input_file,
-                output,
-                settings,
-                concurrency=concurrency,
-                quiet=quiet,
-                as_json=as_json,
-                progress=not (quiet or no_progress or as_json),
-                batch_id=run_id,
-                rerun_changed=rerun_changed,
+        if batch:
+            job = BatchJob(
+                title=str(parsed),
+                input_file=options.input_file,
+                output=options.output,
+                concurrency=options.concurrency,
+                display=options.display,
+                batch_id=options.run_id,
+                rerun_changed=options.rerun_changed,
                 meta=meta,
             )
-        return run_once(
-            flow,
-            input_json,
-            settings,
-            quiet=quiet,
-            as_json=as_json,
-            run_id=run_id,
-            rerun_changed=rerun_changed,
+            return run_batch(flow, settings, job)
+        one = OneRun(
+            input_json=options.input_json,
+            display=options.display,
+            run_id=options.run_id,
+            rerun_changed=options.rerun_changed,
             meta=meta,
         )
+        return run_once(flow, settings, one)
     except DURABLE_ERRORS as exc:  # e.g. a corrupt record read before anything ran
         raise CliError(str(exc)) from None
     finally:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
+from typing import ParamSpec
+
+import typer
 
 from trellis.engine.results import RunResult
 
@@ -11,13 +15,17 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "EXIT_WAITING",
     "CliError",
+    "command",
     "configuration_error",
+    "fail",
 ]
 
 EXIT_OK = 0  # every item is done
 EXIT_FAILED = 1  # at least one item failed
 EXIT_USAGE = 2  # bad usage or configuration: nothing (more) was run
+EXIT_WAITING = 3  # a run (or an item, none failed) waits for a person's answer
 EXIT_INTERRUPTED = 130  # Ctrl-C: what finished was written
 
 
@@ -42,3 +50,29 @@ def configuration_error(results: Iterable[RunResult]) -> str | None:
             if error is not None and error.type == "ConfigurationError":
                 return error.message
     return None
+
+
+def fail(error: CliError) -> typer.Exit:
+    """Report ``error`` as one ``error: ...`` line on stderr; the Exit to raise."""
+    typer.echo(f"error: {error.message}", err=True)
+    return typer.Exit(error.code)
+
+
+P = ParamSpec("P")
+
+
+def command(function: Callable[P, int | None]) -> Callable[P, None]:
+    """Make ``function`` a command: a :class:`CliError` it raises is one ``error:`` line
+    and its exit code; the exit code it returns (None: 0) ends the process. Every command
+    goes through this one wrapper (its signature is kept for typer)."""
+
+    @functools.wraps(function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            code = function(*args, **kwargs)
+        except CliError as exc:
+            raise fail(exc) from None
+        if code:
+            raise typer.Exit(code)
+
+    return run

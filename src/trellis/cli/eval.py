@@ -22,10 +22,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from trellis.cli.errors import EXIT_FAILED, EXIT_OK, CliError
-from trellis.cli.options import ConfigOption, ModelOption
+from trellis.cli.errors import EXIT_FAILED, EXIT_OK, CliError, fail
+from trellis.cli.options import ConfigOption, ModelOption, StoreOption
 from trellis.cli.settings import apply_model_overrides, load_config
-from trellis.cli.store_options import StoreOption, fail, open_cli_store
+from trellis.cli.stores import open_cli_store
 from trellis.cli.target import load_flow
 from trellis.errors import ConfigurationError, InputError, StoreError
 from trellis.eval import (

@@ -12,16 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from trellis.cli.commands import DURABLE_ERRORS, run_batch, run_once
-from trellis.cli.errors import EXIT_OK, CliError
+from trellis.cli.errors import EXIT_OK, CliError, fail
+from trellis.cli.jobs import BatchJob, Display, OneRun
+from trellis.cli.options import LeaseTtlOption, StoreOption
 from trellis.cli.resume import recorded_settings
-from trellis.cli.store_options import (
-    LeaseTtlOption,
-    StoreOption,
-    fail,
-    open_existing_store,
-    redact_model_overrides,
-    store_url,
-)
+from trellis.cli.run_meta import redact_model_overrides
+from trellis.cli.stores import open_existing_store, store_url
 from trellis.engine.engine import new_run_id
 from trellis.history import RunDiff, diff_runs, prepare_fork
 
@@ -120,32 +116,21 @@ def _fork(
             f"fork {plan.run_id} of {run}: re-running {', '.join(plan.rerun)}; "
             f"from the record: {reused}"
         )
+        display = Display(quiet=quiet, as_json=as_json, progress=not (quiet or as_json))
         if plan.is_batch:
-            return run_batch(
-                flow,
-                f"{meta.target} (fork of {run})",
-                None,
-                None,
-                settings,
+            job = BatchJob(
+                title=f"{meta.target} (fork of {run})",
                 concurrency=concurrency or meta.concurrency or 8,
-                quiet=quiet,
-                as_json=as_json,
-                progress=not (quiet or as_json),
+                display=display,
                 batch_id=plan.run_id,
                 rerun_changed=True,
                 note=note,
             )
+            return run_batch(flow, settings, job)
         if not quiet:
             typer.echo(note, err=True)
-        return run_once(
-            flow,
-            None,
-            settings,
-            quiet=quiet,
-            as_json=as_json,
-            run_id=plan.run_id,
-            rerun_changed=True,
-        )
+        one = OneRun(display=display, run_id=plan.run_id, rerun_changed=True)
+        return run_once(flow, settings, one)
     except DURABLE_ERRORS as exc:
         raise CliError(str(exc)) from None
     finally:

@@ -32,21 +32,16 @@ from trellis.cli.commands import (
     recorded_items,
     run_batch,
 )
-from trellis.cli.errors import CliError, configuration_error
+from trellis.cli.errors import CliError, command, configuration_error
 from trellis.cli.inputs import load_json
+from trellis.cli.jobs import BatchJob, Display
+from trellis.cli.leases import wait_for_dead_leases
+from trellis.cli.options import QuietOption, StoreOption, json_flag, model_option
 from trellis.cli.render import answer_commands, is_approval, store_args
 from trellis.cli.resume import recorded_settings
+from trellis.cli.run_meta import RunMeta, meta_of
 from trellis.cli.settings import Settings
-from trellis.cli.store_options import (
-    RunMeta,
-    StoreOption,
-    fail,
-    is_batch,
-    open_existing_store,
-    read_meta,
-    store_url,
-    wait_for_dead_leases,
-)
+from trellis.cli.stores import open_existing_store, store_url
 from trellis.engine.durable import load_result
 from trellis.engine.journal import record_from_row
 from trellis.engine.results import RunResult
@@ -76,24 +71,14 @@ StepArgument = Annotated[
 ]
 ModelsOption = Annotated[
     list[str] | None,
-    typer.Option(
-        "--model",
-        "-m",
-        metavar="ROLE=PROVIDER:MODEL",
-        help=(
-            "Bind a model role on top of the recorded bindings for the steps that run after "
-            "the answer; repeatable (give again an option that was not recorded: keys never are)."
-        ),
-        show_default=False,
+    model_option(
+        "Bind a model role on top of the recorded bindings for the steps that run after "
+        "the answer; repeatable (give again an option that was not recorded: keys never are)."
     ),
-]
-QuietOption = Annotated[
-    bool,
-    typer.Option("--quiet", "-q", help="Print only errors and a one-line outcome: no tables."),
 ]
 JsonOption = Annotated[
     bool,
-    typer.Option("--json", help="Print the resumed run's result as JSON (RunResult.to_dict())."),
+    json_flag("Print the resumed run's result as JSON (RunResult.to_dict())."),
 ]
 
 
@@ -101,6 +86,7 @@ def _note(text: str) -> None:
     typer.echo(text, err=True)
 
 
+@command
 def approve(
     run: RunArgument,
     step: StepArgument,
@@ -121,7 +107,7 @@ def approve(
     models: ModelsOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
-) -> None:
+) -> int:
     """Approve (or `--reject`) what a waiting step asks, and resume its run.
 
     For a step that called `human.approve(...)`: sends `{"approved": true, "comment": TEXT}`
@@ -137,22 +123,19 @@ def approve(
     Example: `trellis approve 20250101-120000-1a2b3c4d review --reject --comment "too vague"`
     """
     answer = {"approved": not reject, "comment": comment}
-    try:
-        code = _answer(
-            run,
-            step,
-            answer,
-            approval=True,
-            store=store,
-            models=models or [],
-            quiet=quiet,
-            as_json=as_json,
-        )
-    except CliError as exc:
-        raise fail(exc) from None
-    raise typer.Exit(code)
+    return _answer(
+        run,
+        step,
+        answer,
+        approval=True,
+        store=store,
+        models=models or [],
+        quiet=quiet,
+        as_json=as_json,
+    )
 
 
+@command
 def reply(
     run: RunArgument,
     step: StepArgument,
@@ -173,7 +156,7 @@ def reply(
     models: ModelsOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
-) -> None:
+) -> int:
     """Answer what a waiting step asks (`human.ask(...)`) with typed input, and resume its run.
 
     The answer is validated against the step's declared type; a wrong one is one
@@ -190,23 +173,19 @@ def reply(
     Example: `trellis reply 20250101-120000-1a2b3c4d triage --input '{"priority": "high"}'`
     """
     try:
-        try:
-            answer = load_json(input_json, "--input")
-        except json.JSONDecodeError as exc:
-            raise CliError(f"--input is not valid JSON: {exc}") from None
-        code = _answer(
-            run,
-            step,
-            answer,
-            approval=False,
-            store=store,
-            models=models or [],
-            quiet=quiet,
-            as_json=as_json,
-        )
-    except CliError as exc:
-        raise fail(exc) from None
-    raise typer.Exit(code)
+        answer = load_json(input_json, "--input")
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--input is not valid JSON: {exc}") from None
+    return _answer(
+        run,
+        step,
+        answer,
+        approval=False,
+        store=store,
+        models=models or [],
+        quiet=quiet,
+        as_json=as_json,
+    )
 
 
 # -- answering -------------------------------------------------------------------------------
@@ -237,7 +216,11 @@ def _answer(
                 f"step {step!r} of run {run} asks for {question.get('type')}, not an approval: "
                 f"answer it with `{command}`"
             )
-        _check_started_by_cli(opened, row, step)
+        meta_of(
+            opened,
+            row,
+            answer=f"answer it from Python: await engine.reply(flow, {run!r}, {step!r}, answer)",
+        )
         meta, flow, settings = recorded_settings(
             opened, row, models=models, lease_ttl=None, quiet=quiet
         )
@@ -277,23 +260,10 @@ async def _reply(flow: Flow, settings: Settings, run: str, step: str, answer: An
         return await engine.reply(flow, run, step, answer)
 
 
-def _check_started_by_cli(store: Store, row: RunRow, step: str) -> None:
-    """A run started from Python records no flow target: it is answered from Python."""
-    meta = read_meta(row)
-    if "target" not in meta and row.parent_id is not None:
-        parent = store.get_run(row.parent_id)
-        meta = read_meta(parent) if parent is not None else {}
-    if "target" not in meta:
-        raise CliError(
-            f"run {row.run_id} was not started with `trellis run` (it records no flow target); "
-            f"answer it from Python: await engine.reply(flow, {row.run_id!r}, {step!r}, answer)"
-        )
-
-
 def _waiting_question(store: Store, row: RunRow, step: str) -> dict[str, Any]:
     """The question ``step`` of ``row`` waits on; a CliError saying what waits otherwise."""
     run = row.run_id
-    if is_batch(store, row):
+    if row.is_batch:
         items = store.list_runs(parent_id=run, status="waiting")
         if not items:
             raise CliError(f"run {run} is a batch and none of its items is waiting for input")
@@ -349,20 +319,15 @@ def _after_item(
     output = meta.output if meta.output not in (None, "-") else None
     destination = Path(output) if output is not None else None
     if counts["done"] == len(children):
-        run_batch(
-            flow,
-            meta.target,
-            None,
-            destination,
-            settings,
+        job = BatchJob(
+            title=meta.target,
+            output=destination,
             concurrency=meta.concurrency or 8,
-            quiet=True,
-            as_json=False,
-            progress=False,
+            display=Display(quiet=True, progress=False, to_stderr=as_json or quiet),
             batch_id=batch_id,
             note=f"batch {batch_id}: every item is done now ({len(children)} items)",
-            to_stderr=as_json or quiet,
         )
+        run_batch(flow, settings, job)
         return
     failed = len(children) - counts["done"]
     written = ""

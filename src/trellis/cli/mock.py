@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from trellis.cli.errors import CliError
+from trellis.cli.errors import CliError, command
 from trellis.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ async def _serve(server: MockServer) -> None:
         )
 
 
+@command
 def mock_server(
     port: Annotated[
         int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on; 0 picks one.")
@@ -194,8 +195,5 @@ def mock_server(
         if host not in _LOOPBACK:
             typer.echo(f"warning: listening on {host}, reachable beyond this machine", err=True)
         asyncio.run(_serve(server))
-    except CliError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(exc.code) from None
     except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        return None

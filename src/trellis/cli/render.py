@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from trellis.cli.store_options import store_url
+from trellis.cli.formats import fmt_cost, fmt_seconds, fmt_usd
+from trellis.cli.stores import store_url
 from trellis.cli.summary import BatchSummary, StepRoutes, WaitingStep, adjustment_warnings
 from trellis.engine.results import RunResult, StepRecord, jsonable
 
@@ -42,31 +43,6 @@ _STATUS_STYLE = {
     "running": "cyan",
     "waiting": "bold yellow",
 }
-
-
-def fmt_usd(value: float) -> str:
-    if value == 0:
-        return "$0"
-    if abs(value) < 0.01:
-        return f"${value:.6f}"
-    return f"${value:,.4f}"
-
-
-def fmt_seconds(value: float) -> str:
-    if value < 1:
-        return f"{value * 1000:.0f}ms"
-    if value < 120:
-        return f"{value:.2f}s"
-    return f"{int(value // 60)}m{value % 60:04.1f}s"
-
-
-def _cost(cost: float, unpriced: int) -> str:
-    if unpriced:
-        calls = f"{unpriced} call{'s' if unpriced != 1 else ''} unpriced"
-        if cost == 0:
-            return f"unknown ({calls})"
-        return f"≥ {fmt_usd(cost)} ({calls})"
-    return fmt_usd(cost)
 
 
 def _counts(counter: Mapping[str, int]) -> str:
@@ -105,7 +81,7 @@ def _step_header(name: str, record: StepRecord) -> Text:
             calls += f": {_counts(usage.failures)})" if usage.failures else ")"
         facts.append(calls)
         facts.append(f"{usage.input_tokens:,}/{usage.output_tokens:,} tokens")
-        facts.append(_cost(usage.cost_usd, usage.unpriced_attempts))
+        facts.append(fmt_cost(usage.cost_usd, usage.unpriced_attempts))
     if record.rounds:
         facts.append(f"{record.rounds} round{'s' if record.rounds != 1 else ''}")
     if record.elements is not None:
@@ -358,7 +334,7 @@ def render_result(console: Console, result: RunResult, store: str | None = None)
             f"{usage.calls} LLM call(s), {usage.attempts} attempt(s)"
             + (f" (failed attempts: {_counts(usage.failures)})" if usage.failures else "")
             + f" · tokens {usage.input_tokens:,} in / {usage.output_tokens:,} out"
-            + f" · cost {_cost(usage.cost_usd, usage.unpriced_attempts)}"
+            + f" · cost {fmt_cost(usage.cost_usd, usage.unpriced_attempts)}"
             + f" · {fmt_seconds(result.duration_s)}"
         )
     console.print(Text(line, style="bold"), highlight=False)
@@ -440,9 +416,9 @@ def _cost_table(summary: BatchSummary) -> Table:
     table.add_column("share", justify="right")
     for m in summary.models:
         share = f"{100 * m.cost_usd / summary.cost_usd:.0f}%" if summary.cost_usd else ""
-        cost = fmt_usd(m.cost_usd) if m.cost_known else _cost(m.cost_usd, m.unpriced_attempts)
+        cost = fmt_cost(m.cost_usd, m.unpriced_attempts)
         if not m.cost_known and m.cost_usd == 0:
-            cost, share = "unpriced", ""
+            share = ""
         table.add_row(
             m.model,
             str(m.attempts),
@@ -484,7 +460,7 @@ def summary_renderables(summary: BatchSummary, title: str) -> list[RenderableTyp
     per_item = summary.cost_per_item
     cost_line = (
         f"[bold]Tokens[/] {summary.input_tokens:,} in / {summary.output_tokens:,} out · "
-        f"[bold]cost[/] {escape(_cost(summary.cost_usd, summary.unpriced_attempts))}"
+        f"[bold]cost[/] {escape(fmt_cost(summary.cost_usd, summary.unpriced_attempts))}"
     )
     if per_item is not None:
         cost_line += f" · {fmt_usd(per_item)} per item"

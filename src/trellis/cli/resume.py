@@ -1,6 +1,6 @@
 """``trellis resume RUN``: finish an interrupted run or batch from where it stopped.
 
-The run's recorded ``meta`` (see :class:`~trellis.cli.store_options.RunMeta`) says how it was
+The run's recorded ``meta`` (see :class:`~trellis.cli.run_meta.RunMeta`) says how it was
 started: the flow target (re-imported), configuration file, ``--model`` overrides, budgets,
 concurrency and output file. A batch runs only its unfinished items (failed ones are
 retried; completed steps and journaled LLM calls of interrupted items are replayed, not
@@ -17,43 +17,29 @@ from typing import Annotated, TypeVar
 import typer
 
 from trellis.cli.commands import DURABLE_ERRORS, run_batch, run_once
-from trellis.cli.errors import CliError
-from trellis.cli.settings import Settings, make_settings
-from trellis.cli.store_options import (
+from trellis.cli.errors import CliError, command
+from trellis.cli.jobs import BatchJob, Display, OneRun
+from trellis.cli.options import (
+    BudgetCallsOption,
+    BudgetTokensOption,
+    BudgetUsdOption,
     LeaseTtlOption,
-    RunMeta,
+    NoProgressOption,
+    QuietOption,
+    RerunChangedOption,
     StoreOption,
-    fail,
-    open_existing_store,
-    read_meta,
-    store_url,
+    json_flag,
+    model_option,
 )
+from trellis.cli.run_meta import RunMeta, meta_of
+from trellis.cli.settings import Settings, make_settings
+from trellis.cli.stores import open_existing_store, store_url
 from trellis.cli.target import load_flow
 from trellis.flow.flow import Flow
 from trellis.flow.policy import Cache
 from trellis.store.base import RunRow, Store
 
-__all__ = ["load_recorded_flow", "recorded_meta", "recorded_settings", "resume"]
-
-
-def recorded_meta(store: Store, row: RunRow) -> RunMeta:
-    """How ``row`` was started; a batch item without its own meta uses its batch's (and is
-    resumed as a single run)."""
-    data = read_meta(row)
-    kind: str | None = None
-    if "target" not in data and row.parent_id is not None:
-        parent = store.get_run(row.parent_id)
-        data = read_meta(parent) if parent is not None else {}
-        kind = "run"
-    if "target" not in data:
-        raise CliError(
-            f"run {row.run_id} was not started with `trellis run` (it records no flow target); "
-            f"resume it from Python: engine.run(flow, run_id={row.run_id!r})"
-        )
-    meta = RunMeta.from_dict(data)
-    if kind is not None:
-        meta.kind = kind
-    return meta
+__all__ = ["BudgetOverrides", "load_recorded_flow", "recorded_settings", "resume"]
 
 
 def load_recorded_flow(meta: RunMeta) -> Flow:
@@ -84,7 +70,9 @@ def recorded_settings(
     with: the recorded configuration, bindings (plus ``models``), budgets (each one
     replaced by ``budgets``' when given) and cache."""
     budgets = budgets or BudgetOverrides()
-    meta = recorded_meta(store, row)
+    meta = meta_of(
+        store, row, answer=f"resume it from Python: engine.run(flow, run_id={row.run_id!r})"
+    )
     flow = load_recorded_flow(meta)
     if flow.name != row.flow:
         raise CliError(
@@ -128,6 +116,7 @@ def _given(override: _T | None, recorded: _T | None) -> _T | None:
     return override if override is not None else recorded
 
 
+@command
 def resume(
     run: Annotated[
         str,
@@ -151,16 +140,7 @@ def resume(
             show_default=False,
         ),
     ] = None,
-    rerun_changed: Annotated[
-        bool,
-        typer.Option(
-            "--rerun-changed",
-            help=(
-                "Re-run steps whose code changed since they were recorded, and every step "
-                "after them, instead of stopping with an error."
-            ),
-        ),
-    ] = False,
+    rerun_changed: RerunChangedOption = False,
     concurrency: Annotated[
         int | None,
         typer.Option(
@@ -173,67 +153,22 @@ def resume(
     ] = None,
     models: Annotated[
         list[str] | None,
-        typer.Option(
-            "--model",
-            "-m",
-            metavar="ROLE=PROVIDER:MODEL",
-            help=(
-                "Bind a model role on top of the recorded bindings; repeatable. Use it to give "
-                "again an option that was not recorded (keys and tokens never are)."
-            ),
-            show_default=False,
+        model_option(
+            "Bind a model role on top of the recorded bindings; repeatable. Use it to give "
+            "again an option that was not recorded (keys and tokens never are)."
         ),
     ] = None,
     lease_ttl: LeaseTtlOption = None,
-    budget_usd: Annotated[
-        float | None,
-        typer.Option(
-            "--budget-usd",
-            min=0,
-            metavar="USD",
-            help=(
-                "For a batch: the limit on the whole batch's model spend, counting what its "
-                "earlier runs spent (default: the limit it was started with)."
-            ),
-            show_default=False,
-        ),
-    ] = None,
-    budget_tokens: Annotated[
-        int | None,
-        typer.Option(
-            "--budget-tokens",
-            min=0,
-            metavar="N",
-            help="Like --budget-usd, for the batch's total tokens (input + output).",
-            show_default=False,
-        ),
-    ] = None,
-    budget_calls: Annotated[
-        int | None,
-        typer.Option(
-            "--budget-calls",
-            min=0,
-            metavar="N",
-            help="Like --budget-usd, for the batch's model requests (retries included).",
-            show_default=False,
-        ),
-    ] = None,
-    quiet: Annotated[
-        bool,
-        typer.Option("--quiet", "-q", help="Print only errors and a one-line outcome: no tables."),
-    ] = False,
+    budget_usd: BudgetUsdOption = None,
+    budget_tokens: BudgetTokensOption = None,
+    budget_calls: BudgetCallsOption = None,
+    quiet: QuietOption = False,
     as_json: Annotated[
         bool,
-        typer.Option(
-            "--json",
-            help="Print JSON: the run result (a single run) or the batch summary (a batch).",
-        ),
+        json_flag("Print JSON: the run result (a single run) or the batch summary (a batch)."),
     ] = False,
-    no_progress: Annotated[
-        bool,
-        typer.Option("--no-progress", help="No progress bar for a batch."),
-    ] = False,
-) -> None:
+    no_progress: NoProgressOption = False,
+) -> int:
     """Resume an interrupted run or batch recorded by `trellis run`.
 
     A batch runs only the items that did not finish (completed steps and LLM calls of an
@@ -252,23 +187,17 @@ def resume(
 
     Example: `trellis resume 20250101-120000-1a2b3c4d --output results.jsonl`
     """
-    try:
-        code = _resume(
-            run,
-            store,
-            output,
-            rerun_changed=rerun_changed,
-            concurrency=concurrency,
-            models=models or [],
-            lease_ttl=lease_ttl,
-            quiet=quiet,
-            as_json=as_json,
-            no_progress=no_progress,
-            budgets=BudgetOverrides(budget_usd, budget_tokens, budget_calls),
-        )
-    except CliError as exc:
-        raise fail(exc) from None
-    raise typer.Exit(code)
+    return _resume(
+        run,
+        store,
+        output,
+        rerun_changed=rerun_changed,
+        concurrency=concurrency,
+        models=models or [],
+        lease_ttl=lease_ttl,
+        display=Display(quiet=quiet, as_json=as_json, progress=not no_progress),
+        budgets=BudgetOverrides(budget_usd, budget_tokens, budget_calls),
+    )
 
 
 def _resume(
@@ -280,9 +209,7 @@ def _resume(
     concurrency: int | None,
     models: list[str],
     lease_ttl: float | None,
-    quiet: bool,
-    as_json: bool,
-    no_progress: bool,
+    display: Display,
     budgets: BudgetOverrides,
 ) -> int:
     opened = open_existing_store(store)
@@ -293,40 +220,29 @@ def _resume(
         if row is None:
             raise CliError(f"no run {run!r} in {opened.url}")
         meta, flow, settings = recorded_settings(
-            opened, row, models=models, lease_ttl=lease_ttl, quiet=quiet, budgets=budgets
+            opened, row, models=models, lease_ttl=lease_ttl, quiet=display.quiet, budgets=budgets
         )
         if meta.kind == "batch":
             destination = output
             if destination is None and meta.output is not None:
                 destination = Path(meta.output)
-            if as_json and destination is not None and str(destination) == "-":
+            if display.as_json and destination is not None and str(destination) == "-":
                 raise CliError("--json and --output - would both write to stdout; pick one")
-            code = run_batch(
-                flow,
-                meta.target,
-                None,
-                destination,
-                settings,
+            job = BatchJob(
+                title=meta.target,
+                output=destination,
                 concurrency=concurrency or meta.concurrency or 8,
-                quiet=quiet,
-                as_json=as_json,
-                progress=not (quiet or no_progress or as_json),
+                display=display,
                 batch_id=run,
                 rerun_changed=rerun_changed,
                 recorded_input=Path(meta.input_file) if meta.input_file else None,
             )
+            code = run_batch(flow, settings, job)
         else:
             if output is not None:
                 raise CliError(f"run {run} is a single run: --output is for batches (use --json)")
-            code = run_once(
-                flow,
-                None,
-                settings,
-                quiet=quiet,
-                as_json=as_json,
-                run_id=run,
-                rerun_changed=rerun_changed,
-            )
+            one = OneRun(display=display, run_id=run, rerun_changed=rerun_changed)
+            code = run_once(flow, settings, one)
     except DURABLE_ERRORS as exc:  # e.g. a corrupt record
         raise CliError(str(exc)) from None
     finally:

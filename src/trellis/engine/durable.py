@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from trellis.engine.journal import (
@@ -31,13 +31,22 @@ from trellis.engine.journal import (
     stats_from_json,
 )
 from trellis.engine.lease import Lease, process_owner
-from trellis.engine.results import CallRecord, Decision, RunResult, StepRecord
+from trellis.engine.results import CallRecord, Decision, RunResult, Stats, StepRecord
 from trellis.errors import InputError, LeaseLostError, RunLockedError, StoreError
 from trellis.flow.graph import CompiledFlow
 from trellis.store.base import RunRow, StepRow, Store
 from trellis.store.codec import decode, encode
 
-__all__ = ["DurableRun", "finish_batch", "load_result", "open_batch", "process_owner"]
+__all__ = [
+    "DurableRun",
+    "earlier_spend",
+    "finish_batch",
+    "first_changed_item",
+    "load_result",
+    "open_batch",
+    "process_owner",
+    "recorded_batch_inputs",
+]
 
 
 class DurableRun:
@@ -59,6 +68,7 @@ class DurableRun:
         self.owner = owner
         self.lease_ttl = lease_ttl
         self.journal: Journal | None = None
+        self.earlier = Stats()  # spent by earlier runs of this id, not replayed (see start)
         self._lease = Lease(store, run_id, owner, lease_ttl)
 
     @property
@@ -110,8 +120,7 @@ class DurableRun:
                 row = store.get_run(run_id)
                 if row is None:
                     raise
-        meta_json = decode(row.meta, Any, f"the metadata of run {run_id!r}") if row.meta else {}
-        if isinstance(meta_json, dict) and meta_json.get("batch") is True:
+        if row.is_batch:
             raise InputError(
                 f"{run_id!r} is a batch; resume it with run_many(batch_id={run_id!r}) or "
                 f"'trellis resume {run_id}'"
@@ -144,10 +153,17 @@ class DurableRun:
             yield
 
     def start(self, *, rerun_changed: bool) -> Journal:
+        """Begin executing (under the lease): the journal to replay from, the run marked
+        running — a batch item recorded as pending gets its real start time — and what
+        earlier runs of it spent that no replay will count again (:func:`earlier_spend`)."""
+        row = self.store.get_run(self.run_id)
         self.journal = Journal(
             self.store, self.run_id, self.plan, rerun_changed=rerun_changed, epoch=self.epoch
         )
-        self.store.update_run(self.run_id, status="running", epoch=self.epoch)
+        if row is not None:
+            self.earlier = earlier_spend(self.store, row)
+        started = time.time() if row is not None and row.status == "pending" else None
+        self.store.update_run(self.run_id, status="running", epoch=self.epoch, started_at=started)
         return self.journal
 
     def finish(self, result: RunResult) -> None:
@@ -155,6 +171,7 @@ class DurableRun:
         record stands: :class:`LeaseLostError`)."""
         if self.lost is not None:
             raise self.lost
+        result.usage.merge(self.earlier)  # a resumed run keeps what its earlier runs spent
         self.store.update_run(
             self.run_id,
             status=result.status if result.status in ("done", "waiting") else "failed",
@@ -238,16 +255,10 @@ def open_batch(
     if row is not None:
         if row.flow != plan.name:
             raise InputError(f"batch {batch_id!r} belongs to flow {row.flow!r}, not {plan.name!r}")
-        children = store.list_runs(parent_id=batch_id)
-        recorded = [
-            (c.run_id, decode(c.inputs, Any, f"the inputs of {c.run_id}")) for c in children
-        ]
+        recorded = recorded_batch_inputs(store, batch_id)
         if items is not None:
             given = [dict(item) for item in items]
-            same = len(given) == len(recorded) and all(
-                encode(g) == encode(r) for g, (_, r) in zip(given, recorded, strict=True)
-            )
-            if not same:
+            if first_changed_item([r for _, r in recorded], given) is not None:
                 raise InputError(
                     f"batch {batch_id!r} was recorded with {len(recorded)} items, not these; "
                     "resume it without items, or use another batch id"
@@ -265,6 +276,7 @@ def open_batch(
             inputs=json.dumps({"items": len(listed)}),
             started_at=now,
             meta=json.dumps({"batch": True, **(meta or {})}),
+            is_batch=True,
         )
     ]
     for index, item in enumerate(listed):
@@ -294,6 +306,73 @@ def open_batch(
             owner=holder,
         ) from None
     return [(r.run_id, listed[i]) for i, r in enumerate(rows[1:])]
+
+
+def earlier_spend(store: Store, row: RunRow) -> Stats:
+    """What earlier runs of ``row`` spent that resuming it will not count again: its
+    recorded usage (the total as of its last end) minus what a resume replays — the usage
+    of its completed steps (restored) and every journaled call attempt of the other steps
+    (replayed when the step asks again). What is left is the attempts of calls that failed
+    (a failed step's retries and re-asks), which the journal does not hold: without this a
+    resumed item's cost and attempts would forget them while the provider billed them."""
+    if not row.usage or row.status == "done":
+        return Stats()
+    left = stats_from_json(row.usage)
+    done_steps: set[str] = set()
+    for srow in store.load_steps(row.run_id):
+        if srow.status == "done":
+            done_steps.add(srow.step)
+            if srow.usage:
+                _subtract(left, stats_from_json(srow.usage))
+    replayed = Stats()
+    for crow in store.load_calls(row.run_id):
+        if crow.key.split("|", 1)[0] in done_steps:
+            continue  # counted in its step's usage
+        replayed.calls += 1
+        for data in decode(crow.attempts, Any, f"call {crow.key!r}"):
+            replayed.add_attempt(call_record_from_dict(data))
+    _subtract(left, replayed)
+    return left if left.attempts > 0 else Stats()
+
+
+def _subtract(total: Stats, part: Stats) -> None:
+    """``total -= part``, field by field, never below zero."""
+    total.calls = max(0, total.calls - part.calls)
+    total.attempts = max(0, total.attempts - part.attempts)
+    total.input_tokens = max(0, total.input_tokens - part.input_tokens)
+    total.output_tokens = max(0, total.output_tokens - part.output_tokens)
+    total.cost_usd = max(0.0, total.cost_usd - part.cost_usd)
+    total.unpriced_attempts = max(0, total.unpriced_attempts - part.unpriced_attempts)
+    total.latency_s = max(0.0, total.latency_s - part.latency_s)
+    total.retries = max(0, total.retries - part.retries)
+    for mode, count in part.failures.items():
+        remaining = total.failures[mode] - count
+        if remaining > 0:
+            total.failures[mode] = remaining
+        else:
+            total.failures.pop(mode, None)
+
+
+def recorded_batch_inputs(store: Store, batch_id: str) -> list[tuple[str, Any]]:
+    """A recorded batch's items as ``(child run id, inputs)``, in item order."""
+    return [
+        (c.run_id, decode(c.inputs, Any, f"the inputs of {c.run_id}"))
+        for c in store.list_runs(parent_id=batch_id)
+    ]
+
+
+def first_changed_item(
+    recorded: Sequence[Mapping[str, Any]], given: Sequence[Mapping[str, Any]]
+) -> int | None:
+    """The "same batch, same items" check: ``None`` when ``given`` are the recorded items
+    (same count, each equal as JSON values, key order aside); else the index of the first
+    item that differs (``min`` of the two counts when only the counts differ)."""
+    for index, (old, new) in enumerate(zip(recorded, given, strict=False)):
+        if json.loads(encode(dict(old))) != json.loads(encode(dict(new))):
+            return index
+    if len(recorded) != len(given):
+        return min(len(recorded), len(given))
+    return None
 
 
 def finish_batch(

@@ -329,6 +329,10 @@ class Engine:
         if batch_id is not None:
             if self.store is None:
                 raise ConfigurationError("batch_id= needs an engine with a store")
+            recorded = self.store.get_run(batch_id)
+            # A batch that completed is only read back: its recorded end (and so its
+            # duration) stays as it was, however long after it is run again.
+            completed = recorded is not None and recorded.status == "done"
             work = open_batch(self.store, plan, items, batch_id, meta)
             parent = Lease(self.store, batch_id, self.owner, self.lease_ttl)
             batch_lease: contextlib.AbstractAsyncContextManager[object] = parent.hold(
@@ -342,6 +346,7 @@ class Engine:
             pending = list(items)
             run_ids = [None] * len(pending)
             parent = None
+            completed = False
             batch_lease = contextlib.nullcontext()
         queue: asyncio.Queue[tuple[int, RunResult | BaseException]] = asyncio.Queue()
         iterator = iter(enumerate(pending))
@@ -384,7 +389,12 @@ class Engine:
 
         try:
             async with batch_lease:  # one process works on a batch at a time
-                if batch_id is not None and self.store is not None and parent is not None:
+                if (
+                    batch_id is not None
+                    and self.store is not None
+                    and parent is not None
+                    and not completed
+                ):
                     self.store.update_run(batch_id, status="running", epoch=parent.epoch)
                 while active < concurrency and start_next():
                     pass
@@ -397,7 +407,12 @@ class Engine:
                     waiting += outcome.status == "waiting"
                     start_next()
                     yield index, outcome
-                if batch_id is not None and self.store is not None and parent is not None:
+                if (
+                    batch_id is not None
+                    and self.store is not None
+                    and parent is not None
+                    and not (completed and not failures and not waiting)
+                ):
                     finish_batch(
                         self.store,
                         batch_id,

@@ -60,6 +60,9 @@ class RunRow:
     lease_owner: str | None = None
     lease_expires: float | None = None
     lease_epoch: int = 0  # incremented by every grant of the lease: the fencing token
+    #: A batch's parent run (its items are the runs whose ``parent_id`` is this run): set
+    #: when the batch is recorded, stored as a column of its own.
+    is_batch: bool = False
     #: Set only by ``list_runs(lenient=True)``: why this record cannot be read (an unknown
     #: record format); its other fields are then as found and must not be trusted.
     unreadable: str | None = None
@@ -152,9 +155,12 @@ class Store(abc.ABC):
         error: str | None = None,
         usage: str | None = None,
         epoch: int | None = None,
+        started_at: float | None = None,
     ) -> None:
-        """Set a run's status (and end, error, usage). With ``epoch``: refused with
-        :class:`LeaseLostError` when the run's lease epoch is newer."""
+        """Set a run's status (and end, error, usage; ``usage=None`` keeps the recorded
+        usage). ``started_at`` sets when the run started (a batch item is recorded before
+        it starts; ``None`` keeps it). With ``epoch``: refused with :class:`LeaseLostError`
+        when the run's lease epoch is newer."""
 
     @abc.abstractmethod
     def list_runs(
@@ -164,11 +170,13 @@ class Store(abc.ABC):
         status: str | None = None,
         parent_id: str | None = None,
         top_level: bool = False,
+        batches: bool | None = None,
         limit: int | None = None,
         lenient: bool = False,
     ) -> list[RunRow]:
         """Newest first. ``parent_id`` lists a batch's items (in item order instead);
-        ``top_level`` leaves batch items out. A record this version cannot read raises
+        ``top_level`` leaves batch items out; ``batches`` (True / False) keeps only batch
+        parents / only runs that are not. A record this version cannot read raises
         :class:`StoreError`; with ``lenient`` it is listed with ``unreadable`` set instead
         (for listings that must show every other run)."""
 

@@ -54,6 +54,7 @@ class MemoryStore(Store):
         error: str | None = None,
         usage: str | None = None,
         epoch: int | None = None,
+        started_at: float | None = None,
     ) -> None:
         row = self._fenced(run_id, epoch)
         row.status = status
@@ -61,6 +62,8 @@ class MemoryStore(Store):
         row.error = error
         if usage is not None:
             row.usage = usage
+        if started_at is not None:
+            row.started_at = started_at
 
     def list_runs(
         self,
@@ -69,6 +72,7 @@ class MemoryStore(Store):
         status: str | None = None,
         parent_id: str | None = None,
         top_level: bool = False,
+        batches: bool | None = None,
         limit: int | None = None,
         lenient: bool = False,  # every record here is of this version's format
     ) -> list[RunRow]:
@@ -85,7 +89,9 @@ class MemoryStore(Store):
         rows = [
             r
             for r in rows
-            if (flow is None or r.flow == flow) and (status is None or r.status == status)
+            if (flow is None or r.flow == flow)
+            and (status is None or r.status == status)
+            and (batches is None or r.is_batch == batches)
         ]
         return [dataclasses.replace(r) for r in rows[:limit]]
 

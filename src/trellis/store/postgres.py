@@ -134,6 +134,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             format integer NOT NULL
         )""",
     ),
+    # 2: "is this run a batch's parent" as a column of its own (as SQLite's migration 4);
+    # existing batches are marked once by the rules that inferred it before.
+    (
+        "ALTER TABLE runs ADD COLUMN is_batch boolean NOT NULL DEFAULT false",
+        """UPDATE runs SET is_batch = true WHERE parent_id IS NULL AND (
+            meta->>'batch' = 'true'
+            OR run_id IN (SELECT parent_id FROM runs WHERE parent_id IS NOT NULL)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -146,13 +155,14 @@ _K_VALUE = 1
 _RUN_SELECT = (
     "SELECT run_id, flow, status, inputs::text, started_at, parent_id, item_index, "
     "finished_at, error::text, usage::text, meta::text, lease_owner, lease_expires, "
-    "lease_epoch, raw, format FROM runs"
+    "lease_epoch, raw, format, is_batch FROM runs"
 )
 _RUN_INSERT = (
     "INSERT INTO runs (run_id, flow, status, inputs, started_at, parent_id, item_index, "
-    "finished_at, error, usage, meta, lease_owner, lease_expires, lease_epoch, raw, format) "
+    "finished_at, error, usage, meta, lease_owner, lease_expires, lease_epoch, raw, format, "
+    "is_batch) "
     "VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, %s, "
-    "%s, %s, %s)"
+    "%s, %s, %s, %s)"
 )
 # A fenced write's guard: the run exists and its epoch is not newer than the writer's. The
 # share lock orders the write and a concurrent grant (see the module docstring).
@@ -443,6 +453,7 @@ class PostgresStore(Store):
         error: str | None = None,
         usage: str | None = None,
         epoch: int | None = None,
+        started_at: float | None = None,
     ) -> None:
         error_json, error_bit = encode_json(error, _R_ERROR)
         usage_json, usage_bit = encode_json(usage, _R_USAGE)
@@ -451,7 +462,8 @@ class PostgresStore(Store):
         def update(conn: psycopg.Connection[Any]) -> None:
             cur = conn.execute(
                 "UPDATE runs SET status = %s, finished_at = %s, error = %s::jsonb, "
-                "usage = COALESCE(%s::jsonb, usage), raw = (raw & %s) | %s "
+                "usage = COALESCE(%s::jsonb, usage), raw = (raw & %s) | %s, "
+                "started_at = COALESCE(%s, started_at) "
                 "WHERE run_id = %s AND (%s::bigint IS NULL OR lease_epoch <= %s::bigint)",
                 (
                     status,
@@ -460,6 +472,7 @@ class PostgresStore(Store):
                     usage_json,
                     keep,
                     error_bit | usage_bit,
+                    started_at,
                     escape(run_id),
                     epoch,
                     epoch,
@@ -477,11 +490,15 @@ class PostgresStore(Store):
         status: str | None = None,
         parent_id: str | None = None,
         top_level: bool = False,
+        batches: bool | None = None,
         limit: int | None = None,
         lenient: bool = False,
     ) -> list[RunRow]:
         where: list[str] = []
         args: list[Any] = []
+        if batches is not None:
+            where.append("is_batch = %s")
+            args.append(bool(batches))
         if flow is not None:
             where.append("flow = %s")
             args.append(escape(flow))
@@ -825,6 +842,7 @@ def _run_values(r: RunRow) -> tuple[Any, ...]:
         r.lease_epoch,
         b1 | b2 | b3 | b4,
         FORMAT,
+        bool(r.is_batch),
     )
 
 
@@ -860,6 +878,7 @@ def _decode_run_row(run_id: str, r: Sequence[Any]) -> RunRow:
         lease_owner=None if r[11] is None else unescape(r[11]),
         lease_expires=r[12],
         lease_epoch=int(r[13]),
+        is_batch=bool(r[16]),
     )
 
 

@@ -104,12 +104,21 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: "is this run a batch's parent" as a column (it was inferred from the meta JSON and
+    # from the existence of items); existing batches are marked by those two rules, once.
+    """
+    ALTER TABLE runs ADD COLUMN is_batch INTEGER NOT NULL DEFAULT 0;
+    UPDATE runs SET is_batch = 1 WHERE parent_id IS NULL AND (
+        meta LIKE '%"batch": true%'
+        OR run_id IN (SELECT parent_id FROM runs WHERE parent_id IS NOT NULL)
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _RUN_COLUMNS = (
     "run_id, flow, status, inputs, started_at, parent_id, item_index, finished_at, error, "
-    "usage, meta, lease_owner, lease_expires, lease_epoch"
+    "usage, meta, lease_owner, lease_expires, lease_epoch, is_batch"
 )
 # A fenced write's guard: the run exists and its epoch is not newer than the writer's.
 _FENCE = "EXISTS (SELECT 1 FROM runs WHERE run_id = ? AND lease_epoch <= ?)"
@@ -235,7 +244,7 @@ class SQLiteStore(Store):
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 f"INSERT INTO runs ({_RUN_COLUMNS}, format) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(*_run_values(r), FORMAT) for r in rows],
             )
             db.execute("COMMIT")
@@ -265,11 +274,13 @@ class SQLiteStore(Store):
         error: str | None = None,
         usage: str | None = None,
         epoch: int | None = None,
+        started_at: float | None = None,
     ) -> None:
         cur = self._db.execute(
-            "UPDATE runs SET status = ?, finished_at = ?, error = ?, usage = COALESCE(?, usage) "
+            "UPDATE runs SET status = ?, finished_at = ?, error = ?, usage = COALESCE(?, usage), "
+            "started_at = COALESCE(?, started_at) "
             "WHERE run_id = ? AND (? IS NULL OR lease_epoch <= ?)",
-            (status, finished_at, error, usage, run_id, epoch, epoch),
+            (status, finished_at, error, usage, started_at, run_id, epoch, epoch),
         )
         if cur.rowcount != 1:
             self._refused(run_id, epoch)
@@ -282,6 +293,7 @@ class SQLiteStore(Store):
         status: str | None = None,
         parent_id: str | None = None,
         top_level: bool = False,
+        batches: bool | None = None,
         limit: int | None = None,
         lenient: bool = False,
     ) -> list[RunRow]:
@@ -293,6 +305,9 @@ class SQLiteStore(Store):
         if status is not None:
             where.append("status = ?")
             args.append(status)
+        if batches is not None:
+            where.append("is_batch = ?")
+            args.append(int(batches))
         if parent_id is not None:
             where.append("parent_id = ?")
             args.append(parent_id)
@@ -553,6 +568,7 @@ def _run_values(r: RunRow) -> tuple[Any, ...]:
         r.lease_owner,
         r.lease_expires,
         r.lease_epoch,
+        int(r.is_batch),
     )
 
 
@@ -562,10 +578,16 @@ def _run_row(r: Sequence[Any], *, lenient: bool = False) -> RunRow:
     except StoreError as exc:
         if not lenient:
             raise
-        row = RunRow(*r[:-1])
+        row = _row_of(r)
         row.unreadable = str(exc)
         return row
-    return RunRow(*r[:-1])
+    return _row_of(r)
+
+
+def _row_of(r: Sequence[Any]) -> RunRow:
+    row = RunRow(*r[:-2])
+    row.is_batch = bool(r[-2])
+    return row
 
 
 def _check_format(value: Any, what: str) -> None:

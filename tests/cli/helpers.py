@@ -1,0 +1,60 @@
+"""Helpers shared by the CLI tests (the fixtures are in ``conftest.py``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner, Result
+
+from trellis.cli import app
+
+__all__ = [
+    "FLOWS",
+    "SIM",
+    "TRELLIS",
+    "assert_one_error_line",
+    "invoke",
+    "runs_json",
+    "write_items",
+]
+
+FLOWS = Path(__file__).parent / "flows"
+SIM = ["--model", "small=sim:small"]
+#: The ``trellis`` command in a process of its own (for signals and kills).
+TRELLIS = [sys.executable, "-c", "from trellis.cli import main; main()"]
+
+
+def invoke(*args: str, columns: int = 200) -> Result:
+    """``trellis ARGS`` in this process, at ``columns`` wide (wide enough by default that
+    rich does not wrap the lines the tests look for)."""
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": str(columns)})
+
+
+def assert_one_error_line(result: Result, *fragments: str) -> str:
+    """Exit code 2 and exactly one ``error: ...`` line on stderr naming every fragment."""
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def runs_json(*args: str) -> list[dict[str, Any]]:
+    """``trellis runs --json ARGS``'s entries."""
+    result = invoke("runs", "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == {"runs"}
+    return list(data["runs"])
+
+
+def write_items(path: Path, items: list[dict[str, Any]]) -> Path:
+    """A JSONL file of flow inputs, one object a line."""
+    path.write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
+    return path
