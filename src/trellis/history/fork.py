@@ -73,7 +73,7 @@ def prepare_fork(
     reused = [s.name for s in plan.steps if s.name not in rerun]
     record = {"fork": {"of": run_id, "from_step": from_step}, **(meta or {})}
     items = store.list_runs(parent_id=run_id)
-    is_batch = bool(items) or _is_batch(row)
+    is_batch = row.is_batch
     now = time.time()
     if is_batch:
         rows = [
@@ -84,6 +84,7 @@ def prepare_fork(
                 inputs=json.dumps({"items": len(items)}),
                 started_at=now,
                 meta=json.dumps({"batch": True, **record}),
+                is_batch=True,
             )
         ]
         pairs: list[tuple[str, str]] = []
@@ -114,14 +115,6 @@ def prepare_fork(
             if step.step in keep and step.status in _REUSABLE:
                 store.save_step(replace(step, run_id=target))
     return ForkPlan(run_id, new_id, is_batch, from_step, tuple(rerun), tuple(reused))
-
-
-def _is_batch(row: RunRow) -> bool:
-    try:
-        data = json.loads(row.meta) if row.meta else {}
-    except json.JSONDecodeError:
-        return False
-    return isinstance(data, dict) and data.get("batch") is True
 
 
 async def fork(
