@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel
 
-from trellis.models.base import Message
+from trellis.types import Message
 
 __all__ = ["LLM", "Approval", "ElementFailure", "Human", "Prompt", "Round", "RunContext"]
 

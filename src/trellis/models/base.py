@@ -13,70 +13,23 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from trellis.types import Message, Role, ToolCall, ToolSpec, Usage
+
 __all__ = [
     "FinishReason",
     "Message",
     "Model",
     "ModelRequest",
     "ModelResponse",
+    "Role",
     "ToolCall",
     "ToolSpec",
     "Usage",
 ]
 
-Role = Literal["system", "user", "assistant", "tool"]
-
 #: Normalised reasons a reply ended. Providers map their own dialect onto these; a value
 #: they do not know is passed through as ``"other"`` with the original kept in ``raw``.
 FinishReason = Literal["stop", "length", "content_filter", "refusal", "tool_calls", "other"]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    """A tool the model may call: its name, what it does, and its JSON-schema parameters."""
-
-    name: str
-    description: str
-    parameters: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A tool call the model asked for. ``arguments`` is the raw JSON text, unvalidated."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One conversation turn. An assistant turn may carry ``tool_calls``; a ``tool`` turn
-    answers the call ``tool_call_id`` with ``content`` (``is_error``: the tool failed or
-    was not run, and ``content`` says why)."""
-
-    role: Role
-    content: str
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str | None = None
-    is_error: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Tokens of one attempt (or a sum of attempts)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
-        )
 
 
 @dataclass(frozen=True, slots=True)
