@@ -152,7 +152,7 @@ class Run:
         else:
             result.status = "done"
         if result.status == "failed" and result.error is None:
-            result.error = ErrorInfo("Cancelled", "the run was cancelled")
+            result.error = ErrorInfo(type="Cancelled", message="the run was cancelled")
         return result
 
     def _drain(self) -> None:
@@ -306,7 +306,7 @@ class Run:
     def _decide(
         self, step: str, kind: str, outcome: str, reason: str, values: dict[str, Any]
     ) -> None:
-        decision = Decision(step, kind, outcome, reason, values)
+        decision = Decision(step=step, kind=kind, outcome=outcome, reason=reason, values=values)
         self.result.decisions.append(decision)
         if self.journal is not None:
             self.step_decisions.setdefault(step, []).append(decision)
@@ -490,7 +490,13 @@ class Run:
                 scope = StepScope(self.shared, record, policy, model, index, number, attempt, cache)
                 out[name] = EngineLLM(scope) if kind == "llm" else EngineHuman(scope)
             elif kind == "context":
-                out[name] = RunContext(self.result.run_id, self.plan.name, spec.name, index, number)
+                out[name] = RunContext(
+                    run_id=self.result.run_id,
+                    flow=self.plan.name,
+                    step=spec.name,
+                    index=index,
+                    round=number,
+                )
             else:
                 out[name] = round_
         return out
@@ -539,7 +545,9 @@ class Run:
                 if not collect or isinstance(exc, _RUN_FATAL):
                     raise
                 record.element_failures += 1
-                results[index] = ElementFailure(index, type(exc).__name__, str(exc))
+                results[index] = ElementFailure(
+                    index=index, error=type(exc).__name__, message=str(exc)
+                )
             finally:
                 if slots is not None:
                     slots.release()
@@ -579,7 +587,7 @@ class Run:
         history: list[Any] = []
         output: Any = None
         for number in range(1, spec.max_rounds + 1):
-            round_ = Round(number, tuple(history))
+            round_ = Round(number=number, history=tuple(history))
             output = await self._run_once(i, spec, kwargs, None, round_)
             history.append(output)
             record.rounds = number

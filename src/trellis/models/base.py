@@ -10,7 +10,7 @@ do not interpret ``finish_reason``; the engine maps ``length`` and refusals to f
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar, Literal
 
 from trellis.types import Message, Role, ToolCall, ToolSpec, Usage
@@ -32,7 +32,7 @@ __all__ = [
 FinishReason = Literal["stop", "length", "content_filter", "refusal", "tool_calls", "other"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelRequest:
     """Everything a provider needs for one attempt. Immutable: a re-ask is a new request."""
 
@@ -55,6 +55,7 @@ class ModelRequest:
 class ModelResponse:
     text: str
     usage: Usage
+    _: KW_ONLY
     finish_reason: FinishReason = "stop"
     refusal: str | None = None  # the refusal message, when the model refused
     model: str | None = None  # the model that answered, as the provider reports it
