@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import pickle
 import types
 from typing import Any
@@ -177,3 +178,13 @@ def test_every_public_exception_survives_pickling(cls: type[BaseException]) -> N
             assert [repr(a) for a in restored] == [repr(a) for a in value]
         else:
             assert restored == value, name
+
+
+@pytest.mark.parametrize(
+    "method",
+    [tl.Engine.run, tl.Engine.run_many, tl.Engine.reply, tl.Engine.load, tl.Flow.run],
+    ids=lambda m: m.__qualname__,
+)
+def test_public_methods_take_no_private_parameters(method: Any) -> None:
+    private = [p for p in inspect.signature(method).parameters if p.startswith("_")]
+    assert not private, f"{method.__qualname__} takes private parameters {private}"
