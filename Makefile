@@ -31,6 +31,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check src tests examples bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports  # the layers of docs/architecture.md ([tool.importlinter])
 
 # Every test, slow ones included: on two workers, then alone the tests that measure wall
 # time or race real processes (a loaded CPU would make them flaky, not wrong).

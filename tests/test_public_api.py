@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import pickle
+import types
 from typing import Any
 
 import pytest
 
 import trellis as tl
 import trellis.errors as errors
-from trellis.models.base import Usage
+import trellis.models.base as models_base
+import trellis.types as shared_types
+from trellis.engine.results import StepRecord
+from trellis.models.base import ModelResponse, Usage
 
-PUBLIC_MODULES = ["trellis", "trellis.errors", "trellis.testing", "trellis.store"]
+PUBLIC_MODULES = [
+    "trellis",
+    "trellis.errors",
+    "trellis.testing",
+    "trellis.store",
+    "trellis.types",
+    "trellis.models.base",
+]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
@@ -22,6 +35,84 @@ def test_all_names_exist_and_are_unique(name: str) -> None:
     assert len(exported) == len(set(exported)), f"{name}.__all__ lists a name twice"
     missing = [n for n in exported if not hasattr(module, n)]
     assert not missing, f"{name}.__all__ names what the module does not define: {missing}"
+
+
+def test_all_lists_every_public_name_of_the_package() -> None:
+    public = {
+        name
+        for name, value in vars(tl).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(tl.__all__) - {"__version__"}
+
+
+@pytest.mark.parametrize("name", shared_types.__all__)
+def test_shared_value_types_are_one_class_wherever_imported(name: str) -> None:
+    value = getattr(shared_types, name)
+    assert getattr(models_base, name) is value
+    if hasattr(tl, name):
+        assert getattr(tl, name) is value
+
+
+# Value types constructed by keyword only: (class, arguments that may be positional,
+# the keyword arguments of a valid value).
+_KEYWORD_ONLY: list[tuple[type, tuple[Any, ...], dict[str, Any]]] = [
+    (tl.Budget, (), {"max_calls": 3}),
+    (tl.RetryPolicy, (), {"reasks": 1}),
+    (tl.Cache, (), {"ttl": 60.0}),
+    (tl.Decision, (), {"step": "s", "kind": "when", "outcome": "run", "reason": "r", "values": {}}),
+    (tl.ErrorInfo, (), {"type": "StepError", "message": "m"}),
+    (tl.Stats, (), {"calls": 1}),
+    (tl.RunContext, (), {"run_id": "r", "flow": "f", "step": "s"}),
+    (tl.Round, (), {"number": 1}),
+    (tl.ElementFailure, (), {"index": 0, "error": "ValueError", "message": "m"}),
+    (tl.ModelRequest, (), {"messages": (), "model": "m"}),
+    (tl.RunResult, (), {"run_id": "r", "flow": "f", "inputs": {}, "steps": {}}),
+    (StepRecord, ("s",), {"status": "done"}),
+    (ModelResponse, ("text", Usage()), {"finish_reason": "stop"}),
+    (
+        tl.CallRecord,
+        (),
+        {
+            "step": "s",
+            "call": 1,
+            "attempt": 1,
+            "model": "sim:small",
+            "role": "small",
+            "outcome": "ok",
+            "input_tokens": 1,
+            "output_tokens": 2,
+            "cost_usd": None,
+            "latency_s": 0.1,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "positional", "keywords"), _KEYWORD_ONLY, ids=lambda v: getattr(v, "__name__", "")
+)
+def test_value_dataclasses_are_keyword_only(
+    cls: type, positional: tuple[Any, ...], keywords: dict[str, Any]
+) -> None:
+    assert dataclasses.is_dataclass(cls)
+    first_keyword, first_value = next(iter(keywords.items()))
+    value = cls(*positional, **keywords)
+    assert getattr(value, first_keyword) == first_value
+    rest = {k: v for k, v in keywords.items() if k != first_keyword}
+    with pytest.raises(TypeError):
+        cls(*positional, first_value, **rest)  # the first keyword given by position
+
+
+def test_documented_positional_construction_still_works() -> None:
+    assert tl.Usage(3, 4).total_tokens == 7
+    assert tl.Message("user", "hi").content == "hi"
+    assert tl.ToolCall("c1", "search", "{}").name == "search"
+    assert tl.ToolSpec("search", "find things", {"type": "object"}).name == "search"
+    assert tl.Price(1.0, 2.0).cost(tl.Usage(1_000_000, 0)) == 1.0
+    assert str(tl.ModelBinding("sim", "small")) == "sim:small"
+    assert tl.ModelResponse("text", tl.Usage()).finish_reason == "stop"
+    assert StepRecord("s").status == "pending"
 
 
 def test_every_public_error_class_is_exported_from_the_package() -> None:
@@ -87,3 +178,13 @@ def test_every_public_exception_survives_pickling(cls: type[BaseException]) -> N
             assert [repr(a) for a in restored] == [repr(a) for a in value]
         else:
             assert restored == value, name
+
+
+@pytest.mark.parametrize(
+    "method",
+    [tl.Engine.run, tl.Engine.run_many, tl.Engine.reply, tl.Engine.load, tl.Flow.run],
+    ids=lambda m: m.__qualname__,
+)
+def test_public_methods_take_no_private_parameters(method: Any) -> None:
+    private = [p for p in inspect.signature(method).parameters if p.startswith("_")]
+    assert not private, f"{method.__qualname__} takes private parameters {private}"

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trellis.config import ModelBinding
-from trellis.engine.engine import _identity
+from trellis.engine.services import _identity
 from trellis.models.sim import SimModel
 from trellis.redact import redact_options
 

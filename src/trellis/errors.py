@@ -40,7 +40,7 @@ import enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from trellis.models.base import Usage
+    from trellis.types import Usage
 
 __all__ = [
     "AgentTurnLimitError",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import trellis as tl
-from trellis.models.replay import ReplayMissError
+from trellis.providers.replay import ReplayMissError
 
 
 def write_records(path: Path, records: list[dict[str, object]]) -> str:

@@ -93,7 +93,7 @@ def recorded_settings(
         budget_calls=_given(budgets.calls, meta.budget_calls),
         max_seconds=meta.max_seconds,
         store=store,
-        cache=Cache(meta.cache_ttl) if meta.cache else None,
+        cache=Cache(ttl=meta.cache_ttl) if meta.cache else None,
         lease_ttl=lease_ttl if lease_ttl is not None else meta.lease_ttl,
         default_config=False,
     )

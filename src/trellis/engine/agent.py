@@ -16,24 +16,53 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from pydantic_core import to_json
 
+from trellis.engine.scope import StepScope
 from trellis.engine.structured import ParseFailure, output_spec
 from trellis.errors import AgentTurnLimitError, ConfigurationError, StepError
 from trellis.flow.tools import Tool, ToolArgumentsError
-from trellis.models.base import Message, ToolCall
+from trellis.models.base import Message, ToolCall, ToolSpec
 
-if TYPE_CHECKING:
-    from trellis.engine.llm import AgentReply, EngineLLM
+__all__ = ["AgentReply", "TurnTaker", "run_agent"]
 
-__all__ = ["run_agent"]
+
+@dataclass(slots=True)
+class AgentReply:
+    """A model turn in an agent loop: tool calls to make, or the final reply's text."""
+
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+class TurnTaker(Protocol):
+    """What the agent loop needs from the LLM handle (``EngineLLM``): where it runs, and
+    one model turn through the durable call path."""
+
+    @property
+    def scope(self) -> StepScope: ...
+
+    async def complete_turn(
+        self,
+        messages: list[Message],
+        *,
+        output: Any = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        fallbacks: Sequence[str] | None = None,
+        timeout: float | None = None,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: str | None = None,
+    ) -> Any: ...
 
 
 async def run_agent(
-    llm: EngineLLM,
+    llm: TurnTaker,
     messages: list[Message],
     *,
     tools: list[Tool],
@@ -144,7 +173,7 @@ async def _all_or_nothing(
 
 
 async def _run_tool(
-    llm: EngineLLM,
+    llm: TurnTaker,
     tools: dict[str, Tool],
     call: ToolCall,
     turn: int,

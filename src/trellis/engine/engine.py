@@ -25,6 +25,7 @@ from trellis.engine.journal import record_from_row
 from trellis.engine.lease import Lease, check_lease_ttl, process_owner
 from trellis.engine.results import ErrorInfo, RunResult, StepRecord
 from trellis.engine.runner import Run
+from trellis.engine.services import ModelChains, ResponseCache, Services
 from trellis.errors import (
     ConfigurationError,
     InputError,
@@ -37,19 +38,10 @@ from trellis.flow.graph import CompiledFlow
 from trellis.flow.policy import Budget, Cache
 from trellis.models.base import Model
 from trellis.models.registry import ProviderFactory, ProviderRegistry
-from trellis.redact import redact_options
-from trellis.store import CallRow, MemoryStore, Store, open_store
-from trellis.store.codec import decode, encode
+from trellis.store import CallRow, Store, open_store
+from trellis.store.codec import encode
 
 __all__ = ["Engine", "failed_result", "new_run_id"]
-
-
-_CACHE_PREFIX = "llm-reply/v1/"
-
-
-def _identity(binding: ModelBinding, model: Model) -> str:
-    options = sorted((k, str(v)) for k, v in redact_options(binding.options)[0].items())
-    return f"{model.name}|{binding.provider}:{binding.model}|{options}"
 
 
 def new_run_id() -> str:
@@ -101,68 +93,42 @@ class Engine:
         self.cache = cache
         self.lease_ttl = check_lease_ttl(lease_ttl)
         self.owner = process_owner()
-        self._cache_store: Store | None = None
-        self._identities: dict[int, str] = {}
-        self._models: dict[str, Model] = {}
+        instances: dict[str, Model] = {}
         if models:
             bound: dict[str, Any] = {}
             for role, value in models.items():
                 if isinstance(value, Model):
                     binding = ModelBinding("@instance", role)
-                    self._models[str(binding)] = value
+                    instances[str(binding)] = value
                     bound[role] = RoleBinding(binding)
                 else:
                     bound[role] = value
             self.config = self.config.with_models(bound)
         self.registry = ProviderRegistry(providers, specs=self.config.providers)
         self.guard = BudgetGuard(budget, label="batch") if budget is not None else None
-        self.rng = random.Random(seed)
-        self.sleep = sleep
-        self._chains: dict[tuple[str, tuple[str, ...] | None], list[Model]] = {}
-        self.breaker_settings = breaker or BreakerSettings()
-        self._breakers: dict[int, CircuitBreaker] = {}
+        #: What runs borrow from this engine (they never hold the engine itself).
+        self.services = Services(
+            models=ModelChains(self.config, self.registry, instances, breaker or BreakerSettings()),
+            prices=self.config.prices,
+            cache=ResponseCache(self.store),
+            default_cache=cache,
+            sleep=sleep,
+            rng=random.Random(seed),
+        )
 
     # -- models ---------------------------------------------------------------------------
 
     def model(self, binding: ModelBinding) -> Model:
-        key = str(binding)
-        model = self._models.get(key)
-        if model is None:
-            model = self._models[key] = self.registry.create(binding)
-            bind = getattr(model, "bind_engine", None)
-            if callable(bind):  # a model that calls other roles (replay's fallback=ROLE)
-                bind(lambda role: self.model_chain(role)[0], self.config.prices.cost)
-        self._identities.setdefault(id(model), _identity(binding, model))
-        return model
+        """The one instance of ``binding``'s model, shared by every run of this engine."""
+        return self.services.models.model(binding)
 
     def breaker(self, model: Model) -> CircuitBreaker:
         """``model``'s circuit breaker, shared by every run of this engine."""
-        breaker = self._breakers.get(id(model))
-        if breaker is None:
-            breaker = self._breakers[id(model)] = CircuitBreaker(
-                model.name, self.breaker_settings, remote=model.remote
-            )
-        return breaker
-
-    def cache_identity(self, model: Model) -> str:
-        """What distinguishes ``model``'s replies in the response cache: provider, model
-        and the binding's options (endpoint, seed...), never its secrets."""
-        return self._identities.get(id(model), model.name)
+        return self.services.models.breaker(model)
 
     def model_chain(self, role: str, fallbacks: Sequence[str] | None = None) -> list[Model]:
         """The model for ``role`` followed by its fallbacks (deduplicated)."""
-        key = (role, tuple(fallbacks) if fallbacks is not None else None)
-        chain = self._chains.get(key)
-        if chain is None:
-            primary: RoleBinding = self.config.resolve(role)
-            names = primary.fallbacks if fallbacks is None else tuple(fallbacks)
-            chain = [self.model(primary.binding)]
-            for name in names:
-                model = self.model(self.config.resolve(name).binding)
-                if model not in chain:
-                    chain.append(model)
-            self._chains[key] = chain
-        return chain
+        return self.services.models.chain(role, fallbacks)
 
     # -- running --------------------------------------------------------------------------
 
@@ -175,7 +141,6 @@ class Engine:
         run_id: str | None = None,
         rerun_changed: bool = False,
         meta: Mapping[str, Any] | None = None,
-        _answer: Callable[[Store, int | None], None] | None = None,
     ) -> RunResult:
         """Run ``flow`` once. Raises :class:`InputError` for bad inputs; a failing step does
         not raise: the result's ``status`` is ``"failed"`` and ``error`` says why (call
@@ -190,11 +155,30 @@ class Engine:
         Raises :class:`RunLockedError` if another process is executing the run, and
         :class:`LeaseLostError` if another process took it over while this one ran (it
         stalled past ``lease_ttl``): nothing more is written by this process then."""
+        return await self._execute(
+            flow, inputs, budget=budget, run_id=run_id, rerun_changed=rerun_changed, meta=meta
+        )
+
+    async def _execute(
+        self,
+        flow: Flow,
+        inputs: Mapping[str, Any] | None,
+        *,
+        budget: Budget | None = None,
+        run_id: str | None = None,
+        rerun_changed: bool = False,
+        meta: Mapping[str, Any] | None = None,
+        under_lease: Callable[[Store, int | None], None] | None = None,
+    ) -> RunResult:
+        """What :meth:`run` does; ``under_lease(store, epoch)`` is called once the run's
+        lease is held and before its journal is read (how :meth:`reply` writes an answer
+        so that exactly one of two concurrent answers wins)."""
         plan = flow.compile()
         guard = BudgetGuard(budget or flow.budget, parent=self.guard)
         if self.store is None:
             values = plan.validate_inputs(inputs)
-            return await Run(self, flow, plan, values, run_id or new_run_id(), guard).execute()
+            run_ = Run(self.services, flow, plan, values, run_id or new_run_id(), guard)
+            return await run_.execute()
         durable = DurableRun.open(
             self.store,
             plan,
@@ -213,10 +197,10 @@ class Engine:
                 run_.abort(exc)  # a StoreError: the run writes nothing more
 
         async with durable.lease(on_lost=lease_lost):
-            if _answer is not None:  # written under the lease: one answer wins
-                _answer(self.store, durable.epoch)
+            if under_lease is not None:
+                under_lease(self.store, durable.epoch)
             journal = durable.start(rerun_changed=rerun_changed)  # read under the lease
-            run = Run(self, flow, plan, durable.values, durable.run_id, guard, journal)
+            run = Run(self.services, flow, plan, durable.values, durable.run_id, guard, journal)
             running.append(run)
             result = await run.execute()
             if durable.lost is not None:
@@ -266,7 +250,9 @@ class Engine:
                 raise InputError(f"step {step!r} of run {run_id!r} is no longer waiting")
             store.save_call(CallRow(run_id, key, REPLY, encoded, "[]"), epoch=epoch)
 
-        result = await self.run(flow, run_id=run_id, budget=budget, _answer=record_answer)
+        result = await self._execute(
+            flow, None, run_id=run_id, budget=budget, under_lease=record_answer
+        )
         after = result.steps.get(step)
         if after is not None and after.status == "waiting" and after.question:
             error = after.question.get("error")
@@ -279,28 +265,6 @@ class Engine:
         if self.store is None:
             raise ConfigurationError("this engine has no store: pass store= to record runs")
         return load_result(self.store, run_id, flow.compile() if flow else None)
-
-    # -- response cache ---------------------------------------------------------------------
-
-    def _cache_backend(self) -> Store:
-        if self.store is not None:
-            return self.store
-        if self._cache_store is None:
-            self._cache_store = MemoryStore()
-        return self._cache_store
-
-    def cache_lookup(self, digest: str, output_type: Any) -> tuple[bool, Any]:
-        text = self._cache_backend().cache_get(_CACHE_PREFIX + digest, time.time())
-        if text is None:
-            return False, None
-        return True, decode(text, output_type if output_type is not None else Any, "a cache entry")
-
-    def cache_store_value(self, digest: str, value: Any, cache: Cache) -> None:
-        now = time.time()
-        expires = now + cache.ttl if cache.ttl is not None else None
-        self._cache_backend().cache_put(
-            _CACHE_PREFIX + digest, encode(value, "a cached reply"), now, expires
-        )
 
     async def run_many(
         self,
@@ -430,7 +394,7 @@ class Engine:
     async def aclose(self) -> None:
         """Close model clients, and the store if it was opened from a URL (a store passed
         in stays open: its owner closes it)."""
-        for model in self._models.values():
+        for model in self.services.models.models.values():
             await model.aclose()
         if self._owns_store and self.store is not None:
             self.store.close()

@@ -11,17 +11,15 @@ again, with the validation error in its question for the caller to report.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from trellis.engine.results import jsonable
+from trellis.engine.scope import StepScope
 from trellis.errors import ConfigurationError
 from trellis.flow.inject import Human
 from trellis.flow.types import describe
-
-if TYPE_CHECKING:
-    from trellis.engine.runner import StepScope
 
 __all__ = ["REPLY", "EngineHuman", "WaitingForInput"]
 

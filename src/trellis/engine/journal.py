@@ -294,7 +294,13 @@ def stats_from_json(text: str | None) -> Stats:
 
 
 def decision_from_dict(data: dict[str, Any]) -> Decision:
-    return Decision(data["step"], data["kind"], data["outcome"], data["reason"], data["values"])
+    return Decision(
+        step=data["step"],
+        kind=data["kind"],
+        outcome=data["outcome"],
+        reason=data["reason"],
+        values=data["values"],
+    )
 
 
 def _decisions(row: StepRow) -> list[Decision]:

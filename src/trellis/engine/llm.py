@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
+from trellis.engine.agent import AgentReply, run_agent
 from trellis.engine.breaker import BreakerWaitExpired, CircuitBreaker, Outcome, Ticket
 from trellis.engine.journal import request_hash
 from trellis.engine.results import CallRecord
+from trellis.engine.scope import StepScope
 from trellis.engine.structured import OutputSpec, ParseFailure, output_spec, reask_message
 from trellis.errors import (
     ConfigurationError,
@@ -49,23 +51,11 @@ from trellis.models.base import (
     Model,
     ModelRequest,
     ModelResponse,
-    ToolCall,
     ToolSpec,
     Usage,
 )
 
-if TYPE_CHECKING:
-    from trellis.engine.runner import StepScope
-
 __all__ = ["AgentReply", "EngineLLM"]
-
-
-@dataclass(slots=True)
-class AgentReply:
-    """A model turn in an agent loop: tool calls to make, or the final reply's text."""
-
-    text: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 class EngineLLM(LLM):
@@ -114,8 +104,6 @@ class EngineLLM(LLM):
         fallbacks: Sequence[str] | None = None,
         timeout: float | None = None,
     ) -> Any:
-        from trellis.engine.agent import run_agent
-
         return await run_agent(
             self,
             _messages(prompt, system),
@@ -148,7 +136,8 @@ class EngineLLM(LLM):
         tools: Sequence[ToolSpec] = (),
         tool_choice: str | None = None,
     ) -> Any:
-        """One model call: journal replay, cache, attempts across the model chain.
+        """One model call, in stages: replay (the journal), cache, attempts across the
+        model chain, record (journal and cache).
 
         Returns the validated output (or text); with ``tools``, an :class:`AgentReply`
         carrying the tool calls, or the final reply's text when there are none.
@@ -156,7 +145,7 @@ class EngineLLM(LLM):
         scope = self._scope
         call_no = scope.next_call()
         role = model or scope.default_model or "default"
-        chain = scope.run.engine.model_chain(role, fallbacks)
+        chain = scope.run.services.models.chain(role, fallbacks)
         spec = output_spec(output) if output is not None else None
         policy = scope.policy
         call = _Call(
@@ -173,51 +162,102 @@ class EngineLLM(LLM):
             tool_choice=tool_choice,
         )
         value_type: Any = AgentReply if tools else output
-        run = scope.run
-        journal = run.journal
-        key = digest = cache_digest = None
-        if journal is not None or scope.cache is not None:
-            first = call.request(chain[0], messages)
-            digest = request_hash(chain[0].name, first)
-            if scope.cache is not None:
-                cache_digest = request_hash(run.engine.cache_identity(chain[0]), first)
-        if journal is not None and digest is not None:
-            key = scope.journal_key()
-            replay = journal.lookup(key, digest, value_type)
-            if replay is not None:
-                for record in replay.attempts:
-                    scope.add_call(record)
-                    run.guard.charge(record.total_tokens, record.cost_usd or 0.0)
-                return self._returned(replay.value)
-        if cache_digest is not None:
-            found, hit = run.engine.cache_lookup(cache_digest, value_type)
-            if found:
-                call.record_cache_hit(chain[0])
-                if journal is not None and key is not None and digest is not None:
-                    journal.save_call(key, digest, hit, call.records)
-                return self._returned(hit)
+        where = self._locate(call, chain[0], messages)
+        found, value = self._replay(where, value_type)
+        if found:
+            return self._returned(value)
+        found, value = self._cached(where, call, chain[0], value_type)
+        if not found:
+            value = await self._attempts(call, chain, messages)
+        self._record(where, call, value, cached=found)
+        return self._returned(value)
+
+    # -- the stages of a durable call: replay -> cache -> attempts -> record -----------------
+
+    def _locate(self, call: _Call, first: Model, messages: list[Message]) -> _Where:
+        """The call's journal key and request digests (only what the run will use)."""
+        scope = self._scope
+        journal = scope.run.journal
+        if journal is None and scope.cache is None:
+            return _NOWHERE
+        request = call.request(first, messages)
+        digest = request_hash(first.name, request)
+        cache_digest = None
+        if scope.cache is not None:
+            identity = scope.run.services.models.identity(first)
+            cache_digest = request_hash(identity, request)
+        key = scope.journal_key() if journal is not None else None
+        return _Where(key, digest, cache_digest)
+
+    def _replay(self, where: _Where, value_type: Any) -> tuple[bool, Any]:
+        """Replay: a call this run made before (a resume) returns its recorded value, and
+        its recorded attempts are counted again, without a request."""
+        journal = self._scope.run.journal
+        if journal is None or where.key is None or where.digest is None:
+            return False, None
+        replay = journal.lookup(where.key, where.digest, value_type)
+        if replay is None:
+            return False, None
+        scope = self._scope
+        for record in replay.attempts:
+            scope.add_call(record)
+            scope.run.guard.charge(record.total_tokens, record.cost_usd or 0.0)
+        return True, replay.value
+
+    def _cached(
+        self, where: _Where, call: _Call, first: Model, value_type: Any
+    ) -> tuple[bool, Any]:
+        """Cache: the same request to the same model binding answered before (recorded as
+        a free attempt with ``source="cache"``)."""
+        if where.cache_digest is None:
+            return False, None
+        found, hit = self._scope.run.services.cache.lookup(where.cache_digest, value_type)
+        if found:
+            call.record_cache_hit(first)
+        return found, hit
+
+    async def _attempts(self, call: _Call, chain: list[Model], messages: list[Message]) -> Any:
+        """Attempts: each model of the chain in turn, until one gives a valid reply."""
         last: ModelError | None = None
         for position, target in enumerate(chain):
             try:
-                value = await call.on_model(target, messages, last=position + 1 == len(chain))
+                return await call.on_model(target, messages, last=position + 1 == len(chain))
             except ModelError as exc:
                 last = exc
                 more = position + 1 < len(chain)
                 if more and (exc.mode.wants_other_model or isinstance(exc, OutputValidationError)):
                     continue
                 raise
-            if journal is not None and key is not None and digest is not None:
-                journal.save_call(key, digest, value, call.records)
-            if cache_digest is not None and scope.cache is not None:
-                run.engine.cache_store_value(cache_digest, value, scope.cache)
-            return self._returned(value)
         assert last is not None
         raise last
+
+    def _record(self, where: _Where, call: _Call, value: Any, *, cached: bool) -> None:
+        """Record: the value and its attempts go to the journal; a live reply also goes to
+        the response cache."""
+        scope = self._scope
+        journal = scope.run.journal
+        if journal is not None and where.key is not None and where.digest is not None:
+            journal.save_call(where.key, where.digest, value, call.records)
+        if not cached and where.cache_digest is not None and scope.cache is not None:
+            scope.run.services.cache.put(where.cache_digest, value, scope.cache)
 
     def _returned(self, value: Any) -> Any:
         self._scope.record.usage.calls += 1
         self._scope.run.result.usage.calls += 1
         return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """Where a call is recorded: its journal key and the digests of its first request
+    (for the journal, and for the response cache by the model binding's identity)."""
+
+    key: str | None
+    digest: str | None
+    cache_digest: str | None
+
+
+_NOWHERE = _Where(None, None, None)
 
 
 class _Call:
@@ -273,8 +313,8 @@ class _Call:
         """The attempts on one model; ``last``: no fallback model follows it."""
         scope = self.scope
         policy = scope.policy
-        engine = scope.run.engine
-        breaker = engine.breaker(model)
+        services = scope.run.services
+        breaker = services.models.breaker(model)
         spec = self.spec
         convo = list(messages)
         transient = overloaded = reasked = 0
@@ -340,7 +380,7 @@ class _Call:
                 if mode is FailureMode.RATE_LIMIT and retry_after is not None:
                     wait = min(float(retry_after), policy.max_retry_after)
                 else:
-                    wait = policy.backoff(transient, engine.rng)
+                    wait = policy.backoff(transient, services.rng)
                 wait = self._bounded_wait(wait, error)
                 await scope.run.sleep(wait)
                 self.retry_spent += wait

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
 from pydantic_core import to_jsonable_python
@@ -28,7 +28,7 @@ def jsonable(value: Any) -> Any:
     return to_jsonable_python(value, fallback=repr)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class CallRecord:
     """One request sent to a model (one attempt of one ``llm.generate`` call)."""
 
@@ -85,7 +85,7 @@ class FailureCounts(dict[str, int]):
         return 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Stats:
     """Accounting summed over calls: of a step, a run, or a batch."""
 
@@ -153,7 +153,7 @@ class Stats:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ErrorInfo:
     type: str
     message: str
@@ -167,7 +167,7 @@ class ErrorInfo:
         budget = exc.budget if isinstance(exc, BudgetExceededError) else None
         if isinstance(exc, StepError):
             step = exc.step
-        return cls(type(exc).__name__, str(exc), step, mode, budget)
+        return cls(type=type(exc).__name__, message=str(exc), step=step, mode=mode, budget=budget)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -179,7 +179,7 @@ class ErrorInfo:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     """A routing decision, with the values it was made on."""
 
@@ -202,6 +202,7 @@ class Decision:
 @dataclass(slots=True)
 class StepRecord:
     name: str
+    _: KW_ONLY
     status: StepStatus = "pending"
     output: Any = None
     reason: str | None = None  # why skipped / cancelled
@@ -236,7 +237,7 @@ class StepRecord:
         }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class RunResult:
     """The outcome of one run: every step's status and output, decisions, accounting."""
 

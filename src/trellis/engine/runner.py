@@ -23,18 +23,19 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.budget import BudgetGuard, Reservation
+from trellis.engine.budget import BudgetGuard
 from trellis.engine.human import EngineHuman, WaitingForInput
 from trellis.engine.journal import Journal
 from trellis.engine.llm import EngineLLM
 from trellis.engine.results import (
-    CallRecord,
     Decision,
     ErrorInfo,
     RunResult,
     StepRecord,
     StepStatus,
 )
+from trellis.engine.scope import RunScope, StepScope
+from trellis.engine.services import Services
 from trellis.engine.threads import call_in_daemon_thread
 from trellis.errors import (
     AuthenticationError,
@@ -49,18 +50,15 @@ from trellis.errors import (
     TrellisError,
 )
 from trellis.flow.inject import ElementFailure, Round, RunContext
-from trellis.flow.policy import Cache, RetryPolicy, resolve_cache
+from trellis.flow.policy import RetryPolicy, resolve_cache
 from trellis.flow.types import describe
-from trellis.models.base import ModelRequest, Usage
-from trellis.models.tokens import estimate_request_tokens, estimate_tool_tokens
 
 if TYPE_CHECKING:
-    from trellis.engine.engine import Engine
     from trellis.flow.flow import Flow
     from trellis.flow.graph import CompiledFlow
     from trellis.flow.step import StepSpec
 
-__all__ = ["Run", "StepScope"]
+__all__ = ["Run"]
 
 # Order matters: >= FAILED means the step's dependents cannot run.
 PENDING, RUNNING, DONE, SKIPPED, WAITING, BLOCKED, FAILED, CANCELLED = range(8)
@@ -82,66 +80,10 @@ _RUN_FATAL = (
 )
 
 
-class StepScope:
-    """What an LLM call needs to know about the step execution that makes it."""
-
-    __slots__ = (
-        "attempt",
-        "cache",
-        "default_model",
-        "index",
-        "policy",
-        "record",
-        "records",
-        "round",
-        "run",
-        "seq",
-    )
-
-    def __init__(
-        self,
-        run: Run,
-        record: StepRecord,
-        policy: RetryPolicy,
-        default_model: str | None,
-        index: int | None,
-        round: int | None,
-        attempt: int,
-        cache: Cache | None,
-    ) -> None:
-        self.run = run
-        self.record = record
-        self.policy = policy
-        self.default_model = default_model
-        self.index = index
-        self.round = round
-        self.attempt = attempt
-        self.cache = cache
-        self.seq = 0  # calls made by this execution, for stable journal keys
-        self.records: list[CallRecord] = []  # attempts made by this execution
-
-    def journal_key(self) -> str:
-        """Where the next call is made: stable across a resume of the same code."""
-        self.seq += 1
-        return f"{self.record.name}|{self.index}|{self.round}|{self.attempt}|{self.seq}"
-
-    def next_call(self) -> int:
-        counters = self.run.call_numbers
-        n = counters.get(self.record.name, 0) + 1
-        counters[self.record.name] = n
-        return n
-
-    def add_call(self, record: CallRecord) -> None:
-        self.records.append(record)
-        self.run.result.calls.append(record)
-        self.record.usage.add_attempt(record)
-        self.run.result.usage.add_attempt(record)
-
-
 class Run:
     def __init__(
         self,
-        engine: Engine,
+        services: Services,
         flow: Flow,
         plan: CompiledFlow,
         inputs: dict[str, Any],
@@ -149,7 +91,7 @@ class Run:
         guard: BudgetGuard,
         journal: Journal | None = None,
     ) -> None:
-        self.engine = engine
+        self.services = services
         self.journal = journal
         self.flow = flow
         self.plan = plan
@@ -163,13 +105,13 @@ class Run:
             steps={r.name: r for r in self.records},
             started_at=time.time(),
         )
+        self.shared = RunScope(services, guard, journal, self.result)
         self.values: dict[str, Any] = dict(inputs)
         self.state = [PENDING] * n
         self.waiting = [len(d) for d in plan.deps]
         self.finished = 0
         self.ready: deque[int] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.call_numbers: dict[str, int] = {}
         self.fatal: BaseException | None = None
         self.slots = asyncio.Semaphore(flow.concurrency) if flow.concurrency else None
         self.step_decisions: dict[str, list[Decision]] = {}
@@ -210,7 +152,7 @@ class Run:
         else:
             result.status = "done"
         if result.status == "failed" and result.error is None:
-            result.error = ErrorInfo("Cancelled", "the run was cancelled")
+            result.error = ErrorInfo(type="Cancelled", message="the run was cancelled")
         return result
 
     def _drain(self) -> None:
@@ -364,7 +306,7 @@ class Run:
     def _decide(
         self, step: str, kind: str, outcome: str, reason: str, values: dict[str, Any]
     ) -> None:
-        decision = Decision(step, kind, outcome, reason, values)
+        decision = Decision(step=step, kind=kind, outcome=outcome, reason=reason, values=values)
         self.result.decisions.append(decision)
         if self.journal is not None:
             self.step_decisions.setdefault(step, []).append(decision)
@@ -528,7 +470,7 @@ class Run:
             except policy.retry_on as exc:
                 if isinstance(exc, _RUN_FATAL) or attempt >= policy.step_attempts:
                     raise
-                await self.sleep(policy.backoff(attempt, self.engine.rng))
+                await self.shared.sleep(policy.backoff(attempt, self.services.rng))
 
     def _injected(
         self,
@@ -544,11 +486,17 @@ class Run:
         for name, kind in spec.injected.items():
             if kind in ("llm", "human"):
                 model = spec.model or self.flow.model
-                cache = resolve_cache(spec.cache, self.flow.cache, self.engine.cache)
-                scope = StepScope(self, record, policy, model, index, number, attempt, cache)
+                cache = resolve_cache(spec.cache, self.flow.cache, self.services.default_cache)
+                scope = StepScope(self.shared, record, policy, model, index, number, attempt, cache)
                 out[name] = EngineLLM(scope) if kind == "llm" else EngineHuman(scope)
             elif kind == "context":
-                out[name] = RunContext(self.result.run_id, self.plan.name, spec.name, index, number)
+                out[name] = RunContext(
+                    run_id=self.result.run_id,
+                    flow=self.plan.name,
+                    step=spec.name,
+                    index=index,
+                    round=number,
+                )
             else:
                 out[name] = round_
         return out
@@ -597,7 +545,9 @@ class Run:
                 if not collect or isinstance(exc, _RUN_FATAL):
                     raise
                 record.element_failures += 1
-                results[index] = ElementFailure(index, type(exc).__name__, str(exc))
+                results[index] = ElementFailure(
+                    index=index, error=type(exc).__name__, message=str(exc)
+                )
             finally:
                 if slots is not None:
                     slots.release()
@@ -637,7 +587,7 @@ class Run:
         history: list[Any] = []
         output: Any = None
         for number in range(1, spec.max_rounds + 1):
-            round_ = Round(number, tuple(history))
+            round_ = Round(number=number, history=tuple(history))
             output = await self._run_once(i, spec, kwargs, None, round_)
             history.append(output)
             record.rounds = number
@@ -662,7 +612,7 @@ class Run:
                 break
         return output
 
-    # -- helpers used by the LLM handle -------------------------------------------------------
+    # -- output validation ----------------------------------------------------------------
 
     def _validated(self, spec: StepSpec, validator: Callable[[Any], Any], output: Any) -> Any:
         try:
@@ -673,37 +623,6 @@ class Run:
                 f"-> {describe(spec.output_type)}: {str(exc).strip().splitlines()[0]}",
                 step=spec.name,
             ) from exc
-
-    async def reserve(self, model: str, request: ModelRequest) -> Reservation:
-        guard = self.guard
-        budget = guard.budget
-        prompt = estimate_request_tokens(request) + estimate_tool_tokens(request)
-        completion = request.max_tokens or budget.reserve_output_tokens
-        estimate = Usage(prompt, completion)
-        cost = 0.0
-        if guard.needs_prices:
-            price = self.engine.config.prices.price(model)
-            if price is None:
-                raise ConfigurationError(
-                    f"a USD budget is set but model {model!r} has no price; add it under "
-                    "[prices] in trellis.toml or pass prices= to Config"
-                )
-            cost = price.cost(estimate)
-        return await guard.reserve(estimate.total_tokens, cost)
-
-    def settle(
-        self, reservation: Reservation, model: str, usage: Usage, cost: float | None = None
-    ) -> float | None:
-        """Replace ``reservation`` by the actual usage; ``cost`` (a reply's own, recorded
-        cost) wins over pricing ``usage`` with the price table."""
-        if cost is None:
-            cost = self.engine.config.prices.cost(model, usage)
-        self.guard.settle(reservation, usage.total_tokens, cost or 0.0)
-        return cost
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            await self.engine.sleep(seconds)
 
 
 def _store_error(exc: Exception) -> TrellisError:

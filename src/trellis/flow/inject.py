@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel
 
-from trellis.models.base import Message
+from trellis.types import Message
 
 __all__ = ["LLM", "Approval", "ElementFailure", "Human", "Prompt", "Round", "RunContext"]
 
@@ -93,7 +93,6 @@ class LLM(abc.ABC):
           its context or stays overloaded; defaults to the role's configured fallbacks.
         - ``timeout``: seconds per attempt (defaults to the step's retry policy).
         """
-
 
     @overload
     async def agent(
@@ -180,7 +179,7 @@ class Human(abc.ABC):
         return await self.ask(prompt, output=Approval, details=details)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunContext:
     """Where a step is running: run, flow, step, and its position in a map or loop."""
 
@@ -191,7 +190,7 @@ class RunContext:
     round: int | None = None  # 1-based round in a looping step
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Round(Generic[T]):
     """Injected into a looping step: which round this is and what earlier rounds returned."""
 
@@ -207,7 +206,7 @@ class Round(Generic[T]):
         return self.number == 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ElementFailure:
     """Stands in a mapped step's output for an element that failed (``on_error="collect"``)."""
 

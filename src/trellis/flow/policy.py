@@ -10,7 +10,7 @@ from trellis.errors import ConfigurationError
 __all__ = ["Budget", "Cache", "RetryPolicy", "resolve_cache"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """How a step's LLM calls (and optionally its own code) are retried, by failure mode.
 
@@ -73,7 +73,7 @@ class RetryPolicy:
         return (rng or random).uniform(0, ceiling)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Budget:
     """Limits for one run (or one batch). ``None`` means unlimited.
 
@@ -108,7 +108,7 @@ class Budget:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cache:
     """Reuse LLM replies across runs. Opt-in: ``cache=tl.Cache(ttl=3600)`` (or ``True``) on a
     step, a flow or the engine (``--cache`` on the CLI); ``cache=False`` on a step turns an

@@ -27,7 +27,7 @@ from typing import Any, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from trellis.errors import FlowDefinitionError, ToolArgumentsError
-from trellis.models.base import ToolSpec
+from trellis.types import ToolSpec
 
 __all__ = ["Tool", "ToolArgumentsError", "tool"]
 

@@ -10,8 +10,10 @@ do not interpret ``finish_reason``; the engine maps ``length`` and refusals to f
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar, Literal
+
+from trellis.types import Message, Role, ToolCall, ToolSpec, Usage
 
 __all__ = [
     "FinishReason",
@@ -19,67 +21,18 @@ __all__ = [
     "Model",
     "ModelRequest",
     "ModelResponse",
+    "Role",
     "ToolCall",
     "ToolSpec",
     "Usage",
 ]
-
-Role = Literal["system", "user", "assistant", "tool"]
 
 #: Normalised reasons a reply ended. Providers map their own dialect onto these; a value
 #: they do not know is passed through as ``"other"`` with the original kept in ``raw``.
 FinishReason = Literal["stop", "length", "content_filter", "refusal", "tool_calls", "other"]
 
 
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    """A tool the model may call: its name, what it does, and its JSON-schema parameters."""
-
-    name: str
-    description: str
-    parameters: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A tool call the model asked for. ``arguments`` is the raw JSON text, unvalidated."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One conversation turn. An assistant turn may carry ``tool_calls``; a ``tool`` turn
-    answers the call ``tool_call_id`` with ``content`` (``is_error``: the tool failed or
-    was not run, and ``content`` says why)."""
-
-    role: Role
-    content: str
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str | None = None
-    is_error: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Tokens of one attempt (or a sum of attempts)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
-        )
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelRequest:
     """Everything a provider needs for one attempt. Immutable: a re-ask is a new request."""
 
@@ -102,6 +55,7 @@ class ModelRequest:
 class ModelResponse:
     text: str
     usage: Usage
+    _: KW_ONLY
     finish_reason: FinishReason = "stop"
     refusal: str | None = None  # the refusal message, when the model refused
     model: str | None = None  # the model that answered, as the provider reports it

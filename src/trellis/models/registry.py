@@ -37,7 +37,7 @@ def _sim(binding: ModelBinding) -> Model:
 
 
 def _replay(binding: ModelBinding) -> Model:
-    from trellis.models.replay import ReplayModel
+    from trellis.providers.replay import ReplayModel
 
     return ReplayModel.from_options(binding.model, binding.options)
 
