@@ -49,21 +49,16 @@ from trellis.errors import (
 )
 from trellis.models.base import Model, ModelRequest, ModelResponse, Usage
 from trellis.models.tokens import estimate_request_tokens, estimate_tokens
-from trellis.providers._http import (
+from trellis.providers._client import make_client
+from trellis.providers._errors import (
     ErrorBody,
-    Redactor,
-    SSEEvent,
-    StreamIdleTimeout,
     classify_error,
     error_body_from_json,
-    iter_sse,
-    make_client,
     parse_error_body,
-    parse_rate_limit_headers,
-    redact_url,
-    resolve_api_key,
-    retry_after_from_headers,
 )
+from trellis.providers._keys import Redactor, redact_url, resolve_api_key
+from trellis.providers._rate_headers import parse_rate_limit_headers, retry_after_from_headers
+from trellis.providers._sse import SSEEvent, StreamIdleTimeout, iter_sse
 from trellis.providers.negotiation import (
     NEGOTIABLE_STATUSES,
     Negotiation,

@@ -70,8 +70,8 @@ from trellis.models.base import (
     Usage,
 )
 from trellis.providers._base import HTTPModel, HTTPOptions
-from trellis.providers._http import SSEEvent
 from trellis.providers._schema import object_root, schema_name, unwrap_reply
+from trellis.providers._sse import SSEEvent
 from trellis.providers.ratelimit import RateLimiter
 
 __all__ = ["AnthropicModel", "AnthropicOptions"]

@@ -69,8 +69,8 @@ from trellis.models.base import (
 )
 from trellis.models.tokens import schema_json
 from trellis.providers._base import HTTPModel, HTTPOptions
-from trellis.providers._http import SSEEvent
 from trellis.providers._schema import object_root, schema_name, to_strict, unwrap_reply
+from trellis.providers._sse import SSEEvent
 from trellis.providers.ratelimit import RateLimiter
 
 __all__ = ["OpenAIModel", "OpenAIOptions", "prompted_json_instruction"]
