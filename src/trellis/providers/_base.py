@@ -66,7 +66,7 @@ from trellis.providers.negotiation import (
     negotiation_for,
     rejected_parameters,
 )
-from trellis.providers.ratelimit import RateLimiter
+from trellis.providers.ratelimit import RequestPacer
 
 __all__ = ["DEFAULT_OUTPUT_ESTIMATE", "HTTPModel", "HTTPOptions", "normalise_base_url"]
 
@@ -163,7 +163,7 @@ class HTTPModel(Model):
     """A model behind an HTTP API; subclasses speak one dialect (see module docs).
 
     ``transport`` replaces the network (``httpx.MockTransport`` in tests), ``limiter`` a
-    shared :class:`RateLimiter` (default: one built from ``rpm`` / ``tpm``), ``now`` the
+    shared :class:`RequestPacer` (default: one built from ``rpm`` / ``tpm``), ``now`` the
     wall clock used to read HTTP-date and RFC 3339 headers.
     """
 
@@ -183,7 +183,7 @@ class HTTPModel(Model):
         options: HTTPOptions,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: RequestPacer | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         name = model.strip().removeprefix(f"{self.provider}:")
@@ -215,7 +215,7 @@ class HTTPModel(Model):
         self.limiter = (
             limiter
             if limiter is not None
-            else RateLimiter(options.rpm, options.tpm, burst_s=CLIENT_BURST_S)
+            else RequestPacer(options.rpm, options.tpm, burst_s=CLIENT_BURST_S)
         )
         self._transport = transport
         self._now = now
