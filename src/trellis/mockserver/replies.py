@@ -29,8 +29,9 @@ from trellis.errors import BadRequestError
 from trellis.mockserver.limits import Admission, LimitSnapshot
 from trellis.mockserver.prompted import prompted_schema
 from trellis.models.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
+from trellis.models.faults import REFUSAL_MESSAGE, malformed_json
 from trellis.models.schema_sample import corrupt_value, sample_value
-from trellis.models.sim import REFUSAL_MESSAGE, SimModel
+from trellis.models.sim import SimModel
 from trellis.models.tokens import estimate_request_tokens, estimate_tokens, schema_json
 
 __all__ = [
@@ -185,13 +186,6 @@ def _hint(request: ModelRequest) -> str:
     return "\n".join(user) if user else request.prompt_text()
 
 
-def _malformed(text: str) -> str:
-    """Unparseable JSON: the value cut off before it is closed."""
-    if not text.startswith(("{", "[")):
-        text = '{"value": ' + text
-    return text[: max(1, len(text) // 2)]
-
-
 async def make_reply(
     sim: SimModel,
     request: ModelRequest,
@@ -221,7 +215,7 @@ async def make_reply(
     if fault == "truncation":
         text, finish = text[: max(1, len(text) // 2)].rstrip(), "length"
     elif fault == "malformed_json" and schema is not None:
-        text = _malformed(text)
+        text = malformed_json(text)
     elif fault == "invalid_json" and schema is not None and finish == "stop":
         rng = random.Random(_digest(seed, request, "corrupt"))
         text = json.dumps(corrupt_value(schema, json.loads(text), rng), ensure_ascii=False)
@@ -248,7 +242,7 @@ def _tool_reply(
     if fault == "truncation":
         args, finish = args[: max(1, len(args) // 2)], "length"
     elif fault == "malformed_json":
-        args = _malformed(args)
+        args = malformed_json(args)
     elif fault == "invalid_json":
         args = json.dumps(corrupt_value(tool.parameters, value, rng), ensure_ascii=False)
     elif max_chars is not None and len(args) > max_chars:

@@ -121,7 +121,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -142,6 +142,14 @@ from trellis.models.base import (
     ToolSpec,
     Usage,
 )
+from trellis.models.faults import (
+    REFUSAL_MESSAGE,
+    SIM_FAULTS,
+    Fault,
+    ReplyPart,
+    draw_fault,
+    malformed_json,
+)
 from trellis.models.schema_sample import corrupt_value, hint_words, sample_prose, sample_value
 from trellis.models.tokens import (
     estimate_request_tokens,
@@ -160,32 +168,11 @@ __all__ = [
     "target_rounds",
 ]
 
-FaultMode = Literal[
-    "rate_limit",
-    "timeout",
-    "overloaded",
-    "refusal",
-    "truncation",
-    "malformed_json",
-    "invalid_json",
-    "invalid_tool_args",
-    "unknown_tool",
-]
+#: A fault ``sim:`` injects (one of :data:`FAULT_MODES`; the vocabulary is
+#: :mod:`trellis.models.faults`).
+FaultMode = Fault
 #: Fault modes in the order they are drawn.
-FAULT_MODES: tuple[FaultMode, ...] = (
-    "rate_limit",
-    "timeout",
-    "overloaded",
-    "refusal",
-    "truncation",
-    "malformed_json",
-    "invalid_json",
-    "invalid_tool_args",
-    "unknown_tool",
-)
-_SCHEMA_ONLY_FAULTS = frozenset({"malformed_json", "invalid_json"})
-_TOOL_ONLY_FAULTS = frozenset({"invalid_tool_args", "unknown_tool"})
-REFUSAL_MESSAGE = "I can't help with that."
+FAULT_MODES: tuple[FaultMode, ...] = SIM_FAULTS
 
 #: A per-attempt fault probability.
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -549,22 +536,11 @@ class SimModel(Model):
         return random.Random(int.from_bytes(digest, "little"))
 
     def _fault(self, u: float, structured: bool, tool_turn: bool = False) -> FaultMode | None:
-        opts = self.options
         # A tool-call reply has no output text to break; an answer has no calls to break.
-        excluded = _SCHEMA_ONLY_FAULTS if tool_turn or not structured else frozenset()
-        if not tool_turn:
-            excluded = excluded | _TOOL_ONLY_FAULTS
-        rates = [(mode, float(getattr(opts, mode))) for mode in FAULT_MODES if mode not in excluded]
-        total = sum(r for _, r in rates)
-        if total <= 0.0:
-            return None
-        scale = 1.0 / total if total > 1.0 else 1.0
-        acc = 0.0
-        for mode, rate in rates:
-            acc += rate * scale
-            if u < acc:
-                return mode
-        return None
+        has: tuple[ReplyPart, ...] = (
+            ("tool_calls",) if tool_turn else ("output",) if structured else ()
+        )
+        return draw_fault(u, self.options.fault_rates().items(), has)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.attempts += 1
@@ -645,7 +621,7 @@ class SimModel(Model):
                 ) from exc
             text = json.dumps(value, ensure_ascii=False)
             if fault == "malformed_json":
-                text = _malformed(text, u_variant)
+                text = malformed_json(text, u_variant)
             elif fault == "invalid_json":
                 text = json.dumps(corrupt_value(schema, value, rng), ensure_ascii=False)
             elif fault == "truncation":
@@ -699,7 +675,7 @@ class SimModel(Model):
         if fault == "invalid_tool_args":
             i = rng.randrange(len(tools))
             if u_variant < 0.5:
-                args[i] = _malformed(args[i], rng.random())
+                args[i] = malformed_json(args[i], rng.random())
             else:
                 bad = corrupt_value(tools[i].parameters, values[i], rng)
                 args[i] = json.dumps(bad, ensure_ascii=False)
@@ -741,21 +717,6 @@ def _log_attempt(path: str, model: str, request: ModelRequest) -> None:
     )
     with open(path, "a", encoding="utf-8") as log:
         log.write(line + "\n")
-
-
-def _malformed(text: str, u: float) -> str:
-    """Unparseable text, even for a lenient parser: the JSON is always left unclosed."""
-    if not text.startswith(("{", "[")):
-        text = '{"value": ' + text
-    if u < 0.4:
-        return text[: max(1, len(text) // 2)]
-    if u < 0.7:
-        return (
-            "Sure! Here is the JSON you asked for:\n```json\n" + text[: max(1, len(text) * 2 // 3)]
-        )
-    if u < 0.85:
-        return text[:-1] if len(text) > 1 else text
-    return "Let me think about this step by step before I answer. {"
 
 
 async def _sleep(seconds: float) -> None:
