@@ -30,7 +30,8 @@ from trellis.mockserver.limits import Admission, LimitSnapshot
 from trellis.mockserver.prompted import prompted_schema
 from trellis.models.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
 from trellis.models.faults import REFUSAL_MESSAGE, malformed_json
-from trellis.models.schema_sample import corrupt_value, sample_value
+from trellis.models.schema_corrupt import corrupt_value
+from trellis.models.schema_sample import sample_value
 from trellis.models.sim import SimModel
 from trellis.models.tokens import estimate_request_tokens, estimate_tokens, schema_json
 

@@ -150,7 +150,9 @@ from trellis.models.faults import (
     draw_fault,
     malformed_json,
 )
-from trellis.models.schema_sample import corrupt_value, hint_words, sample_prose, sample_value
+from trellis.models.prose import hint_words, sample_prose
+from trellis.models.schema_corrupt import corrupt_value
+from trellis.models.schema_sample import sample_value
 from trellis.models.tokens import (
     estimate_request_tokens,
     estimate_tokens,
