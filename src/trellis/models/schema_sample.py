@@ -38,7 +38,7 @@ from trellis.models.schema_refs import Schema, SchemaError, resolve
 from trellis.models.string_formats import format_value
 
 # corrupt_value, hint_words and sample_prose are re-exported: they were defined here.
-__all__ = ["corrupt_value", "hint_words", "sample_prose", "sample_value"]
+__all__ = ["corrupt_value", "hint_words", "placeholder_value", "sample_prose", "sample_value"]
 
 # Past this nesting depth the sampler goes minimal: optional fields are left out, arrays
 # get their minimum length and Optional picks null, so recursive models terminate.
@@ -111,7 +111,7 @@ class _Sampler:
             return schema["const"]
         enum = schema.get("enum")
         if enum:
-            return self.rng.choice(enum)
+            return self._choose(enum)
         branches = schema.get("anyOf") or schema.get("oneOf")
         if branches:
             branch = self._pick_branch(branches, depth)
@@ -132,7 +132,7 @@ class _Sampler:
         if t == "number":
             return self._number(schema, name)
         if t == "boolean":
-            return self.rng.random() < 0.5
+            return self._boolean()
         if t == "null":
             return None
         return self._any(name)
@@ -162,7 +162,7 @@ class _Sampler:
             non_null = [x for x in t if x != "null"]
             if not non_null or (len(non_null) < len(t) and self._wants_null(depth)):
                 return "null"
-            return str(self.rng.choice(non_null))
+            return str(self._choose(non_null))
         if "properties" in schema or "additionalProperties" in schema or "required" in schema:
             return "object"
         if "items" in schema or "prefixItems" in schema:
@@ -191,7 +191,14 @@ class _Sampler:
             simple = [b for b in others if not self._is_container(b)]
             if simple:
                 others = simple
-        return self.rng.choice(others)
+        chosen: Schema = self._choose(others)
+        return chosen
+
+    def _choose(self, options: Sequence[Any]) -> Any:
+        return self.rng.choice(options)
+
+    def _boolean(self) -> bool:
+        return self.rng.random() < 0.5
 
     def _is_container(self, schema: Schema) -> bool:
         try:
@@ -470,3 +477,74 @@ def sample_value(schema: Mapping[str, Any], rng: random.Random, *, hint_text: st
     """
     sampler = _Sampler(schema, rng, hint_words(hint_text), hint_names(hint_text))
     return sampler.sample(schema, "", 0)
+
+
+class _Placeholder(_Sampler):
+    """The walk with fixed choices instead of random ones: the first option of an enum or
+    a union (not null), the required fields (every field when none is), one array item,
+    ``"..."`` for a string and the smallest allowed number at or above 0."""
+
+    __slots__ = ()
+
+    def __init__(self, root: Schema) -> None:
+        super().__init__(root, random.Random(0), ())
+
+    def sample(self, schema: Schema, name: str, depth: int) -> Any:
+        if depth > _SOFT_DEPTH:
+            return None
+        return super().sample(schema, name, depth)
+
+    def _choose(self, options: Sequence[Any]) -> Any:
+        return options[0]
+
+    def _boolean(self) -> bool:
+        return True
+
+    def _wants_null(self, depth: int) -> bool:
+        return depth >= _SOFT_DEPTH
+
+    def _any(self, name: str) -> Any:
+        return None
+
+    def _object(self, schema: Schema, depth: int) -> dict[str, Any]:
+        props: Mapping[str, Any] = schema.get("properties") or {}
+        required = [key for key in schema.get("required") or () if key in props]
+        return {key: self.sample(props[key], key, depth + 1) for key in required or props}
+
+    def _array(self, schema: Schema, name: str, depth: int) -> list[Any]:
+        items = schema.get("items")
+        if not isinstance(items, Mapping) or schema.get("maxItems") == 0:
+            return []
+        count = max(1, int(schema.get("minItems") or 0))
+        return [self.sample(items, name, depth + 1) for _ in range(count)]
+
+    def _string(self, schema: Schema, name: str) -> str:
+        return "..."
+
+    def _integer(self, schema: Schema, name: str) -> int:
+        lo_f, lo_ex, hi_f, hi_ex = self._bounds(schema)
+        value = 0
+        if lo_f is not None:
+            value = max(value, math.floor(lo_f) + 1 if lo_ex else math.ceil(lo_f))
+        if hi_f is not None:
+            value = min(value, math.ceil(hi_f) - 1 if hi_ex else math.floor(hi_f))
+        return value
+
+    def _number(self, schema: Schema, name: str) -> float:
+        lo, lo_ex, hi, hi_ex = self._bounds(schema)
+        value = 0.0
+        if lo is not None and (value < lo or (lo_ex and value <= lo)):
+            value = float(lo) + 1.0 if lo_ex else float(lo)
+        if hi is not None and (value > hi or (hi_ex and value >= hi)):
+            value = (float(lo) + hi) / 2 if lo is not None else float(hi) - 1.0
+        return value
+
+
+def placeholder_value(schema: Mapping[str, Any]) -> Any:
+    """The template of a value of ``schema`` for a person to fill in (a command line's
+    sample answer): the same walk as :func:`sample_value` with fixed choices (see
+    ``_Placeholder``). None for a schema it cannot walk."""
+    try:
+        return _Placeholder(schema).sample(schema, "", 0)
+    except SchemaError:
+        return None
