@@ -32,7 +32,7 @@ from trellis.models.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
 from trellis.models.faults import REFUSAL_MESSAGE, malformed_json
 from trellis.models.schema_corrupt import corrupt_value
 from trellis.models.schema_sample import sample_value
-from trellis.models.sim import SimModel
+from trellis.models.sim import SimModel, hint_text
 from trellis.models.tokens import estimate_request_tokens, estimate_tokens, schema_json
 
 __all__ = [
@@ -182,11 +182,6 @@ def answer_schema(request: ModelRequest) -> dict[str, Any] | None:
     return prompted_schema(request.messages) or native
 
 
-def _hint(request: ModelRequest) -> str:
-    user = [m.content for m in request.messages if m.role in ("user", "tool")]
-    return "\n".join(user) if user else request.prompt_text()
-
-
 async def make_reply(
     sim: SimModel,
     request: ModelRequest,
@@ -232,7 +227,7 @@ def _tool_reply(
 ) -> Reply:
     rng = random.Random(_digest(seed, request, "args"))
     try:
-        value = sample_value(tool.parameters, rng, hint_text=_hint(request))
+        value = sample_value(tool.parameters, rng, hint_text=hint_text(request))
     except ValueError as exc:
         raise RequestError(
             f"Invalid schema for function '{tool.name}': {exc}", param="tools"

@@ -166,6 +166,7 @@ __all__ = [
     "FaultMode",
     "SimModel",
     "SimOptions",
+    "hint_text",
     "plan_tool_calls",
     "target_rounds",
 ]
@@ -299,8 +300,9 @@ def _update_str(h: Any, text: str) -> None:
     h.update(data)
 
 
-def _hint_text(request: ModelRequest) -> str:
-    """The words a reply draws on: the user messages and the tool results."""
+def hint_text(request: ModelRequest) -> str:
+    """The words a reply draws on: the user messages and the tool results (the mock
+    server's replies draw on the same)."""
     user = [m.content for m in request.messages if m.role in ("user", "tool")]
     return "\n".join(user) if user else request.prompt_text()
 
@@ -594,7 +596,7 @@ class SimModel(Model):
                 raw_finish_reason="refusal",
             )
 
-        hint = _hint_text(request)
+        hint = hint_text(request)
         finish: FinishReason = "stop"
         max_chars = None if request.max_tokens is None else max(1, request.max_tokens * 4)
         if task is not None and calls_to:
