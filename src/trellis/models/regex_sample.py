@@ -228,6 +228,12 @@ def _in_class(cls: CharClass, ch: str) -> bool:
     return any(_matches(item, ch) for item in cls.items) != cls.negated
 
 
+@functools.lru_cache(maxsize=1024)
+def _candidates(cls: CharClass) -> tuple[str, ...]:
+    """The printable characters in ``cls`` (classes are immutable, so this is cached)."""
+    return tuple(c for c in _PRINTABLE if _in_class(cls, c))
+
+
 def _class_char(cls: CharClass, rng: random.Random) -> str:
     if not cls.negated and cls.items and rng.random() < 0.9:
         item = rng.choice(cls.items)
@@ -235,7 +241,7 @@ def _class_char(cls: CharClass, rng: random.Random) -> str:
             return item.char
         if isinstance(item, Span):
             return chr(rng.randint(ord(item.low), ord(item.high)))
-    candidates = [c for c in _PRINTABLE if _in_class(cls, c)]
+    candidates = _candidates(cls)
     if not candidates:
         raise _CannotGenerate("empty character class")
     return rng.choice(candidates)
