@@ -94,7 +94,19 @@ def test_malformed_json_never_parses(variant: float) -> None:
             json.loads(malformed_json(text, variant))
 
 
-@pytest.mark.parametrize("fault", ["rate_limit", "timeout", "overloaded"])
+_RAISED_BY_SIM = [
+    "rate_limit", "timeout", "overloaded", "server_error", "quota", "context_length", "auth",
+    "connection",
+]  # fmt: skip
+
+
+def test_every_sim_fault_is_raised_or_returned() -> None:
+    returned = {"refusal", "truncation", "malformed_json", "invalid_json"}
+    tool_call = {"invalid_tool_args", "unknown_tool"}
+    assert set(SIM_FAULTS) == set(_RAISED_BY_SIM) | returned | tool_call
+
+
+@pytest.mark.parametrize("fault", _RAISED_BY_SIM)
 async def test_a_raised_sim_fault_has_the_tables_failure_mode(fault: Fault) -> None:
     model = SimModel("sim:small", {fault: 1.0})
     with pytest.raises(ModelError) as caught:

@@ -27,6 +27,7 @@ fault                  failure mode          what the client sees
                        answers the model)
 ``stream_error``       overloaded            an error event mid-stream, after HTTP 200
 ``stream_cut``         overloaded            the stream ends without its terminal event
+``connection``         connection            the server could not be reached
 =====================  ====================  ==========================================
 
 Each producer injects the faults its medium can render, drawn in its own order
@@ -76,6 +77,7 @@ Fault = Literal[
     "unknown_tool",
     "stream_error",
     "stream_cut",
+    "connection",
 ]
 #: What a reply must have for a fault to apply to it.
 ReplyPart = Literal["output", "tool_calls", "stream"]
@@ -110,6 +112,7 @@ _KINDS = (
     FaultKind(name="unknown_tool", mode=None, needs="tool_calls"),
     FaultKind(name="stream_error", mode=FailureMode.OVERLOADED, needs="stream"),
     FaultKind(name="stream_cut", mode=FailureMode.OVERLOADED, needs="stream"),
+    FaultKind(name="connection", mode=FailureMode.CONNECTION),
 )
 #: Every fault by name, in the vocabulary's order.
 FAULTS: Mapping[Fault, FaultKind] = {kind.name: kind for kind in _KINDS}
@@ -125,6 +128,11 @@ SIM_FAULTS: tuple[Fault, ...] = (
     "invalid_json",
     "invalid_tool_args",
     "unknown_tool",
+    "server_error",
+    "quota",
+    "context_length",
+    "auth",
+    "connection",
 )
 #: The faults the mock server injects, in the order its error messages list them.
 MOCK_FAULTS: tuple[Fault, ...] = (

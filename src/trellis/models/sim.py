@@ -19,8 +19,10 @@ every value may be a string):
 ``output_tokens_per_second`` (float or None)
     When set, a reply additionally takes ``output_tokens / output_tokens_per_second`` s.
 ``rate_limit``, ``timeout``, ``overloaded``, ``refusal``, ``truncation``, ``malformed_json``,
-``invalid_json``, ``invalid_tool_args``, ``unknown_tool`` (float in [0, 1], 0)
-    Per-attempt probability of each fault; see below.
+``invalid_json``, ``invalid_tool_args``, ``unknown_tool``, ``server_error``, ``quota``,
+``context_length``, ``auth``, ``connection`` (float in [0, 1], 0)
+    Per-attempt probability of each fault (the vocabulary, and each fault's engine
+    failure mode, is :mod:`trellis.models.faults`); see below.
 ``retry_after_s`` (float or None, 1.0)
     The ``retry_after`` sent with a rate-limit fault; None models a provider that says nothing.
 ``call_log`` (str or None)
@@ -85,7 +87,12 @@ latency is spent before a fault is raised.
 
 * ``rate_limit``: raises ``RateLimitError`` (status 429, ``retry_after=retry_after_s``).
 * ``timeout``: raises ``ModelTimeoutError``.
-* ``overloaded``: raises ``OverloadedError`` (status 503).
+* ``overloaded``: raises ``OverloadedError`` (status 503); ``server_error`` the same with
+  status 500.
+* ``quota``: raises ``QuotaExceededError`` (status 429, ``insufficient_quota``).
+* ``context_length``: raises ``ContextOverflowError`` (status 400).
+* ``auth``: raises ``AuthenticationError`` (status 401).
+* ``connection``: raises ``ConnectionFailedError`` (the server could not be reached).
 * ``refusal``: returns ``finish_reason="refusal"``, empty text and a ``refusal`` message.
 * ``truncation``: returns the reply cut roughly in half with ``finish_reason="length"``.
 * ``malformed_json``: returns text that is not parseable JSON (JSON cut off, possibly
@@ -126,10 +133,15 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trellis.errors import (
+    AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    ConnectionFailedError,
+    ContextOverflowError,
+    ModelError,
     ModelTimeoutError,
     OverloadedError,
+    QuotaExceededError,
     RateLimitError,
 )
 from trellis.models.base import (
@@ -177,6 +189,12 @@ FaultMode = Fault
 #: Fault modes in the order they are drawn.
 FAULT_MODES: tuple[FaultMode, ...] = SIM_FAULTS
 
+#: The faults raised as the error a provider client would raise, instead of a reply.
+_RAISED_FAULTS = frozenset(
+    {"rate_limit", "timeout", "overloaded", "server_error", "quota", "context_length", "auth",
+     "connection"}
+)  # fmt: skip
+
 #: A per-attempt fault probability.
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -197,6 +215,11 @@ class SimOptions(BaseModel):
     truncation: Rate = 0.0
     invalid_tool_args: Rate = 0.0
     unknown_tool: Rate = 0.0
+    server_error: Rate = 0.0
+    quota: Rate = 0.0
+    context_length: Rate = 0.0
+    auth: Rate = 0.0
+    connection: Rate = 0.0
     retry_after_s: float | None = Field(default=1.0, ge=0.0)
     output_tokens_per_second: float | None = Field(default=None, gt=0.0)
     call_log: str | None = None
@@ -569,20 +592,9 @@ class SimModel(Model):
         low, high = opts.latency_bounds_ms
         latency_s = (low + (high - low) * u_latency) / 1000.0
 
-        if fault in ("rate_limit", "timeout", "overloaded"):
+        if fault in _RAISED_FAULTS:
             await _sleep(latency_s)
-            if fault == "rate_limit":
-                raise RateLimitError(
-                    f"{self.name}: simulated rate limit (429)",
-                    retry_after=opts.retry_after_s,
-                    model=self.name,
-                    status_code=429,
-                )
-            if fault == "timeout":
-                raise ModelTimeoutError(f"{self.name}: simulated timeout", model=self.name)
-            raise OverloadedError(
-                f"{self.name}: simulated overload (503)", model=self.name, status_code=503
-            )
+            raise self._fault_error(fault)
 
         input_tokens = estimate_request_tokens(request) + estimate_tool_tokens(request)
         if fault == "refusal":
@@ -650,6 +662,42 @@ class SimModel(Model):
         return ModelResponse(
             text=text, usage=usage, finish_reason=finish, model=self.name, raw_finish_reason=finish
         )
+
+    def _fault_error(self, fault: FaultMode) -> ModelError:
+        """The error a provider client raises for ``fault`` (see the module docs)."""
+        name = self.name
+        if fault == "rate_limit":
+            return RateLimitError(
+                f"{name}: simulated rate limit (429)",
+                retry_after=self.options.retry_after_s,
+                model=name,
+                status_code=429,
+            )
+        if fault == "timeout":
+            return ModelTimeoutError(f"{name}: simulated timeout", model=name)
+        if fault == "overloaded":
+            return OverloadedError(f"{name}: simulated overload (503)", model=name, status_code=503)
+        if fault == "server_error":
+            return OverloadedError(
+                f"{name}: simulated server error (500)", model=name, status_code=500
+            )
+        if fault == "quota":
+            return QuotaExceededError(
+                f"{name}: simulated exhausted quota (429 insufficient_quota)",
+                model=name,
+                status_code=429,
+            )
+        if fault == "context_length":
+            return ContextOverflowError(
+                f"{name}: simulated context overflow (400): the prompt is too long",
+                model=name,
+                status_code=400,
+            )
+        if fault == "auth":
+            return AuthenticationError(
+                f"{name}: simulated authentication failure (401)", model=name, status_code=401
+            )
+        return ConnectionFailedError(f"{name}: simulated connection failure", model=name)
 
     def _tool_calls(
         self,
