@@ -9,7 +9,8 @@ from typing import Any, get_args
 
 import pytest
 
-from trellis.errors import FailureMode, ModelError
+import trellis as tl
+from trellis.errors import FailureMode, ModelError, QuotaExceededError
 from trellis.mockserver import FAULT_MODES as MOCK_MODES
 from trellis.mockserver import MockServer
 from trellis.mockserver.faults import HTTP_FAULTS, FaultPlan, FaultStep
@@ -161,3 +162,32 @@ def test_the_sim_and_the_mock_draw_faults_the_same_way() -> None:
         step, _scripted = plan.next(structured=False, stream=False)
         expected = draw_fault(draws.random(), rates.items())
         assert (step.fault if step else None) == expected
+
+
+async def _run_with(binding: str) -> Any:
+    flow = tl.Flow("vocab", inputs={"text": str})
+
+    @flow.step
+    async def answer(text: str, llm: tl.LLM) -> str:
+        return await llm.generate(text, model="small")
+
+    async def no_wait(seconds: float) -> None:
+        pass
+
+    async with tl.Engine(models={"small": binding}, sleep=no_wait, seed=0) as engine:
+        return await engine.run(flow, {"text": "Summarise the report"})
+
+
+async def test_the_engine_retries_a_sim_connection_fault_like_a_timeout() -> None:
+    result = await _run_with("sim:small?connection=0.6&seed=3")
+    assert result.status == "done"
+    outcomes = [call.outcome for call in result.calls]
+    assert "connection" in outcomes and outcomes[-1] == "ok"
+
+
+async def test_a_sim_quota_fault_fails_the_run_with_the_quota_error() -> None:
+    result = await _run_with("sim:small?quota=1")
+    assert result.status == "failed"
+    assert result.error is not None
+    assert (result.error.type, result.error.mode) == (QuotaExceededError.__name__, "quota")
+    assert [call.outcome for call in result.calls] == ["quota"]
