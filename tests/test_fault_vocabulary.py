@@ -63,7 +63,7 @@ def test_each_producer_injects_a_subset_of_the_one_vocabulary() -> None:
 def test_a_sim_only_fault_is_refused_by_the_mock_server_by_name() -> None:
     with pytest.raises(ValueError, match=r"unknown_tool.*not one the mock server injects"):
         FaultStep(fault="unknown_tool")
-    with pytest.raises(ValueError, match="unknown fault mode 'unknown_tool'"):
+    with pytest.raises(ValueError, match=r"unknown fault mode 'unknown_tool' \(a sim: fault"):
         FaultPlan({"unknown_tool": 0.5})
 
 

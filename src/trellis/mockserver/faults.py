@@ -60,7 +60,7 @@ from pydantic import (
     model_validator,
 )
 
-from trellis.models.faults import MOCK_FAULTS, Fault, ReplyPart, draw_fault, fault_named
+from trellis.models.faults import FAULTS, MOCK_FAULTS, Fault, ReplyPart, draw_fault, fault_named
 
 __all__ = [
     "CONTENT_FAULTS",
@@ -206,7 +206,12 @@ def _mode(name: str) -> FaultMode:
     mode = fault_named(name, FAULT_MODES)
     if mode is not None:
         return mode
-    raise ValueError(f"unknown fault mode {name!r}; valid modes: {', '.join(FAULT_MODES)}")
+    sim_only = ""
+    if fault_named(name, FAULTS) is not None:
+        sim_only = " (a sim: fault, not one the mock server injects)"
+    raise ValueError(
+        f"unknown fault mode {name!r}{sim_only}; valid modes: {', '.join(FAULT_MODES)}"
+    )
 
 
 def _rate(name: str, value: Any) -> float:
