@@ -8,7 +8,7 @@ import datetime as dt
 import httpx
 import pytest
 
-from trellis.mockserver import MockServer, RateLimiter
+from trellis.mockserver import AdmissionLimiter, MockServer
 from trellis.mockserver.limits import DimensionState, format_duration, format_rfc3339
 
 from . import USER, post
@@ -52,7 +52,7 @@ def test_rfc3339_times_round_up_to_the_second() -> None:
 
 def test_rpm_60_admits_one_request_per_second() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(rpm=60, clock=clock)
+    limiter = AdmissionLimiter(rpm=60, clock=clock)
     first = limiter.admit("m", 10)
     assert first.allowed
     assert first.snapshot.requests is not None
@@ -74,7 +74,7 @@ def test_rpm_60_admits_one_request_per_second() -> None:
 
 def test_a_whole_minute_burst_when_burst_s_is_60() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(rpm=60, burst_s=60, clock=clock)
+    limiter = AdmissionLimiter(rpm=60, burst_s=60, clock=clock)
     assert all(limiter.admit("m", 1).allowed for _ in range(60))
     refused = limiter.admit("m", 1)
     assert not refused.allowed
@@ -88,7 +88,7 @@ def test_a_whole_minute_burst_when_burst_s_is_60() -> None:
 
 def test_tokens_are_charged_before_and_corrected_after() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(tpm=6000, clock=clock)  # 100 tokens/s, bursts of 100
+    limiter = AdmissionLimiter(tpm=6000, clock=clock)  # 100 tokens/s, bursts of 100
     assert limiter.admit("m", 80).allowed
     limiter.record_tokens("m", 70)  # output: 150 used, the burst bucket is at -50
     refused = limiter.admit("m", 20)
@@ -105,7 +105,7 @@ def test_tokens_are_charged_before_and_corrected_after() -> None:
 
 
 def test_a_request_over_the_minute_limit_is_too_large() -> None:
-    limiter = RateLimiter(tpm=1000)
+    limiter = AdmissionLimiter(tpm=1000)
     admission = limiter.admit("m", 1001)
     assert admission.too_large and admission.retry_after_s is None
     assert admission.limit == 1000 and admission.requested == 1001
@@ -113,10 +113,10 @@ def test_a_request_over_the_minute_limit_is_too_large() -> None:
 
 def test_per_model_limits_are_separate() -> None:
     clock = FakeClock()
-    shared = RateLimiter(rpm=60, clock=clock)
+    shared = AdmissionLimiter(rpm=60, clock=clock)
     assert shared.admit("a", 1).allowed
     assert not shared.admit("b", 1).allowed
-    split = RateLimiter(rpm=60, per_model=True, clock=clock)
+    split = AdmissionLimiter(rpm=60, per_model=True, clock=clock)
     assert split.admit("a", 1).allowed
     assert split.admit("b", 1).allowed
     assert not split.admit("a", 1).allowed
@@ -124,9 +124,9 @@ def test_per_model_limits_are_separate() -> None:
 
 def test_invalid_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="rpm"):
-        RateLimiter(rpm=0)
+        AdmissionLimiter(rpm=0)
     with pytest.raises(ValueError, match="burst_s"):
-        RateLimiter(rpm=10, burst_s=0)
+        AdmissionLimiter(rpm=10, burst_s=0)
 
 
 async def test_openai_429_and_headers_on_every_response() -> None:

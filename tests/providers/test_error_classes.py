@@ -19,7 +19,8 @@ from trellis.errors import (
 )
 from trellis.mockserver import MockServer
 from trellis.providers import AnthropicModel, OpenAIModel
-from trellis.providers._http import ErrorBody, Redactor, classify_error
+from trellis.providers._errors import ErrorBody, classify_error
+from trellis.providers._keys import Redactor
 
 from .conftest import Reply, ScriptedServer, request
 

@@ -20,23 +20,17 @@ from trellis.errors import (
     QuotaExceededError,
     RateLimitError,
 )
-from trellis.providers._http import (
-    ErrorBody,
-    Redactor,
-    SSEEvent,
-    StreamIdleTimeout,
-    classify_error,
-    iter_sse,
-    make_client,
+from trellis.providers._client import make_client
+from trellis.providers._errors import ErrorBody, classify_error, parse_error_body
+from trellis.providers._keys import Redactor, redact_url, resolve_api_key
+from trellis.providers._rate_headers import (
     parse_duration,
-    parse_error_body,
     parse_http_date,
     parse_rate_limit_headers,
     parse_rfc3339,
-    redact_url,
-    resolve_api_key,
     retry_after_from_headers,
 )
+from trellis.providers._sse import SSEEvent, StreamIdleTimeout, iter_sse
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

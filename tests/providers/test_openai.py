@@ -30,7 +30,7 @@ from trellis.errors import (
 from trellis.models.base import Message, ModelRequest, ToolCall, ToolSpec
 from trellis.models.registry import ProviderRegistry
 from trellis.providers.openai import OpenAIModel, OpenAIOptions
-from trellis.providers.ratelimit import Permit, RateLimiter
+from trellis.providers.ratelimit import Permit, RequestPacer
 
 from .conftest import (
     Reply,
@@ -911,7 +911,7 @@ async def test_429_retry_after_pauses_the_limiter(server: ScriptedServer, make: 
 
 async def test_usage_settles_the_token_estimate(server: ScriptedServer, make: MakeModel) -> None:
     server.add(Reply(json=completion(usage=(10, 5))))
-    limiter = RateLimiter(tpm=600_000, clock=lambda: 0.0)  # a bucket of 10,000, time frozen
+    limiter = RequestPacer(tpm=600_000, clock=lambda: 0.0)  # a bucket of 10,000, time frozen
     model = OpenAIModel("test-model", {"base_url": f"{server.url}/v1"}, limiter=limiter)
     seen: list[int] = []
     acquire = limiter.acquire
@@ -991,7 +991,7 @@ async def test_concurrent_calls_share_the_model_limiter(
     async def fake_sleep(seconds: float) -> None:
         clock[0] += seconds
 
-    limiter = RateLimiter(rpm=60, clock=lambda: clock[0], sleep=fake_sleep)
+    limiter = RequestPacer(rpm=60, clock=lambda: clock[0], sleep=fake_sleep)
     model = OpenAIModel("test-model", {"base_url": f"{server.url}/v1"}, limiter=limiter)
     server.add(*[Reply(json=completion(str(i))) for i in range(5)])
     flow = tl.Flow("fan", inputs={"n": int})

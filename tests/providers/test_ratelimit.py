@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from trellis.providers.ratelimit import MAX_PAUSE_S, RateLimiter
+from trellis.providers.ratelimit import MAX_PAUSE_S, RequestPacer
 
 
 class AutoClock:
@@ -64,9 +64,9 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def limiter(rpm: float | None = None, tpm: float | None = None, clock=None) -> RateLimiter:  # type: ignore[no-untyped-def]
+def limiter(rpm: float | None = None, tpm: float | None = None, clock=None) -> RequestPacer:  # type: ignore[no-untyped-def]
     clock = clock or AutoClock()
-    return RateLimiter(rpm, tpm, clock=clock, sleep=clock.sleep)
+    return RequestPacer(rpm, tpm, clock=clock, sleep=clock.sleep)
 
 
 async def test_rpm_spaces_requests_evenly() -> None:
@@ -291,13 +291,13 @@ async def test_pause_holds_every_caller() -> None:
 
 def test_invalid_limits_are_rejected() -> None:
     with pytest.raises(ValueError, match="rpm"):
-        RateLimiter(rpm=0)
+        RequestPacer(rpm=0)
     with pytest.raises(ValueError, match="tpm"):
-        RateLimiter(tpm=float("inf"))
+        RequestPacer(tpm=float("inf"))
 
 
 async def test_default_clock_and_sleep_work() -> None:
-    rl = RateLimiter(rpm=60_000)  # real clock: 1000 a second, bucket of 1000
+    rl = RequestPacer(rpm=60_000)  # real clock: 1000 a second, bucket of 1000
     for _ in range(5):
         await rl.acquire(1)
-    assert repr(rl) == "RateLimiter(rpm=60000, tpm=None)"
+    assert repr(rl) == "RequestPacer(rpm=60000, tpm=None)"

@@ -18,6 +18,7 @@ from trellis.cli.formats import fmt_cost, fmt_seconds, fmt_usd
 from trellis.cli.stores import store_url
 from trellis.cli.summary import BatchSummary, StepRoutes, WaitingStep, adjustment_warnings
 from trellis.engine.results import RunResult, StepRecord, jsonable
+from trellis.models.schema_sample import placeholder_value
 
 __all__ = [
     "answer_commands",
@@ -155,39 +156,10 @@ def is_approval(question: Mapping[str, Any]) -> bool:
 
 def sample_answer(schema: Mapping[str, Any], defs: Mapping[str, Any] | None = None) -> Any:
     """A plausible value of a JSON schema, for the sample command line: required fields
-    only (every field when none is required), the first option of a choice."""
-    defs = defs if defs is not None else schema.get("$defs") or {}
-    return _sample(schema, defs, 0)
-
-
-def _sample(schema: Mapping[str, Any], defs: Mapping[str, Any], depth: int) -> Any:
-    schema = _resolve(schema, defs)
-    if depth > 6:
-        return None
-    if "const" in schema:
-        return schema["const"]
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    for key in ("anyOf", "oneOf", "allOf"):
-        options = schema.get(key)
-        if isinstance(options, list) and options:
-            chosen = [o for o in options if isinstance(o, Mapping) and o.get("type") != "null"]
-            return _sample(chosen[0] if chosen else options[0], defs, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or "properties" in schema:
-        properties = schema.get("properties")
-        if not isinstance(properties, Mapping):
-            return {}
-        required = [n for n in schema.get("required") or () if n in properties]
-        names = required or list(properties)
-        return {n: _sample(properties[n], defs, depth + 1) for n in names}
-    if kind == "array":
-        items = schema.get("items")
-        return [_sample(items, defs, depth + 1)] if isinstance(items, Mapping) else []
-    return {"string": "...", "integer": 0, "number": 0.0, "boolean": True}.get(str(kind))
+    only (every field when none is required), the first option of a choice (the schema
+    sampler's :func:`~trellis.models.schema_sample.placeholder_value`)."""
+    root = schema if defs is None else {**schema, "$defs": defs}
+    return placeholder_value(root)
 
 
 def _type_text(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> str:

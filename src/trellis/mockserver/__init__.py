@@ -15,18 +15,18 @@ Needs aiohttp: ``pip install 'trellis-flows[mock]'``.
 
 from trellis.mockserver.app import MockStats, create_app
 from trellis.mockserver.faults import FAULT_MODES, FaultPlan, FaultStep, Outage, flaky_rates
-from trellis.mockserver.limits import RateLimiter
+from trellis.mockserver.limits import AdmissionLimiter
 from trellis.mockserver.server import MockServer, MockServerThread
 
 __all__ = [
     "FAULT_MODES",
+    "AdmissionLimiter",
     "FaultPlan",
     "FaultStep",
     "MockServer",
     "MockServerThread",
     "MockStats",
     "Outage",
-    "RateLimiter",
     "create_app",
     "flaky_rates",
 ]

@@ -33,7 +33,7 @@ from aiohttp import web
 from trellis.mockserver.anthropic_api import AnthropicDialect
 from trellis.mockserver.anthropic_api import models_list as anthropic_models
 from trellis.mockserver.faults import FaultPlan, FaultStep, parse_steps
-from trellis.mockserver.limits import RateLimiter
+from trellis.mockserver.limits import AdmissionLimiter
 from trellis.mockserver.openai_api import OpenAIDialect
 from trellis.mockserver.openai_api import models_list as openai_models
 from trellis.mockserver.profiles import check_profile, profiled, rejection
@@ -139,7 +139,7 @@ class MockState:
         self,
         *,
         faults: FaultPlan | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: AdmissionLimiter | None = None,
         latency_ms: float | tuple[float, float] | str = 0.0,
         seed: int = 0,
         api_key: str | None = None,

@@ -49,9 +49,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from trellis.models.faults import FAULTS, MOCK_FAULTS, Fault, ReplyPart, draw_fault, fault_named
 
 __all__ = [
     "CONTENT_FAULTS",
@@ -67,23 +76,11 @@ __all__ = [
     "parse_rates",
 ]
 
-FaultMode = Literal[
-    "rate_limit",
-    "quota",
-    "overloaded",
-    "server_error",
-    "timeout",
-    "context_length",
-    "refusal",
-    "truncation",
-    "malformed_json",
-    "invalid_json",
-    "stream_error",
-    "stream_cut",
-    "auth",
-]
+#: A fault the mock server injects (one of :data:`FAULT_MODES`; the vocabulary, and the
+#: engine failure mode of each, is :mod:`trellis.models.faults`).
+FaultMode = Fault
 #: Every mode, in the order rates are drawn.
-FAULT_MODES: tuple[FaultMode, ...] = get_args(FaultMode)
+FAULT_MODES: tuple[FaultMode, ...] = MOCK_FAULTS
 #: Modes answered with an HTTP error status instead of a reply.
 HTTP_FAULTS: frozenset[str] = frozenset(
     {"rate_limit", "quota", "overloaded", "server_error", "context_length", "auth"}
@@ -94,7 +91,6 @@ CONTENT_FAULTS: frozenset[str] = frozenset(
 )
 #: Modes that break a stream after its HTTP 200.
 STREAM_FAULTS: frozenset[str] = frozenset({"stream_error", "stream_cut"})
-_STRUCTURED_ONLY = frozenset({"malformed_json", "invalid_json"})
 
 
 class FaultStep(BaseModel):
@@ -126,6 +122,16 @@ class FaultStep(BaseModel):
     latency_ms: float | None = Field(default=None, ge=0.0)
     message: str | None = None
     after_events: int | None = Field(default=None, ge=0)
+
+    @field_validator("fault")
+    @classmethod
+    def _injected_here(cls, fault: FaultMode | None) -> FaultMode | None:
+        if fault is not None and fault not in FAULT_MODES:
+            raise ValueError(
+                f"unknown fault mode {fault!r} (a sim: fault, not one the mock server "
+                f"injects); valid modes: {', '.join(FAULT_MODES)}"
+            )
+        return fault
 
     @model_validator(mode="after")
     def _one_kind(self) -> FaultStep:
@@ -197,10 +203,15 @@ def parse_rates(specs: Iterable[str]) -> dict[str, float]:
 
 
 def _mode(name: str) -> FaultMode:
-    for mode in FAULT_MODES:
-        if mode == name.replace("-", "_"):
-            return mode
-    raise ValueError(f"unknown fault mode {name!r}; valid modes: {', '.join(FAULT_MODES)}")
+    mode = fault_named(name, FAULT_MODES)
+    if mode is not None:
+        return mode
+    sim_only = ""
+    if fault_named(name, FAULTS) is not None:
+        sim_only = " (a sim: fault, not one the mock server injects)"
+    raise ValueError(
+        f"unknown fault mode {name!r}{sim_only}; valid modes: {', '.join(FAULT_MODES)}"
+    )
 
 
 def _rate(name: str, value: Any) -> float:
@@ -358,23 +369,13 @@ class FaultPlan:
         if self._script:
             return self._script.popleft(), True
         u = self._rng.random()
-        applicable = [
-            (mode, rate)
-            for mode, rate in self.rates.items()
-            if rate > 0.0
-            and (structured or mode not in _STRUCTURED_ONLY)
-            and (stream or mode not in STREAM_FAULTS)
-        ]
-        total = sum(rate for _, rate in applicable)
-        if total <= 0.0:
-            return None, False
-        scale = 1.0 / total if total > 1.0 else 1.0
-        acc = 0.0
-        for mode, rate in applicable:
-            acc += rate * scale
-            if u < acc:
-                return FaultStep(fault=mode), False
-        return None, False
+        has: list[ReplyPart] = []
+        if structured:
+            has.append("output")
+        if stream:
+            has.append("stream")
+        fault = draw_fault(u, self.rates.items(), has)
+        return (None if fault is None else FaultStep(fault=fault)), False
 
     def retry_after_for(self, step: FaultStep) -> float | None:
         """The ``retry-after`` (seconds) a fault step sends, None for no header."""

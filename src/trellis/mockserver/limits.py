@@ -1,6 +1,10 @@
 """Server-side rate limits for the mock server: requests and tokens per minute.
 
-Each limited dimension (requests, tokens) is a token bucket refilled continuously at
+:class:`AdmissionLimiter` admits or refuses each request, as a provider's gateway does (the
+client-side counterpart, which waits instead, is
+:class:`~trellis.providers.ratelimit.RequestPacer`; both are built on
+:class:`~trellis.models.token_bucket.TokenBucket`). Each limited dimension (requests,
+tokens) is a token bucket refilled continuously at
 ``limit / 60`` per second, as the providers describe theirs. The bucket reported in the
 headers holds a whole minute (``limit``), so ``remaining`` and ``reset`` read like a real
 provider's: after one request at 5000 RPM, ``remaining`` is 4999 and the reset is
@@ -31,17 +35,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from trellis.models.token_bucket import TokenBucket, per_minute_capacity
+
 __all__ = [
     "Admission",
+    "AdmissionLimiter",
     "DimensionState",
     "LimitSnapshot",
-    "RateLimiter",
     "format_duration",
     "format_rfc3339",
 ]
 
 Dimension = Literal["requests", "tokens"]
-_EPSILON = 1e-6  # capacity units: float noise never makes a request wait
+_EPSILON = 1e-6  # capacity units: float noise never makes a request wait (the bucket's tolerance)
 
 
 def format_duration(seconds: float) -> str:
@@ -67,27 +73,6 @@ def format_rfc3339(epoch_s: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _Bucket:
-    __slots__ = ("capacity", "level", "rate", "updated")
-
-    def __init__(self, capacity: float, rate: float, now: float) -> None:
-        self.capacity = capacity
-        self.rate = rate  # units per second
-        self.level = capacity
-        self.updated = now
-
-    def refill(self, now: float) -> None:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
-
-    def wait_for(self, amount: float) -> float:
-        """Seconds until ``amount`` (at most a full bucket) is available; 0 if it is."""
-        need = min(amount, self.capacity)
-        short = need - self.level
-        return 0.0 if short <= _EPSILON else short / self.rate
-
-
 class _Limit:
     """One dimension: the per-minute bucket that is reported, and the burst bucket."""
 
@@ -96,22 +81,22 @@ class _Limit:
     def __init__(self, limit: int, burst_s: float, now: float, *, at_least: float) -> None:
         self.limit = limit
         rate = limit / 60.0
-        self.minute = _Bucket(float(limit), rate, now)
+        self.minute = TokenBucket(float(limit), rate, now, tolerance=_EPSILON)
         self.buckets = [self.minute]
-        burst = max(at_least, limit * burst_s / 60.0)
+        burst = per_minute_capacity(limit, burst_s, at_least=at_least)
         if burst < limit:
-            self.buckets.append(_Bucket(burst, rate, now))
+            self.buckets.append(TokenBucket(burst, rate, now, tolerance=_EPSILON))
 
     def refill(self, now: float) -> None:
         for b in self.buckets:
             b.refill(now)
 
     def wait_for(self, amount: float) -> float:
-        return max(b.wait_for(amount) for b in self.buckets)
+        return max(b.delay(amount) for b in self.buckets)
 
     def take(self, amount: float) -> None:
         for b in self.buckets:
-            b.level -= amount
+            b.take(amount)
 
     def state(self) -> DimensionState:
         m = self.minute
@@ -154,8 +139,9 @@ class Admission:
         return not self.allowed and self.retry_after_s is None
 
 
-class RateLimiter:
-    """Requests-per-minute and tokens-per-minute limits (see the module docs)."""
+class AdmissionLimiter:
+    """The server side of requests- and tokens-per-minute limits: admits a request or
+    refuses it with when to retry (see the module docs)."""
 
     def __init__(
         self,

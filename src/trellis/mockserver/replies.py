@@ -29,8 +29,10 @@ from trellis.errors import BadRequestError
 from trellis.mockserver.limits import Admission, LimitSnapshot
 from trellis.mockserver.prompted import prompted_schema
 from trellis.models.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
-from trellis.models.schema_sample import corrupt_value, sample_value
-from trellis.models.sim import REFUSAL_MESSAGE, SimModel
+from trellis.models.faults import REFUSAL_MESSAGE, malformed_json
+from trellis.models.schema_corrupt import corrupt_value
+from trellis.models.schema_sample import sample_value
+from trellis.models.sim import SimModel, hint_text
 from trellis.models.tokens import estimate_request_tokens, estimate_tokens, schema_json
 
 __all__ = [
@@ -180,18 +182,6 @@ def answer_schema(request: ModelRequest) -> dict[str, Any] | None:
     return prompted_schema(request.messages) or native
 
 
-def _hint(request: ModelRequest) -> str:
-    user = [m.content for m in request.messages if m.role in ("user", "tool")]
-    return "\n".join(user) if user else request.prompt_text()
-
-
-def _malformed(text: str) -> str:
-    """Unparseable JSON: the value cut off before it is closed."""
-    if not text.startswith(("{", "[")):
-        text = '{"value": ' + text
-    return text[: max(1, len(text) // 2)]
-
-
 async def make_reply(
     sim: SimModel,
     request: ModelRequest,
@@ -221,7 +211,7 @@ async def make_reply(
     if fault == "truncation":
         text, finish = text[: max(1, len(text) // 2)].rstrip(), "length"
     elif fault == "malformed_json" and schema is not None:
-        text = _malformed(text)
+        text = malformed_json(text)
     elif fault == "invalid_json" and schema is not None and finish == "stop":
         rng = random.Random(_digest(seed, request, "corrupt"))
         text = json.dumps(corrupt_value(schema, json.loads(text), rng), ensure_ascii=False)
@@ -237,7 +227,7 @@ def _tool_reply(
 ) -> Reply:
     rng = random.Random(_digest(seed, request, "args"))
     try:
-        value = sample_value(tool.parameters, rng, hint_text=_hint(request))
+        value = sample_value(tool.parameters, rng, hint_text=hint_text(request))
     except ValueError as exc:
         raise RequestError(
             f"Invalid schema for function '{tool.name}': {exc}", param="tools"
@@ -248,7 +238,7 @@ def _tool_reply(
     if fault == "truncation":
         args, finish = args[: max(1, len(args) // 2)], "length"
     elif fault == "malformed_json":
-        args = _malformed(args)
+        args = malformed_json(args)
     elif fault == "invalid_json":
         args = json.dumps(corrupt_value(tool.parameters, value, rng), ensure_ascii=False)
     elif max_chars is not None and len(args) > max_chars:

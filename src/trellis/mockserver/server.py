@@ -25,7 +25,7 @@ from aiohttp import web
 
 from trellis.mockserver.app import DEFAULT_MODELS, MockState, MockStats, create_app
 from trellis.mockserver.faults import FaultPlan, FaultStep, Outage
-from trellis.mockserver.limits import RateLimiter
+from trellis.mockserver.limits import AdmissionLimiter
 
 __all__ = ["MockServer", "MockServerThread"]
 
@@ -73,7 +73,7 @@ class MockServer:
             plan = FaultPlan(faults, seed=seed, hang_s=hang_s, retry_after_s=retry_after_s)
         if script:
             plan.load_script(script, append=True)
-        limiter = RateLimiter(rpm, tpm, burst_s=burst_s, per_model=per_model, clock=clock)
+        limiter = AdmissionLimiter(rpm, tpm, burst_s=burst_s, per_model=per_model, clock=clock)
         self.state = MockState(
             faults=plan,
             limiter=limiter,

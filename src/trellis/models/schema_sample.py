@@ -14,68 +14,37 @@ as a list), ``enum``, ``const``, ``anyOf``/``oneOf`` (one branch; ``null`` only 
 ``multipleOf``, ``minLength``/``maxLength``/``pattern`` (simple regular expressions) and
 ``format`` (date, date-time, time, duration, email, uri, uuid, ipv4, ipv6, hostname...).
 
-:func:`sample_prose` gives the free-text equivalent, and :func:`corrupt_value` turns a valid
-value into one that parses as JSON but fails the schema (for the simulator's faults).
+The pieces live in modules of their own: prose in :mod:`trellis.models.prose`, ``format``
+strings in :mod:`trellis.models.string_formats`, ``pattern`` strings in
+:mod:`trellis.models.regex_sample`, ``$ref`` / ``allOf`` resolution in
+:mod:`trellis.models.schema_refs`; :func:`corrupt_value`
+(:mod:`trellis.models.schema_corrupt`) does the opposite: a value that fails the schema.
+:func:`placeholder_value` is the same walk with fixed, minimal choices: the template of an
+answer a person fills in.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import functools
-import importlib
 import math
 import random
-import re
-import string
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["corrupt_value", "hint_words", "sample_prose", "sample_value"]
+from trellis.models.prose import hint_names, hint_words, phrase, pick_word, sentence
+from trellis.models.prose import sample_prose as sample_prose
+from trellis.models.regex_sample import pattern_value
+from trellis.models.schema_corrupt import corrupt_value as corrupt_value
+from trellis.models.schema_refs import Schema, SchemaError, resolve
+from trellis.models.string_formats import format_value
 
-Schema = Mapping[str, Any]
+# corrupt_value, hint_words and sample_prose are re-exported: they were defined here.
+__all__ = ["corrupt_value", "hint_words", "placeholder_value", "sample_prose", "sample_value"]
 
 # Past this nesting depth the sampler goes minimal: optional fields are left out, arrays
 # get their minimum length and Optional picks null, so recursive models terminate.
 _SOFT_DEPTH = 6
 _HARD_DEPTH = 64
 
-_ANNOTATION_KEYS = frozenset(
-    {"title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly"}
-)
-
-_NOUNS = (
-    "report", "customer", "order", "system", "team", "result", "request", "update",
-    "issue", "account", "product", "service", "process", "data", "review", "plan",
-    "feature", "project", "message", "policy", "market", "design", "schedule", "budget",
-)  # fmt: skip
-_ADJECTIVES = (
-    "clear", "important", "recent", "simple", "detailed", "useful", "likely", "stable",
-    "quick", "careful", "relevant", "solid", "strong", "minor", "promising", "practical",
-)  # fmt: skip
-_VERBS = (
-    "describes", "supports", "improves", "requires", "explains", "covers", "highlights",
-    "affects", "includes", "suggests", "mentions", "shows",
-)  # fmt: skip
-_TEMPLATES = (
-    "The {a} {v} the {j} {b}.",
-    "{A} {v} {b} and {c}.",
-    "This {n} {v} {a} in a {j} way.",
-    "Overall, the {a} looks {j}.",
-    "{A} is {j} for the {b}.",
-    "We found that {a} {v} the {b}.",
-    "The main point is that {a} {v} {b}.",
-    "In short, {a} and {b} are {j}.",
-)
-_STOPWORDS = frozenset(
-    """the and for with that this from into onto your you are was were has have had not
-    but can could would should will shall may might must its it's they them their there
-    here what which who whom whose when where why how all any each few more most other
-    some such only own same than too very just also about above below over under again
-    then once both does did doing been being our ours out off per via please return
-    given following json schema answer reply respond output field fields value values
-    using use based one two three""".split()  # noqa: SIM905
-)
 _PHRASE_NAMES = (
     "name", "title", "label", "category", "tag", "topic", "keyword", "key", "type", "kind",
     "role", "status", "word", "term", "entity", "subject", "city", "country", "author",
@@ -89,113 +58,11 @@ _LONG_TEXT_NAMES = (
 _SCORE_NAMES = ("confidence", "probability", "score", "likelihood", "certainty")
 
 
-# --------------------------------------------------------------------------- words / prose
-
-
-@functools.lru_cache(maxsize=512)
-def hint_words(hint_text: str) -> tuple[str, ...]:
-    """The distinct content words of ``hint_text``, lower-cased, in order (at most 64)."""
-    out: dict[str, None] = {}
-    for w in re.findall(r"[A-Za-z]{3,}", hint_text):
-        lw = w.lower()
-        if lw not in _STOPWORDS and len(lw) <= 20:
-            out[lw] = None
-            if len(out) >= 64:
-                break
-    return tuple(out)
-
-
-_NAME_RE = re.compile(r"\b[A-Z][a-zA-Z'&.-]+(?:\s+(?:of\s+|de\s+|van\s+)?[A-Z][a-zA-Z'&.-]+)*")
 _ENTITY_FIELDS = (
     "name", "entity", "entities", "subject", "object", "source", "target", "person",
     "persons", "people", "organization", "organizations", "location", "locations", "company",
     "place", "author", "owner",
 )  # fmt: skip
-
-
-@functools.lru_cache(maxsize=512)
-def hint_names(hint_text: str) -> tuple[str, ...]:
-    """Capitalised names in ``hint_text`` ("Amara Okonkwo", "Lumen Docs"), in order.
-
-    Entity-like string fields reuse them, the way a real model quotes names from its prompt,
-    so that later steps can link what earlier steps extracted.
-    """
-    out: dict[str, None] = {}
-    for match in _NAME_RE.findall(hint_text):
-        name = match.strip(" .'&-")
-        if len(name) >= 3 and name.lower() not in _STOPWORDS:
-            out[name] = None
-            if len(out) >= 64:
-                break
-    return tuple(out)
-
-
-def _word(rng: random.Random, words: Sequence[str]) -> str:
-    if words and rng.random() < 0.7:
-        return rng.choice(words)
-    return rng.choice(_NOUNS)
-
-
-def _other_word(rng: random.Random, words: Sequence[str], avoid: tuple[str, ...]) -> str:
-    w = _word(rng, words)
-    for _ in range(3):
-        if w not in avoid:
-            break
-        w = _word(rng, words)
-    return w
-
-
-def _sentence(rng: random.Random, words: Sequence[str]) -> str:
-    template = rng.choice(_TEMPLATES)
-    a = _word(rng, words)
-    b = _other_word(rng, words, (a,))
-    c = _other_word(rng, words, (a, b))
-    s = template.format(
-        a=a, A=a, b=b, c=c, n=rng.choice(_NOUNS), v=rng.choice(_VERBS), j=rng.choice(_ADJECTIVES)
-    )
-    return s[0].upper() + s[1:]
-
-
-def _phrase(rng: random.Random, words: Sequence[str], *, title: bool = False) -> str:
-    n = rng.choice((1, 2, 2, 3))
-    parts: list[str] = []
-    for _ in range(n):
-        parts.append(_other_word(rng, words, tuple(parts)))
-    if title:
-        return " ".join(p.capitalize() for p in parts)
-    return " ".join(parts)
-
-
-def sample_prose(rng: random.Random, hint_text: str = "", *, sentences: int = 2) -> str:
-    """``sentences`` short plausible English sentences using words of ``hint_text``."""
-    words = hint_words(hint_text)
-    return " ".join(_sentence(rng, words) for _ in range(max(1, sentences)))
-
-
-# --------------------------------------------------------------------------- schema walking
-
-
-class _SchemaError(ValueError):
-    pass
-
-
-def _pointer(root: Schema, ref: str) -> Schema:
-    if not ref.startswith("#"):
-        raise _SchemaError(f"only local $ref are supported, got {ref!r}")
-    node: Any = root
-    for raw in ref[1:].split("/"):
-        if not raw:
-            continue
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise _SchemaError(f"unresolvable $ref {ref!r}")
-    if not isinstance(node, Mapping):
-        raise _SchemaError(f"$ref {ref!r} does not point at a schema")
-    return node
 
 
 def _is_score_name(name: str) -> bool:
@@ -230,52 +97,13 @@ class _Sampler:
     # -- resolution ---------------------------------------------------------------------
 
     def resolve(self, schema: Schema) -> Schema:
-        hops = 0
-        while "$ref" in schema:
-            target = _pointer(self.root, schema["$ref"])
-            siblings = [k for k in schema if k != "$ref" and k not in _ANNOTATION_KEYS]
-            if siblings:
-                merged = dict(target)
-                merged.update((k, schema[k]) for k in siblings)
-                schema = merged
-            else:
-                schema = target
-            hops += 1
-            if hops > 32:
-                raise _SchemaError("$ref cycle")
-        if "allOf" in schema:
-            schema = self._merge_all_of(schema)
-        return schema
-
-    def _merge_all_of(self, schema: Schema) -> Schema:
-        merged: dict[str, Any] = {}
-        props: dict[str, Any] = {}
-        required: list[str] = []
-        parts = [self.resolve(s) for s in schema["allOf"]]
-        parts.append({k: v for k, v in schema.items() if k != "allOf"})
-        for part in parts:
-            for k, v in part.items():
-                if k == "properties":
-                    props.update(v)
-                elif k == "required":
-                    required.extend(r for r in v if r not in required)
-                elif k in ("minimum", "exclusiveMinimum", "minLength", "minItems") and k in merged:
-                    merged[k] = max(merged[k], v)
-                elif k in ("maximum", "exclusiveMaximum", "maxLength", "maxItems") and k in merged:
-                    merged[k] = min(merged[k], v)
-                else:
-                    merged[k] = v
-        if props:
-            merged["properties"] = props
-        if required:
-            merged["required"] = required
-        return merged
+        return resolve(self.root, schema)
 
     # -- dispatch -----------------------------------------------------------------------
 
     def sample(self, schema: Schema, name: str, depth: int) -> Any:
         if depth > _HARD_DEPTH:
-            raise _SchemaError("schema recursion does not terminate")
+            raise SchemaError("schema recursion does not terminate")
         if isinstance(schema, bool):
             return self._any(name) if schema else None
         schema = self.resolve(schema)
@@ -283,7 +111,7 @@ class _Sampler:
             return schema["const"]
         enum = schema.get("enum")
         if enum:
-            return self.rng.choice(enum)
+            return self._choose(enum)
         branches = schema.get("anyOf") or schema.get("oneOf")
         if branches:
             branch = self._pick_branch(branches, depth)
@@ -304,7 +132,7 @@ class _Sampler:
         if t == "number":
             return self._number(schema, name)
         if t == "boolean":
-            return self.rng.random() < 0.5
+            return self._boolean()
         if t == "null":
             return None
         return self._any(name)
@@ -334,7 +162,7 @@ class _Sampler:
             non_null = [x for x in t if x != "null"]
             if not non_null or (len(non_null) < len(t) and self._wants_null(depth)):
                 return "null"
-            return str(self.rng.choice(non_null))
+            return str(self._choose(non_null))
         if "properties" in schema or "additionalProperties" in schema or "required" in schema:
             return "object"
         if "items" in schema or "prefixItems" in schema:
@@ -363,17 +191,24 @@ class _Sampler:
             simple = [b for b in others if not self._is_container(b)]
             if simple:
                 others = simple
-        return self.rng.choice(others)
+        chosen: Schema = self._choose(others)
+        return chosen
+
+    def _choose(self, options: Sequence[Any]) -> Any:
+        return self.rng.choice(options)
+
+    def _boolean(self) -> bool:
+        return self.rng.random() < 0.5
 
     def _is_container(self, schema: Schema) -> bool:
         try:
             s = self.resolve(schema)
-        except _SchemaError:
+        except SchemaError:
             return True
         return s.get("type") in ("object", "array") or "properties" in s or "items" in s
 
     def _any(self, name: str) -> Any:
-        return _phrase(self.rng, self.words)
+        return phrase(self.rng, self.words)
 
     # -- containers ---------------------------------------------------------------------
 
@@ -411,7 +246,7 @@ class _Sampler:
                 if isinstance(names, Mapping):
                     key = str(self.sample(names, "key", depth + 1))
                 else:
-                    key = _word(rng, self.words)
+                    key = pick_word(rng, self.words)
                     if key in out:
                         key = f"{key}_{len(out)}"
                 if key not in out:
@@ -567,12 +402,12 @@ class _Sampler:
         fmt = schema.get("format")
         pattern = schema.get("pattern")
         if isinstance(fmt, str):
-            v = _format_value(fmt, rng, self.words)
+            v = format_value(fmt, rng, self.words)
             if v is not None and len(v) >= min_len and (max_len is None or len(v) <= max_len):
                 return v
         if isinstance(pattern, str):
             for _ in range(8):
-                v = _pattern_value(pattern, rng)
+                v = pattern_value(pattern, rng)
                 if v is None:
                     break
                 if len(v) >= min_len and (max_len is None or len(v) <= max_len):
@@ -583,23 +418,23 @@ class _Sampler:
     def _text_for(self, name: str) -> str:
         rng, words = self.rng, self.words
         if not name:
-            return _sentence(rng, words)
+            return sentence(rng, words)
         if _is_id_name(name):
-            return f"{_word(rng, words)}-{rng.randint(1000, 99999)}"
+            return f"{pick_word(rng, words)}-{rng.randint(1000, 99999)}"
         lname = name.lower()
         if "email" in lname:
-            return _format_value("email", rng, words) or "user@example.com"
+            return format_value("email", rng, words) or "user@example.com"
         if any(n in lname for n in ("url", "link", "website", "href", "uri")):
-            return _format_value("uri", rng, words) or "https://example.com"
+            return format_value("uri", rng, words) or "https://example.com"
         if self.names and _name_has(name, _ENTITY_FIELDS) and rng.random() < 0.7:
             return rng.choice(self.names)
         if _name_has(name, _LONG_TEXT_NAMES):
-            return " ".join(_sentence(rng, words) for _ in range(rng.randint(1, 3)))
+            return " ".join(sentence(rng, words) for _ in range(rng.randint(1, 3)))
         if _name_has(name, _PHRASE_NAMES):
-            return _phrase(rng, words, title=_name_has(name, ("name", "title", "heading")))
+            return phrase(rng, words, title=_name_has(name, ("name", "title", "heading")))
         if rng.random() < 0.5:
-            return _phrase(rng, words)
-        return _sentence(rng, words)
+            return phrase(rng, words)
+        return sentence(rng, words)
 
 
 def _is_bare_string(schema: Schema) -> bool:
@@ -620,7 +455,7 @@ def _fit_length(
     text: str, min_len: int, max_len: int | None, rng: random.Random, words: Sequence[str]
 ) -> str:
     while len(text) < min_len:
-        text = f"{text} {_word(rng, words)}" if text else _word(rng, words)
+        text = f"{text} {pick_word(rng, words)}" if text else pick_word(rng, words)
     if max_len is not None and len(text) > max_len:
         cut = text[:max_len]
         space = cut.rfind(" ")
@@ -628,147 +463,6 @@ def _fit_length(
             cut = cut[:space]
         text = cut.rstrip(" ,") if len(cut.rstrip(" ,")) >= min_len else cut
     return text
-
-
-def _format_value(fmt: str, rng: random.Random, words: Sequence[str]) -> str | None:
-    fmt = fmt.lower()
-    if fmt == "date-time":
-        return _random_datetime(rng).isoformat().replace("+00:00", "Z")
-    if fmt == "date":
-        return _random_datetime(rng).date().isoformat()
-    if fmt == "time":
-        return _random_datetime(rng).time().replace(microsecond=0).isoformat()
-    if fmt == "duration":
-        return f"PT{rng.randint(1, 90)}M"
-    if fmt in ("email", "idn-email"):
-        local = ".".join(_ascii_word(_word(rng, words)) for _ in range(rng.randint(1, 2)))
-        return f"{local}@example.com"
-    if fmt.startswith(("uri", "url", "iri")):
-        return f"https://www.example.com/{_ascii_word(_word(rng, words))}"
-    if fmt == "uuid":
-        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    if fmt.startswith("ip"):  # ipv4, ipv6, ipvanyaddress, ipv4network, ipvanyinterface...
-        v6 = fmt.startswith("ipv6")
-        if "network" in fmt:
-            return "2001:db8::/64" if v6 else f"10.{rng.randint(0, 255)}.0.0/16"
-        if v6:
-            addr = f"2001:db8::{rng.randint(1, 0xFFFF):x}"
-        else:
-            addr = f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-        return f"{addr}/{64 if v6 else 24}" if "interface" in fmt else addr
-    if fmt in ("hostname", "idn-hostname"):
-        return f"{_ascii_word(_word(rng, words))}.example.com"
-    if fmt == "path":
-        return f"/tmp/{_ascii_word(_word(rng, words))}.txt"
-    if fmt in ("binary", "base64", "base64url", "password"):
-        return "".join(rng.choice(string.ascii_letters) for _ in range(12))
-    return None
-
-
-def _ascii_word(w: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", w.lower()) or "item"
-
-
-def _random_datetime(rng: random.Random) -> _dt.datetime:
-    start = _dt.datetime(2020, 1, 1, tzinfo=_dt.UTC)
-    return start + _dt.timedelta(seconds=rng.randint(0, 6 * 365 * 24 * 3600))
-
-
-# --------------------------------------------------------------------------- patterns
-
-_PRINTABLE = string.ascii_letters + string.digits + " -_.,:/@#"
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_pattern(pattern: str) -> tuple[Any, re.Pattern[str]] | None:
-    try:
-        parser: Any = importlib.import_module("re._parser")
-        return parser.parse(pattern), re.compile(pattern)
-    except Exception:
-        return None
-
-
-def _pattern_value(pattern: str, rng: random.Random) -> str | None:
-    """A string matching a simple regular expression, or None when it cannot make one."""
-    parsed = _parse_pattern(pattern)
-    if parsed is None:
-        return None
-    tree, compiled = parsed
-    for _ in range(4):
-        try:
-            s = _gen(tree, rng)
-        except _SchemaError:
-            return None
-        if compiled.search(s):
-            return s
-    return None
-
-
-def _in_class(items: Sequence[tuple[Any, Any]], ch: str) -> bool:
-    negate = False
-    hit = False
-    for op, av in items:
-        kind = op.name
-        if kind == "NEGATE":
-            negate = True
-        elif kind == "LITERAL":
-            hit = hit or ord(ch) == av
-        elif kind == "RANGE":
-            hit = hit or av[0] <= ord(ch) <= av[1]
-        elif kind == "CATEGORY":
-            cat = av.name
-            if cat.endswith("CATEGORY_DIGIT"):
-                hit = hit or (ch.isdigit() != cat.startswith("CATEGORY_NOT"))
-            elif cat.endswith("CATEGORY_WORD"):
-                hit = hit or ((ch.isalnum() or ch == "_") != cat.startswith("CATEGORY_NOT"))
-            elif cat.endswith("CATEGORY_SPACE"):
-                hit = hit or (ch.isspace() != cat.startswith("CATEGORY_NOT"))
-    return hit != negate
-
-
-def _class_char(items: Sequence[tuple[Any, Any]], rng: random.Random) -> str:
-    plain = [(op, av) for op, av in items if op.name != "NEGATE"]
-    if len(plain) == len(items) and plain and rng.random() < 0.9:
-        op, av = rng.choice(plain)
-        if op.name == "LITERAL":
-            return chr(av)
-        if op.name == "RANGE":
-            return chr(rng.randint(av[0], av[1]))
-    candidates = [c for c in _PRINTABLE if _in_class(items, c)]
-    if not candidates:
-        raise _SchemaError("empty character class")
-    return rng.choice(candidates)
-
-
-def _gen(tree: Any, rng: random.Random) -> str:
-    out: list[str] = []
-    for op, av in tree:
-        kind = op.name
-        if kind == "LITERAL":
-            out.append(chr(av))
-        elif kind == "NOT_LITERAL":
-            out.append(rng.choice([c for c in string.ascii_letters if ord(c) != av]))
-        elif kind == "ANY":
-            out.append(rng.choice(string.ascii_lowercase))
-        elif kind == "IN":
-            out.append(_class_char(av, rng))
-        elif kind == "CATEGORY":
-            out.append(_class_char([(op, av)], rng))
-        elif kind in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            lo, hi, sub = av
-            n = rng.randint(lo, min(hi, lo + 3))
-            out.extend(_gen(sub, rng) for _ in range(n))
-        elif kind == "SUBPATTERN":
-            out.append(_gen(av[-1], rng))
-        elif kind == "ATOMIC_GROUP":
-            out.append(_gen(av, rng))
-        elif kind == "BRANCH":
-            out.append(_gen(rng.choice(av[1]), rng))
-        elif kind in ("AT", "ASSERT", "ASSERT_NOT"):
-            continue
-        else:
-            raise _SchemaError(f"unsupported pattern element {kind}")
-    return "".join(out)
 
 
 # --------------------------------------------------------------------------- public API
@@ -785,99 +479,72 @@ def sample_value(schema: Mapping[str, Any], rng: random.Random, *, hint_text: st
     return sampler.sample(schema, "", 0)
 
 
-def _json_types(sampler: _Sampler, schema: Schema, depth: int = 0) -> set[str] | None:
-    """The JSON types a value of ``schema`` may have, or None when anything might do."""
-    if depth > 16:
+class _Placeholder(_Sampler):
+    """The walk with fixed choices instead of random ones: the first option of an enum or
+    a union (not null), the required fields (every field when none is), one array item,
+    ``"..."`` for a string and the smallest allowed number at or above 0."""
+
+    __slots__ = ()
+
+    def __init__(self, root: Schema) -> None:
+        super().__init__(root, random.Random(0), ())
+
+    def sample(self, schema: Schema, name: str, depth: int) -> Any:
+        if depth > _SOFT_DEPTH:
+            return None
+        return super().sample(schema, name, depth)
+
+    def _choose(self, options: Sequence[Any]) -> Any:
+        return options[0]
+
+    def _boolean(self) -> bool:
+        return True
+
+    def _wants_null(self, depth: int) -> bool:
+        return depth >= _SOFT_DEPTH
+
+    def _any(self, name: str) -> Any:
         return None
-    schema = sampler.resolve(schema)
-    if "const" in schema or "enum" in schema:
-        values = [schema["const"]] if "const" in schema else list(schema["enum"])
-        return {_type_of_value(v) for v in values}
-    branches = schema.get("anyOf") or schema.get("oneOf")
-    if branches:
-        out: set[str] = set()
-        for b in branches:
-            t = _json_types(sampler, b, depth + 1)
-            if t is None:
-                return None
-            out |= t
-        return out
-    t = schema.get("type")
-    if isinstance(t, str):
-        return {"number", "integer"} if t in ("number", "integer") else {t}
-    if isinstance(t, list):
-        types = {str(x) for x in t}
-        if types & {"number", "integer"}:
-            types |= {"number", "integer"}
-        return types
-    if "properties" in schema or "additionalProperties" in schema:
-        return {"object"}
-    if "items" in schema or "prefixItems" in schema:
-        return {"array"}
-    return None
+
+    def _object(self, schema: Schema, depth: int) -> dict[str, Any]:
+        props: Mapping[str, Any] = schema.get("properties") or {}
+        required = [key for key in schema.get("required") or () if key in props]
+        return {key: self.sample(props[key], key, depth + 1) for key in required or props}
+
+    def _array(self, schema: Schema, name: str, depth: int) -> list[Any]:
+        items = schema.get("items")
+        if not isinstance(items, Mapping) or schema.get("maxItems") == 0:
+            return []
+        count = max(1, int(schema.get("minItems") or 0))
+        return [self.sample(items, name, depth + 1) for _ in range(count)]
+
+    def _string(self, schema: Schema, name: str) -> str:
+        return "..."
+
+    def _integer(self, schema: Schema, name: str) -> int:
+        lo_f, lo_ex, hi_f, hi_ex = self._bounds(schema)
+        value = 0
+        if lo_f is not None:
+            value = max(value, math.floor(lo_f) + 1 if lo_ex else math.ceil(lo_f))
+        if hi_f is not None:
+            value = min(value, math.ceil(hi_f) - 1 if hi_ex else math.floor(hi_f))
+        return value
+
+    def _number(self, schema: Schema, name: str) -> float:
+        lo, lo_ex, hi, hi_ex = self._bounds(schema)
+        value = 0.0
+        if lo is not None and (value < lo or (lo_ex and value <= lo)):
+            value = float(lo) + 1.0 if lo_ex else float(lo)
+        if hi is not None and (value > hi or (hi_ex and value >= hi)):
+            value = (float(lo) + hi) / 2 if lo is not None else float(hi) - 1.0
+        return value
 
 
-def _type_of_value(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int | float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    return "object"
-
-
-_WRONG_VALUES: tuple[tuple[str, Any], ...] = (
-    ("object", {"unexpected": "value"}),
-    ("array", ["unexpected"]),
-    ("string", "not a valid value"),
-)
-
-
-def _wrong_value(sampler: _Sampler, schema: Schema) -> tuple[bool, Any]:
+def placeholder_value(schema: Mapping[str, Any]) -> Any:
+    """The template of a value of ``schema`` for a person to fill in (a command line's
+    sample answer): the same walk as :func:`sample_value` with fixed choices (see
+    ``_Placeholder``). None for a schema it cannot walk."""
     try:
-        types = _json_types(sampler, schema)
-    except _SchemaError:
-        return False, None
-    if types is None:
-        return False, None
-    for t, v in _WRONG_VALUES:
-        if t not in types:
-            return True, v
-    return False, None
-
-
-def corrupt_value(schema: Mapping[str, Any], value: Any, rng: random.Random) -> Any:
-    """A JSON value like ``value`` that fails ``schema``: a required field removed, or a
-    field (or the whole value) given a value of the wrong JSON type.
-
-    Best effort: a schema that accepts anything cannot be violated, and then a value of
-    a wrong type for the root is still returned when one exists.
-    """
-    sampler = _Sampler(schema, rng, ())
-    root = sampler.resolve(schema)
-    if isinstance(value, dict):
-        required = [r for r in root.get("required") or () if r in value]
-        props: Mapping[str, Any] = root.get("properties") or {}
-        retypable: list[tuple[str, Any]] = []
-        for key in value:
-            if key in props:
-                ok, wrong = _wrong_value(sampler, props[key])
-                if ok:
-                    retypable.append((key, wrong))
-        out = dict(value)
-        if required and (not retypable or rng.random() < 0.5):
-            del out[rng.choice(required)]
-            return out
-        if retypable:
-            key, wrong = rng.choice(retypable)
-            out[key] = wrong
-            return out
-    ok, wrong = _wrong_value(sampler, root)
-    if ok:
-        return wrong
-    return {"unexpected": value} if not isinstance(value, dict) else ["unexpected"]
+        return _Placeholder(schema).sample(schema, "", 0)
+    except SchemaError:
+        return None

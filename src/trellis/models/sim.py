@@ -19,8 +19,10 @@ every value may be a string):
 ``output_tokens_per_second`` (float or None)
     When set, a reply additionally takes ``output_tokens / output_tokens_per_second`` s.
 ``rate_limit``, ``timeout``, ``overloaded``, ``refusal``, ``truncation``, ``malformed_json``,
-``invalid_json``, ``invalid_tool_args``, ``unknown_tool`` (float in [0, 1], 0)
-    Per-attempt probability of each fault; see below.
+``invalid_json``, ``invalid_tool_args``, ``unknown_tool``, ``server_error``, ``quota``,
+``context_length``, ``auth``, ``connection`` (float in [0, 1], 0)
+    Per-attempt probability of each fault (the vocabulary, and each fault's engine
+    failure mode, is :mod:`trellis.models.faults`); see below.
 ``retry_after_s`` (float or None, 1.0)
     The ``retry_after`` sent with a rate-limit fault; None models a provider that says nothing.
 ``call_log`` (str or None)
@@ -85,7 +87,12 @@ latency is spent before a fault is raised.
 
 * ``rate_limit``: raises ``RateLimitError`` (status 429, ``retry_after=retry_after_s``).
 * ``timeout``: raises ``ModelTimeoutError``.
-* ``overloaded``: raises ``OverloadedError`` (status 503).
+* ``overloaded``: raises ``OverloadedError`` (status 503); ``server_error`` the same with
+  status 500.
+* ``quota``: raises ``QuotaExceededError`` (status 429, ``insufficient_quota``).
+* ``context_length``: raises ``ContextOverflowError`` (status 400).
+* ``auth``: raises ``AuthenticationError`` (status 401).
+* ``connection``: raises ``ConnectionFailedError`` (the server could not be reached).
 * ``refusal``: returns ``finish_reason="refusal"``, empty text and a ``refusal`` message.
 * ``truncation``: returns the reply cut roughly in half with ``finish_reason="length"``.
 * ``malformed_json``: returns text that is not parseable JSON (JSON cut off, possibly
@@ -121,15 +128,20 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trellis.errors import (
+    AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    ConnectionFailedError,
+    ContextOverflowError,
+    ModelError,
     ModelTimeoutError,
     OverloadedError,
+    QuotaExceededError,
     RateLimitError,
 )
 from trellis.models.base import (
@@ -142,7 +154,17 @@ from trellis.models.base import (
     ToolSpec,
     Usage,
 )
-from trellis.models.schema_sample import corrupt_value, hint_words, sample_prose, sample_value
+from trellis.models.faults import (
+    REFUSAL_MESSAGE,
+    SIM_FAULTS,
+    Fault,
+    ReplyPart,
+    draw_fault,
+    malformed_json,
+)
+from trellis.models.prose import hint_words, sample_prose
+from trellis.models.schema_corrupt import corrupt_value
+from trellis.models.schema_sample import sample_value
 from trellis.models.tokens import (
     estimate_request_tokens,
     estimate_tokens,
@@ -156,36 +178,22 @@ __all__ = [
     "FaultMode",
     "SimModel",
     "SimOptions",
+    "hint_text",
     "plan_tool_calls",
     "target_rounds",
 ]
 
-FaultMode = Literal[
-    "rate_limit",
-    "timeout",
-    "overloaded",
-    "refusal",
-    "truncation",
-    "malformed_json",
-    "invalid_json",
-    "invalid_tool_args",
-    "unknown_tool",
-]
+#: A fault ``sim:`` injects (one of :data:`FAULT_MODES`; the vocabulary is
+#: :mod:`trellis.models.faults`).
+FaultMode = Fault
 #: Fault modes in the order they are drawn.
-FAULT_MODES: tuple[FaultMode, ...] = (
-    "rate_limit",
-    "timeout",
-    "overloaded",
-    "refusal",
-    "truncation",
-    "malformed_json",
-    "invalid_json",
-    "invalid_tool_args",
-    "unknown_tool",
-)
-_SCHEMA_ONLY_FAULTS = frozenset({"malformed_json", "invalid_json"})
-_TOOL_ONLY_FAULTS = frozenset({"invalid_tool_args", "unknown_tool"})
-REFUSAL_MESSAGE = "I can't help with that."
+FAULT_MODES: tuple[FaultMode, ...] = SIM_FAULTS
+
+#: The faults raised as the error a provider client would raise, instead of a reply.
+_RAISED_FAULTS = frozenset(
+    {"rate_limit", "timeout", "overloaded", "server_error", "quota", "context_length", "auth",
+     "connection"}
+)  # fmt: skip
 
 #: A per-attempt fault probability.
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -207,6 +215,11 @@ class SimOptions(BaseModel):
     truncation: Rate = 0.0
     invalid_tool_args: Rate = 0.0
     unknown_tool: Rate = 0.0
+    server_error: Rate = 0.0
+    quota: Rate = 0.0
+    context_length: Rate = 0.0
+    auth: Rate = 0.0
+    connection: Rate = 0.0
     retry_after_s: float | None = Field(default=1.0, ge=0.0)
     output_tokens_per_second: float | None = Field(default=None, gt=0.0)
     call_log: str | None = None
@@ -310,8 +323,9 @@ def _update_str(h: Any, text: str) -> None:
     h.update(data)
 
 
-def _hint_text(request: ModelRequest) -> str:
-    """The words a reply draws on: the user messages and the tool results."""
+def hint_text(request: ModelRequest) -> str:
+    """The words a reply draws on: the user messages and the tool results (the mock
+    server's replies draw on the same)."""
     user = [m.content for m in request.messages if m.role in ("user", "tool")]
     return "\n".join(user) if user else request.prompt_text()
 
@@ -549,22 +563,11 @@ class SimModel(Model):
         return random.Random(int.from_bytes(digest, "little"))
 
     def _fault(self, u: float, structured: bool, tool_turn: bool = False) -> FaultMode | None:
-        opts = self.options
         # A tool-call reply has no output text to break; an answer has no calls to break.
-        excluded = _SCHEMA_ONLY_FAULTS if tool_turn or not structured else frozenset()
-        if not tool_turn:
-            excluded = excluded | _TOOL_ONLY_FAULTS
-        rates = [(mode, float(getattr(opts, mode))) for mode in FAULT_MODES if mode not in excluded]
-        total = sum(r for _, r in rates)
-        if total <= 0.0:
-            return None
-        scale = 1.0 / total if total > 1.0 else 1.0
-        acc = 0.0
-        for mode, rate in rates:
-            acc += rate * scale
-            if u < acc:
-                return mode
-        return None
+        has: tuple[ReplyPart, ...] = (
+            ("tool_calls",) if tool_turn else ("output",) if structured else ()
+        )
+        return draw_fault(u, self.options.fault_rates().items(), has)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.attempts += 1
@@ -589,20 +592,9 @@ class SimModel(Model):
         low, high = opts.latency_bounds_ms
         latency_s = (low + (high - low) * u_latency) / 1000.0
 
-        if fault in ("rate_limit", "timeout", "overloaded"):
+        if fault in _RAISED_FAULTS:
             await _sleep(latency_s)
-            if fault == "rate_limit":
-                raise RateLimitError(
-                    f"{self.name}: simulated rate limit (429)",
-                    retry_after=opts.retry_after_s,
-                    model=self.name,
-                    status_code=429,
-                )
-            if fault == "timeout":
-                raise ModelTimeoutError(f"{self.name}: simulated timeout", model=self.name)
-            raise OverloadedError(
-                f"{self.name}: simulated overload (503)", model=self.name, status_code=503
-            )
+            raise self._fault_error(fault)
 
         input_tokens = estimate_request_tokens(request) + estimate_tool_tokens(request)
         if fault == "refusal":
@@ -616,7 +608,7 @@ class SimModel(Model):
                 raw_finish_reason="refusal",
             )
 
-        hint = _hint_text(request)
+        hint = hint_text(request)
         finish: FinishReason = "stop"
         max_chars = None if request.max_tokens is None else max(1, request.max_tokens * 4)
         if task is not None and calls_to:
@@ -645,7 +637,7 @@ class SimModel(Model):
                 ) from exc
             text = json.dumps(value, ensure_ascii=False)
             if fault == "malformed_json":
-                text = _malformed(text, u_variant)
+                text = malformed_json(text, u_variant)
             elif fault == "invalid_json":
                 text = json.dumps(corrupt_value(schema, value, rng), ensure_ascii=False)
             elif fault == "truncation":
@@ -670,6 +662,42 @@ class SimModel(Model):
         return ModelResponse(
             text=text, usage=usage, finish_reason=finish, model=self.name, raw_finish_reason=finish
         )
+
+    def _fault_error(self, fault: FaultMode) -> ModelError:
+        """The error a provider client raises for ``fault`` (see the module docs)."""
+        name = self.name
+        if fault == "rate_limit":
+            return RateLimitError(
+                f"{name}: simulated rate limit (429)",
+                retry_after=self.options.retry_after_s,
+                model=name,
+                status_code=429,
+            )
+        if fault == "timeout":
+            return ModelTimeoutError(f"{name}: simulated timeout", model=name)
+        if fault == "overloaded":
+            return OverloadedError(f"{name}: simulated overload (503)", model=name, status_code=503)
+        if fault == "server_error":
+            return OverloadedError(
+                f"{name}: simulated server error (500)", model=name, status_code=500
+            )
+        if fault == "quota":
+            return QuotaExceededError(
+                f"{name}: simulated exhausted quota (429 insufficient_quota)",
+                model=name,
+                status_code=429,
+            )
+        if fault == "context_length":
+            return ContextOverflowError(
+                f"{name}: simulated context overflow (400): the prompt is too long",
+                model=name,
+                status_code=400,
+            )
+        if fault == "auth":
+            return AuthenticationError(
+                f"{name}: simulated authentication failure (401)", model=name, status_code=401
+            )
+        return ConnectionFailedError(f"{name}: simulated connection failure", model=name)
 
     def _tool_calls(
         self,
@@ -699,7 +727,7 @@ class SimModel(Model):
         if fault == "invalid_tool_args":
             i = rng.randrange(len(tools))
             if u_variant < 0.5:
-                args[i] = _malformed(args[i], rng.random())
+                args[i] = malformed_json(args[i], rng.random())
             else:
                 bad = corrupt_value(tools[i].parameters, values[i], rng)
                 args[i] = json.dumps(bad, ensure_ascii=False)
@@ -741,21 +769,6 @@ def _log_attempt(path: str, model: str, request: ModelRequest) -> None:
     )
     with open(path, "a", encoding="utf-8") as log:
         log.write(line + "\n")
-
-
-def _malformed(text: str, u: float) -> str:
-    """Unparseable text, even for a lenient parser: the JSON is always left unclosed."""
-    if not text.startswith(("{", "[")):
-        text = '{"value": ' + text
-    if u < 0.4:
-        return text[: max(1, len(text) // 2)]
-    if u < 0.7:
-        return (
-            "Sure! Here is the JSON you asked for:\n```json\n" + text[: max(1, len(text) * 2 // 3)]
-        )
-    if u < 0.85:
-        return text[:-1] if len(text) > 1 else text
-    return "Let me think about this step by step before I answer. {"
 
 
 async def _sleep(seconds: float) -> None:

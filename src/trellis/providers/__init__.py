@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from trellis.providers.anthropic import AnthropicModel, AnthropicOptions
     from trellis.providers.openai import OpenAIModel, OpenAIOptions
-    from trellis.providers.ratelimit import Permit, RateLimiter
+    from trellis.providers.ratelimit import Permit, RequestPacer
 
 __all__ = [
     "AnthropicModel",
@@ -25,7 +25,7 @@ __all__ = [
     "OpenAIModel",
     "OpenAIOptions",
     "Permit",
-    "RateLimiter",
+    "RequestPacer",
 ]
 
 _WHERE = {
@@ -34,7 +34,7 @@ _WHERE = {
     "OpenAIModel": "trellis.providers.openai",
     "OpenAIOptions": "trellis.providers.openai",
     "Permit": "trellis.providers.ratelimit",
-    "RateLimiter": "trellis.providers.ratelimit",
+    "RequestPacer": "trellis.providers.ratelimit",
 }
 
 

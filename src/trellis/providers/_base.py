@@ -49,21 +49,16 @@ from trellis.errors import (
 )
 from trellis.models.base import Model, ModelRequest, ModelResponse, Usage
 from trellis.models.tokens import estimate_request_tokens, estimate_tokens
-from trellis.providers._http import (
+from trellis.providers._client import make_client
+from trellis.providers._errors import (
     ErrorBody,
-    Redactor,
-    SSEEvent,
-    StreamIdleTimeout,
     classify_error,
     error_body_from_json,
-    iter_sse,
-    make_client,
     parse_error_body,
-    parse_rate_limit_headers,
-    redact_url,
-    resolve_api_key,
-    retry_after_from_headers,
 )
+from trellis.providers._keys import Redactor, redact_url, resolve_api_key
+from trellis.providers._rate_headers import parse_rate_limit_headers, retry_after_from_headers
+from trellis.providers._sse import SSEEvent, StreamIdleTimeout, iter_sse
 from trellis.providers.negotiation import (
     NEGOTIABLE_STATUSES,
     Negotiation,
@@ -71,7 +66,7 @@ from trellis.providers.negotiation import (
     negotiation_for,
     rejected_parameters,
 )
-from trellis.providers.ratelimit import RateLimiter
+from trellis.providers.ratelimit import RequestPacer
 
 __all__ = ["DEFAULT_OUTPUT_ESTIMATE", "HTTPModel", "HTTPOptions", "normalise_base_url"]
 
@@ -168,7 +163,7 @@ class HTTPModel(Model):
     """A model behind an HTTP API; subclasses speak one dialect (see module docs).
 
     ``transport`` replaces the network (``httpx.MockTransport`` in tests), ``limiter`` a
-    shared :class:`RateLimiter` (default: one built from ``rpm`` / ``tpm``), ``now`` the
+    shared :class:`RequestPacer` (default: one built from ``rpm`` / ``tpm``), ``now`` the
     wall clock used to read HTTP-date and RFC 3339 headers.
     """
 
@@ -188,7 +183,7 @@ class HTTPModel(Model):
         options: HTTPOptions,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: RequestPacer | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         name = model.strip().removeprefix(f"{self.provider}:")
@@ -220,7 +215,7 @@ class HTTPModel(Model):
         self.limiter = (
             limiter
             if limiter is not None
-            else RateLimiter(options.rpm, options.tpm, burst_s=CLIENT_BURST_S)
+            else RequestPacer(options.rpm, options.tpm, burst_s=CLIENT_BURST_S)
         )
         self._transport = transport
         self._now = now

@@ -70,9 +70,9 @@ from trellis.models.base import (
     Usage,
 )
 from trellis.providers._base import HTTPModel, HTTPOptions
-from trellis.providers._http import SSEEvent
 from trellis.providers._schema import object_root, schema_name, unwrap_reply
-from trellis.providers.ratelimit import RateLimiter
+from trellis.providers._sse import SSEEvent
+from trellis.providers.ratelimit import RequestPacer
 
 __all__ = ["AnthropicModel", "AnthropicOptions"]
 
@@ -199,7 +199,7 @@ class AnthropicModel(HTTPModel):
         options: AnthropicOptions | Mapping[str, Any] | None = None,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: RequestPacer | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         opts = options if isinstance(options, AnthropicOptions) else AnthropicOptions.parse(options)

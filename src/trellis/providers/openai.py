@@ -69,9 +69,9 @@ from trellis.models.base import (
 )
 from trellis.models.tokens import schema_json
 from trellis.providers._base import HTTPModel, HTTPOptions
-from trellis.providers._http import SSEEvent
 from trellis.providers._schema import object_root, schema_name, to_strict, unwrap_reply
-from trellis.providers.ratelimit import RateLimiter
+from trellis.providers._sse import SSEEvent
+from trellis.providers.ratelimit import RequestPacer
 
 __all__ = ["OpenAIModel", "OpenAIOptions", "prompted_json_instruction"]
 
@@ -177,7 +177,7 @@ class OpenAIModel(HTTPModel):
         options: OpenAIOptions | Mapping[str, Any] | None = None,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: RequestPacer | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         opts = options if isinstance(options, OpenAIOptions) else OpenAIOptions.parse(options)

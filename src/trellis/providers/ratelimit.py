@@ -1,24 +1,25 @@
 """Client-side rate limiting: requests and tokens per minute, shared by every caller.
 
-One :class:`RateLimiter` lives on each provider instance, and the engine shares a provider
+One :class:`RequestPacer` lives on each provider instance, and the engine shares a provider
 instance between every branch of every run that uses the same binding, so the limits hold
 for the whole engine (a batch, a server) rather than per run.
 
 Semantics:
 
-* **Token buckets with continuous refill.** ``rpm`` refills ``rpm / 60`` requests a second,
-  ``tpm`` refills ``tpm / 60`` tokens a second. Each bucket holds at most ``burst_s``
-  seconds of refill (one second by default, and never less than one request), so requests
-  are spread evenly instead of being sent as one burst a minute: a provider that enforces
-  its limit over sub-minute windows sees no spike. The long-run rate is exactly the
-  configured one.
+* **Token buckets with continuous refill** (:class:`~trellis.models.token_bucket.TokenBucket`,
+  the bucket the mock server's admission limiter uses too). ``rpm`` refills ``rpm / 60``
+  requests a second, ``tpm`` refills ``tpm / 60`` tokens a second. Each bucket holds at
+  most ``burst_s`` seconds of refill (one second by default, and never less than one
+  request), so requests are spread evenly instead of being sent as one burst a minute: a
+  provider that enforces its limit over sub-minute windows sees no spike. The long-run
+  rate is exactly the configured one.
 * **Oversized requests never deadlock.** A request whose token estimate is larger than the
   token bucket waits until the bucket is full, then proceeds and leaves the bucket in debt;
   later requests wait for the debt to be repaid. So the long-run token rate still holds.
-* **Estimates are corrected.** :meth:`RateLimiter.acquire` takes the *estimated* tokens
-  (prompt estimate plus the output allowance); :meth:`RateLimiter.settle` swaps them for the
+* **Estimates are corrected.** :meth:`RequestPacer.acquire` takes the *estimated* tokens
+  (prompt estimate plus the output allowance); :meth:`RequestPacer.settle` swaps them for the
   real usage once it is known, refunding (or charging) the difference.
-* **Server headers only tighten.** :meth:`RateLimiter.observe` takes what a response said
+* **Server headers only tighten.** :meth:`RequestPacer.observe` takes what a response said
   (remaining requests / tokens and when they reset): a bucket holding more than the server
   says remains is lowered to it, and a limit that hit zero pauses every caller until its
   reset time (at most :data:`MAX_PAUSE_S`). This also works with no ``rpm`` / ``tpm``
@@ -43,48 +44,25 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-__all__ = ["MAX_PAUSE_S", "Permit", "RateLimiter"]
+from trellis.models.token_bucket import TokenBucket, per_minute_capacity
+
+__all__ = ["MAX_PAUSE_S", "Permit", "RequestPacer"]
 
 #: The longest pause a rate-limit header (or a retry-after) can impose on every caller.
 #: Longer waits are left to the server's 429 and the engine's retry-after handling, so a
 #: far-away reset time does not turn every waiting call into a per-attempt timeout.
 MAX_PAUSE_S = 60.0
-_EPSILON = 1e-9
 
 
 @dataclass(slots=True)
 class Permit:
-    """What one :meth:`RateLimiter.acquire` took: one request and ``tokens`` tokens."""
+    """What one :meth:`RequestPacer.acquire` took: one request and ``tokens`` tokens."""
 
     tokens: int
     settled: bool = False
 
 
-class _Bucket:
-    """A token bucket: ``level`` refills at ``rate`` per second up to ``capacity``."""
-
-    __slots__ = ("capacity", "level", "rate", "updated")
-
-    def __init__(self, per_minute: float, burst_s: float, now: float) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * burst_s)
-        self.level = self.capacity
-        self.updated = now
-
-    def refill(self, now: float) -> None:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = max(self.updated, now)
-
-    def delay(self, amount: float) -> float:
-        """Seconds until ``amount`` (at most a full bucket) is available; 0 if it is now."""
-        need = min(amount, self.capacity)
-        if self.level + _EPSILON >= need:  # refill arithmetic is inexact
-            return 0.0
-        return (need - self.level) / self.rate
-
-
-class RateLimiter:
+class RequestPacer:
     """Requests-per-minute and tokens-per-minute limits; see the module docstring.
 
     ``rpm`` / ``tpm`` of ``None`` leave that dimension unlimited (server headers can still
@@ -109,14 +87,14 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         now = clock()
-        self._requests = _Bucket(rpm, burst_s, now) if rpm is not None else None
-        self._tokens = _Bucket(tpm, burst_s, now) if tpm is not None else None
+        self._requests = TokenBucket.per_minute(rpm, burst_s, now) if rpm is not None else None
+        self._tokens = TokenBucket.per_minute(tpm, burst_s, now) if tpm is not None else None
         self._paused_until = -math.inf
         self._queue: deque[asyncio.Event] = deque()
         self._changed: asyncio.Event | None = None
 
     def __repr__(self) -> str:
-        return f"RateLimiter(rpm={self.rpm!r}, tpm={self.tpm!r})"
+        return f"RequestPacer(rpm={self.rpm!r}, tpm={self.tpm!r})"
 
     # -- introspection (tests, diagnostics) -------------------------------------------------
 
@@ -185,9 +163,9 @@ class RateLimiter:
 
     def _take(self, tokens: int) -> None:
         if self._requests is not None:
-            self._requests.level -= 1.0
+            self._requests.take(1.0)
         if self._tokens is not None:
-            self._tokens.level -= tokens
+            self._tokens.take(tokens)
 
     async def _wait(self, delay: float) -> None:
         """Sleep ``delay`` seconds, or less if a settlement refunds tokens meanwhile."""
@@ -221,7 +199,7 @@ class RateLimiter:
         if diff == 0:
             return
         bucket.refill(self._clock())
-        bucket.level = min(bucket.capacity, bucket.level + diff)
+        bucket.give_back(diff)
         if diff > 0:
             self._wake()
 
@@ -257,31 +235,27 @@ class RateLimiter:
                     self._pause_until(now + min(reset, MAX_PAUSE_S))
                 if bucket is not None:
                     bucket.refill(now)
-                    bucket.level = min(bucket.level, 0.0)
+                    bucket.lower_to(0.0)
             elif bucket is not None:
                 bucket.refill(now)
-                bucket.level = min(bucket.level, float(remaining))
+                bucket.lower_to(float(remaining))
 
     def _learn(
         self,
-        bucket: _Bucket | None,
+        bucket: TokenBucket | None,
         limit: float | None,
         remaining: float | None,
         now: float,
-    ) -> _Bucket | None:
+    ) -> TokenBucket | None:
         if limit is None or not math.isfinite(limit) or limit <= 0:
             return bucket
         if bucket is None:
-            learned = _Bucket(limit, self.burst_s, now)
+            learned = TokenBucket.per_minute(limit, self.burst_s, now)
             if remaining is not None and math.isfinite(remaining):
-                learned.level = min(learned.level, max(0.0, remaining))
+                learned.lower_to(max(0.0, remaining))
             return learned
-        rate = limit / 60.0
-        if rate < bucket.rate:
-            bucket.refill(now)
-            bucket.rate = rate
-            bucket.capacity = max(1.0, rate * self.burst_s)
-            bucket.level = min(bucket.level, bucket.capacity)
+        bucket.refill(now)
+        bucket.slow_to(limit / 60.0, per_minute_capacity(limit, self.burst_s))
         return bucket
 
     def pause(self, seconds: float) -> None:
