@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from trellis.store import MemoryStore, Store, open_store
-
-from .conformance import StoreConformance, run_row
+from trellis.testing.store_conformance import StoreConformance, run_row
 
 
 class TestMemoryStoreConformance(StoreConformance):

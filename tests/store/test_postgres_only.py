@@ -22,9 +22,9 @@ from trellis.store.pgcluster import PostgresCluster
 from trellis.store.pgtext import escape, unescape
 from trellis.store.pgurl import redact_url
 from trellis.store.postgres import SCHEMA_VERSION, PostgresStore
+from trellis.testing.store_conformance import NASTY, run_row
 
 from . import pg_workers
-from .conformance import NASTY, run_row
 
 SPAWN = multiprocessing.get_context("spawn")
 

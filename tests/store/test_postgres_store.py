@@ -14,8 +14,7 @@ import pytest
 
 from trellis.store import Store
 from trellis.store.postgres import PostgresStore
-
-from .conformance import StoreConformance
+from trellis.testing.store_conformance import StoreConformance
 
 
 @pytest.fixture(scope="session")

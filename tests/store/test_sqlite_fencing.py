@@ -12,8 +12,7 @@ import pytest
 from trellis.errors import LeaseLostError
 from trellis.store import CallRow, SQLiteStore, StepRow
 from trellis.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, _split
-
-from .conformance import run_row
+from trellis.testing.store_conformance import run_row
 
 
 def _version_two_store(path: Path) -> None:

@@ -19,8 +19,7 @@ import trellis as tl
 from trellis.errors import StoreError
 from trellis.store import FORMAT, CallRow, MemoryStore, SQLiteStore, StepRow, Store, open_store
 from trellis.store.sqlite import SCHEMA_VERSION
-
-from .conformance import NASTY, StoreConformance, run_row
+from trellis.testing.store_conformance import NASTY, StoreConformance, run_row
 
 
 class TestSQLiteStoreConformance(StoreConformance):

@@ -1,13 +1,18 @@
 """The store conformance suite: what every :class:`trellis.store.Store` must do.
 
-A store implementation runs it by subclassing :class:`StoreConformance` in a test module
-and providing a ``store`` fixture that yields a fresh, empty store::
+Trellis's own stores (memory, SQLite, PostgreSQL) pass it unchanged, and so must a store
+you write. Run it by subclassing :class:`StoreConformance` in a test module and providing a
+``store`` fixture that yields a fresh, empty store (it needs pytest)::
 
-    class TestPostgresStore(StoreConformance):
+    import pytest
+    from trellis.testing.store_conformance import StoreConformance
+
+    class TestMyStore(StoreConformance):
         @pytest.fixture
-        def store(self, postgres_url):
-            with PostgresStore(postgres_url) as store:
-                yield store
+        def store(self, tmp_path):
+            store = MyStore(tmp_path / "runs")
+            yield store
+            store.close()
 
 The class name does not start with ``Test``, so pytest collects it only through subclasses.
 Everything here goes through the public ``Store`` interface; timestamps are passed in
@@ -17,6 +22,7 @@ explicitly, so no test sleeps.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -388,12 +394,13 @@ class StoreConformance:
         assert store.get_run("r").lease_owner == "thief"  # type: ignore[union-attr]
 
     def test_fenced_writes_to_an_unknown_run_are_store_errors(self, store: Store) -> None:
-        for write in (
+        writes: tuple[Callable[[], None], ...] = (
             lambda: store.update_run("nope", status="done", epoch=1),
             lambda: store.save_step(step_row("nope", "s"), epoch=1),
             lambda: store.save_done_step("nope", "s", "d", "1", None, None, epoch=1),
             lambda: store.save_call(call_row("nope", "k"), epoch=1),
-        ):
+        )
+        for write in writes:
             with pytest.raises(StoreError) as info:
                 write()
             assert not isinstance(info.value, LeaseLostError)
