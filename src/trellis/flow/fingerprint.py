@@ -38,6 +38,11 @@ def step_fingerprint(spec: StepSpec) -> str:
         str(spec.model),
     ]
     h.update("\x1f".join(parts).encode())
+    if spec.subflow is not None:  # a change inside the sub-flow changes the step
+        child = spec.subflow.flow.compile()
+        h.update(f"\x1e{child.name}\x1f{spec.subflow.output}".encode())
+        for child_step, fingerprint in zip(child.steps, flow_fingerprints(child), strict=True):
+            h.update(f"\x1e{child_step.name}={fingerprint}".encode())
     return h.hexdigest()
 
 
