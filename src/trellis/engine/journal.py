@@ -157,11 +157,18 @@ class Journal:
     # -- sub-flows: child runs -----------------------------------------------------------
 
     def child(
-        self, run_id: str, plan: CompiledFlow, values: dict[str, Any], index: int | None
+        self,
+        run_id: str,
+        step: str,
+        plan: CompiledFlow,
+        values: dict[str, Any],
+        index: int | None,
     ) -> Journal:
-        """The journal of a sub-flow's child run ``run_id`` (recorded with this run as its
-        parent, created the first time): a resume continues inside it. Its writes are
-        fenced by the parent's lease only (the parent stops it when the lease is lost)."""
+        """The journal of a sub-flow's child run ``run_id``, recorded with this run as its
+        parent (created the first time; its meta names the parent, the step and the
+        sub-flow's step order, for readers of the record). A resume continues inside it.
+        Its writes are fenced by the parent's lease only (the parent stops it when the
+        lease is lost)."""
         row = self.store.get_run(run_id)
         if row is None:
             self.store.create_run(
@@ -173,6 +180,12 @@ class Journal:
                     started_at=time.time(),
                     parent_id=self.run_id,
                     item_index=index,
+                    meta=json.dumps(
+                        {
+                            "subflow": {"parent": self.run_id, "step": step},
+                            "steps": [s.name for s in plan.steps],
+                        }
+                    ),
                 )
             )
         elif row.status != "running":

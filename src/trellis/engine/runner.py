@@ -682,7 +682,7 @@ class Run:
         run_id = child_run_id(self.result.run_id, spec.name, index)
         journal = None
         if self.journal is not None:
-            journal = self.journal.child(run_id, plan, values, index)
+            journal = self.journal.child(run_id, spec.name, plan, values, index)
         child = Run(
             self.services, flow, plan, values, run_id, self.guard, journal, slots=self.slots
         )

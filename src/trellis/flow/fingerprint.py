@@ -81,9 +81,7 @@ def _is_plain(value: Any) -> bool:
 
 
 def _code_repr(code: types.CodeType) -> str:
-    consts = [
-        _code_repr(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts
-    ]
+    consts = [_code_repr(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
     return f"{code.co_code.hex()}|{consts}|{code.co_names}|{code.co_varnames}"
 
 
