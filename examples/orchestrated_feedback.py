@@ -5,10 +5,14 @@ One support ticket goes through:
 1. ``extract`` (LLM): sentiment, urgency and the list of distinct issues it raises.
 2. ``issues`` / ``route`` (plain Python): project what later steps need out of the
    extraction. A step reads only what it names, so each LLM prompt gets only its context.
-3. ``categorise`` (LLM, role ``small``) runs once *per issue*, concurrently
-   (``map_over="issues"``); its output is a list in the issues' order. With
-   ``on_error="collect"``, an issue whose call fails becomes a ``tl.ElementFailure`` at
-   its index instead of failing the ticket: the other issues still get categorised.
+3. ``categorise`` runs the sub-flow ``issue_flow`` once *per issue*, concurrently
+   (``flow.subflow(..., map_over="issues")``): its ``label`` step (LLM, role ``small``)
+   picks the team, ``categorised`` (its declared result) pairs the label with the issue.
+   Each issue is a child run of the ticket's run (``<run>/categorise[i]``, nested in
+   ``trellis show``, resumed inside on a crash); its cost rolls up into the ticket's.
+   The step's output is a list in the issues' order. With ``on_error="collect"``, an
+   issue whose sub-flow fails becomes a ``tl.ElementFailure`` at its index instead of
+   failing the ticket: the other issues still get categorised.
 4. ``assign`` (plain Python): each category's owner from the team directory; a failed
    element goes to the manual triage queue.
 5. ``urgent_response`` (role ``large``) or ``standard_response`` (role ``small``): the
@@ -105,17 +109,35 @@ def route(extract: TicketAnalysis) -> Literal["urgent", "standard"]:
     return "urgent" if extract.urgency == "high" else "standard"
 
 
-@flow.step(map_over="issues", on_error="collect")
-async def categorise(issues: str, llm: tl.LLM) -> CategorisedIssue:
-    """Runs once per issue; ``issues`` is one element of the upstream list."""
-    label = await llm.generate(
+# One issue's categorisation, a flow of its own, used below as a sub-flow per issue.
+issue_flow = tl.Flow("categorise-issue", inputs={"issue": str})
+
+
+@issue_flow.step
+async def label(issue: str, llm: tl.LLM) -> CategoryLabel:
+    return await llm.generate(
         "Which team should handle this customer issue? technical: bugs, outages, "
         "performance; billing: charges, invoices, plans; feature_request: something new; "
-        f"support: the support experience itself.\n\nIssue: {issues}",
+        f"support: the support experience itself.\n\nIssue: {issue}",
         output=CategoryLabel,
         model="small",
     )
-    return CategorisedIssue(issue=issues, category=label.category, rationale=label.rationale)
+
+
+@issue_flow.step
+def categorised(issue: str, label: CategoryLabel) -> CategorisedIssue:
+    """The sub-flow's result (its only final step)."""
+    return CategorisedIssue(issue=issue, category=label.category, rationale=label.rationale)
+
+
+# Runs once per issue: ``issues`` (a list) feeds the sub-flow's ``issue`` input.
+flow.subflow(
+    issue_flow,
+    name="categorise",
+    inputs={"issue": "issues"},
+    map_over="issues",
+    on_error="collect",
+)
 
 
 @flow.step

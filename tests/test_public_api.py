@@ -145,6 +145,7 @@ _EXTRA: dict[str, dict[str, Any]] = {
     "RunLockedError": {"run_id": "r1", "owner": "host:1"},
     "LeaseLostError": {"run_id": "r1", "epoch": 2, "current": 3, "owner": "host:2:ab"},
     "StepChangedError": {"step": "s"},
+    "SubflowError": {"step": "s", "run_id": "r1/s"},
     "RateLimitError": {"retry_after": 1.5, "model": "m", "status_code": 429},
     "OutputValidationError": {
         "attempts": [

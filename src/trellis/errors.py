@@ -56,6 +56,7 @@ __all__ = [
     "LeaseLostError",
     "ModelError",
     "ModelTimeoutError",
+    "NestedRunError",
     "OutputTypeError",
     "OutputValidationError",
     "OverloadedError",
@@ -68,6 +69,7 @@ __all__ = [
     "StepChangedError",
     "StepError",
     "StoreError",
+    "SubflowError",
     "ToolArgumentsError",
     "TrellisError",
     "TruncatedError",
@@ -162,6 +164,19 @@ class StepError(TrellisError):
     def __init__(self, message: str, *, step: str):
         super().__init__(message)
         self.step = step
+
+
+class SubflowError(StepError):
+    """A sub-flow step's child run failed; ``run_id`` is the child run's id."""
+
+    def __init__(self, message: str, *, step: str, run_id: str):
+        super().__init__(message, step=step)
+        self.run_id = run_id
+
+
+class NestedRunError(TrellisError):
+    """A step's code started another run (``flow.run`` / ``engine.run``): its calls would
+    be neither journaled nor accounted to this run. Use ``flow.subflow`` instead."""
 
 
 class OutputTypeError(StepError):

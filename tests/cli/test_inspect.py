@@ -283,3 +283,31 @@ def test_runs_recorded_by_the_python_api_are_shown_too(tmp_path: Path) -> None:
     assert shown.stdout.index("double") < shown.stdout.index("add_one")
     data = json.loads(invoke("show", "api1", "--json").stdout)
     assert list(data["steps"]) == ["double", "add_one"] and data["outputs"]["add_one"] == 5
+
+
+NESTED = f"{FLOWS / 'nested.py'}:flow"
+
+
+def test_show_nests_subflow_runs_collapsed_unless_expanded() -> None:
+    ok("run", NESTED, "-i", '{"items": ["a", "b"]}', "--run-id", "nest", *SIM)
+    collapsed = invoke("show", "nest")
+    assert collapsed.exit_code == 0, collapsed.stderr
+    text = collapsed.stdout
+    assert "↳ sub-flow titled  run nest/per_item[0]  ✓ done" in text
+    assert "nest/per_item[1]" in text and "2/2 steps done" in text
+    assert "--expand to open" in text
+    assert " title  " not in text, "collapsed: the child's steps are not listed"
+    expanded = invoke("show", "nest", "--expand")
+    assert expanded.exit_code == 0, expanded.stderr
+    assert expanded.stdout.count(" title  ") == 2 and "--expand to open" not in expanded.stdout
+    shown = json.loads(invoke("show", "nest", "--json").stdout)
+    children = shown["steps"]["per_item"]["children"]
+    assert [c["run_id"] for c in children] == ["nest/per_item[0]", "nest/per_item[1]"]
+    assert list(children[0]["steps"]) == ["title", "size"]
+    assert shown["steps"]["per_item"]["usage"]["attempts"] == 2
+    assert shown["usage"]["attempts"] == 2
+    child = invoke("show", "nest/per_item[1]")
+    assert child.exit_code == 0, child.stderr
+    assert "sub-flow 'per_item' of run nest" in child.stdout
+    listed = {r["run_id"] for r in runs_json()}
+    assert "nest" in listed and "nest/per_item[0]" not in listed

@@ -1,4 +1,5 @@
-"""examples/orchestrated_feedback.py: per-issue fan-out, collected failures, urgency routing."""
+"""examples/orchestrated_feedback.py: a sub-flow per issue, collected failures, urgency
+routing."""
 
 from __future__ import annotations
 
@@ -117,6 +118,11 @@ async def test_categorise_keeps_input_order_and_route_follows_urgency(
     assert result.steps[other].status == "skipped"
     assert [c.role for c in result.calls if c.step == response] == [role]
     assert len(model.calls) == 1 + len(ISSUES) + 1
+    children = result.steps["categorise"].children
+    assert [c.run_id.rsplit("/", 1)[1] for c in children] == [
+        f"categorise[{i}]" for i in range(len(ISSUES))
+    ]
+    assert result.usage.calls == 1 + len(ISSUES) + 1  # the sub-flows' calls roll up
 
 
 async def test_a_failed_issue_is_collected_at_its_index(of: ModuleType) -> None:
@@ -129,8 +135,9 @@ async def test_a_failed_issue_is_collected_at_its_index(of: ModuleType) -> None:
     assert len(categorised) == len(issues)
     failure = categorised[1]
     assert isinstance(failure, tl.ElementFailure)
-    assert (failure.index, failure.error) == (1, "RefusalError")
-    assert "scripted refusal" in failure.message
+    assert (failure.index, failure.error) == (1, "SubflowError")
+    assert "RefusalError: scripted refusal" in failure.message
+    assert "categorise[1]" in failure.message  # the child run that failed
     for index, item in enumerate(categorised):
         if index != 1:
             assert isinstance(item, of.CategorisedIssue)
@@ -141,6 +148,11 @@ async def test_a_failed_issue_is_collected_at_its_index(of: ModuleType) -> None:
     assert (assignments[1].issue, assignments[1].category) == (refused, None)
     assert assignments[1].owner == of.TRIAGE_QUEUE
     assert all(a.owner != of.TRIAGE_QUEUE for i, a in enumerate(assignments) if i != 1)
-    refusals = [c for c in result.calls if c.outcome == "refusal"]
-    assert [(c.step, c.index) for c in refusals] == [("categorise", 1)]
+    children = result.steps["categorise"].children
+    assert [c.status for c in children] == ["done", "failed", "done", "done", "done"]
+    refusals = [
+        (i, c.step) for i, r in enumerate(children) for c in r.calls if c.outcome == "refusal"
+    ]
+    assert refusals == [(1, "label")]
+    assert result.usage.attempts == sum(r.usage.attempts for r in children) + 2
     assert result["result"].path == "urgent"

@@ -146,6 +146,14 @@ def show(
             'Print the run as JSON: RunResult.to_dict() (a batch: plus "batch"); see docs/cli.md.'
         ),
     ] = False,
+    expand: Annotated[
+        bool,
+        typer.Option(
+            "--expand",
+            help="Open sub-flow steps: show each child run's own steps, nested (by default "
+            "one line per child run).",
+        ),
+    ] = False,
     store: StoreOption = None,
 ) -> None:
     """Show one recorded run as a tree of its steps, in the order they run.
@@ -158,7 +166,9 @@ def show(
     cost per turn. A step waiting for a person: the question (prompt, expected type,
     details) and the `trellis approve` / `trellis reply` command that answers it. For a
     batch: item counts by status, a table of its items (`trellis show ITEM-ID` for one of
-    them) and the questions its waiting items ask.
+    them) and the questions its waiting items ask. A sub-flow step: one line per child run
+    (`--expand` nests their steps; `--json` always includes them under the step's
+    "children").
 
     Example: `trellis show 20250101-120000-1a2b3c4d --json`
     """
@@ -197,4 +207,4 @@ def show(
     if result is None:
         render_batch(console, data, row, entry, waiting, opened.url)
     else:
-        render_run(console, result, row, now, opened.url)
+        render_run(console, result, row, now, opened.url, expand=expand)

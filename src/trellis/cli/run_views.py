@@ -23,7 +23,7 @@ from rich.tree import Tree
 from trellis.cli.formats import fmt_cost, fmt_seconds
 from trellis.cli.render import answer_commands, question_lines, render_waiting, store_args
 from trellis.cli.summary import WaitingStep, adjustment_warnings
-from trellis.engine.records import Waiting, interrupted
+from trellis.engine.records import Waiting, interrupted, subflow_of
 from trellis.engine.results import CallRecord, Decision, RunResult, Stats, StepRecord, jsonable
 from trellis.store.base import RunRow
 
@@ -324,9 +324,40 @@ def _rounds_of(record: StepRecord, calls: list[CallRecord], decisions: list[Deci
     return sorted(rounds)
 
 
+def _add_steps(tree: Tree, result: RunResult, width: int, store: str | None, expand: bool) -> None:
+    """Every step of ``result`` under ``tree``; a sub-flow step's child runs as one line
+    each (``expand``: with their own steps, nested)."""
+    for record in result.steps.values():
+        node = _step_node(tree, record, result, width, store)
+        for child in record.children:
+            child_node = node.add(_child_line(child, expand))
+            if expand:
+                _add_steps(child_node, child, width - 4, store, expand)
+
+
+def _child_line(child: RunResult, expanded: bool) -> Text:
+    """A sub-flow's child run in one line: id, status, steps done, calls and cost."""
+    done = sum(1 for r in child.steps.values() if r.status == "done")
+    usage = child.usage
+    line = Text("↳ sub-flow ", style="dim")
+    line.append(child.flow, style="bold")
+    line.append(f"  run {child.run_id}  ")
+    line.append(
+        f"{_MARK.get(child.status, '·')} {child.status}", style=_STYLE.get(child.status, "")
+    )
+    facts = f"  {done}/{len(child.steps)} steps done"
+    if usage.attempts:
+        cost = fmt_cost(usage.cost_usd, usage.unpriced_attempts)
+        facts += f" · {usage.attempts} attempt(s) · cost {cost}"
+    line.append(facts, style="dim")
+    if not expanded:
+        line.append("  (--expand to open)", style="dim")
+    return line
+
+
 def _step_node(
     tree: Tree, record: StepRecord, result: RunResult, width: int, store: str | None = None
-) -> None:
+) -> Tree:
     calls = [c for c in result.calls if c.step == record.name]
     node = tree.add(_step_label(record, calls))
     decisions = [d for d in result.decisions if d.step == record.name]
@@ -384,6 +415,7 @@ def _step_node(
         if len(text) > limit:
             text = text[: limit - 1] + "…"
         node.add(Text(f"→ {text}", style="dim"))
+    return node
 
 
 def _question_nodes(
@@ -403,7 +435,13 @@ def _question_nodes(
 
 
 def render_run(
-    console: Console, result: RunResult, row: RunRow, now: float, store: str | None = None
+    console: Console,
+    result: RunResult,
+    row: RunRow,
+    now: float,
+    store: str | None = None,
+    *,
+    expand: bool = False,
 ) -> None:
     status = "interrupted" if interrupted(row, now) else row.status
     head = Text()
@@ -413,12 +451,14 @@ def render_run(
     if row.finished_at is not None:
         head.append(f" in {fmt_seconds(row.finished_at - row.started_at)}")
     head.append(f"  · started {_when(row.started_at)}", style="dim")
-    if row.parent_id is not None:
+    subflow = subflow_of(row)
+    if subflow is not None:
+        head.append(f"  · sub-flow {subflow[1]!r} of run {subflow[0]}", style="dim")
+    elif row.parent_id is not None:
         head.append(f"  · item {row.item_index} of batch {row.parent_id}", style="dim")
     tree = Tree(head)
     width = max(40, console.width - 12)
-    for record in result.steps.values():
-        _step_node(tree, record, result, width, store)
+    _add_steps(tree, result, width, store, expand)
     console.print(tree)
     usage = result.usage
     if usage.attempts:

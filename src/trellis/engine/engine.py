@@ -24,12 +24,13 @@ from trellis.engine.human import REPLY
 from trellis.engine.journal import record_from_row
 from trellis.engine.lease import Lease, check_lease_ttl, process_owner
 from trellis.engine.results import ErrorInfo, RunResult, StepRecord
-from trellis.engine.runner import Run
+from trellis.engine.runner import Run, current_step
 from trellis.engine.services import ModelChains, ResponseCache, Services
 from trellis.errors import (
     ConfigurationError,
     InputError,
     LeaseLostError,
+    NestedRunError,
     SerializationError,
     StoreError,
 )
@@ -173,6 +174,14 @@ class Engine:
         """What :meth:`run` does; ``under_lease(store, epoch)`` is called once the run's
         lease is held and before its journal is read (how :meth:`reply` writes an answer
         so that exactly one of two concurrent answers wins)."""
+        step = current_step()
+        if step is not None:
+            raise NestedRunError(
+                f"step {step!r} started a run of flow {flow.name!r} from inside its code: that "
+                "run's calls would be neither journaled nor counted in this run's cost and "
+                f"budget. Make it a sub-flow instead: parent.subflow({flow.name}, name=..., "
+                "inputs={...})"
+            )
         plan = flow.compile()
         guard = BudgetGuard(budget or flow.budget, parent=self.guard)
         if self.store is None:

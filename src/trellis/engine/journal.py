@@ -15,16 +15,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
 
-from trellis.engine.results import CallRecord, Decision, ErrorInfo, Stats, StepRecord
+from trellis.engine.results import (
+    CallRecord,
+    Decision,
+    ErrorInfo,
+    RunResult,
+    Stats,
+    StepRecord,
+)
 from trellis.errors import StepChangedError, StoreError
 from trellis.flow.fingerprint import flow_fingerprints
 from trellis.models.base import ModelRequest
-from trellis.store.base import CallRow, StepRow, Store
+from trellis.store.base import CallRow, RunRow, StepRow, Store
 from trellis.store.codec import decode, encode
 
 if TYPE_CHECKING:
@@ -61,6 +69,7 @@ class Journal:
         self.run_id = run_id
         self.plan = plan
         self.epoch = epoch  # the lease epoch every write carries (fencing)
+        self.rerun_changed = rerun_changed
         self._fingerprints = flow_fingerprints(plan)
         steps = {row.step: row for row in store.load_steps(run_id)}
         self._calls = {row.key: row for row in store.load_calls(run_id)}
@@ -144,6 +153,54 @@ class Journal:
         row = step_row(self.run_id, record, self._fingerprints[i], decisions)
         row.status = "running"
         self.store.save_step(row, epoch=self.epoch)
+
+    # -- sub-flows: child runs -----------------------------------------------------------
+
+    def child(
+        self,
+        run_id: str,
+        step: str,
+        plan: CompiledFlow,
+        values: dict[str, Any],
+        index: int | None,
+    ) -> Journal:
+        """The journal of a sub-flow's child run ``run_id``, recorded with this run as its
+        parent (created the first time; its meta names the parent, the step and the
+        sub-flow's step order, for readers of the record). A resume continues inside it.
+        Its writes are fenced by the parent's lease only (the parent stops it when the
+        lease is lost)."""
+        row = self.store.get_run(run_id)
+        if row is None:
+            self.store.create_run(
+                RunRow(
+                    run_id=run_id,
+                    flow=plan.name,
+                    status="running",
+                    inputs=encode(values, f"the inputs of sub-flow run {run_id!r}"),
+                    started_at=time.time(),
+                    parent_id=self.run_id,
+                    item_index=index,
+                    meta=json.dumps(
+                        {
+                            "subflow": {"parent": self.run_id, "step": step},
+                            "steps": [s.name for s in plan.steps],
+                        }
+                    ),
+                )
+            )
+        elif row.status != "running":
+            self.store.update_run(run_id, status="running")
+        return Journal(self.store, run_id, plan, rerun_changed=self.rerun_changed)
+
+    def finish_child(self, result: RunResult) -> None:
+        """Record how this (child) run ended."""
+        self.store.update_run(
+            self.run_id,
+            status=result.status if result.status in ("done", "waiting") else "failed",
+            finished_at=time.time(),
+            error=json.dumps(result.error.to_dict()) if result.error else None,
+            usage=json.dumps(result.usage.to_dict()),
+        )
 
     # -- calls ----------------------------------------------------------------------------
 

@@ -11,7 +11,10 @@ run was recorded with it).
 - :func:`recorded_result`: one run rebuilt as a :class:`RunResult` with its calls (and
   their recorded source), counts, costs and waiting questions;
 - :func:`batch_items`, :func:`batch_usage`, :func:`waiting_of`: a batch and its items;
-- :func:`recorded_meta`: how a run was started (a batch item: its batch's meta).
+- :func:`recorded_meta`: how a run was started (a batch item: its batch's meta);
+- :func:`subflow_runs` / :func:`subflow_of`: a sub-flow step's child runs (recorded with
+  the parent as ``parent_id`` and ``{"subflow": {"parent", "step"}}`` in their meta);
+  :func:`recorded_result` nests them in the step's ``children``.
 
 Whether a run is a batch is the run row's ``is_batch`` column, set when the batch is
 recorded (:func:`trellis.engine.durable.open_batch`).
@@ -56,6 +59,8 @@ __all__ = [
     "recorded_usage",
     "result_line",
     "run_entry",
+    "subflow_of",
+    "subflow_runs",
     "unreadable_entry",
     "waiting_of",
 ]
@@ -170,7 +175,38 @@ def recorded_result(store: Store, row: RunRow, order: list[str]) -> RunResult:
         result.usage = recorded_usage(store, row)
     if row.status == "pending":
         result.status = "running"
+    for step, children in subflow_runs(store, row.run_id).items():
+        record = result.steps.get(step)
+        if record is not None:
+            record.children = [
+                recorded_result(store, child, _recorded_steps(child)) for child in children
+            ]
     return result
+
+
+def subflow_of(row: RunRow) -> tuple[str, str] | None:
+    """``(parent run id, step)`` when ``row`` is the child run of a sub-flow step."""
+    info = read_meta(row).get("subflow")
+    if isinstance(info, dict) and row.parent_id is not None:
+        return row.parent_id, str(info.get("step"))
+    return None
+
+
+def subflow_runs(store: Store, run_id: str) -> dict[str, list[RunRow]]:
+    """The child runs of ``run_id``'s sub-flow steps, by step, in element order."""
+    by_step: dict[str, list[RunRow]] = {}
+    for child in store.list_runs(parent_id=run_id):
+        of = subflow_of(child)
+        if of is not None:
+            by_step.setdefault(of[1], []).append(child)
+    for children in by_step.values():
+        children.sort(key=lambda r: -1 if r.item_index is None else r.item_index)
+    return by_step
+
+
+def _recorded_steps(row: RunRow) -> list[str]:
+    listed = read_meta(row).get("steps")
+    return [str(s) for s in listed] if isinstance(listed, list) else []
 
 
 def interrupted(row: RunRow, now: float) -> bool:

@@ -216,6 +216,7 @@ class StepRecord:
     element_failures: int = 0
     turns: list[dict[str, Any]] = field(default_factory=list)  # agent transcripts
     question: dict[str, Any] | None = None  # what a waiting step asks a person
+    children: list[RunResult] = field(default_factory=list)  # a sub-flow step's child runs
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,7 +235,7 @@ class StepRecord:
             "element_failures": self.element_failures,
             "turns": self.turns,
             "question": self.question,
-        }
+        } | ({"children": [c.to_dict() for c in self.children]} if self.children else {})
 
 
 @dataclass(slots=True, kw_only=True)

@@ -17,6 +17,7 @@ A failing step cancels what depends on it; independent branches run on. A run-fa
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
 from collections import deque
@@ -47,6 +48,7 @@ from trellis.errors import (
     SerializationError,
     StepError,
     StoreError,
+    SubflowError,
     TrellisError,
 )
 from trellis.flow.inject import ElementFailure, Round, RunContext
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
     from trellis.flow.graph import CompiledFlow
     from trellis.flow.step import StepSpec
 
-__all__ = ["Run"]
+__all__ = ["Run", "child_run_id", "current_step"]
 
 # Order matters: >= FAILED means the step's dependents cannot run.
 PENDING, RUNNING, DONE, SKIPPED, WAITING, BLOCKED, FAILED, CANCELLED = range(8)
@@ -70,6 +72,9 @@ _UNRUN_STATUS: dict[int, StepStatus] = {
     WAITING: "waiting",
     BLOCKED: "pending",
 }
+_CURRENT_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "trellis_current_step", default=None
+)
 _RUN_FATAL = (
     BudgetExceededError,
     ConfigurationError,
@@ -90,6 +95,8 @@ class Run:
         run_id: str,
         guard: BudgetGuard,
         journal: Journal | None = None,
+        *,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.services = services
         self.journal = journal
@@ -113,7 +120,10 @@ class Run:
         self.ready: deque[int] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
         self.fatal: BaseException | None = None
-        self.slots = asyncio.Semaphore(flow.concurrency) if flow.concurrency else None
+        # A sub-flow's run shares its parent's concurrency limit (``slots``), if any.
+        if slots is None and flow.concurrency:
+            slots = asyncio.Semaphore(flow.concurrency)
+        self.slots = slots
         self.step_decisions: dict[str, list[Decision]] = {}
         self._draining = False
         self._done: asyncio.Future[None] | None = None
@@ -252,6 +262,7 @@ class Run:
             or spec.injected
             or (spec.retry or self.flow.retry).retry_on
             or self.threaded
+            or spec.subflow is not None
         ):
             state[i] = RUNNING
             task = asyncio.get_running_loop().create_task(self._run_async(i, kwargs))
@@ -414,8 +425,11 @@ class Run:
     async def _run_async(self, i: int, kwargs: dict[str, Any]) -> None:
         spec = self.plan.steps[i]
         t0 = time.perf_counter()
+        _CURRENT_STEP.set(spec.name)  # this task's context: a nested Engine.run refuses
         try:
-            if spec.map_over is not None:
+            if spec.subflow is not None:
+                output = await self._run_subflow(i, spec, kwargs)
+            elif spec.map_over is not None:
                 output = await self._run_map(i, spec, kwargs)
             elif spec.max_rounds is not None:
                 output = await self._run_loop(i, spec, kwargs)
@@ -612,6 +626,73 @@ class Run:
                 break
         return output
 
+    # -- sub-flows ------------------------------------------------------------------------
+
+    async def _run_subflow(self, i: int, spec: StepSpec, kwargs: dict[str, Any]) -> Any:
+        """Run the step's sub-flow (one per element when mapped) as child runs."""
+        record = self.records[i]
+        record.attempts += 1
+        if spec.map_over is None:
+            child = await self._child(i, spec, spec.fn(**kwargs), None)
+            record.children.append(child)
+            return _child_output(spec, child)
+        items = list(kwargs[spec.map_over])
+        record.elements = len(items)
+        children: list[RunResult | None] = [None] * len(items)
+        collect = spec.on_error == "collect"
+        key = spec.map_over
+
+        async def element(index: int, item: Any) -> Any:
+            try:
+                child = await self._child(i, spec, spec.fn(**{**kwargs, key: item}), index)
+                children[index] = child
+                return _child_output(spec, child)
+            except Exception as exc:
+                if not collect or isinstance(exc, _RUN_FATAL):
+                    raise
+                record.element_failures += 1
+                return ElementFailure(index=index, error=type(exc).__name__, message=str(exc))
+
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(element(n, item)) for n, item in enumerate(items)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            record.children.extend(c for c in children if c is not None)
+
+    async def _child(self, i: int, spec: StepSpec, inputs: Any, index: int | None) -> RunResult:
+        """One child run of sub-flow step ``i``: recorded as ``<run>/<step>`` (``[index]``
+        per element), on the parent's budget guard and concurrency limit; its usage rolls
+        up into the step's and the run's."""
+        assert spec.subflow is not None
+        flow = spec.subflow.flow
+        plan = flow.compile()
+        if not isinstance(inputs, dict):
+            raise StepError(
+                f"sub-flow step {spec.name!r} must return the sub-flow's inputs as a dict, "
+                f"got {type(inputs).__name__}",
+                step=spec.name,
+            )
+        values = plan.validate_inputs(inputs)
+        run_id = child_run_id(self.result.run_id, spec.name, index)
+        journal = None
+        if self.journal is not None:
+            journal = self.journal.child(run_id, spec.name, plan, values, index)
+        child = Run(
+            self.services, flow, plan, values, run_id, self.guard, journal, slots=self.slots
+        )
+        result = await child.execute()
+        if journal is not None and not isinstance(child.fatal, StoreError):
+            journal.finish_child(result)
+        self.records[i].usage.merge(result.usage)
+        self.result.usage.merge(result.usage)
+        return result
+
     # -- output validation ----------------------------------------------------------------
 
     def _validated(self, spec: StepSpec, validator: Callable[[Any], Any], output: Any) -> Any:
@@ -623,6 +704,38 @@ class Run:
                 f"-> {describe(spec.output_type)}: {str(exc).strip().splitlines()[0]}",
                 step=spec.name,
             ) from exc
+
+
+def child_run_id(parent: str, step: str, index: int | None) -> str:
+    """The run id of a sub-flow's child run: ``<parent>/<step>``, ``<parent>/<step>[i]``."""
+    return f"{parent}/{step}" if index is None else f"{parent}/{step}[{index}]"
+
+
+def current_step() -> str | None:
+    """The step whose code is running in this context (``None`` outside a run's step)."""
+    return _CURRENT_STEP.get()
+
+
+def _child_output(spec: StepSpec, child: RunResult) -> Any:
+    """The sub-flow's declared result, or the error that ended it."""
+    assert spec.subflow is not None
+    if child.status == "done":
+        return child.steps[spec.subflow.output].output
+    if child.status == "failed" and isinstance(child.exception, _RUN_FATAL):
+        raise child.exception
+    error = child.error
+    if child.status == "waiting":
+        why = "waits for input (a question inside a sub-flow is not supported yet)"
+    elif error is not None:
+        where = f"step {error.step!r} " if error.step else ""
+        why = f"failed: {where}{error.type}: {error.message}"
+    else:
+        why = f"ended {child.status}"
+    raise SubflowError(
+        f"sub-flow step {spec.name!r}: flow {child.flow!r} (run {child.run_id}) {why}",
+        step=spec.name,
+        run_id=child.run_id,
+    )
 
 
 def _store_error(exc: Exception) -> TrellisError:

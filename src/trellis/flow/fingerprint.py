@@ -38,6 +38,11 @@ def step_fingerprint(spec: StepSpec) -> str:
         str(spec.model),
     ]
     h.update("\x1f".join(parts).encode())
+    if spec.subflow is not None:  # a change inside the sub-flow changes the step
+        child = spec.subflow.flow.compile()
+        h.update(f"\x1e{child.name}\x1f{spec.subflow.output}".encode())
+        for child_step, fingerprint in zip(child.steps, flow_fingerprints(child), strict=True):
+            h.update(f"\x1e{child_step.name}={fingerprint}".encode())
     return h.hexdigest()
 
 
@@ -76,9 +81,7 @@ def _is_plain(value: Any) -> bool:
 
 
 def _code_repr(code: types.CodeType) -> str:
-    consts = [
-        _code_repr(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts
-    ]
+    consts = [_code_repr(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
     return f"{code.co_code.hex()}|{consts}|{code.co_names}|{code.co_varnames}"
 
 

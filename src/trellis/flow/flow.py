@@ -10,6 +10,7 @@ from trellis.flow.graph import CompiledFlow, compile_flow
 from trellis.flow.params import Param
 from trellis.flow.policy import Budget, Cache, RetryPolicy
 from trellis.flow.step import Condition, OnError, StepSpec, build_step
+from trellis.flow.subflow import build_subflow_step, contains
 
 if TYPE_CHECKING:
     from trellis.config import Config
@@ -146,6 +147,77 @@ class Flow:
             return register(fn)
         return register
 
+    def subflow(
+        self,
+        other: Flow,
+        *,
+        name: str,
+        inputs: Mapping[str, str] | None = None,
+        output: str | None = None,
+        map_over: str | None = None,
+        on_error: OnError = "fail",
+        when: Callable[..., Any] | Condition | None = None,
+    ) -> StepSpec:
+        """Add a step that runs flow ``other`` as a sub-flow; return its spec.
+
+        ``inputs`` maps each of ``other``'s inputs to the parent value (a flow input or a
+        step) that feeds it: ``inputs={"text": "draft"}``; by default each input of
+        ``other`` reads the parent value of the same name. The step's output is
+        ``other``'s *declared result*: the output of its step ``output``, or, by default,
+        of its only final step (one no other step reads). With ``map_over`` (a parent
+        value named in ``inputs``, holding a list) it runs one sub-flow per element, with
+        the map's ``on_error`` policy. The sub-flow is recorded as a child run of the
+        parent (``<run>/<step>``, ``<run>/<step>[i]`` per element), shares its budgets
+        and concurrency limit, and its usage rolls up into the step and the run.
+        """
+        spec = build_subflow_step(
+            self,
+            other,
+            name=name,
+            inputs=inputs,
+            output=output,
+            map_over=map_over,
+            on_error=on_error,
+            when=when,
+        )
+        self.add(spec)
+        return spec
+
+    def subflow_step(
+        self,
+        other: Flow,
+        *,
+        name: str | None = None,
+        output: str | None = None,
+        map_over: str | None = None,
+        on_error: OnError = "fail",
+        when: Callable[..., Any] | Condition | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator form of :meth:`subflow`: the function's parameters name the parent
+        values it reads (like a step's) and it returns ``other``'s inputs as a dict::
+
+            @flow.subflow_step(review, map_over="issue")
+            def review_issue(issue: Issue, tone: str) -> dict[str, Any]:
+                return {"issue": issue, "tone": tone}
+        """
+
+        def register(func: F) -> F:
+            step = name or str(getattr(func, "__name__", ""))
+            spec = build_subflow_step(
+                self,
+                other,
+                name=step,
+                mapper=func,
+                output=output,
+                map_over=map_over,
+                on_error=on_error,
+                when=when,
+            )
+            self.add(spec)
+            return func
+
+        return register
+
     def add(self, spec: StepSpec) -> None:
         if spec.name in self._steps:
             raise FlowDefinitionError(
@@ -159,9 +231,14 @@ class Flow:
     def compile(self) -> CompiledFlow:
         """Validate the flow and return its plan (cached until a step is added)."""
         if self._compiled is None:
-            self._compiled = compile_flow(
-                self.name, self._steps, self.declared_inputs, self.params
-            )
+            for spec in self._steps.values():
+                if spec.subflow is not None and contains(spec.subflow.flow, self):
+                    raise FlowDefinitionError(
+                        f"step {spec.name!r}: its sub-flow {spec.subflow.flow.name!r} contains "
+                        f"flow {self.name!r}: a flow cannot contain itself",
+                        step=spec.name,
+                    )
+            self._compiled = compile_flow(self.name, self._steps, self.declared_inputs, self.params)
         return self._compiled
 
     def validate(self) -> None:

@@ -125,9 +125,7 @@ def compile_flow(
         )
     order = _topological_order(steps)
     index = {s: i for i, s in enumerate(order)}
-    deps = tuple(
-        tuple(sorted({index[r] for r in steps[s].reads if r in steps})) for s in order
-    )
+    deps = tuple(tuple(sorted({index[r] for r in steps[s].reads if r in steps})) for s in order)
     dependents: list[list[int]] = [[] for _ in order]
     for i, ds in enumerate(deps):
         for d in ds:

@@ -18,6 +18,9 @@ from trellis.flow.inject import LLM, ElementFailure, Human, Round, RunContext
 from trellis.flow.policy import Cache, RetryPolicy
 from trellis.flow.types import is_optional
 
+if typing.TYPE_CHECKING:
+    from trellis.flow.subflow import SubflowSpec
+
 __all__ = ["Condition", "Param", "StepSpec", "branch"]
 
 OnError = Literal["fail", "collect"]
@@ -123,6 +126,8 @@ class StepSpec:
     model: str | None = None
     cache: Cache | bool | None = None
     description: str = ""
+    #: Set for a sub-flow step (``Flow.subflow``): the flow it runs and its result step.
+    subflow: SubflowSpec | None = None
 
     @property
     def reads(self) -> tuple[str, ...]:

@@ -202,9 +202,7 @@ def _checker(tp: Any) -> Check | None:
         return check_union
     if origin is Literal:
         allowed = args
-        return _expect(
-            lambda v: any(v == a and type(v) is type(a) for a in allowed), describe(tp)
-        )
+        return _expect(lambda v: any(v == a and type(v) is type(a) for a in allowed), describe(tp))
     if origin in (list, set, frozenset, cabc.Sequence, cabc.Set, cabc.Collection,
                   cabc.Iterable):  # fmt: skip
         runtime = origin if origin in (list, set, frozenset) else cabc.Collection
