@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 import trellis as tl
 from trellis.cli import app
 from trellis.cli.render import render_summary
-from trellis.cli.summary import BatchSummary, percentile, summarize
+from trellis.engine.summary import BatchSummary, percentile, summarize
 
 FLOWS = Path(__file__).parent / "cli_flows"
 TRIAGE = f"{FLOWS / 'triage.py'}:flow"

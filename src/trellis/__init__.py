@@ -25,6 +25,7 @@ from trellis.engine.results import (
     Stats,
     StepRecord,
 )
+from trellis.engine.summary import BatchSummary, summarize
 from trellis.errors import (
     AgentTurnLimitError,
     AuthenticationError,
@@ -100,6 +101,8 @@ __all__ = [  # noqa: RUF022 - grouped by theme, not sorted
     "Decision",
     "ErrorInfo",
     "Stats",
+    "BatchSummary",
+    "summarize",
     # Models: the provider interface, the values it exchanges, prices
     "Model",
     "ModelRequest",

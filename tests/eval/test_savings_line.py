@@ -11,7 +11,7 @@ from rich.console import Console
 
 import trellis as tl
 from trellis.cli.render import render_summary
-from trellis.cli.summary import summarize
+from trellis.engine.summary import summarize
 from trellis.eval import Variant, load_dataset, load_scorer, run_eval
 
 from .conftest import N_ITEMS

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import trellis as tl
 from trellis.cli import app
 from trellis.cli.render import render_result, summary_renderables
-from trellis.cli.summary import summarize
+from trellis.engine.summary import summarize
 from trellis.errors import BadRequestError, ModelError
 from trellis.mockserver import MockServer
 from trellis.models.base import ToolSpec

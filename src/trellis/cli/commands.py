@@ -37,12 +37,12 @@ from trellis.cli.render import answer_commands, render_result, render_summary
 from trellis.cli.run_meta import build_meta
 from trellis.cli.settings import Settings, make_settings
 from trellis.cli.stores import open_cli_store, store_url
-from trellis.cli.summary import BatchSummary, WaitingStep, summarize
 from trellis.cli.target import load_flow
 from trellis.engine.durable import first_changed_item, open_batch, recorded_batch_inputs
 from trellis.engine.engine import new_run_id
 from trellis.engine.records import batch_items, recorded_usage
 from trellis.engine.results import RunResult, Stats
+from trellis.engine.summary import BatchSummary, WaitingStep, summarize
 from trellis.errors import InputError, RunLockedError, StepChangedError, StoreError
 from trellis.flow.flow import Flow
 from trellis.store.base import RunRow, Store

@@ -16,8 +16,8 @@ from rich.text import Text
 
 from trellis.cli.formats import fmt_cost, fmt_seconds, fmt_usd
 from trellis.cli.stores import store_url
-from trellis.cli.summary import BatchSummary, StepRoutes, WaitingStep, adjustment_warnings
 from trellis.engine.results import RunResult, StepRecord, jsonable
+from trellis.engine.summary import BatchSummary, StepRoutes, WaitingStep, adjustment_warnings
 from trellis.models.schema_sample import placeholder_value
 
 __all__ = [

@@ -22,9 +22,9 @@ from rich.tree import Tree
 
 from trellis.cli.formats import fmt_cost, fmt_seconds
 from trellis.cli.render import answer_commands, question_lines, render_waiting, store_args
-from trellis.cli.summary import WaitingStep, adjustment_warnings
 from trellis.engine.records import Waiting, interrupted, subflow_of
 from trellis.engine.results import CallRecord, Decision, RunResult, Stats, StepRecord, jsonable
+from trellis.engine.summary import WaitingStep, adjustment_warnings
 from trellis.store.base import RunRow
 
 __all__ = ["render_batch", "render_run", "runs_table", "shown_status"]

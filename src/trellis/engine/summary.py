@@ -1,7 +1,10 @@
 """What a batch did, as data: items, routes taken, retries, tokens, cost, latency.
 
-Pure functions over :class:`RunResult` values and a price table; nothing here prints (see
-:mod:`trellis.cli.render`), so the numbers are unit-tested directly.
+``summarize(results, prices)`` is public API (``tl.summarize``, ``tl.BatchSummary``): the
+figures ``trellis run`` prints after a batch, for any list of :class:`RunResult` values —
+those ``Engine.run_many`` yields, or recorded ones read back. Pure functions over the
+results and a price table; nothing here prints (``trellis.cli.render`` draws it), and
+``BatchSummary.to_dict()`` is the ``--json`` shape.
 """
 
 from __future__ import annotations
