@@ -7,7 +7,6 @@ import json
 import trellis as tl
 
 
-
 def _flow() -> tl.Flow:
     flow = tl.Flow("summary-api", inputs={"text": str})
 
