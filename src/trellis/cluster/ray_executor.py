@@ -154,14 +154,15 @@ class RayExecutor:
             await actor.begin.remote(key, flow_ref, work.budget, work.rerun_changed, per_worker)
 
         await asyncio.gather(*(begin(a) for a in self._actors))
-        running: dict[asyncio.Future[Any], tuple[int, Sequence[BatchItem], int]] = {}
+        running: dict[asyncio.Future[Any], tuple[int, Any, Sequence[BatchItem], int]] = {}
         load = [0] * len(self._actors)
 
         def submit(slot: int) -> None:
             while chunks and load[slot] < CHUNKS_IN_FLIGHT:
                 chunk, tries = chunks.popleft()
-                ref = self._actors[slot].run_chunk.remote(key, chunk)
-                running[asyncio.wrap_future(ref.future())] = (slot, chunk, tries)
+                actor = self._actors[slot]
+                ref = actor.run_chunk.remote(key, chunk)
+                running[asyncio.wrap_future(ref.future())] = (slot, actor, chunk, tries)
                 load[slot] += 1
 
         for slot in range(len(self._actors)):
@@ -170,7 +171,7 @@ class RayExecutor:
             while running:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
-                    slot, chunk, tries = running.pop(future)
+                    slot, actor, chunk, tries = running.pop(future)
                     load[slot] -= 1
                     try:
                         results = future.result()
@@ -185,7 +186,8 @@ class RayExecutor:
                             )
                             return
                         chunks.appendleft((chunk, tries + 1))
-                        await self._replace(ray, slot, key, flow_ref, work, per_worker)
+                        if self._actors[slot] is actor:  # not replaced yet (its other chunks)
+                            await self._replace(ray, slot, key, flow_ref, work, per_worker)
                     except ray.exceptions.RayTaskError as exc:
                         yield -1, exc.as_instanceof_cause()
                         return
@@ -203,14 +205,13 @@ class RayExecutor:
         self, ray: Any, slot: int, key: str, flow_ref: Any, work: BatchWork, per_worker: int
     ) -> None:
         """A new worker in ``slot`` (its predecessor died), ready for batch ``key``."""
-        old = self._actors[slot]
+        ray.kill(self._actors[slot])  # dead already, or on a lost node: its CPU is freed
         if self._recipe is None:
             raise ConfigurationError("the Ray executor was not started")
         fresh = self._new_actor(ray, self._recipe)
         self._actors[slot] = fresh
         await fresh.begin.remote(key, flow_ref, work.budget, work.rerun_changed, per_worker)
-        # Chunks still queued on the dead worker fail too and are handed on: no wait here.
-        del old
+        # Chunks still queued on the dead worker fail too, and are handed on as they do.
 
     async def aclose(self) -> None:
         """Stop the workers, and the local Ray if this executor started it."""

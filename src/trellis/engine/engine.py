@@ -140,9 +140,8 @@ class Engine:
     def from_recipe(cls, recipe: EngineRecipe) -> Engine:
         """An engine like the one ``recipe`` was taken from (an executor's worker builds
         one): same configuration, models and policies, its own clients and store."""
-        return cls(
-            config=recipe.config,
-            models=dict(recipe.instances) or None,
+        engine = cls(
+            config=recipe.config,  # its roles already name the instances' bindings
             providers=recipe.providers,
             store=recipe.store_url,
             cache=recipe.cache,
@@ -150,6 +149,9 @@ class Engine:
             seed=recipe.seed,
             breaker=recipe.breaker,
         )
+        engine.services.models.models.update(recipe.instances)
+        engine.recipe = recipe
+        return engine
 
     # -- models ---------------------------------------------------------------------------
 
