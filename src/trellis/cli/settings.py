@@ -47,14 +47,17 @@ class Settings:
     def engine(self) -> Engine:
         """A new engine. Every bound role's provider and options are checked first, so a
         typo in a binding is one error now rather than a failure in every item later."""
-        engine = Engine(
-            config=self.config,
-            budget=self.batch_budget,
-            store=self.store,
-            cache=self.cache,
-            lease_ttl=self.lease_ttl,
-            executor=executor_from_spec(self.executor) if self.executor else None,
-        )
+        try:
+            engine = Engine(
+                config=self.config,
+                budget=self.batch_budget,
+                store=self.store,
+                cache=self.cache,
+                lease_ttl=self.lease_ttl,
+                executor=executor_from_spec(self.executor) if self.executor else None,
+            )
+        except ConfigurationError as exc:  # --executor: unknown, or the store not shareable
+            raise CliError(str(exc)) from None
         for role, binding in sorted(self.config.roles.items()):
             try:
                 engine.model(binding.binding)
