@@ -69,8 +69,23 @@ class Batch:
 
 def _skipped(reason: str) -> dict[str, Any]:
     return {
-        name: {"value": None, "goal": str(goal), "meets_goal": None, "skipped": reason}
-        for name, goal in (("ray_io_batch_ratio", IO_GOAL), ("ray_cpu_batch_speedup", CPU_GOAL))
+        name: {
+            "value": None,
+            "unit": "x",
+            "baseline": None,
+            "baseline_unit": "s/batch",
+            "baseline_what": "the local engine (not measured)",
+            "ratio": None,
+            "goal": str(goal),
+            "meets_goal": None,
+            "reps": 0,
+            "n": n,
+            "skipped": reason,
+        }
+        for name, goal, n in (
+            ("ray_io_batch_ratio", IO_GOAL, 2000),
+            ("ray_cpu_batch_speedup", CPU_GOAL, 400),
+        )
     }
 
 

@@ -50,6 +50,7 @@ FIGURES = {
     *OUTAGE,
     "eval_throughput_ratio",
     *POSTGRES,
+    *RAY,
 }
 GOALS = {
     "chain_overhead_us_per_step",
