@@ -34,6 +34,7 @@ import langgraph_workloads as lgw  # noqa: E402
 import outage_workloads as owl  # noqa: E402
 import postgres_workloads as pgw  # noqa: E402
 import ratelimit_workloads as rlw  # noqa: E402
+import ray_workloads as rwl  # noqa: E402
 import workloads as wl  # noqa: E402
 from common import Goal, figure, interleave, median  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -988,6 +989,9 @@ GROUPS: dict[str, Group] = {
     "eval": lambda sizes, say: asyncio.run(eval_figures(sizes, say)),
     "postgres": lambda sizes, say: asyncio.run(
         pgw.postgres_figures(sizes.durable, sizes.chain_reps, say)
+    ),
+    "ray": lambda sizes, say: asyncio.run(
+        rwl.ray_figures(sizes.reps, sizes is QUICK or sizes.chain < FULL.chain, say)
     ),
     "rss": rss_figures,
 }

@@ -32,6 +32,8 @@ OUTAGE = {"outage_items_lost", "outage_requests_per_waiting_call", "flaky_items_
 QUICK_OUTAGE_ITEMS = 30
 #: Against a throwaway PostgreSQL cluster the bench starts (skipped, saying why, without one).
 POSTGRES = {"postgres_durable_ratio_vs_psycopg"}
+#: The Ray executor against the local engine (skipped, value None, without Ray installed).
+RAY = {"ray_io_batch_ratio", "ray_cpu_batch_speedup"}
 FIGURES = {
     "chain_overhead_us_per_step",
     "chain_overhead_us_per_step_async",
@@ -48,6 +50,7 @@ FIGURES = {
     *OUTAGE,
     "eval_throughput_ratio",
     *POSTGRES,
+    *RAY,
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -61,6 +64,7 @@ GOALS = {
     *OUTAGE,
     "eval_throughput_ratio",
     *POSTGRES,
+    *RAY,
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",

@@ -15,6 +15,7 @@ retries by failure mode, enforces budgets and accounts every token and cent::
     result = flow.run_sync({"feedback": "..."}, models={"small": "sim:small"})
 """
 
+from trellis.cluster import RayExecutor
 from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.engine import Engine
 from trellis.engine.results import (
@@ -56,6 +57,7 @@ from trellis.errors import (
     SubflowError,
     TrellisError,
     TruncatedError,
+    WorkerLostError,
 )
 from trellis.flow.flow import Flow
 from trellis.flow.inject import LLM, Approval, ElementFailure, Human, Round, RunContext
@@ -92,6 +94,7 @@ __all__ = [  # noqa: RUF022 - grouped by theme, not sorted
     "Param",
     # Running: the engine, role bindings, and what a run records
     "Engine",
+    "RayExecutor",
     "Config",
     "ModelBinding",
     "RoleBinding",
@@ -131,6 +134,7 @@ __all__ = [  # noqa: RUF022 - grouped by theme, not sorted
     "StoreError",
     "SerializationError",
     "LeaseLostError",
+    "WorkerLostError",
     "RunLockedError",
     "StepChangedError",
     "SubflowError",

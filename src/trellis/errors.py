@@ -73,6 +73,7 @@ __all__ = [
     "ToolArgumentsError",
     "TrellisError",
     "TruncatedError",
+    "WorkerLostError",
 ]
 
 
@@ -203,6 +204,11 @@ class StoreError(TrellisError):
 
 class SerializationError(StoreError):
     """A value cannot be recorded as JSON (and Trellis never falls back to pickle)."""
+
+
+class WorkerLostError(TrellisError):
+    """An executor's worker process died while running a batch's items, more often than
+    the executor hands them to a replacement; the batch stopped (resume it)."""
 
 
 class LeaseLostError(StoreError):

@@ -29,6 +29,7 @@ from trellis.cli.options import (
     BudgetTokensOption,
     BudgetUsdOption,
     ConfigOption,
+    ExecutorOption,
     LeaseTtlOption,
     ModelOption,
     NoProgressOption,
@@ -253,6 +254,7 @@ def run(
         ),
     ] = None,
     lease_ttl: LeaseTtlOption = None,
+    executor: ExecutorOption = None,
 ) -> int:
     """Run a flow once (`--input`) or over a JSONL file of items (`--input-file`).
 
@@ -294,6 +296,7 @@ def run(
         cache=cache,
         cache_ttl=cache_ttl,
         lease_ttl=lease_ttl,
+        executor=executor,
     )
     return execute_run(target, options)
 

@@ -416,6 +416,7 @@ def execute_run(target: str, options: RunOptions) -> int:
             cache=options.response_cache,
             lease_ttl=options.lease_ttl if options.lease_ttl is not None else DEFAULT_LEASE_TTL,
         )
+        settings = dataclasses.replace(settings, executor=options.executor)
         meta = None
         if opened is not None:
             meta = build_meta(

@@ -58,6 +58,7 @@ class RunOptions:
     cache: bool = False
     cache_ttl: float | None = None
     lease_ttl: float | None = None
+    executor: str | None = None
 
     def check(self) -> None:
         """The rules between options; a :class:`CliError` for the first one broken."""

@@ -18,6 +18,7 @@ __all__ = [
     "BudgetTokensOption",
     "BudgetUsdOption",
     "ConfigOption",
+    "ExecutorOption",
     "JsonOption",
     "LeaseTtlOption",
     "ModelOption",
@@ -107,6 +108,20 @@ RerunChangedOption = Annotated[
             "When resuming: re-run steps whose code changed since they were recorded, and "
             "everything after them, instead of stopping with an error."
         ),
+    ),
+]
+
+ExecutorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        metavar="WHERE",
+        help=(
+            "Where a batch's items run: local (default: this process), ray (a local Ray "
+            "started for the command), ray:auto (this machine's Ray cluster) or "
+            "ray://HOST:PORT. Ray workers need a PostgreSQL store (or --no-store)."
+        ),
+        show_default=False,
     ),
 ]
 

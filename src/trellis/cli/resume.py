@@ -9,6 +9,7 @@ redone) and then writes the complete output file; a single run prints its result
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from trellis.cli.options import (
     BudgetCallsOption,
     BudgetTokensOption,
     BudgetUsdOption,
+    ExecutorOption,
     LeaseTtlOption,
     NoProgressOption,
     QuietOption,
@@ -159,6 +161,7 @@ def resume(
         ),
     ] = None,
     lease_ttl: LeaseTtlOption = None,
+    executor: ExecutorOption = None,
     budget_usd: BudgetUsdOption = None,
     budget_tokens: BudgetTokensOption = None,
     budget_calls: BudgetCallsOption = None,
@@ -197,6 +200,7 @@ def resume(
         lease_ttl=lease_ttl,
         display=Display(quiet=quiet, as_json=as_json, progress=not no_progress),
         budgets=BudgetOverrides(budget_usd, budget_tokens, budget_calls),
+        executor=executor,
     )
 
 
@@ -211,6 +215,7 @@ def _resume(
     lease_ttl: float | None,
     display: Display,
     budgets: BudgetOverrides,
+    executor: str | None = None,
 ) -> int:
     opened = open_existing_store(store)
     if opened is None:
@@ -222,6 +227,7 @@ def _resume(
         meta, flow, settings = recorded_settings(
             opened, row, models=models, lease_ttl=lease_ttl, quiet=display.quiet, budgets=budgets
         )
+        settings = dataclasses.replace(settings, executor=executor)
         if meta.kind == "batch":
             destination = output
             if destination is None and meta.output is not None:

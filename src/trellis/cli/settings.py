@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trellis.cli.errors import CliError
+from trellis.cluster import executor_from_spec
 from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.engine import Engine
 from trellis.errors import ConfigurationError
@@ -41,17 +42,22 @@ class Settings:
     store: Store | None = None  # where runs are recorded (None: --no-store)
     cache: Cache | None = None  # --cache: the engine-level response cache
     lease_ttl: float = 30.0  # seconds before a killed process's claim on a run expires
+    executor: str | None = None  # --executor: where a batch's items run (None: here)
 
     def engine(self) -> Engine:
         """A new engine. Every bound role's provider and options are checked first, so a
         typo in a binding is one error now rather than a failure in every item later."""
-        engine = Engine(
-            config=self.config,
-            budget=self.batch_budget,
-            store=self.store,
-            cache=self.cache,
-            lease_ttl=self.lease_ttl,
-        )
+        try:
+            engine = Engine(
+                config=self.config,
+                budget=self.batch_budget,
+                store=self.store,
+                cache=self.cache,
+                lease_ttl=self.lease_ttl,
+                executor=executor_from_spec(self.executor) if self.executor else None,
+            )
+        except ConfigurationError as exc:  # --executor: unknown, or the store not shareable
+            raise CliError(str(exc)) from None
         for role, binding in sorted(self.config.roles.items()):
             try:
                 engine.model(binding.binding)

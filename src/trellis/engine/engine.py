@@ -20,6 +20,7 @@ from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.breaker import BreakerSettings, CircuitBreaker
 from trellis.engine.budget import BudgetGuard
 from trellis.engine.durable import DurableRun, finish_batch, load_result, open_batch
+from trellis.engine.executor import BatchItem, BatchWork, EngineRecipe, Executor
 from trellis.engine.human import REPLY
 from trellis.engine.journal import record_from_row
 from trellis.engine.lease import Lease, check_lease_ttl, process_owner
@@ -72,6 +73,9 @@ class Engine:
       breaker per model binding is shared by every run of the engine: while a model fails
       with overloads it lets one probe through at a time, and after an authentication or
       quota failure it lets nothing through for the engine's lifetime.
+    - ``executor``: where :meth:`run_many` runs a batch's items (:class:`Executor`, e.g.
+      ``trellis.cluster.RayExecutor()``); None: as asyncio tasks in this process. An
+      executor whose workers are other processes needs a store they share (PostgreSQL).
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class Engine:
         seed: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         breaker: BreakerSettings | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.config = config or Config()
         self.store: Store | None = open_store(store) if isinstance(store, str) else store
@@ -107,6 +112,21 @@ class Engine:
             self.config = self.config.with_models(bound)
         self.registry = ProviderRegistry(providers, specs=self.config.providers)
         self.guard = BudgetGuard(budget, label="batch") if budget is not None else None
+        if executor is not None:
+            executor.check_store(self.store)
+        self.executor = executor
+        #: How a worker of ``executor`` builds an engine like this one.
+        self.recipe = EngineRecipe(
+            config=self.config,
+            instances=instances,
+            providers=providers,
+            breaker=breaker,
+            cache=cache,
+            lease_ttl=self.lease_ttl,
+            store_url=self.store.url if self.store is not None else None,
+            seed=seed,
+        )
+        self._budget = budget
         #: What runs borrow from this engine (they never hold the engine itself).
         self.services = Services(
             models=ModelChains(self.config, self.registry, instances, breaker or BreakerSettings()),
@@ -116,6 +136,23 @@ class Engine:
             sleep=sleep,
             rng=random.Random(seed),
         )
+
+    @classmethod
+    def from_recipe(cls, recipe: EngineRecipe) -> Engine:
+        """An engine like the one ``recipe`` was taken from (an executor's worker builds
+        one): same configuration, models and policies, its own clients and store."""
+        engine = cls(
+            config=recipe.config,  # its roles already name the instances' bindings
+            providers=recipe.providers,
+            store=recipe.store_url,
+            cache=recipe.cache,
+            lease_ttl=recipe.lease_ttl,
+            seed=recipe.seed,
+            breaker=recipe.breaker,
+        )
+        engine.services.models.models.update(recipe.instances)
+        engine.recipe = recipe
+        return engine
 
     # -- models ---------------------------------------------------------------------------
 
@@ -360,6 +397,19 @@ class Engine:
             active += 1
             return True
 
+        async def elsewhere(executor: Executor) -> None:
+            work = BatchWork(
+                flow=flow,
+                items=[BatchItem(i, run_ids[i], item) for i, item in enumerate(pending)],
+                concurrency=concurrency,
+                budget=budget,
+                batch_budget=self._budget,
+                rerun_changed=rerun_changed,
+                recipe=self.recipe,
+            )
+            async for index, outcome in executor.run(work):
+                await queue.put((index, outcome))
+
         try:
             async with batch_lease:  # one process works on a batch at a time
                 if (
@@ -369,8 +419,14 @@ class Engine:
                     and not completed
                 ):
                     self.store.update_run(batch_id, status="running", epoch=parent.epoch)
-                while active < concurrency and start_next():
-                    pass
+                if self.executor is None:
+                    while active < concurrency and start_next():
+                        pass
+                elif pending:
+                    feeder = asyncio.get_running_loop().create_task(elsewhere(self.executor))
+                    tasks.add(feeder)
+                    feeder.add_done_callback(lambda t: report_fault(t, queue))
+                    active = len(pending)
                 while active:
                     index, outcome = await queue.get()
                     if isinstance(outcome, BaseException):
@@ -378,7 +434,8 @@ class Engine:
                     active -= 1
                     failures += outcome.status == "failed"
                     waiting += outcome.status == "waiting"
-                    start_next()
+                    if self.executor is None:
+                        start_next()
                     yield index, outcome
                 if (
                     batch_id is not None
@@ -405,6 +462,8 @@ class Engine:
         in stays open: its owner closes it)."""
         for model in self.services.models.models.values():
             await model.aclose()
+        if self.executor is not None:
+            await self.executor.aclose()
         if self._owns_store and self.store is not None:
             self.store.close()
 
@@ -418,6 +477,14 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def report_fault(
+    task: asyncio.Task[None], queue: asyncio.Queue[tuple[int, RunResult | BaseException]]
+) -> None:
+    """An executor's feeder that stopped with an error stops the batch with it."""
+    if not task.cancelled() and task.exception() is not None:
+        queue.put_nowait((-1, task.exception() or RuntimeError("executor failed")))
 
 
 def failed_result(

@@ -1,0 +1,57 @@
+"""``trellis run/resume --executor ...`` (a local Ray: the session's, see conftest)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner, Result
+
+from trellis.cli import app
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+def write_items(path: Path, n: int) -> Path:
+    path.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(n)))
+    return path
+
+
+def test_executor_ray_with_a_sqlite_store_is_one_clear_error(tmp_path: Path) -> None:
+    items = write_items(tmp_path / "items.jsonl", 2)
+    result = invoke(
+        "run", "distributed.flows:where", "--input-file", str(items),
+        "--store", f"sqlite:///{tmp_path / 'runs.db'}", "--executor", "ray",
+    )  # fmt: skip
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "PostgreSQL" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unknown_executor_is_a_usage_error(tmp_path: Path) -> None:
+    items = write_items(tmp_path / "items.jsonl", 1)
+    result = invoke(
+        "run", "distributed.flows:where", "--input-file", str(items), "--no-store",
+        "--executor", "dask",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "expected local, ray, ray:auto or ray://HOST:PORT" in result.stderr
+
+
+def test_a_batch_on_ray_with_postgres_then_resumed_on_ray(
+    ray_session: Any, pg_url: str, tmp_path: Path
+) -> None:
+    items = write_items(tmp_path / "items.jsonl", 8)
+    out = tmp_path / "out.jsonl"
+    result = invoke(
+        "run", "distributed.flows:where", "--input-file", str(items), "--store", pg_url,
+        "--executor", "ray", "--run-id", "cli-batch", "--output", str(out), "-n", "4",
+    )  # fmt: skip
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["outputs"]["doubled"]["double"] for r in rows] == [2 * i for i in range(8)]
+    assert "8 done" in result.stdout + result.stderr
+    again = invoke("resume", "cli-batch", "--store", pg_url, "--executor", "ray")
+    assert again.exit_code == 0, (again.stdout, again.stderr)
