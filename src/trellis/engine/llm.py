@@ -24,12 +24,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from trellis.engine.agent import AgentReply, run_agent
 from trellis.engine.breaker import BreakerWaitExpired, CircuitBreaker, Outcome, Ticket
+from trellis.engine.events import (
+    AttemptFinished,
+    AttemptRetried,
+    AttemptStarted,
+    Emitter,
+    PartialOutput,
+    TokenDelta,
+)
 from trellis.engine.journal import request_hash
+from trellis.engine.partial import PartialParser
 from trellis.engine.results import CallRecord
 from trellis.engine.scope import StepScope
 from trellis.engine.structured import OutputSpec, ParseFailure, output_spec, reask_message
@@ -332,6 +341,9 @@ class _Call:
                 raise
             self.attempt += 1
             self.waited, wait = wait, 0.0
+            emit = scope.run.emit
+            if emit is not None:
+                request = self._observed(emit, model, request)
             started = time.perf_counter()
             response: ModelResponse | None = None
             error = None
@@ -382,6 +394,18 @@ class _Call:
                 else:
                     wait = policy.backoff(transient, services.rng)
                 wait = self._bounded_wait(wait, error)
+                if emit is not None:
+                    emit(
+                        AttemptRetried(
+                            run_id=scope.run.result.run_id,
+                            step=scope.record.name,
+                            call=self.call_no,
+                            attempt=self.attempt,
+                            model=model.name,
+                            mode=str(mode),
+                            wait_s=wait,
+                        )
+                    )
                 await scope.run.sleep(wait)
                 self.retry_spent += wait
                 continue
@@ -440,6 +464,36 @@ class _Call:
             reasked += 1
             convo.append(Message("assistant", response.text))
             convo.append(Message("user", reask_message(parsed, spec)))
+
+    def _observed(self, emit: Emitter, model: Model, request: ModelRequest) -> ModelRequest:
+        """The attempt announced to the run's observers, and its request with a hook that
+        turns streamed text into token deltas (and partial outputs, for a structured call)."""
+        scope = self.scope
+        run_id = scope.run.result.run_id
+        step = scope.record.name
+        emit(
+            AttemptStarted(
+                run_id=run_id,
+                step=step,
+                call=self.call_no,
+                attempt=self.attempt,
+                model=model.name,
+                index=scope.index,
+                round=scope.round,
+            )
+        )
+        parser = PartialParser(self.spec.tp) if self.spec is not None else None
+        if parser is not None and not parser.enabled:
+            parser = None
+
+        def on_text(piece: str) -> None:
+            emit(TokenDelta(run_id=run_id, step=step, text=piece))
+            if parser is not None:
+                value = parser.feed(piece)
+                if value is not None:
+                    emit(PartialOutput(run_id=run_id, step=step, value=value))
+
+        return replace(request, on_text=on_text)
 
     async def _admit(
         self, breaker: CircuitBreaker, model: Model, last: bool, error: ModelError | None
@@ -545,6 +599,9 @@ class _Call:
         )
         self.records.append(record)
         scope.add_call(record)
+        emit = scope.run.emit
+        if emit is not None:
+            emit(AttemptFinished(run_id=scope.run.result.run_id, record=record))
 
 
 def _breaker_outcome(error: ModelError | None) -> Outcome:
