@@ -253,6 +253,18 @@ def run(
         ),
     ] = None,
     lease_ttl: LeaseTtlOption = None,
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            "--stream",
+            metavar="STEP",
+            help=(
+                "Print STEP's tokens (on stderr) as the model sends them; single runs only. "
+                "Streams with streaming providers (openai/anthropic with stream=true, sim)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Run a flow once (`--input`) or over a JSONL file of items (`--input-file`).
 
@@ -294,6 +306,7 @@ def run(
         cache=cache,
         cache_ttl=cache_ttl,
         lease_ttl=lease_ttl,
+        stream_step=stream,
     )
     return execute_run(target, options)
 

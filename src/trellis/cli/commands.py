@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
 import json
 import shlex
 import sys
@@ -39,6 +40,7 @@ from trellis.cli.settings import Settings, make_settings
 from trellis.cli.stores import open_cli_store, store_url
 from trellis.cli.summary import BatchSummary, WaitingStep, summarize
 from trellis.cli.target import load_flow
+from trellis.cli.tokens import TokenPrinter
 from trellis.engine.durable import first_changed_item, open_batch, recorded_batch_inputs
 from trellis.engine.engine import new_run_id
 from trellis.engine.records import batch_items, recorded_usage
@@ -96,7 +98,9 @@ async def _one(
     run_id: str | None,
     rerun_changed: bool,
     meta: Mapping[str, Any] | None,
+    stream_step: str | None = None,
 ) -> RunResult:
+    observers = [TokenPrinter(stream_step)] if stream_step is not None else []
     async with settings.engine() as engine:
         try:
             return await engine.run(
@@ -106,6 +110,7 @@ async def _one(
                 run_id=run_id,
                 rerun_changed=rerun_changed,
                 meta=meta,
+                observers=observers,
             )
         except DURABLE_ERRORS as exc:
             raise CliError(str(exc)) from None
@@ -170,7 +175,9 @@ def run_once(flow: Flow, settings: Settings, job: OneRun) -> int:
     if store is not None and run_id is None:
         run_id = new_run_id()  # known before it starts: an interrupted run can be resumed
     try:
-        result = asyncio.run(_one(flow, inputs, settings, run_id, job.rerun_changed, job.meta))
+        result = asyncio.run(
+            _one(flow, inputs, settings, run_id, job.rerun_changed, job.meta, job.stream_step)
+        )
     except KeyboardInterrupt:
         if store is not None and run_id is not None and store.get_run(run_id) is not None:
             _note(f"interrupted: run {run_id} did not finish; resume: {resume_hint(run_id, store)}")
@@ -396,10 +403,20 @@ def _one_line(summary: BatchSummary) -> str:
     )
 
 
+def _check_stream_step(flow: Flow, step: str) -> None:
+    names = [s.name for s in flow.compile().steps]
+    if step not in names:
+        near = difflib.get_close_matches(step, names, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else f"; its steps: {', '.join(names)}"
+        raise CliError(f"--stream {step}: flow {flow.name!r} has no step {step!r}{hint}")
+
+
 def execute_run(target: str, options: RunOptions) -> int:
     """``trellis run`` once its options are parsed; returns the exit code."""
     flow, parsed = load_flow(target)
     options.check()
+    if options.stream_step is not None:
+        _check_stream_step(flow, options.stream_step)
     check_output_path(options.output, options.input_file)
     opened = None if options.no_store else open_cli_store(options.store)
     batch = options.input_file is not None
@@ -444,6 +461,7 @@ def execute_run(target: str, options: RunOptions) -> int:
             run_id=options.run_id,
             rerun_changed=options.rerun_changed,
             meta=meta,
+            stream_step=options.stream_step,
         )
         return run_once(flow, settings, one)
     except DURABLE_ERRORS as exc:  # e.g. a corrupt record read before anything ran
