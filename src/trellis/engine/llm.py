@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from trellis.engine.agent import AgentReply, run_agent
@@ -304,7 +304,12 @@ class _Call:
         self.adjusted: list[str] = []  # how the provider changed the current attempt
         self.retry_spent = 0.0  # failed attempts' latency + waits: against retry_deadline
 
-    def request(self, model: Model, messages: list[Message]) -> ModelRequest:
+    def request(
+        self,
+        model: Model,
+        messages: list[Message],
+        on_text: Callable[[str], None] | None = None,
+    ) -> ModelRequest:
         spec = self.spec
         return ModelRequest(
             messages=tuple(messages),
@@ -316,6 +321,7 @@ class _Call:
             seed=self.seed,
             tools=self.tools,
             tool_choice=self.tool_choice,
+            on_text=on_text,
         )
 
     async def on_model(self, model: Model, messages: list[Message], *, last: bool = True) -> Any:
@@ -333,7 +339,8 @@ class _Call:
         while True:
             ticket = await self._admit(breaker, model, last, error)
             wait += ticket.waited
-            request = self.request(model, convo)
+            emit = scope.run.emit
+            request = self.request(model, convo, None if emit is None else self._text_hook(emit))
             try:
                 reservation = await scope.run.reserve(model.name, request)
             except BaseException:
@@ -341,9 +348,18 @@ class _Call:
                 raise
             self.attempt += 1
             self.waited, wait = wait, 0.0
-            emit = scope.run.emit
             if emit is not None:
-                request = self._observed(emit, model, request)
+                emit(
+                    AttemptStarted(
+                        run_id=scope.run.result.run_id,
+                        step=scope.record.name,
+                        call=self.call_no,
+                        attempt=self.attempt,
+                        model=model.name,
+                        index=scope.index,
+                        round=scope.round,
+                    )
+                )
             started = time.perf_counter()
             response: ModelResponse | None = None
             error = None
@@ -465,23 +481,12 @@ class _Call:
             convo.append(Message("assistant", response.text))
             convo.append(Message("user", reask_message(parsed, spec)))
 
-    def _observed(self, emit: Emitter, model: Model, request: ModelRequest) -> ModelRequest:
-        """The attempt announced to the run's observers, and its request with a hook that
-        turns streamed text into token deltas (and partial outputs, for a structured call)."""
+    def _text_hook(self, emit: Emitter) -> Callable[[str], None]:
+        """What a streaming provider calls with each piece of an attempt's reply: a token
+        delta to the run's observers (and a partial output, for a structured call)."""
         scope = self.scope
         run_id = scope.run.result.run_id
         step = scope.record.name
-        emit(
-            AttemptStarted(
-                run_id=run_id,
-                step=step,
-                call=self.call_no,
-                attempt=self.attempt,
-                model=model.name,
-                index=scope.index,
-                round=scope.round,
-            )
-        )
         parser = PartialParser(self.spec.tp) if self.spec is not None else None
         if parser is not None and not parser.enabled:
             parser = None
@@ -493,7 +498,7 @@ class _Call:
                 if value is not None:
                     emit(PartialOutput(run_id=run_id, step=step, value=value))
 
-        return replace(request, on_text=on_text)
+        return on_text
 
     async def _admit(
         self, breaker: CircuitBreaker, model: Model, last: bool, error: ModelError | None

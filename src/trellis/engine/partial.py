@@ -5,7 +5,8 @@ accumulates them and, after each piece, parses the text so far leniently (an unf
 string, list or object is closed where it stops) and validates the result against a
 *partial model* of the output type: the same fields, every one optional (default None).
 A field whose value does not validate yet (say, a nested object still missing required
-fields) is left out, so what is exposed is always valid as far as it goes.
+fields) is left out, and so is a number the text ends in (it may be cut), so what is exposed is
+always valid as far as it goes.
 
 Only Pydantic models have a partial form; for other output types there is none and
 nothing is exposed.
@@ -14,12 +15,15 @@ nothing is exposed.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic_core import from_json
 
 __all__ = ["PartialParser", "partial_model"]
+
+_TRAILING_NUMBER = re.compile(r"-?[0-9][0-9.eE+-]*$|-$")
 
 
 @functools.cache
@@ -35,12 +39,13 @@ def partial_model(tp: type[BaseModel]) -> type[BaseModel]:
 class PartialParser:
     """Feed a structured reply's text piece by piece; get its partial model so far."""
 
-    __slots__ = ("_last", "_model", "_parts")
+    __slots__ = ("_last", "_model", "_parsed", "_parts")
 
     def __init__(self, tp: Any) -> None:
         self._model = partial_model(tp) if _is_model(tp) else None
         self._parts: list[str] = []
         self._last: dict[str, Any] | None = None
+        self._parsed: Any = None  # the lenient parse of the text so far
 
     @property
     def enabled(self) -> bool:
@@ -51,13 +56,16 @@ class PartialParser:
         self._parts.append(piece)
         if self._model is None:
             return None
-        text = "".join(self._parts)
+        # A number at the very end may be cut mid-way ("12" of "125"): not shown until the
+        # next delimiter proves it whole (strings are shown as far as they go).
+        text = _TRAILING_NUMBER.sub("", "".join(self._parts))
         try:
             data = from_json(text, allow_partial="trailing-strings")
         except ValueError:
             return None  # not JSON yet (or not JSON at all): nothing to show
-        if not isinstance(data, dict):
-            return None
+        if not isinstance(data, dict) or data == self._parsed:
+            return None  # not an object, or nothing new (whitespace, a key being written)
+        self._parsed = data
         value = self._validated(data)
         if value is None:
             return None
