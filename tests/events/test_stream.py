@@ -162,11 +162,12 @@ def test_the_buffer_merges_only_deltas_and_only_past_its_limit() -> None:
     buffer = EventBuffer(limit=2)
     buffer(TokenDelta(run_id="r", step="a", text="x"))
     buffer(TokenDelta(run_id="r", step="a", text="y"))
-    buffer(TokenDelta(run_id="r", step="a", text="z"))  # full: merged into "y"
+    buffer(TokenDelta(run_id="r", step="a", text="z"))  # full: kept, later ones merge
     buffer(StepStarted(run_id="r", step="b"))  # never dropped, even when full
-    buffer(TokenDelta(run_id="r", step="b", text="1"))  # no earlier delta of b: kept
+    buffer(TokenDelta(run_id="r", step="a", text="!"))  # merged into "z"
+    buffer(TokenDelta(run_id="r", step="b", text="1"))  # the first of b past the limit: kept
     taken = buffer.take()
-    assert [getattr(e, "text", None) for e in taken] == ["x", "yz", None, "1"]
+    assert [getattr(e, "text", None) for e in taken] == ["x", "y", "z!", None, "1"]
     assert buffer.coalesced == 1 and len(buffer) == 0
 
 

@@ -162,12 +162,15 @@ class Emitter:
         self.errors: list[BaseException] = []
 
     def __call__(self, event: Event) -> None:
-        for observer in tuple(self.observers):
+        broken = None
+        for observer in self.observers:
             try:
                 observer(event)
             except Exception as exc:  # a broken observer never fails the run it watches
                 self.errors.append(exc)
-                self.observers.remove(observer)
+                broken = observer
+        if broken is not None:
+            self.observers = [o for o in self.observers if o is not broken]
 
 
 def emitter(*groups: Iterable[Observer] | None) -> Emitter | None:

@@ -15,15 +15,15 @@ nothing is exposed.
 from __future__ import annotations
 
 import functools
-import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 from pydantic_core import from_json
 
 __all__ = ["PartialParser", "partial_model"]
 
-_TRAILING_NUMBER = re.compile(r"-?[0-9][0-9.eE+-]*$|-$")
+_NUMBER_ENDS = frozenset("0123456789.-")  # a text ending so may end in a cut number
+_NUMBER_CHARS = "0123456789.eE+-"
 
 
 @functools.cache
@@ -37,15 +37,20 @@ def partial_model(tp: type[BaseModel]) -> type[BaseModel]:
 
 
 class PartialParser:
-    """Feed a structured reply's text piece by piece; get its partial model so far."""
+    """Feed a structured reply's text piece by piece; get its partial model so far.
 
-    __slots__ = ("_last", "_model", "_parsed", "_parts")
+    Fields are validated one by one, each only when its parsed value changed: a field
+    keeps its last valid value while the text shows an invalid one (a list whose last
+    element is still being written), and is left out until it first validates."""
+
+    __slots__ = ("_adapters", "_model", "_parsed", "_parts", "_valid")
 
     def __init__(self, tp: Any) -> None:
         self._model = partial_model(tp) if _is_model(tp) else None
+        self._adapters = _field_adapters(tp) if self._model is not None else {}
         self._parts: list[str] = []
-        self._last: dict[str, Any] | None = None
         self._parsed: Any = None  # the lenient parse of the text so far
+        self._valid: dict[str, tuple[Any, Any]] = {}  # field -> (parsed value, validated)
 
     @property
     def enabled(self) -> bool:
@@ -58,7 +63,9 @@ class PartialParser:
             return None
         # A number at the very end may be cut mid-way ("12" of "125"): not shown until the
         # next delimiter proves it whole (strings are shown as far as they go).
-        text = _TRAILING_NUMBER.sub("", "".join(self._parts))
+        text = "".join(self._parts)
+        if text[-1:] in _NUMBER_ENDS:
+            text = text.rstrip(_NUMBER_CHARS)
         try:
             data = from_json(text, allow_partial="trailing-strings")
         except ValueError:
@@ -66,27 +73,33 @@ class PartialParser:
         if not isinstance(data, dict) or data == self._parsed:
             return None  # not an object, or nothing new (whitespace, a key being written)
         self._parsed = data
-        value = self._validated(data)
-        if value is None:
-            return None
-        shown = value.model_dump(exclude_unset=True)
-        if not shown or shown == self._last:
-            return None
-        self._last = shown
-        return value
-
-    def _validated(self, data: dict[str, Any]) -> BaseModel | None:
-        assert self._model is not None
-        known = {k: v for k, v in data.items() if k in self._model.model_fields}
-        for _ in range(len(known) + 1):
+        valid = self._valid
+        changed = False
+        for name, raw in data.items():
+            adapter = self._adapters.get(name)
+            if adapter is None:
+                continue
+            seen = valid.get(name)
+            if seen is not None and seen[0] == raw:
+                continue
             try:
-                return self._model.model_validate(known)
-            except ValidationError as exc:
-                bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
-                if not bad & known.keys():
-                    return None
-                known = {k: v for k, v in known.items() if k not in bad}
-        return None
+                value = adapter.validate_python(raw)
+            except ValidationError:
+                continue  # not valid yet: the last valid value (or nothing) stands
+            valid[name] = (raw, value)
+            changed = True
+        if not changed:
+            return None
+        return self._model.model_construct(**{k: v for k, (_, v) in valid.items()})
+
+
+@functools.cache
+def _field_adapters(tp: type[BaseModel]) -> dict[str, TypeAdapter[Any]]:
+    """One validator per field of ``tp`` (its type and constraints)."""
+    return {
+        name: TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type]
+        for name, info in tp.model_fields.items()
+    }
 
 
 def _is_model(tp: Any) -> bool:

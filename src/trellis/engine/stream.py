@@ -2,8 +2,8 @@
 
 :class:`EventBuffer` is the observer a stream registers: it never blocks the run (an
 observer is called synchronously on the run's loop) and never drops an event, except that
-token deltas are coalesced: once ``limit`` events wait unread, a new delta of a step is
-merged into that step's newest waiting delta instead of taking a place of its own. So a
+token deltas are coalesced: once ``limit`` events wait unread, the deltas of a step that
+follow are merged into one waiting delta instead of each taking a place of its own. So a
 consumer that sleeps holds at most ``limit`` events plus the (few, bounded by the flow's
 size) step and attempt events, however many tokens stream meanwhile.
 
@@ -45,21 +45,23 @@ class EventBuffer:
 
     def __call__(self, event: Event) -> None:
         events = self._events
-        if isinstance(event, TokenDelta):
+        # Below the limit an event is appended and nothing else is tracked; past it, each
+        # step's newest delta is remembered, and later deltas of that step merge into it.
+        if len(events) >= self.limit and isinstance(event, TokenDelta):
             key = (event.run_id, event.step)
-            if len(events) >= self.limit:
-                at = self._latest_delta.get(key)
-                if at is not None:
-                    older = events[at]
-                    assert isinstance(older, TokenDelta)
-                    events[at] = TokenDelta(
-                        run_id=older.run_id, step=older.step, text=older.text + event.text
-                    )
-                    self.coalesced += 1
-                    return
+            at = self._latest_delta.get(key)
+            if at is not None:
+                older = events[at]
+                assert isinstance(older, TokenDelta)
+                events[at] = TokenDelta(
+                    run_id=older.run_id, step=older.step, text=older.text + event.text
+                )
+                self.coalesced += 1
+                return
             self._latest_delta[key] = len(events)
         events.append(event)
-        self._wakeup.set()
+        if not self._wakeup.is_set():
+            self._wakeup.set()
 
     def __len__(self) -> int:
         return len(self._events)
