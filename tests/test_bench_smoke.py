@@ -47,6 +47,7 @@ FIGURES = {
     *RATELIMITED,
     *OUTAGE,
     "eval_throughput_ratio",
+    "stream_overhead_ratio",
     *POSTGRES,
 }
 GOALS = {
@@ -60,6 +61,7 @@ GOALS = {
     "ratelimited_429_count",
     *OUTAGE,
     "eval_throughput_ratio",
+    "stream_overhead_ratio",
     *POSTGRES,
 }
 LANGGRAPH_FIGURES = {

@@ -256,3 +256,12 @@ def _plain_flow() -> tl.Flow:
         return n + 1
 
     return flow
+
+
+async def test_a_batch_item_with_bad_inputs_still_ends_with_its_result() -> None:
+    async with tl.Engine() as engine:
+        stream = engine.stream_many(_plain_flow(), [{"n": 1}, {"n": "not a number"}])
+        events = [event async for event in stream]
+    finals = [e for e in events if isinstance(e, RunFinished)]
+    assert sorted(f.result.status for f in finals) == ["done", "failed"]
+    assert [r.status for r in stream.results] == ["done", "failed"]

@@ -384,6 +384,7 @@ class Engine:
 
         async def one(index: int, item: Mapping[str, Any]) -> None:
             outcome: RunResult | BaseException
+            ran: RunResult | None = None  # what run() returned (it emitted RunFinished itself)
             run_id = run_ids[index]
             try:
                 if self.guard is not None and self.guard.exhausted is not None:
@@ -397,10 +398,15 @@ class Engine:
                         rerun_changed=rerun_changed,
                         observers=observers,
                     )
+                    ran = outcome
             except InputError as exc:
                 outcome = failed_result(plan, item, exc, run_id=run_id)
             except Exception as exc:  # an engine bug: surface it to the consumer, don't hang
                 outcome = exc
+            if isinstance(outcome, RunResult) and outcome is not ran:
+                emit = emitter(self.observers, observers)  # an item that never started
+                if emit is not None:
+                    emit(RunFinished(run_id=outcome.run_id, result=outcome))
             await queue.put((index, outcome))
 
         tasks: set[asyncio.Task[None]] = set()
