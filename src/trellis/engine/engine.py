@@ -28,6 +28,7 @@ from trellis.engine.results import ErrorInfo, RunResult, StepRecord
 from trellis.engine.runner import Run
 from trellis.engine.services import ModelChains, ResponseCache, Services
 from trellis.engine.stream import DEFAULT_LIMIT, EventStream
+from trellis.engine.tracing import tracing_observer
 from trellis.errors import (
     ConfigurationError,
     InputError,
@@ -75,6 +76,8 @@ class Engine:
       quota failure it lets nothing through for the engine's lifetime.
     - ``observers``: callables given every event of every run (:mod:`trellis.engine.events`);
       a run can add its own (``run(..., observers=...)``), and :meth:`stream` is one.
+    - ``tracing``: OpenTelemetry spans of every run (``True``: the global tracer provider,
+      or a ``Tracer``); needs the ``[otel]`` extra (:mod:`trellis.engine.tracing`).
     """
 
     def __init__(
@@ -91,9 +94,12 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         breaker: BreakerSettings | None = None,
         observers: Sequence[Observer] = (),
+        tracing: Any = None,
     ) -> None:
         self.config = config or Config()
         self.observers = list(observers)
+        if tracing is not None and tracing is not False:
+            self.observers.append(tracing_observer(tracing))
         self.store: Store | None = open_store(store) if isinstance(store, str) else store
         self._owns_store = isinstance(store, str)  # opened here from a URL: closed here
         self.cache = cache
