@@ -36,7 +36,9 @@ def _flow() -> tl.Flow:
 
     @flow.step
     async def classify(text: str, llm: tl.LLM) -> Verdict:
-        return await llm.generate(f"classify {text}", output=Verdict)  # type: ignore[no-any-return]
+        return await llm.generate(  # type: ignore[no-any-return]
+            f"classify {text}", output=Verdict, temperature=0.2, max_tokens=200
+        )
 
     @flow.step(when=lambda classify: classify.score > 1000)
     def escalate(classify: Verdict) -> str:
@@ -66,6 +68,8 @@ async def test_run_step_and_attempt_spans_nest_with_genai_attributes() -> None:
         assert attrs["gen_ai.operation.name"] == "chat"
         assert attrs["gen_ai.provider.name"] == "sim"
         assert attrs["gen_ai.request.model"] == "small"
+        assert attrs["gen_ai.request.temperature"] == 0.2
+        assert attrs["gen_ai.request.max_tokens"] == 200
         assert attrs["trellis.attempt"] == call.attempt
         assert attrs["trellis.run.id"] == result.run_id
         assert attrs["gen_ai.usage.output_tokens"] == call.output_tokens
@@ -99,3 +103,14 @@ async def test_a_failed_step_span_has_the_error_type() -> None:
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert (spans["step divide"].attributes or {})["error.type"] == "StepError"
     assert not spans["step divide"].status.is_ok
+
+
+def test_tracing_without_opentelemetry_is_a_clear_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if not installed
+    with pytest.raises(tl.ConfigurationError, match=r"pip install 'trellis\[otel\]'"):
+        tl.Engine(tracing=True)
+    tl.Engine()  # without tracing= nothing needs it

@@ -104,6 +104,8 @@ class AttemptStarted(Event):
     model: str
     index: int | None = None  # the mapped element
     round: int | None = None  # the loop round
+    temperature: float | None = None  # as asked (None: the provider's default)
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

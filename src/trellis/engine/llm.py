@@ -358,6 +358,8 @@ class _Call:
                         model=model.name,
                         index=scope.index,
                         round=scope.round,
+                        temperature=self.temperature,
+                        max_tokens=self.max_tokens,
                     )
                 )
             started = time.perf_counter()

@@ -147,6 +147,10 @@ class TracingObserver:
             "trellis.step": event.step,
             "trellis.attempt": event.attempt,
         }
+        if event.temperature is not None:
+            attributes["gen_ai.request.temperature"] = event.temperature
+        if event.max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = event.max_tokens
         if event.index is not None:
             attributes["trellis.element"] = event.index
         if event.round is not None:
