@@ -265,6 +265,17 @@ def run(
             show_default=False,
         ),
     ] = None,
+    otel: Annotated[
+        bool,
+        typer.Option(
+            "--otel",
+            help=(
+                "Export OpenTelemetry traces (run, step and LLM-attempt spans) over OTLP/HTTP, "
+                "configured by the standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT...). "
+                "Needs trellis[otel]."
+            ),
+        ),
+    ] = False,
 ) -> int:
     """Run a flow once (`--input`) or over a JSONL file of items (`--input-file`).
 
@@ -307,6 +318,7 @@ def run(
         cache_ttl=cache_ttl,
         lease_ttl=lease_ttl,
         stream_step=stream,
+        otel=otel,
     )
     return execute_run(target, options)
 

@@ -9,6 +9,7 @@ A locked run, a changed step or an unusable store is one ``error:`` line (exit 2
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -34,6 +35,7 @@ from trellis.cli.inputs import Item, parse_input, read_items
 from trellis.cli.jobs import BatchJob, OneRun, RunOptions
 from trellis.cli.jsonout import json_text
 from trellis.cli.leases import DEFAULT_LEASE_TTL, wait_for_dead_leases
+from trellis.cli.otel import otlp_tracer
 from trellis.cli.render import answer_commands, render_result, render_summary
 from trellis.cli.run_meta import build_meta
 from trellis.cli.settings import Settings, make_settings
@@ -420,6 +422,24 @@ def execute_run(target: str, options: RunOptions) -> int:
     check_output_path(options.output, options.input_file)
     opened = None if options.no_store else open_cli_store(options.store)
     batch = options.input_file is not None
+    traced = otlp_tracer() if options.otel else contextlib.nullcontext()
+    try:
+        with traced as tracer:
+            return _execute_run(flow, parsed, target, options, opened, batch, tracer)
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _execute_run(
+    flow: Flow,
+    parsed: Any,
+    target: str,
+    options: RunOptions,
+    opened: Store | None,
+    batch: bool,
+    tracer: Any,
+) -> int:
     try:
         settings = make_settings(
             flow,
@@ -433,6 +453,8 @@ def execute_run(target: str, options: RunOptions) -> int:
             cache=options.response_cache,
             lease_ttl=options.lease_ttl if options.lease_ttl is not None else DEFAULT_LEASE_TTL,
         )
+        if tracer is not None:
+            settings = dataclasses.replace(settings, tracing=tracer)
         meta = None
         if opened is not None:
             meta = build_meta(
@@ -466,6 +488,3 @@ def execute_run(target: str, options: RunOptions) -> int:
         return run_once(flow, settings, one)
     except DURABLE_ERRORS as exc:  # e.g. a corrupt record read before anything ran
         raise CliError(str(exc)) from None
-    finally:
-        if opened is not None:
-            opened.close()

@@ -59,6 +59,7 @@ class RunOptions:
     cache_ttl: float | None = None
     lease_ttl: float | None = None
     stream_step: str | None = None  # --stream: print this step's tokens as they arrive
+    otel: bool = False  # --otel: export traces over OTLP/HTTP (OTEL_* variables)
 
     def check(self) -> None:
         """The rules between options; a :class:`CliError` for the first one broken."""

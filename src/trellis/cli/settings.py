@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trellis.cli.errors import CliError
 from trellis.config import Config, ModelBinding, RoleBinding
@@ -41,6 +42,7 @@ class Settings:
     store: Store | None = None  # where runs are recorded (None: --no-store)
     cache: Cache | None = None  # --cache: the engine-level response cache
     lease_ttl: float = 30.0  # seconds before a killed process's claim on a run expires
+    tracing: Any = None  # --otel: the tracer the engine's runs are traced with
 
     def engine(self) -> Engine:
         """A new engine. Every bound role's provider and options are checked first, so a
@@ -51,6 +53,7 @@ class Settings:
             store=self.store,
             cache=self.cache,
             lease_ttl=self.lease_ttl,
+            tracing=self.tracing,
         )
         for role, binding in sorted(self.config.roles.items()):
             try:
