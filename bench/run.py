@@ -56,6 +56,7 @@ RATELIMITED_429_GOAL = Goal("<=", 0.0)
 ITEMS_LOST_GOAL = Goal("<=", 0.0)
 OUTAGE_REQUESTS_GOAL = Goal("<=", 0.5)
 EVAL_GOAL = rlw.AtLeast(0.8)
+STREAM_GOAL = Goal("<=", 1.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +409,60 @@ async def eval_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str, An
             samples_run_s=s["run"],
             samples_eval_s=s["eval"],
             **work.settings(),
+        )
+    }
+
+
+# -- the event stream ------------------------------------------------------------------------
+
+
+async def stream_figures(sizes: Sizes, say: Callable[[str], None]) -> dict[str, Any]:
+    """A fan-out of simulated streaming calls consumed through ``engine.stream`` (every
+    token delta and partial output, every step and attempt event) vs the same run with
+    nobody listening."""
+    n = sizes.sim
+    say(f"fan-out of {n} simulated streaming calls through engine.stream vs engine.run")
+    flow = wl.sim_fanout_flow()
+    counted: dict[str, int] = {}
+    async with tl.Engine(models={"small": wl.SIM_BINDING}) as engine:
+
+        async def plain() -> float:
+            t0 = time.perf_counter()
+            result = await engine.run(flow, {"n": n})
+            elapsed = time.perf_counter() - t0
+            if not result.ok or result.usage.calls != n:
+                raise RuntimeError(f"sim fan-out run failed: {result.error}")
+            return elapsed
+
+        async def streamed() -> float:
+            t0 = time.perf_counter()
+            events = 0
+            stream = engine.stream(flow, {"n": n})
+            async for _ in stream:
+                events += 1
+            elapsed = time.perf_counter() - t0
+            if not stream.result.ok or stream.result.usage.calls != n:
+                raise RuntimeError(f"streamed sim fan-out failed: {stream.result.error}")
+            counted["events"] = events
+            return elapsed
+
+        s = await interleave(sizes.reps, {"run": plain, "stream": streamed})
+    t, b = median(s["stream"]), median(s["run"])
+    return {
+        "stream_overhead_ratio": figure(
+            value=t / b,
+            unit="x",
+            baseline=b,
+            baseline_unit="s",
+            baseline_what=f"the same fan-out of {n} sim calls by engine.run, nobody listening",
+            goal=STREAM_GOAL,
+            reps=sizes.reps,
+            n=n,
+            model=wl.SIM_BINDING,
+            events_per_run=counted.get("events", 0),
+            streamed_s=t,
+            samples_run_s=s["run"],
+            samples_stream_s=s["stream"],
         )
     }
 
@@ -987,6 +1042,7 @@ GROUPS: dict[str, Group] = {
     "ratelimit": lambda sizes, say: asyncio.run(ratelimit_figures(sizes, say)),
     "outage": lambda sizes, say: asyncio.run(outage_figures(sizes, say)),
     "eval": lambda sizes, say: asyncio.run(eval_figures(sizes, say)),
+    "stream": lambda sizes, say: asyncio.run(stream_figures(sizes, say)),
     "postgres": lambda sizes, say: asyncio.run(
         pgw.postgres_figures(sizes.durable, sizes.chain_reps, say)
     ),

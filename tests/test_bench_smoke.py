@@ -49,6 +49,7 @@ FIGURES = {
     *RATELIMITED,
     *OUTAGE,
     "eval_throughput_ratio",
+    "stream_overhead_ratio",
     *POSTGRES,
     *RAY,
 }
@@ -63,6 +64,7 @@ GOALS = {
     "ratelimited_429_count",
     *OUTAGE,
     "eval_throughput_ratio",
+    "stream_overhead_ratio",
     *POSTGRES,
     *RAY,
 }

@@ -664,3 +664,30 @@ async def test_flow_end_to_end_overloaded_then_success(server: ScriptedServer, s
     assert result.calls[1].wait_s == sleeps.waits[0]
     assert server.requests[1].body["tool_choice"] == {"type": "tool", "name": "Topics"}
     assert server.requests[1].body["max_tokens"] == 300
+
+
+async def test_streamed_text_and_the_output_tools_json_reach_the_text_hook(
+    server: ScriptedServer, make: MakeModel
+) -> None:
+    server.add(
+        Reply(chunks=_stream(*_text_block(0, "Hel", "lo"))),
+        Reply(chunks=_stream(*_tool_block(0, "Topics", '{"topics": ', '["a"]}'), stop="tool_use")),
+        Reply(
+            chunks=_stream(
+                *_text_block(0, "Checking."),
+                *_tool_block(1, "lookup", '{"q": "x"}'),
+                stop="tool_use",
+            )
+        ),
+    )
+    model = make(stream=True)
+    pieces: list[str] = []
+    await model.complete(request(on_text=pieces.append))
+    assert pieces == ["Hel", "lo"]
+    pieces.clear()
+    await model.complete(request(schema=TOPICS_SCHEMA, schema_name="Topics", on_text=pieces.append))
+    assert "".join(pieces) == '{"topics": ["a"]}'
+    pieces.clear()
+    spec = ToolSpec("lookup", "Search", {"type": "object", "properties": {}})
+    await model.complete(request(tools=(spec,), on_text=pieces.append))
+    assert pieces == ["Checking."]  # an agent tool's arguments are not reply text

@@ -1027,3 +1027,23 @@ async def test_native_mode_still_resends_a_rejected_strict_schema_loose(
         await model.complete(request(schema=SENTIMENT_SCHEMA, schema_name="Sentiment"))
     sent = [r.body.get("response_format", {}).get("json_schema", {}) for r in server.requests]
     assert [s.get("strict") for s in sent] == [True, False]  # never prompted JSON
+
+
+async def test_streamed_content_reaches_the_requests_text_hook(
+    server: ScriptedServer, make: MakeModel
+) -> None:
+    pieces: list[str] = []
+    server.add(
+        Reply(
+            chunks=sse(
+                [
+                    chunk({"role": "assistant", "content": ""}),
+                    chunk({"content": "Hel"}),
+                    chunk({"content": "lo!"}),
+                    chunk({}, finish="stop"),
+                ]
+            )
+        )
+    )
+    reply = await make(stream=True).complete(request(on_text=pieces.append))
+    assert pieces == ["Hel", "lo!"] and reply.text == "Hello!"  # empty deltas are not passed

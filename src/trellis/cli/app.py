@@ -255,6 +255,29 @@ def run(
     ] = None,
     lease_ttl: LeaseTtlOption = None,
     executor: ExecutorOption = None,
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            "--stream",
+            metavar="STEP",
+            help=(
+                "Print STEP's tokens (on stderr) as the model sends them; single runs only. "
+                "Streams with streaming providers (openai/anthropic with stream=true, sim)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    otel: Annotated[
+        bool,
+        typer.Option(
+            "--otel",
+            help=(
+                "Export OpenTelemetry traces (run, step and LLM-attempt spans) over OTLP/HTTP, "
+                "configured by the standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT...). "
+                "Needs trellis[otel]."
+            ),
+        ),
+    ] = False,
 ) -> int:
     """Run a flow once (`--input`) or over a JSONL file of items (`--input-file`).
 
@@ -297,6 +320,8 @@ def run(
         cache_ttl=cache_ttl,
         lease_ttl=lease_ttl,
         executor=executor,
+        stream_step=stream,
+        otel=otel,
     )
     return execute_run(target, options)
 

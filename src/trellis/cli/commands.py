@@ -9,7 +9,9 @@ A locked run, a changed step or an unusable store is one ``error:`` line (exit 2
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import difflib
 import json
 import shlex
 import sys
@@ -33,11 +35,13 @@ from trellis.cli.inputs import Item, parse_input, read_items
 from trellis.cli.jobs import BatchJob, OneRun, RunOptions
 from trellis.cli.jsonout import json_text
 from trellis.cli.leases import DEFAULT_LEASE_TTL, wait_for_dead_leases
+from trellis.cli.otel import otlp_tracer
 from trellis.cli.render import answer_commands, render_result, render_summary
 from trellis.cli.run_meta import build_meta
 from trellis.cli.settings import Settings, make_settings
 from trellis.cli.stores import open_cli_store, store_url
 from trellis.cli.target import load_flow
+from trellis.cli.tokens import TokenPrinter
 from trellis.engine.durable import first_changed_item, open_batch, recorded_batch_inputs
 from trellis.engine.engine import new_run_id
 from trellis.engine.records import batch_items, recorded_usage
@@ -96,7 +100,9 @@ async def _one(
     run_id: str | None,
     rerun_changed: bool,
     meta: Mapping[str, Any] | None,
+    stream_step: str | None = None,
 ) -> RunResult:
+    observers = [TokenPrinter(stream_step)] if stream_step is not None else []
     async with settings.engine() as engine:
         try:
             return await engine.run(
@@ -106,6 +112,7 @@ async def _one(
                 run_id=run_id,
                 rerun_changed=rerun_changed,
                 meta=meta,
+                observers=observers,
             )
         except DURABLE_ERRORS as exc:
             raise CliError(str(exc)) from None
@@ -170,7 +177,9 @@ def run_once(flow: Flow, settings: Settings, job: OneRun) -> int:
     if store is not None and run_id is None:
         run_id = new_run_id()  # known before it starts: an interrupted run can be resumed
     try:
-        result = asyncio.run(_one(flow, inputs, settings, run_id, job.rerun_changed, job.meta))
+        result = asyncio.run(
+            _one(flow, inputs, settings, run_id, job.rerun_changed, job.meta, job.stream_step)
+        )
     except KeyboardInterrupt:
         if store is not None and run_id is not None and store.get_run(run_id) is not None:
             _note(f"interrupted: run {run_id} did not finish; resume: {resume_hint(run_id, store)}")
@@ -396,13 +405,41 @@ def _one_line(summary: BatchSummary) -> str:
     )
 
 
+def _check_stream_step(flow: Flow, step: str) -> None:
+    names = [s.name for s in flow.compile().steps]
+    if step not in names:
+        near = difflib.get_close_matches(step, names, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else f"; its steps: {', '.join(names)}"
+        raise CliError(f"--stream {step}: flow {flow.name!r} has no step {step!r}{hint}")
+
+
 def execute_run(target: str, options: RunOptions) -> int:
     """``trellis run`` once its options are parsed; returns the exit code."""
     flow, parsed = load_flow(target)
     options.check()
+    if options.stream_step is not None:
+        _check_stream_step(flow, options.stream_step)
     check_output_path(options.output, options.input_file)
     opened = None if options.no_store else open_cli_store(options.store)
     batch = options.input_file is not None
+    traced = otlp_tracer() if options.otel else contextlib.nullcontext()
+    try:
+        with traced as tracer:
+            return _execute_run(flow, parsed, target, options, opened, batch, tracer)
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _execute_run(
+    flow: Flow,
+    parsed: Any,
+    target: str,
+    options: RunOptions,
+    opened: Store | None,
+    batch: bool,
+    tracer: Any,
+) -> int:
     try:
         settings = make_settings(
             flow,
@@ -417,6 +454,8 @@ def execute_run(target: str, options: RunOptions) -> int:
             lease_ttl=options.lease_ttl if options.lease_ttl is not None else DEFAULT_LEASE_TTL,
         )
         settings = dataclasses.replace(settings, executor=options.executor)
+        if tracer is not None:
+            settings = dataclasses.replace(settings, tracing=tracer)
         meta = None
         if opened is not None:
             meta = build_meta(
@@ -445,10 +484,8 @@ def execute_run(target: str, options: RunOptions) -> int:
             run_id=options.run_id,
             rerun_changed=options.rerun_changed,
             meta=meta,
+            stream_step=options.stream_step,
         )
         return run_once(flow, settings, one)
     except DURABLE_ERRORS as exc:  # e.g. a corrupt record read before anything ran
         raise CliError(str(exc)) from None
-    finally:
-        if opened is not None:
-            opened.close()

@@ -59,6 +59,8 @@ class RunOptions:
     cache_ttl: float | None = None
     lease_ttl: float | None = None
     executor: str | None = None
+    stream_step: str | None = None  # --stream: print this step's tokens as they arrive
+    otel: bool = False  # --otel: export traces over OTLP/HTTP (OTEL_* variables)
 
     def check(self) -> None:
         """The rules between options; a :class:`CliError` for the first one broken."""
@@ -74,6 +76,8 @@ class RunOptions:
             raise CliError("--run-id needs a store (runs are only recorded without --no-store)")
         if self.run_id is not None and not self.run_id.strip():
             raise CliError("--run-id is empty")
+        if self.stream_step is not None and self.input_file is not None:
+            raise CliError("--stream prints one run's tokens: use it with --input, not a batch")
         if self.cache_ttl is not None and self.cache_ttl <= 0:
             raise CliError("--cache-ttl must be positive (seconds)")
 
@@ -94,6 +98,7 @@ class OneRun:
     run_id: str | None = None
     rerun_changed: bool = False
     meta: Mapping[str, Any] | None = None
+    stream_step: str | None = None  # print this step's tokens as they arrive
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,6 +26,7 @@ from trellis.engine.records import Waiting, interrupted, subflow_of
 from trellis.engine.results import CallRecord, Decision, RunResult, Stats, StepRecord, jsonable
 from trellis.engine.summary import WaitingStep, adjustment_warnings
 from trellis.store.base import RunRow
+from trellis.tracebacks import Frame, format_frames
 
 __all__ = ["render_batch", "render_run", "runs_table", "shown_status"]
 
@@ -404,7 +405,9 @@ def _step_node(
             )
         )
     if record.error is not None:
-        node.add(Text(f"{record.error.type}: {record.error.message}", style="red"))
+        error_node = node.add(Text(f"{record.error.type}: {record.error.message}", style="red"))
+        if record.error.traceback:
+            error_node.add(_traceback_text(record.error.traceback))
     elif record.status in ("skipped", "cancelled") and record.reason and not decisions:
         node.add(Text(f"{record.status}: {record.reason}", style="dim"))
     if record.status == "waiting" and record.question is not None:
@@ -559,3 +562,11 @@ def render_batch(
         render_waiting(console, questions, store)
     elif row.status != "done":
         console.print(Text(f"resume it: trellis resume {row.run_id}", style="dim"))
+
+
+def _traceback_text(frames: tuple[Frame, ...]) -> Text:
+    """The user's frames, as Python prints a traceback (outermost first)."""
+    text = Text("in user code (most recent call last):", style="dim")
+    for line in format_frames(frames):
+        text.append("\n" + line, style="dim" if line.startswith("    ") else "")
+    return text

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trellis.cli.errors import CliError
 from trellis.cluster import executor_from_spec
@@ -43,6 +44,7 @@ class Settings:
     cache: Cache | None = None  # --cache: the engine-level response cache
     lease_ttl: float = 30.0  # seconds before a killed process's claim on a run expires
     executor: str | None = None  # --executor: where a batch's items run (None: here)
+    tracing: Any = None  # --otel: the tracer the engine's runs are traced with
 
     def engine(self) -> Engine:
         """A new engine. Every bound role's provider and options are checked first, so a
@@ -55,6 +57,7 @@ class Settings:
                 cache=self.cache,
                 lease_ttl=self.lease_ttl,
                 executor=executor_from_spec(self.executor) if self.executor else None,
+                tracing=self.tracing,
             )
         except ConfigurationError as exc:  # --executor: unknown, or the store not shareable
             raise CliError(str(exc)) from None

@@ -20,6 +20,7 @@ from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.breaker import BreakerSettings, CircuitBreaker
 from trellis.engine.budget import BudgetGuard
 from trellis.engine.durable import DurableRun, finish_batch, load_result, open_batch
+from trellis.engine.events import Emitter, Observer, RunFinished, emitter
 from trellis.engine.executor import BatchItem, BatchWork, EngineRecipe, Executor
 from trellis.engine.human import REPLY
 from trellis.engine.journal import record_from_row
@@ -27,6 +28,8 @@ from trellis.engine.lease import Lease, check_lease_ttl, process_owner
 from trellis.engine.results import ErrorInfo, RunResult, StepRecord
 from trellis.engine.runner import Run, current_step
 from trellis.engine.services import ModelChains, ResponseCache, Services
+from trellis.engine.stream import DEFAULT_LIMIT, EventStream
+from trellis.engine.tracing import tracing_observer
 from trellis.errors import (
     ConfigurationError,
     InputError,
@@ -76,6 +79,10 @@ class Engine:
     - ``executor``: where :meth:`run_many` runs a batch's items (:class:`Executor`, e.g.
       ``trellis.cluster.RayExecutor()``); None: as asyncio tasks in this process. An
       executor whose workers are other processes needs a store they share (PostgreSQL).
+    - ``observers``: callables given every event of every run (:mod:`trellis.engine.events`);
+      a run can add its own (``run(..., observers=...)``), and :meth:`stream` is one.
+    - ``tracing``: OpenTelemetry spans of every run (``True``: the global tracer provider,
+      or a ``Tracer``); needs the ``[otel]`` extra (:mod:`trellis.engine.tracing`).
     """
 
     def __init__(
@@ -92,8 +99,13 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         breaker: BreakerSettings | None = None,
         executor: Executor | None = None,
+        observers: Sequence[Observer] = (),
+        tracing: Any = None,
     ) -> None:
         self.config = config or Config()
+        self.observers = list(observers)
+        if tracing is not None and tracing is not False:
+            self.observers.append(tracing_observer(tracing))
         self.store: Store | None = open_store(store) if isinstance(store, str) else store
         self._owns_store = isinstance(store, str)  # opened here from a URL: closed here
         self.cache = cache
@@ -179,6 +191,7 @@ class Engine:
         run_id: str | None = None,
         rerun_changed: bool = False,
         meta: Mapping[str, Any] | None = None,
+        observers: Sequence[Observer] = (),
     ) -> RunResult:
         """Run ``flow`` once. Raises :class:`InputError` for bad inputs; a failing step does
         not raise: the result's ``status`` is ``"failed"`` and ``error`` says why (call
@@ -192,10 +205,64 @@ class Engine:
 
         Raises :class:`RunLockedError` if another process is executing the run, and
         :class:`LeaseLostError` if another process took it over while this one ran (it
-        stalled past ``lease_ttl``): nothing more is written by this process then."""
-        return await self._execute(
-            flow, inputs, budget=budget, run_id=run_id, rerun_changed=rerun_changed, meta=meta
+        stalled past ``lease_ttl``): nothing more is written by this process then.
+
+        ``observers`` get this run's events (after the engine's own observers); the last
+        one is :class:`RunFinished` with the result. A recorded run, only read back, emits
+        just that; a resume emits only what runs after the interruption."""
+        emit = emitter(self.observers, observers)
+        result = await self._execute(
+            flow,
+            inputs,
+            budget=budget,
+            run_id=run_id,
+            rerun_changed=rerun_changed,
+            meta=meta,
+            emit=emit,
         )
+        if emit is not None:
+            emit(RunFinished(run_id=result.run_id, result=result))
+        return result
+
+    def stream(
+        self,
+        flow: Flow,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        buffer: int = DEFAULT_LIMIT,
+        **options: Any,
+    ) -> EventStream:
+        """``async for event in engine.stream(flow, inputs)``: the run's events as they
+        happen, :class:`RunFinished` (with the result) last; ``stream.result`` afterwards.
+        ``options`` are :meth:`run`'s. A slow consumer never holds the run up: events
+        wait in a buffer where, past ``buffer`` unread events, token deltas are merged
+        (nothing else is dropped). Leaving the loop early cancels the run."""
+        extra = list(options.pop("observers", ()))
+
+        async def work(observer: Observer) -> RunResult:
+            return await self.run(flow, inputs, observers=[*extra, observer], **options)
+
+        return EventStream(work, limit=buffer)
+
+    def stream_many(
+        self,
+        flow: Flow,
+        items: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        buffer: int = DEFAULT_LIMIT,
+        **options: Any,
+    ) -> EventStream:
+        """:meth:`stream` over a batch (:meth:`run_many`'s ``options``): every item's
+        events, each run's ending with its :class:`RunFinished`; ``stream.results``
+        (by item index) afterwards."""
+
+        async def work(observer: Observer) -> list[RunResult]:
+            results: dict[int, RunResult] = {}
+            async for index, result in self.run_many(flow, items, observers=[observer], **options):
+                results[index] = result
+            return [results[i] for i in sorted(results)]
+
+        return EventStream(work, limit=buffer)
 
     async def _execute(
         self,
@@ -207,6 +274,7 @@ class Engine:
         rerun_changed: bool = False,
         meta: Mapping[str, Any] | None = None,
         under_lease: Callable[[Store, int | None], None] | None = None,
+        emit: Emitter | None = None,
     ) -> RunResult:
         """What :meth:`run` does; ``under_lease(store, epoch)`` is called once the run's
         lease is held and before its journal is read (how :meth:`reply` writes an answer
@@ -223,7 +291,7 @@ class Engine:
         guard = BudgetGuard(budget or flow.budget, parent=self.guard)
         if self.store is None:
             values = plan.validate_inputs(inputs)
-            run_ = Run(self.services, flow, plan, values, run_id or new_run_id(), guard)
+            run_ = Run(self.services, flow, plan, values, run_id or new_run_id(), guard, None, emit)
             return await run_.execute()
         durable = DurableRun.open(
             self.store,
@@ -246,7 +314,9 @@ class Engine:
             if under_lease is not None:
                 under_lease(self.store, durable.epoch)
             journal = durable.start(rerun_changed=rerun_changed)  # read under the lease
-            run = Run(self.services, flow, plan, durable.values, durable.run_id, guard, journal)
+            run = Run(
+                self.services, flow, plan, durable.values, durable.run_id, guard, journal, emit
+            )
             running.append(run)
             result = await run.execute()
             if durable.lost is not None:
@@ -322,6 +392,7 @@ class Engine:
         batch_id: str | None = None,
         rerun_changed: bool = False,
         meta: Mapping[str, Any] | None = None,
+        observers: Sequence[Observer] = (),
     ) -> AsyncGenerator[tuple[int, RunResult], None]:
         """Run ``flow`` once per item, ``concurrency`` at a time; yield ``(index, result)``
         as runs finish. An item with bad inputs yields a failed result, it does not stop the
@@ -365,6 +436,7 @@ class Engine:
 
         async def one(index: int, item: Mapping[str, Any]) -> None:
             outcome: RunResult | BaseException
+            ran: RunResult | None = None  # what run() returned (it emitted RunFinished itself)
             run_id = run_ids[index]
             try:
                 if self.guard is not None and self.guard.exhausted is not None:
@@ -376,11 +448,17 @@ class Engine:
                         budget=budget,
                         run_id=run_id,
                         rerun_changed=rerun_changed,
+                        observers=observers,
                     )
+                    ran = outcome
             except InputError as exc:
                 outcome = failed_result(plan, item, exc, run_id=run_id)
             except Exception as exc:  # an engine bug: surface it to the consumer, don't hang
                 outcome = exc
+            if isinstance(outcome, RunResult) and outcome is not ran:
+                emit = emitter(self.observers, observers)  # an item that never started
+                if emit is not None:
+                    emit(RunFinished(run_id=outcome.run_id, result=outcome))
             await queue.put((index, outcome))
 
         tasks: set[asyncio.Task[None]] = set()

@@ -34,6 +34,7 @@ from trellis.flow.fingerprint import flow_fingerprints
 from trellis.models.base import ModelRequest
 from trellis.store.base import CallRow, RunRow, StepRow, Store
 from trellis.store.codec import decode, encode
+from trellis.tracebacks import Frame
 
 if TYPE_CHECKING:
     from trellis.flow.graph import CompiledFlow
@@ -324,8 +325,9 @@ def error_from_json(text: str) -> ErrorInfo:
             step=data.get("step"),
             mode=data.get("mode"),
             budget=data.get("budget"),
+            traceback=tuple(Frame.from_dict(f) for f in data.get("traceback") or ()),
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"corrupt error record: {text[:80]!r}") from exc
 
 

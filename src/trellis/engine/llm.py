@@ -29,7 +29,16 @@ from typing import Any
 
 from trellis.engine.agent import AgentReply, run_agent
 from trellis.engine.breaker import BreakerWaitExpired, CircuitBreaker, Outcome, Ticket
+from trellis.engine.events import (
+    AttemptFinished,
+    AttemptRetried,
+    AttemptStarted,
+    Emitter,
+    PartialOutput,
+    TokenDelta,
+)
 from trellis.engine.journal import request_hash
+from trellis.engine.partial import PartialParser
 from trellis.engine.results import CallRecord
 from trellis.engine.scope import StepScope
 from trellis.engine.structured import OutputSpec, ParseFailure, output_spec, reask_message
@@ -295,7 +304,12 @@ class _Call:
         self.adjusted: list[str] = []  # how the provider changed the current attempt
         self.retry_spent = 0.0  # failed attempts' latency + waits: against retry_deadline
 
-    def request(self, model: Model, messages: list[Message]) -> ModelRequest:
+    def request(
+        self,
+        model: Model,
+        messages: list[Message],
+        on_text: Callable[[str], None] | None = None,
+    ) -> ModelRequest:
         spec = self.spec
         return ModelRequest(
             messages=tuple(messages),
@@ -307,6 +321,7 @@ class _Call:
             seed=self.seed,
             tools=self.tools,
             tool_choice=self.tool_choice,
+            on_text=on_text,
         )
 
     async def on_model(self, model: Model, messages: list[Message], *, last: bool = True) -> Any:
@@ -324,7 +339,8 @@ class _Call:
         while True:
             ticket = await self._admit(breaker, model, last, error)
             wait += ticket.waited
-            request = self.request(model, convo)
+            emit = scope.run.emit
+            request = self.request(model, convo, None if emit is None else self._text_hook(emit))
             try:
                 reservation = await scope.run.reserve(model.name, request)
             except BaseException:
@@ -332,6 +348,20 @@ class _Call:
                 raise
             self.attempt += 1
             self.waited, wait = wait, 0.0
+            if emit is not None:
+                emit(
+                    AttemptStarted(
+                        run_id=scope.run.result.run_id,
+                        step=scope.record.name,
+                        call=self.call_no,
+                        attempt=self.attempt,
+                        model=model.name,
+                        index=scope.index,
+                        round=scope.round,
+                        temperature=self.temperature,
+                        max_tokens=self.max_tokens,
+                    )
+                )
             started = time.perf_counter()
             response: ModelResponse | None = None
             error = None
@@ -382,6 +412,18 @@ class _Call:
                 else:
                     wait = policy.backoff(transient, services.rng)
                 wait = self._bounded_wait(wait, error)
+                if emit is not None:
+                    emit(
+                        AttemptRetried(
+                            run_id=scope.run.result.run_id,
+                            step=scope.record.name,
+                            call=self.call_no,
+                            attempt=self.attempt,
+                            model=model.name,
+                            mode=str(mode),
+                            wait_s=wait,
+                        )
+                    )
                 await scope.run.sleep(wait)
                 self.retry_spent += wait
                 continue
@@ -440,6 +482,25 @@ class _Call:
             reasked += 1
             convo.append(Message("assistant", response.text))
             convo.append(Message("user", reask_message(parsed, spec)))
+
+    def _text_hook(self, emit: Emitter) -> Callable[[str], None]:
+        """What a streaming provider calls with each piece of an attempt's reply: a token
+        delta to the run's observers (and a partial output, for a structured call)."""
+        scope = self.scope
+        run_id = scope.run.result.run_id
+        step = scope.record.name
+        parser = PartialParser(self.spec.tp) if self.spec is not None else None
+        if parser is not None and not parser.enabled:
+            parser = None
+
+        def on_text(piece: str) -> None:
+            emit(TokenDelta(run_id=run_id, step=step, text=piece))
+            if parser is not None:
+                value = parser.feed(piece)
+                if value is not None:
+                    emit(PartialOutput(run_id=run_id, step=step, value=value))
+
+        return on_text
 
     async def _admit(
         self, breaker: CircuitBreaker, model: Model, last: bool, error: ModelError | None
@@ -545,6 +606,9 @@ class _Call:
         )
         self.records.append(record)
         scope.add_call(record)
+        emit = scope.run.emit
+        if emit is not None:
+            emit(AttemptFinished(run_id=scope.run.result.run_id, record=record))
 
 
 def _breaker_outcome(error: ModelError | None) -> Outcome:

@@ -220,7 +220,13 @@ def _error(row: RunRow) -> dict[str, Any] | None:
     try:
         return error_from_json(row.error).to_dict()
     except StoreError:
-        return {"type": "Unknown", "message": row.error[:200], "step": None, "mode": None}
+        return {
+            "type": "Unknown",
+            "message": row.error[:200],
+            "step": None,
+            "mode": None,
+            "traceback": [],
+        }
 
 
 def _step_counts(store: Store, row: RunRow, order: StepOrder) -> tuple[int, int]:
@@ -415,7 +421,13 @@ def unreadable_entry(row: RunRow, reason: str) -> dict[str, Any]:
         "input_tokens": 0,
         "output_tokens": 0,
         "cost_usd": None,
-        "error": {"type": "StoreError", "message": reason, "step": None, "mode": None},
+        "error": {
+            "type": "StoreError",
+            "message": reason,
+            "step": None,
+            "mode": None,
+            "traceback": [],
+        },
     }
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic_core import to_jsonable_python
 
 from trellis.errors import BudgetExceededError, ModelError, StepError, TrellisError
+from trellis.tracebacks import Frame, user_frames
 
 __all__ = [
     "CallRecord",
@@ -160,6 +161,9 @@ class ErrorInfo:
     step: str | None = None
     mode: str | None = None  # FailureMode value for model errors
     budget: str | None = None  # which budget, for BudgetExceededError
+    # The user's frames (outermost first) when user code raised: a step, a tool, a
+    # condition, or a call into Trellis that a user's line made (trellis.tracebacks).
+    traceback: tuple[Frame, ...] = ()
 
     @classmethod
     def from_exception(cls, exc: BaseException, step: str | None = None) -> ErrorInfo:
@@ -167,7 +171,14 @@ class ErrorInfo:
         budget = exc.budget if isinstance(exc, BudgetExceededError) else None
         if isinstance(exc, StepError):
             step = exc.step
-        return cls(type=type(exc).__name__, message=str(exc), step=step, mode=mode, budget=budget)
+        return cls(
+            type=type(exc).__name__,
+            message=str(exc),
+            step=step,
+            mode=mode,
+            budget=budget,
+            traceback=user_frames(exc),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -176,6 +187,7 @@ class ErrorInfo:
             "step": self.step,
             "mode": self.mode,
             "budget": self.budget,
+            "traceback": [frame.to_dict() for frame in self.traceback],
         }
 
 

@@ -25,6 +25,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.budget import BudgetGuard
+from trellis.engine.events import (
+    Emitter,
+    StepFailed,
+    StepFinished,
+    StepSkipped,
+    StepStarted,
+    WaitingForPerson,
+)
 from trellis.engine.human import EngineHuman, WaitingForInput
 from trellis.engine.journal import Journal
 from trellis.engine.llm import EngineLLM
@@ -95,10 +103,12 @@ class Run:
         run_id: str,
         guard: BudgetGuard,
         journal: Journal | None = None,
+        emit: Emitter | None = None,
         *,
         slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.services = services
+        self.emit = emit  # None: nobody observes the run, no event is built
         self.journal = journal
         self.flow = flow
         self.plan = plan
@@ -112,7 +122,7 @@ class Run:
             steps={r.name: r for r in self.records},
             started_at=time.time(),
         )
-        self.shared = RunScope(services, guard, journal, self.result)
+        self.shared = RunScope(services, guard, journal, self.result, emit)
         self.values: dict[str, Any] = dict(inputs)
         self.state = [PENDING] * n
         self.waiting = [len(d) for d in plan.deps]
@@ -255,6 +265,8 @@ class Run:
                     self._fail(i, _store_error(exc))
                     return
         record.started_at = time.time()
+        if self.emit is not None:
+            self.emit(StepStarted(run_id=self.result.run_id, step=spec.name))
         if (
             spec.is_async
             or spec.map_over
@@ -332,9 +344,24 @@ class Run:
         self.values[record.name] = output
         if self.journal is not None:
             self._journal_step(i, record)
-            if record.status != "done":
+            if record.status != "done":  # its output could not be recorded
+                if self.emit is not None and record.error is not None:
+                    self.emit(
+                        StepFailed(run_id=self.result.run_id, step=record.name, error=record.error)
+                    )
                 self._settle(i, FAILED)
                 return
+        if self.emit is not None:
+            self.emit(
+                StepFinished(
+                    run_id=self.result.run_id,
+                    step=record.name,
+                    output=output,
+                    duration_s=record.duration_s,
+                    attempts=record.usage.attempts,
+                    cost_usd=record.usage.cost_usd,
+                )
+            )
         self._settle(i, DONE)
 
     def _finish_unrun(self, i: int, state: int, reason: str) -> None:
@@ -343,7 +370,28 @@ class Run:
         record.reason = reason
         if self.journal is not None:
             self._journal_step(i, record)
+        if self.emit is not None:
+            self._emit_unrun(record, reason)
         self._settle(i, state)
+
+    def _emit_unrun(self, record: StepRecord, reason: str) -> None:
+        assert self.emit is not None
+        run_id = self.result.run_id
+        if record.status == "waiting" and record.question is not None:
+            self.emit(WaitingForPerson(run_id=run_id, step=record.name, question=record.question))
+            return
+        decisions = self.result.decisions
+        last = decisions[-1] if decisions else None
+        decision = last if last is not None and last.step == record.name else None
+        self.emit(
+            StepSkipped(
+                run_id=run_id,
+                step=record.name,
+                status=record.status,
+                reason=reason,
+                decision=decision,
+            )
+        )
 
     def _fail(self, i: int, exc: BaseException) -> None:
         spec = self.plan.steps[i]
@@ -365,6 +413,8 @@ class Run:
             self._abort(exc)
         if self.journal is not None:
             self._journal_step(i, record)
+        if self.emit is not None and record.error is not None:
+            self.emit(StepFailed(run_id=self.result.run_id, step=spec.name, error=record.error))
         self._settle(i, FAILED)
 
     def _journal_step(self, i: int, record: StepRecord) -> None:
@@ -684,7 +734,15 @@ class Run:
         if self.journal is not None:
             journal = self.journal.child(run_id, spec.name, plan, values, index)
         child = Run(
-            self.services, flow, plan, values, run_id, self.guard, journal, slots=self.slots
+            self.services,
+            flow,
+            plan,
+            values,
+            run_id,
+            self.guard,
+            journal,
+            self.emit,  # the child's events reach the parent's observers (a stream, traces)
+            slots=self.slots,
         )
         result = await child.execute()
         if journal is not None and not isinstance(child.fatal, StoreError):

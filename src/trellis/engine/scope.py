@@ -10,6 +10,7 @@ handles only read them, so they never import the runner.
 from __future__ import annotations
 
 from trellis.engine.budget import BudgetGuard, Reservation
+from trellis.engine.events import Emitter
 from trellis.engine.journal import Journal
 from trellis.engine.results import CallRecord, RunResult, StepRecord
 from trellis.engine.services import Services
@@ -24,7 +25,7 @@ __all__ = ["RunScope", "StepScope"]
 class RunScope:
     """What the step executions of one run share (one per run)."""
 
-    __slots__ = ("call_numbers", "guard", "journal", "result", "services")
+    __slots__ = ("call_numbers", "emit", "guard", "journal", "result", "services")
 
     def __init__(
         self,
@@ -32,11 +33,15 @@ class RunScope:
         guard: BudgetGuard,
         journal: Journal | None,
         result: RunResult,
+        emit: Emitter | None = None,
     ) -> None:
         self.services = services
         self.guard = guard
         self.journal = journal
         self.result = result
+        #: The run's event emitter; None when nobody observes the run (then no event is
+        #: built at all).
+        self.emit = emit
         self.call_numbers: dict[str, int] = {}  # LLM calls made so far, per step
 
     async def reserve(self, model: str, request: ModelRequest) -> Reservation:

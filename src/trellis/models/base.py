@@ -10,6 +10,7 @@ do not interpret ``finish_reason``; the engine maps ``length`` and refusals to f
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -46,6 +47,12 @@ class ModelRequest:
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: str | None = None  # "auto", "required", "none", or a tool's name
     extra: dict[str, Any] = field(default_factory=dict)  # provider-specific options
+    #: Set by the engine when someone listens to the run's events: a provider that streams
+    #: calls it with each piece of reply text as it arrives (the structured output's JSON
+    #: text, for a structured call). Not part of the request's identity.
+    on_text: Callable[[str], None] | None = field(
+        default=None, compare=False, hash=False, repr=False
+    )
 
     def prompt_text(self) -> str:
         return "\n".join(m.content for m in self.messages)

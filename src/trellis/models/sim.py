@@ -659,6 +659,9 @@ class SimModel(Model):
         if opts.output_tokens_per_second:
             latency_s += usage.output_tokens / opts.output_tokens_per_second
         await _sleep(latency_s)
+        if request.on_text is not None:  # someone listens: the reply streams, in pieces
+            for piece in _stream_pieces(text):
+                request.on_text(piece)
         return ModelResponse(
             text=text, usage=usage, finish_reason=finish, model=self.name, raw_finish_reason=finish
         )
@@ -774,3 +777,11 @@ def _log_attempt(path: str, model: str, request: ModelRequest) -> None:
 async def _sleep(seconds: float) -> None:
     if seconds > 0:
         await asyncio.sleep(seconds)
+
+
+_PIECE = re.compile(r"\S*\s*")
+
+
+def _stream_pieces(text: str) -> list[str]:
+    """``text`` as a streaming server would send it: about a word (a token or two) a piece."""
+    return [m.group() for m in _PIECE.finditer(text) if m.group()]

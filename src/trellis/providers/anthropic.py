@@ -380,7 +380,10 @@ class AnthropicModel(HTTPModel):
                 if isinstance(raw, dict):
                     blocks[_index(data, blocks)] = _Block.from_json(raw)
             elif kind == "content_block_delta":
-                _apply_delta(blocks, _index(data, blocks, current=True), data.get("delta"))
+                index = _index(data, blocks, current=True)
+                _apply_delta(blocks, index, data.get("delta"))
+                if request.on_text is not None:
+                    _forward_text(request.on_text, blocks.get(index), data.get("delta"), shape)
             elif kind == "message_delta":
                 delta = data.get("delta")
                 if isinstance(delta, dict) and delta.get("stop_reason"):
@@ -554,6 +557,29 @@ def _apply_delta(blocks: dict[int, _Block], index: int, delta: Any) -> None:
             block.thinking.append(str(delta.get("thinking") or ""))
         else:
             block.signature.append(str(delta.get("signature") or ""))
+
+
+def _forward_text(
+    on_text: Callable[[str], None], block: _Block | None, delta: Any, shape: _ReplyShape
+) -> None:
+    """Pass a streamed piece of the reply on: text, or the structured-output tool's JSON
+    (unless it is wrapped under a key, which is not the output's own JSON)."""
+    if not isinstance(delta, dict) or block is None:
+        return
+    kind = delta.get("type")
+    if kind == "text_delta" and block.type == "text":
+        piece = str(delta.get("text") or "")
+    elif (
+        kind == "input_json_delta"
+        and shape.output_tool is not None
+        and block.name == shape.output_tool
+        and not shape.wrapped
+    ):
+        piece = str(delta.get("partial_json") or "")
+    else:
+        return
+    if piece:
+        on_text(piece)
 
 
 def _usage(raw: Any) -> Usage | None:

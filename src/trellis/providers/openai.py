@@ -377,6 +377,10 @@ class OpenAIModel(HTTPModel):
                 delta = choice.get("delta")
                 if isinstance(delta, dict):
                     _add_delta(delta, text, refusal, calls)
+                    content = delta.get("content")
+                    # (a wrapped reply's JSON is not the output's own: not passed on)
+                    if request.on_text and isinstance(content, str) and content and not wrapped:
+                        request.on_text(content)
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
         if not done and not finish:

@@ -1,0 +1,181 @@
+"""The engine's typed events, and the one way they reach observers.
+
+A run emits an :class:`Event` at each thing that happens to it: a step started, finished,
+was skipped (with its decision) or failed; an LLM attempt started, was retried (with the
+failure mode and the wait) or finished (with its usage and cost); a step waits for a
+person. Observers are plain callables ``observer(event)`` registered on the engine
+(``Engine(observers=[...])``) or per run (``engine.run(..., observers=[...])``);
+``engine.stream`` (:mod:`trellis.engine.stream`) is one of them.
+
+With no observer the run holds ``None`` instead of an :class:`Emitter` and every emitting
+site is a single ``is not None`` test: no event object is built, nothing is called.
+
+An observer runs on the run's event loop, synchronously, and must be quick; an observer
+that raises is dropped for the rest of the run (its error is kept on the emitter) rather
+than failing the run it watches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from trellis.engine.results import CallRecord, Decision, ErrorInfo, RunResult
+
+__all__ = [
+    "AttemptFinished",
+    "AttemptRetried",
+    "AttemptStarted",
+    "Emitter",
+    "Event",
+    "Observer",
+    "PartialOutput",
+    "RunFinished",
+    "StepFailed",
+    "StepFinished",
+    "StepSkipped",
+    "StepStarted",
+    "TokenDelta",
+    "WaitingForPerson",
+    "emitter",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Something that happened in run ``run_id``."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStarted(Event):
+    """A step's function is about to run (not emitted for a step a resume restored)."""
+
+    step: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFinished(Event):
+    """A step completed; after every event of its attempts."""
+
+    step: str
+    output: Any
+    duration_s: float
+    attempts: int  # LLM attempts the step made (its usage)
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepSkipped(Event):
+    """A step did not run: its condition was false, an input was skipped, or an upstream
+    step failed (``status="cancelled"``). ``decision`` is the routing decision, if any."""
+
+    step: str
+    status: str  # "skipped" or "cancelled"
+    reason: str
+    decision: Decision | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFailed(Event):
+    """A step raised; ``error`` keeps the user's traceback."""
+
+    step: str
+    error: ErrorInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaitingForPerson(Event):
+    """A step asked a person (``tl.Human``) and the run stops there until an answer."""
+
+    step: str
+    question: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptStarted(Event):
+    """A request is about to be sent to a model."""
+
+    step: str
+    call: int
+    attempt: int
+    model: str
+    index: int | None = None  # the mapped element
+    round: int | None = None  # the loop round
+    temperature: float | None = None  # as asked (None: the provider's default)
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptRetried(Event):
+    """An attempt failed transiently; the same request is sent again after ``wait_s``."""
+
+    step: str
+    call: int
+    attempt: int  # the attempt that failed
+    model: str
+    mode: str  # the FailureMode value
+    wait_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptFinished(Event):
+    """An attempt settled (ok or not): its :class:`CallRecord` has usage, cost, outcome."""
+
+    record: CallRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenDelta(Event):
+    """Text a streaming provider sent for a step's call (deltas may be coalesced)."""
+
+    step: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartialOutput(Event):
+    """The fields of a structured call's output so far: an instance of the output model's
+    partial form (every field optional), valid as far as the JSON so far allows."""
+
+    step: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    """The run ended (done, failed or waiting): always the last event of a run."""
+
+    result: RunResult
+
+
+Observer = Callable[[Event], None]
+
+
+class Emitter:
+    """Calls each observer with each event; an observer that raises is dropped."""
+
+    __slots__ = ("errors", "observers")
+
+    def __init__(self, observers: Iterable[Observer]) -> None:
+        self.observers = list(observers)
+        self.errors: list[BaseException] = []
+
+    def __call__(self, event: Event) -> None:
+        broken = None
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception as exc:  # a broken observer never fails the run it watches
+                self.errors.append(exc)
+                broken = observer
+        if broken is not None:
+            self.observers = [o for o in self.observers if o is not broken]
+
+
+def emitter(*groups: Iterable[Observer] | None) -> Emitter | None:
+    """One emitter for the observers of every group, or None when there are none."""
+    observers = [o for group in groups if group for o in group]
+    return Emitter(observers) if observers else None

@@ -1,0 +1,106 @@
+"""Partial structured output: the fields of a step's output model as its JSON arrives.
+
+A streaming provider sends a structured reply as pieces of JSON text. :class:`PartialParser`
+accumulates them and, after each piece, parses the text so far leniently (an unfinished
+string, list or object is closed where it stops) and validates the result against a
+*partial model* of the output type: the same fields, every one optional (default None).
+A field whose value does not validate yet (say, a nested object still missing required
+fields) is left out, and so is a number the text ends in (it may be cut), so what is exposed is
+always valid as far as it goes.
+
+Only Pydantic models have a partial form; for other output types there is none and
+nothing is exposed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
+from pydantic_core import from_json
+
+__all__ = ["PartialParser", "partial_model"]
+
+_NUMBER_ENDS = frozenset("0123456789.-")  # a text ending so may end in a cut number
+_NUMBER_CHARS = "0123456789.eE+-"
+
+
+@functools.cache
+def partial_model(tp: type[BaseModel]) -> type[BaseModel]:
+    """``tp`` with every field optional (default None): what a partial reply validates as."""
+    fields: dict[str, Any] = {
+        name: (info.annotation | None, None)  # type: ignore[operator]
+        for name, info in tp.model_fields.items()
+    }
+    return create_model(f"Partial{tp.__name__}", __base__=BaseModel, **fields)
+
+
+class PartialParser:
+    """Feed a structured reply's text piece by piece; get its partial model so far.
+
+    Fields are validated one by one, each only when its parsed value changed: a field
+    keeps its last valid value while the text shows an invalid one (a list whose last
+    element is still being written), and is left out until it first validates."""
+
+    __slots__ = ("_adapters", "_model", "_parsed", "_parts", "_valid")
+
+    def __init__(self, tp: Any) -> None:
+        self._model = partial_model(tp) if _is_model(tp) else None
+        self._adapters = _field_adapters(tp) if self._model is not None else {}
+        self._parts: list[str] = []
+        self._parsed: Any = None  # the lenient parse of the text so far
+        self._valid: dict[str, tuple[Any, Any]] = {}  # field -> (parsed value, validated)
+
+    @property
+    def enabled(self) -> bool:
+        return self._model is not None
+
+    def feed(self, piece: str) -> BaseModel | None:
+        """Add ``piece``; the partial model when it shows more than the last one did."""
+        self._parts.append(piece)
+        if self._model is None:
+            return None
+        # A number at the very end may be cut mid-way ("12" of "125"): not shown until the
+        # next delimiter proves it whole (strings are shown as far as they go).
+        text = "".join(self._parts)
+        if text[-1:] in _NUMBER_ENDS:
+            text = text.rstrip(_NUMBER_CHARS)
+        try:
+            data = from_json(text, allow_partial="trailing-strings")
+        except ValueError:
+            return None  # not JSON yet (or not JSON at all): nothing to show
+        if not isinstance(data, dict) or data == self._parsed:
+            return None  # not an object, or nothing new (whitespace, a key being written)
+        self._parsed = data
+        valid = self._valid
+        changed = False
+        for name, raw in data.items():
+            adapter = self._adapters.get(name)
+            if adapter is None:
+                continue
+            seen = valid.get(name)
+            if seen is not None and seen[0] == raw:
+                continue
+            try:
+                value = adapter.validate_python(raw)
+            except ValidationError:
+                continue  # not valid yet: the last valid value (or nothing) stands
+            valid[name] = (raw, value)
+            changed = True
+        if not changed:
+            return None
+        return self._model.model_construct(**{k: v for k, (_, v) in valid.items()})
+
+
+@functools.cache
+def _field_adapters(tp: type[BaseModel]) -> dict[str, TypeAdapter[Any]]:
+    """One validator per field of ``tp`` (its type and constraints)."""
+    return {
+        name: TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type]
+        for name, info in tp.model_fields.items()
+    }
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)

@@ -1,0 +1,210 @@
+"""OpenTelemetry traces of runs: one more observer of the engine's events.
+
+``tl.Engine(tracing=True)`` (the global tracer provider) or ``tracing=<Tracer>`` adds a
+:class:`TracingObserver`: a span per run, per step (a skipped step is a zero-length span
+with its decision) and per LLM attempt, a CLIENT span named
+``"{gen_ai.operation.name} {gen_ai.request.model}"`` with the GenAI semantic-convention
+attributes the attempt knows (provider, request model, temperature, max tokens, input and
+output tokens, error type) and Trellis's own (``trellis.run.id``, ``trellis.step``,
+``trellis.attempt``, ``trellis.failure_mode``, ``trellis.cost.usd``, ``trellis.source``).
+A retry wait is an event on the step's span. A run's span is started under the context
+current when the run started, so a run inside a traced request nests under it.
+
+Content (prompts, replies) is never recorded; API keys never reach an event. The module
+needs ``opentelemetry-api`` (the ``[otel]`` extra): without it ``tracing=`` is a
+configuration error, and without ``tracing=`` nothing here is imported or run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from trellis.engine.events import (
+    AttemptFinished,
+    AttemptRetried,
+    AttemptStarted,
+    Event,
+    RunFinished,
+    StepFailed,
+    StepFinished,
+    StepSkipped,
+    StepStarted,
+)
+from trellis.errors import ConfigurationError
+
+__all__ = ["TracingObserver", "tracing_observer"]
+
+_TRACER_NAME = "trellis"
+
+
+def tracing_observer(tracing: Any) -> TracingObserver:
+    """The observer for ``Engine(tracing=...)``: True (the global tracer provider), a
+    ``Tracer``, or a ready :class:`TracingObserver`."""
+    if isinstance(tracing, TracingObserver):
+        return tracing
+    try:
+        from opentelemetry import trace
+    except ImportError as exc:
+        raise ConfigurationError(
+            "tracing= needs OpenTelemetry: pip install 'trellis[otel]'"
+        ) from exc
+    tracer = trace.get_tracer(_TRACER_NAME) if tracing is True else tracing
+    return TracingObserver(tracer)
+
+
+class TracingObserver:
+    """Turns a run's events into spans on ``tracer``."""
+
+    def __init__(self, tracer: Any) -> None:
+        from opentelemetry import context, trace
+
+        self._trace = trace
+        self._context = context
+        self.tracer = tracer
+        self._runs: dict[str, Any] = {}
+        self._steps: dict[tuple[str, str], Any] = {}
+        self._attempts: dict[tuple[str, str, int, int], Any] = {}
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunFinished):
+            self._finish_run(event)
+            return
+        run = self._run_span(event.run_id)
+        if isinstance(event, StepStarted):
+            self._steps[(event.run_id, event.step)] = self._start(
+                f"step {event.step}",
+                run,
+                {"trellis.run.id": event.run_id, "trellis.step": event.step},
+            )
+        elif isinstance(event, StepFinished):
+            span = self._steps.pop((event.run_id, event.step), None)
+            if span is not None:
+                span.set_attribute("trellis.cost.usd", event.cost_usd)
+                span.set_attribute("trellis.attempts", event.attempts)
+                span.end()
+        elif isinstance(event, StepFailed):
+            span = self._steps.pop((event.run_id, event.step), None)
+            if span is None:  # a condition raised before the step started
+                span = self._start(f"step {event.step}", run, {"trellis.step": event.step})
+            span.set_attribute("error.type", event.error.type)
+            if event.error.mode:
+                span.set_attribute("trellis.failure_mode", event.error.mode)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, event.error.message))
+            span.end()
+        elif isinstance(event, StepSkipped):
+            attributes: dict[str, Any] = {
+                "trellis.run.id": event.run_id,
+                "trellis.step": event.step,
+                "trellis.step.status": event.status,
+                "trellis.reason": event.reason,
+            }
+            if event.decision is not None:
+                attributes["trellis.decision.kind"] = event.decision.kind
+                attributes["trellis.decision.outcome"] = event.decision.outcome
+                attributes["trellis.decision.values"] = json.dumps(
+                    event.decision.values, default=repr, sort_keys=True
+                )
+            self._start(f"step {event.step}", run, attributes).end()
+        elif isinstance(event, AttemptStarted):
+            self._start_attempt(event, run)
+        elif isinstance(event, AttemptFinished):
+            self._finish_attempt(event)
+        elif isinstance(event, AttemptRetried):
+            span = self._steps.get((event.run_id, event.step))
+            if span is not None:
+                span.add_event(
+                    "trellis.retry_wait",
+                    {
+                        "trellis.attempt": event.attempt,
+                        "trellis.failure_mode": event.mode,
+                        "trellis.wait_s": event.wait_s,
+                        "gen_ai.request.model": event.model,
+                    },
+                )
+
+    # -- spans ----------------------------------------------------------------------------
+
+    def _run_span(self, run_id: str) -> Any:
+        span = self._runs.get(run_id)
+        if span is None:  # the first event of a run: under the caller's current context
+            span = self.tracer.start_span(f"run {run_id}", attributes={"trellis.run.id": run_id})
+            self._runs[run_id] = span
+        return span
+
+    def _start(self, name: str, parent: Any, attributes: dict[str, Any]) -> Any:
+        ctx = self._trace.set_span_in_context(parent)
+        return self.tracer.start_span(name, context=ctx, attributes=attributes)
+
+    def _start_attempt(self, event: AttemptStarted, run: Any) -> None:
+        parent = self._steps.get((event.run_id, event.step), run)
+        provider, _, model = event.model.partition(":")
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model or provider,
+            "trellis.run.id": event.run_id,
+            "trellis.step": event.step,
+            "trellis.attempt": event.attempt,
+        }
+        if event.temperature is not None:
+            attributes["gen_ai.request.temperature"] = event.temperature
+        if event.max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = event.max_tokens
+        if event.index is not None:
+            attributes["trellis.element"] = event.index
+        if event.round is not None:
+            attributes["trellis.round"] = event.round
+        ctx = self._trace.set_span_in_context(parent)
+        span = self.tracer.start_span(
+            f"chat {model or provider}",
+            context=ctx,
+            kind=self._trace.SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        self._attempts[(event.run_id, event.step, event.call, event.attempt)] = span
+
+    def _finish_attempt(self, event: AttemptFinished) -> None:
+        record = event.record
+        key = (event.run_id, record.step, record.call, record.attempt)
+        span = self._attempts.pop(key, None)
+        if span is None:  # a cache hit: no request was sent, a span of its own
+            run = self._run_span(event.run_id)
+            parent = self._steps.get((event.run_id, record.step), run)
+            provider, _, model = record.model.partition(":")
+            span = self._start(
+                f"chat {model or provider}",
+                parent,
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": provider,
+                    "gen_ai.request.model": model or provider,
+                    "trellis.run.id": event.run_id,
+                    "trellis.step": record.step,
+                    "trellis.attempt": record.attempt,
+                },
+            )
+        span.set_attribute("gen_ai.usage.input_tokens", record.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", record.output_tokens)
+        span.set_attribute("trellis.source", record.source)
+        if record.cost_usd is not None:
+            span.set_attribute("trellis.cost.usd", record.cost_usd)
+        if record.outcome != "ok":
+            span.set_attribute("error.type", record.outcome)
+            span.set_attribute("trellis.failure_mode", record.outcome)
+            span.set_status(
+                self._trace.Status(self._trace.StatusCode.ERROR, record.error or record.outcome)
+            )
+        span.end()
+
+    def _finish_run(self, event: RunFinished) -> None:
+        span = self._run_span(event.run_id)
+        del self._runs[event.run_id]
+        result = event.result
+        span.set_attribute("trellis.flow", result.flow)
+        span.set_attribute("trellis.run.status", result.status)
+        span.set_attribute("trellis.cost.usd", result.usage.cost_usd)
+        if result.error is not None:
+            span.set_attribute("error.type", result.error.type)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, result.error.message))
+        span.end()

@@ -1,0 +1,267 @@
+"""The engine's event stream: ordering, back-pressure, resume, batches, no observer no cost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import trellis as tl
+from trellis.engine.events import (
+    AttemptFinished,
+    AttemptRetried,
+    AttemptStarted,
+    Event,
+    PartialOutput,
+    RunFinished,
+    StepFailed,
+    StepFinished,
+    StepSkipped,
+    StepStarted,
+    TokenDelta,
+)
+from trellis.engine.stream import EventBuffer
+from trellis.store import SQLiteStore
+
+
+class Verdict(BaseModel):
+    label: str
+    score: int
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def _classifying_flow() -> tl.Flow:
+    flow = tl.Flow("verdicts", inputs={"text": str}, model="small")
+
+    @flow.step
+    async def classify(text: str, llm: tl.LLM) -> Verdict:
+        return await llm.generate(f"classify {text}", output=Verdict)  # type: ignore[no-any-return]
+
+    @flow.step(when=lambda classify: classify.score > 1000)
+    def escalate(classify: Verdict) -> str:
+        return classify.label
+
+    @flow.step
+    def shout(classify: Verdict) -> str:
+        return classify.label.upper()
+
+    return flow
+
+
+async def _events(engine: tl.Engine, flow: tl.Flow, inputs: dict[str, Any]) -> list[Event]:
+    return [event async for event in engine.stream(flow, inputs)]
+
+
+async def test_a_steps_finished_event_follows_its_attempts_and_the_result_is_last() -> None:
+    models = {"small": "sim:small?rate_limit=0.6&seed=3"}
+    async with tl.Engine(models=models, sleep=_no_sleep, seed=1) as engine:
+        stream = engine.stream(_classifying_flow(), {"text": "ok"})
+        events = [event async for event in stream]
+    kinds = [type(e) for e in events]
+    assert kinds[-1] is RunFinished and kinds.count(RunFinished) == 1
+    final = events[-1]
+    assert isinstance(final, RunFinished) and final.result is stream.result
+    assert stream.result.status == "done"
+    started = kinds.index(StepStarted)
+    finished = next(i for i, e in enumerate(events) if isinstance(e, StepFinished))
+    attempt_events = [
+        i for i, e in enumerate(events) if isinstance(e, AttemptStarted | AttemptFinished)
+    ]
+    assert attempt_events and all(started < i < finished for i in attempt_events)
+    starts = [e for e in events if isinstance(e, AttemptStarted)]
+    ends = [e.record for e in events if isinstance(e, AttemptFinished)]
+    assert (
+        [s.attempt for s in starts] == [r.attempt for r in ends] == list(range(1, len(starts) + 1))
+    )
+    assert ends == stream.result.calls  # every attempt, with its usage and cost
+    retried = [e for e in events if isinstance(e, AttemptRetried)]
+    assert len(retried) == len(ends) - 1 and {e.mode for e in retried} == {"rate_limit"}
+    # each retry between the failed attempt's end and the next attempt's start
+    for event in retried:
+        at = events.index(event)
+        assert isinstance(events[at - 1], AttemptFinished)
+        assert isinstance(events[at + 1], AttemptStarted)
+    skipped = next(e for e in events if isinstance(e, StepSkipped))
+    assert skipped.step == "escalate" and skipped.decision is not None
+    assert skipped.decision.values["classify"] == stream.result.outputs["classify"]
+    # the downstream step starts only after its upstream finished
+    names = [(type(e).__name__, getattr(e, "step", None)) for e in events]
+    assert names.index(("StepFinished", "classify")) < names.index(("StepStarted", "shout"))
+
+
+async def test_streamed_text_arrives_as_deltas_and_partial_models() -> None:
+    async with tl.Engine(models={"small": "sim:small"}) as engine:
+        events = await _events(engine, _classifying_flow(), {"text": "ok"})
+    final = events[-1]
+    assert isinstance(final, RunFinished)
+    deltas = [e.text for e in events if isinstance(e, TokenDelta)]
+    assert len(deltas) > 1
+    assert Verdict.model_validate_json("".join(deltas)) == final.result.outputs["classify"]
+    partials = [e.value for e in events if isinstance(e, PartialOutput)]
+    assert partials and partials[-1].model_dump() == final.result.outputs["classify"].model_dump()
+    assert any(p.score is None for p in partials)  # fields arrive one by one
+
+
+async def test_a_failing_step_emits_its_error_with_the_users_frames() -> None:
+    flow = tl.Flow("boom", inputs={"n": int})
+
+    @flow.step
+    def divide(n: int) -> float:
+        return 1 / n
+
+    async with tl.Engine() as engine:
+        events = await _events(engine, flow, {"n": 0})
+    [failed] = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.traceback[-1].function == "divide"
+    assert isinstance(events[-1], RunFinished) and events[-1].result.status == "failed"
+
+
+@pytest.mark.serial  # it measures that the run ends while the consumer sleeps
+async def test_a_sleeping_consumer_never_holds_the_run_and_loses_nothing_but_merges() -> None:
+    width = 40
+    flow = tl.Flow("wide", inputs={"texts": list[str]}, model="small")
+
+    @flow.step(map_over="texts")
+    async def say(texts: str, llm: tl.LLM) -> str:
+        return await llm.generate(f"Write a long answer about {texts}")  # type: ignore[no-any-return]
+
+    ended: list[float] = []
+
+    def note_end(event: Event) -> None:
+        if isinstance(event, RunFinished):
+            ended.append(time.monotonic())
+
+    async with tl.Engine(models={"small": "sim:small"}, observers=[note_end]) as engine:
+        stream = engine.stream(flow, {"texts": [f"topic {i}" for i in range(width)]}, buffer=8)
+        events: list[Event] = []
+        woke = 0.0
+        async for event in stream:
+            if not events:
+                await asyncio.sleep(0.3)  # a slow consumer: the run goes on meanwhile
+                woke = time.monotonic()
+            events.append(event)
+    assert ended and ended[0] < woke  # the run finished while the consumer slept
+    assert stream.buffer.coalesced > 0  # deltas were merged ...
+    starts = [e for e in events if isinstance(e, AttemptStarted)]
+    ends = [e for e in events if isinstance(e, AttemptFinished)]
+    assert len(starts) == len(ends) == width  # ... nothing else was dropped
+    assert isinstance(events[-1], RunFinished)
+    # merged or not, every streamed character arrives (elements interleave: compare totals)
+    streamed = "".join(e.text for e in events if isinstance(e, TokenDelta))
+    assert sorted(streamed) == sorted("".join(stream.result.outputs["say"]))
+
+
+def test_the_buffer_merges_only_deltas_and_only_past_its_limit() -> None:
+    buffer = EventBuffer(limit=2)
+    buffer(TokenDelta(run_id="r", step="a", text="x"))
+    buffer(TokenDelta(run_id="r", step="a", text="y"))
+    buffer(TokenDelta(run_id="r", step="a", text="z"))  # full: kept, later ones merge
+    buffer(StepStarted(run_id="r", step="b"))  # never dropped, even when full
+    buffer(TokenDelta(run_id="r", step="a", text="!"))  # merged into "z"
+    buffer(TokenDelta(run_id="r", step="b", text="1"))  # the first of b past the limit: kept
+    taken = buffer.take()
+    assert [getattr(e, "text", None) for e in taken] == ["x", "y", "z!", None, "1"]
+    assert buffer.coalesced == 1 and len(buffer) == 0
+
+
+async def test_a_resume_streams_only_what_runs_after_the_crash(tmp_path: Path) -> None:
+    crash = {"now": True}
+    flow = tl.Flow("resumable", inputs={"text": str})
+
+    @flow.step
+    def first(text: str) -> str:
+        return text + "!"
+
+    @flow.step
+    def second(first: str) -> str:
+        if crash["now"]:
+            raise KeyboardInterrupt  # the process dies mid-run: nothing settles this step
+        return first * 2
+
+    store = SQLiteStore(tmp_path / "runs.db")
+    try:
+        async with tl.Engine(store=store) as engine:
+            with pytest.raises(KeyboardInterrupt):
+                await engine.run(flow, {"text": "a"}, run_id="r1")
+        crash["now"] = False
+        async with tl.Engine(store=store) as engine:
+            fresh = await _events(engine, flow, {"text": "b"})
+            stream = engine.stream(flow, None, run_id="r1")
+            resumed = [event async for event in stream]
+    finally:
+        store.close()
+    assert stream.result.status == "done" and stream.result.outputs["second"] == "a!a!"
+    started = [e.step for e in resumed if isinstance(e, StepStarted)]
+    assert started == ["second"]  # "first" was restored from the journal, not re-run
+    assert [e.step for e in fresh if isinstance(e, StepStarted)] == ["first", "second"]
+
+
+async def test_a_batch_streams_every_items_events_each_ending_with_its_result() -> None:
+    flow = tl.Flow("double", inputs={"n": int})
+
+    @flow.step
+    def double(n: int) -> int:
+        return n * 2
+
+    async with tl.Engine() as engine:
+        stream = engine.stream_many(flow, [{"n": i} for i in range(5)], concurrency=2)
+        events = [event async for event in stream]
+    finals = [e for e in events if isinstance(e, RunFinished)]
+    assert len(finals) == 5
+    assert [r.outputs["double"] for r in stream.results] == [0, 2, 4, 6, 8]
+    for final in finals:
+        mine = [e for e in events if e.run_id == final.run_id]
+        assert mine[-1] is final and isinstance(mine[0], StepStarted)
+
+
+async def test_an_observer_that_raises_is_dropped_and_the_run_goes_on() -> None:
+    seen: list[Event] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("observer bug")
+
+    async with tl.Engine(observers=[broken, seen.append]) as engine:
+        result = await engine.run(_plain_flow(), {"n": 2})
+    assert result.status == "done" and isinstance(seen[-1], RunFinished)
+
+
+async def test_without_observers_no_event_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[type] = []
+    original = StepStarted.__init__
+
+    def counting(self: StepStarted, **kw: Any) -> None:
+        built.append(type(self))
+        original(self, **kw)
+
+    monkeypatch.setattr(StepStarted, "__init__", counting)
+    async with tl.Engine() as engine:
+        assert (await engine.run(_plain_flow(), {"n": 2})).status == "done"
+        assert built == []
+        await engine.run(_plain_flow(), {"n": 2}, observers=[lambda e: None])
+    assert built == [StepStarted]
+
+
+def _plain_flow() -> tl.Flow:
+    flow = tl.Flow("plain", inputs={"n": int})
+
+    @flow.step
+    def inc(n: int) -> int:
+        return n + 1
+
+    return flow
+
+
+async def test_a_batch_item_with_bad_inputs_still_ends_with_its_result() -> None:
+    async with tl.Engine() as engine:
+        stream = engine.stream_many(_plain_flow(), [{"n": 1}, {"n": "not a number"}])
+        events = [event async for event in stream]
+    finals = [e for e in events if isinstance(e, RunFinished)]
+    assert sorted(f.result.status for f in finals) == ["done", "failed"]
+    assert [r.status for r in stream.results] == ["done", "failed"]

@@ -1,0 +1,116 @@
+"""OpenTelemetry spans from the engine's events (the SDK's in-memory exporter)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+import trellis as tl
+
+sdk_trace = pytest.importorskip("opentelemetry.sdk.trace", reason="needs trellis[otel]")
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter,
+)
+from opentelemetry.trace import SpanKind  # noqa: E402
+
+
+class Verdict(BaseModel):
+    label: str
+    score: int
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def _tracer() -> tuple[object, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = sdk_trace.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("test"), exporter
+
+
+def _flow() -> tl.Flow:
+    flow = tl.Flow("traced", inputs={"text": str}, model="small")
+
+    @flow.step
+    async def classify(text: str, llm: tl.LLM) -> Verdict:
+        return await llm.generate(  # type: ignore[no-any-return]
+            f"classify {text}", output=Verdict, temperature=0.2, max_tokens=200
+        )
+
+    @flow.step(when=lambda classify: classify.score > 1000)
+    def escalate(classify: Verdict) -> str:
+        return classify.label
+
+    return flow
+
+
+async def test_run_step_and_attempt_spans_nest_with_genai_attributes() -> None:
+    tracer, exporter = _tracer()
+    models = {"small": "sim:small?rate_limit=0.6&seed=3"}
+    async with tl.Engine(models=models, tracing=tracer, sleep=_no_sleep, seed=1) as engine:
+        parent_tracer = tracer
+        with parent_tracer.start_as_current_span("web request") as request_span:  # type: ignore[attr-defined]
+            result = await engine.run(_flow(), {"text": "ok"})
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    run = spans[f"run {result.run_id}"]
+    assert run.parent is not None and run.parent.span_id == request_span.get_span_context().span_id
+    step = spans["step classify"]
+    assert step.parent is not None and step.parent.span_id == run.context.span_id
+    attempts = [s for s in exporter.get_finished_spans() if s.name == "chat small"]
+    assert len(attempts) == len(result.calls) > 1
+    for span, call in zip(attempts, result.calls, strict=True):
+        assert span.kind is SpanKind.CLIENT
+        assert span.parent is not None and span.parent.span_id == step.context.span_id
+        attrs = span.attributes or {}
+        assert attrs["gen_ai.operation.name"] == "chat"
+        assert attrs["gen_ai.provider.name"] == "sim"
+        assert attrs["gen_ai.request.model"] == "small"
+        assert attrs["gen_ai.request.temperature"] == 0.2
+        assert attrs["gen_ai.request.max_tokens"] == 200
+        assert attrs["trellis.attempt"] == call.attempt
+        assert attrs["trellis.run.id"] == result.run_id
+        assert attrs["gen_ai.usage.output_tokens"] == call.output_tokens
+        if call.outcome != "ok":
+            assert attrs["error.type"] == attrs["trellis.failure_mode"] == "rate_limit"
+    waits = [e for e in step.events if e.name == "trellis.retry_wait"]
+    assert len(waits) == len(result.calls) - 1
+    skipped = spans["step escalate"].attributes or {}
+    assert skipped["trellis.decision.outcome"] == "skip"
+    assert "classify" in str(skipped["trellis.decision.values"])
+
+
+async def test_no_content_is_recorded() -> None:
+    tracer, exporter = _tracer()
+    async with tl.Engine(models={"small": "sim:small"}, tracing=tracer) as engine:
+        await engine.run(_flow(), {"text": "secret prompt text"})
+    for span in exporter.get_finished_spans():
+        assert "secret prompt text" not in str(dict(span.attributes or {}))
+
+
+async def test_a_failed_step_span_has_the_error_type() -> None:
+    tracer, exporter = _tracer()
+    flow = tl.Flow("fails", inputs={"n": int})
+
+    @flow.step
+    def divide(n: int) -> float:
+        return 1 / n
+
+    async with tl.Engine(tracing=tracer) as engine:
+        await engine.run(flow, {"n": 0})
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert (spans["step divide"].attributes or {})["error.type"] == "StepError"
+    assert not spans["step divide"].status.is_ok
+
+
+def test_tracing_without_opentelemetry_is_a_clear_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if not installed
+    with pytest.raises(tl.ConfigurationError, match=r"pip install 'trellis\[otel\]'"):
+        tl.Engine(tracing=True)
+    tl.Engine()  # without tracing= nothing needs it
