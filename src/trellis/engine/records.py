@@ -40,16 +40,21 @@ from trellis.store.base import RunRow, Store
 from trellis.store.codec import decode
 
 __all__ = [
+    "RUN_SORTS",
     "UNREADABLE_ERRORS",
+    "RunPage",
     "StepOrder",
     "Waiting",
     "batch_items",
     "batch_usage",
     "interrupted",
+    "is_approval",
     "list_entries",
+    "list_page",
     "read_meta",
     "recorded_batch",
     "recorded_calls",
+    "recorded_edges",
     "recorded_meta",
     "recorded_result",
     "recorded_result_lines",
@@ -202,6 +207,15 @@ class Waiting:
 
     steps: tuple[tuple[str, dict[str, Any]], ...] = ()
     items: int = 0
+
+
+def is_approval(question: Mapping[str, Any]) -> bool:
+    """Whether a question is ``human.approve(...)``'s (an ``Approval``: approve / reject)."""
+    schema = question.get("schema")
+    if question.get("type") != "Approval" or not isinstance(schema, Mapping):
+        return False
+    properties = schema.get("properties")
+    return isinstance(properties, Mapping) and set(properties) == {"approved", "comment"}
 
 
 def waiting_of(store: Store, row: RunRow) -> Waiting:
@@ -409,3 +423,81 @@ def list_entries(
                 reason = str(exc) or type(exc).__name__
         listed.append((row, unreadable_entry(row, reason)))
     return listed
+
+
+# -- pages of runs (the web UI) -----------------------------------------------------------
+
+#: The orders a page of runs can be sorted in: name -> the key of a run row.
+RUN_SORTS: dict[str, Any] = {
+    "started": lambda r: r.started_at or 0.0,
+    "duration": lambda r: (r.finished_at - r.started_at) if r.finished_at is not None else -1.0,
+    "flow": lambda r: (str(r.flow), r.started_at or 0.0),
+    "status": lambda r: (str(r.status), r.started_at or 0.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """One page of recorded runs: the summaries shown, how many runs match in all, and
+    the flows and statuses found (for the filters)."""
+
+    entries: list[dict[str, Any]]
+    total: int
+    offset: int
+    limit: int
+
+
+def list_page(
+    store: Store,
+    *,
+    flow: str | None = None,
+    status: str | None = None,
+    batch: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    sort: str = "started",
+    descending: bool = True,
+    offset: int = 0,
+    limit: int = 50,
+) -> RunPage:
+    """A page of recorded runs (top-level runs and batches; ``batch``: that batch's
+    items), filtered by flow, status and start time, sorted by ``sort`` (a key of
+    :data:`RUN_SORTS`). Only the rows are read for filtering and sorting; summaries are
+    built for the page's runs alone, so a page costs the same with 20 or 20 000 runs."""
+    if sort not in RUN_SORTS:
+        raise ValueError(f"unknown sort {sort!r}: one of {', '.join(RUN_SORTS)}")
+    if batch is not None:
+        rows = store.list_runs(parent_id=batch, status=status, lenient=True)
+    else:
+        rows = store.list_runs(flow=flow, status=status, top_level=True, lenient=True)
+    if since is not None:
+        rows = [r for r in rows if (r.started_at or 0.0) >= since]
+    if until is not None:
+        rows = [r for r in rows if (r.started_at or 0.0) <= until]
+    if sort != "started" or not descending or batch is not None:
+        rows = sorted(rows, key=RUN_SORTS[sort], reverse=descending)
+    chosen = rows[offset : offset + limit]
+    order = StepOrder(store)
+    now = time.time()
+    parent = store.get_run(batch) if batch is not None else None
+    entries: list[dict[str, Any]] = []
+    for row in chosen:
+        reason = row.unreadable
+        if reason is None:
+            try:
+                entries.append(run_entry(store, row, order, now, parent=parent))
+                continue
+            except UNREADABLE_ERRORS as exc:
+                reason = str(exc) or type(exc).__name__
+        entries.append(unreadable_entry(row, reason))
+    return RunPage(entries=entries, total=len(rows), offset=offset, limit=limit)
+
+
+def recorded_edges(store: Store, row: RunRow) -> dict[str, list[str]]:
+    """Each step of the run's flow with the steps it reads, as recorded with the run
+    (``{}``: recorded without them, e.g. by ``Engine.run`` directly)."""
+    meta, _ = recorded_meta(store, row)
+    edges = meta.get("edges")
+    if not isinstance(edges, dict):
+        return {}
+    return {str(k): [str(d) for d in v] for k, v in edges.items() if isinstance(v, list)}
