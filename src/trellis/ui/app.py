@@ -283,8 +283,12 @@ def create_app(settings: UiSettings) -> Starlette:
         status = await answer(run_id, step, body["answer"], bool(body.get("approval")))
         return JSONResponse({"run_id": run_id, "step": step, "status": status})
 
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)
+
     routes = [
         Route("/", guarded(runs_page)),
+        Route("/favicon.ico", no_icon),
         Route("/api/runs", guarded(runs_api)),
         Route("/runs/{run_id}", guarded(run_page)),
         Route("/runs/{run_id}/progress", guarded(progress_fragment)),
