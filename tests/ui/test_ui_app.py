@@ -33,7 +33,7 @@ def _status(store: Path, run_id: str) -> str:
 def test_runs_page_lists_every_top_level_run(client: TestClient, sample: Sample) -> None:
     _, ids = sample
     data = client.get("/api/runs").json()
-    assert data["total"] == 5
+    assert len(data["runs"]) == 5 and data["more"] is False
     assert {r["run_id"] for r in data["runs"]} == set(ids.values())
     html = client.get("/").text
     for run_id in ids.values():
@@ -61,9 +61,20 @@ def test_runs_are_paginated(client: TestClient, monkeypatch) -> None:  # type: i
     monkeypatch.setattr("trellis.ui.views.PAGE_SIZE", 2)
     first = client.get("/api/runs?page=1").json()
     third = client.get("/api/runs?page=3").json()
-    assert (first["pages"], len(first["runs"]), len(third["runs"])) == (3, 2, 1)
+    assert (len(first["runs"]), first["more"], len(third["runs"]), third["more"]) == (
+        2,
+        True,
+        1,
+        False,
+    )
+    assert first["total"] is None  # newest first: only the page's rows are read
+    ids = [r["run_id"] for p in (1, 2, 3) for r in client.get(f"/api/runs?page={p}").json()["runs"]]
+    assert len(set(ids)) == 5
+    sorted_pages = client.get("/api/runs?sort=flow&page=1").json()
+    assert (sorted_pages["total"], sorted_pages["pages"]) == (5, 3)
     html = client.get("/?page=2").text
-    assert "page 2 of 3" in html and "page=1" in html and "page=3" in html
+    assert "page 2" in html and "page=1" in html and "page=3" in html
+    assert "older →" not in client.get("/?page=3").text
 
 
 def test_run_page_draws_the_graph_with_statuses_and_the_skip_decision(

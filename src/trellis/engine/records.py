@@ -438,11 +438,13 @@ RUN_SORTS: dict[str, Any] = {
 
 @dataclass(frozen=True, slots=True)
 class RunPage:
-    """One page of recorded runs: the summaries shown, how many runs match in all, and
-    the flows and statuses found (for the filters)."""
+    """One page of recorded runs: the summaries shown, whether more runs follow, and how
+    many match in all (``None``: not counted, on the newest-first path that reads only the
+    page's rows)."""
 
     entries: list[dict[str, Any]]
-    total: int
+    more: bool
+    total: int | None
     offset: int
     limit: int
 
@@ -462,20 +464,29 @@ def list_page(
 ) -> RunPage:
     """A page of recorded runs (top-level runs and batches; ``batch``: that batch's
     items), filtered by flow, status and start time, sorted by ``sort`` (a key of
-    :data:`RUN_SORTS`). Only the rows are read for filtering and sorting; summaries are
-    built for the page's runs alone, so a page costs the same with 20 or 20 000 runs."""
+    :data:`RUN_SORTS`). Newest first with no time range, the store reads only the rows up
+    to the page's end (a page costs the same with 20 or 20 000 runs); otherwise every
+    matching row is read to filter and sort, and counted. Either way summaries are built
+    for the page's runs alone."""
     if sort not in RUN_SORTS:
         raise ValueError(f"unknown sort {sort!r}: one of {', '.join(RUN_SORTS)}")
+    newest_first = sort == "started" and descending and since is None and until is None
+    total: int | None
     if batch is not None:
         rows = store.list_runs(parent_id=batch, status=status, lenient=True)
+    elif newest_first:
+        rows = store.list_runs(
+            flow=flow, status=status, top_level=True, limit=offset + limit + 1, lenient=True
+        )
     else:
         rows = store.list_runs(flow=flow, status=status, top_level=True, lenient=True)
     if since is not None:
         rows = [r for r in rows if (r.started_at or 0.0) >= since]
     if until is not None:
         rows = [r for r in rows if (r.started_at or 0.0) <= until]
-    if sort != "started" or not descending or batch is not None:
+    if not newest_first:
         rows = sorted(rows, key=RUN_SORTS[sort], reverse=descending)
+    total = None if newest_first and batch is None else len(rows)
     chosen = rows[offset : offset + limit]
     order = StepOrder(store)
     now = time.time()
@@ -490,7 +501,8 @@ def list_page(
             except UNREADABLE_ERRORS as exc:
                 reason = str(exc) or type(exc).__name__
         entries.append(unreadable_entry(row, reason))
-    return RunPage(entries=entries, total=len(rows), offset=offset, limit=limit)
+    more = len(rows) > offset + limit
+    return RunPage(entries=entries, more=more, total=total, offset=offset, limit=limit)
 
 
 def recorded_edges(store: Store, row: RunRow) -> dict[str, list[str]]:

@@ -303,7 +303,7 @@ def create_app(settings: UiSettings) -> Starlette:
 
 
 def _empty() -> dict[str, Any]:
-    return {"runs": [], "total": 0, "page": 1, "pages": 1, "page_size": 50}
+    return {"runs": [], "total": 0, "page": 1, "more": False, "pages": 1, "page_size": 50}
 
 
 def _host_allowed(request: Request, settings: UiSettings) -> bool:

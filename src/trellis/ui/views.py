@@ -74,12 +74,13 @@ def runs_view(store: Store, filters: RunFilters) -> dict[str, Any]:
         offset=(max(1, filters.page) - 1) * PAGE_SIZE,
         limit=PAGE_SIZE,
     )
-    pages = max(1, -(-page.total // PAGE_SIZE))
+    number = max(1, filters.page)
     return {
         "runs": page.entries,
-        "total": page.total,
-        "page": max(1, filters.page),
-        "pages": pages,
+        "total": page.total,  # None: not counted (newest first reads only this page)
+        "page": number,
+        "more": page.more,
+        "pages": None if page.total is None else max(1, -(-page.total // PAGE_SIZE)),
         "page_size": PAGE_SIZE,
     }
 
