@@ -139,6 +139,11 @@ def test_batch_page_lists_items_with_progress(client: TestClient, sample: Sample
     assert html.count('class="run-link mono"') == 6
     assert "6 of 6 items finished" in html
     assert "hx-trigger" not in html  # done: no more polling
+    routes = [item["route"] for item in api["batch"]["items"]]
+    assert all(set(r) == {"skipped", "failed", "waiting"} for r in routes)
+    for route in routes:
+        if route["skipped"]:
+            assert f"skipped {', '.join(route['skipped'])}" in html
     item = api["batch"]["items"][0]["run_id"]
     assert f'href="/runs/{ids["batch"]}"' in client.get(f"/runs/{item}").text  # back link
 

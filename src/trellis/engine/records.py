@@ -61,6 +61,7 @@ __all__ = [
     "recorded_usage",
     "result_line",
     "run_entry",
+    "step_statuses",
     "unreadable_entry",
     "waiting_of",
 ]
@@ -239,6 +240,11 @@ def waiting_of(store: Store, row: RunRow) -> Waiting:
 def batch_items(store: Store, batch_id: str) -> list[RunRow]:
     """A batch's item runs, in item order."""
     return store.list_runs(parent_id=batch_id)
+
+
+def step_statuses(store: Store, run_id: str) -> dict[str, str]:
+    """Each recorded step of a run with its status (the route an item took)."""
+    return {row.step: row.status for row in store.load_steps(run_id)}
 
 
 def batch_usage(store: Store, items: list[RunRow]) -> Stats:

@@ -17,6 +17,7 @@ from trellis.engine.records import (
     recorded_edges,
     recorded_result,
     run_entry,
+    step_statuses,
 )
 from trellis.engine.results import CallRecord, RunResult, jsonable
 from trellis.errors import InputError
@@ -209,6 +210,12 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
     entry = run_entry(store, row, order)
     if row.is_batch:
         batch = recorded_batch(store, row, order)
+        for item in batch["batch"]["items"]:
+            statuses = step_statuses(store, item["run_id"])
+            item["route"] = {
+                status: [s for s, st in statuses.items() if st == status]
+                for status in ("skipped", "failed", "waiting")
+            }
         return {"kind": "batch", "run": entry, "batch": batch["batch"], "inputs": batch["inputs"]}
     result = recorded_result(store, row, order.of(row))
     edges = recorded_edges(store, row)
