@@ -1,10 +1,10 @@
 """Recorded runs, read back: the one read model of what a store holds.
 
 Every reader of recorded runs uses this module — the CLI's ``runs`` / ``show`` / ``resume``
-/ ``approve``, and later a web UI, evals or ``trellis diff`` — instead of walking the store's
-rows itself. Nothing here imports a flow: everything comes from the store (run rows, step
-records, the LLM call journal) and the run's ``meta`` (the flow's step order, when the
-run was recorded with it).
+/ ``approve``, the web UI (``trellis.ui``), evals or ``trellis diff`` — instead of walking
+the store's rows itself. Nothing here imports a flow: everything comes from the store (run
+rows, step records, the LLM call journal) and the run's ``meta`` (the flow's step order
+and edges, when the run was recorded with them).
 
 - :func:`list_entries` / :func:`run_entry`: runs as summaries (the stable JSON shape of
   ``trellis runs --json``), a record that cannot be read listed as ``unreadable``;
