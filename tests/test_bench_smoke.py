@@ -32,6 +32,7 @@ OUTAGE = {"outage_items_lost", "outage_requests_per_waiting_call", "flaky_items_
 QUICK_OUTAGE_ITEMS = 30
 #: Against a throwaway PostgreSQL cluster the bench starts (skipped, saying why, without one).
 POSTGRES = {"postgres_durable_ratio_vs_psycopg"}
+UI = {"ui_runs_page_ms", "ui_big_run_page_ms"}
 FIGURES = {
     "chain_overhead_us_per_step",
     "chain_overhead_us_per_step_async",
@@ -48,6 +49,7 @@ FIGURES = {
     *OUTAGE,
     "eval_throughput_ratio",
     *POSTGRES,
+    *UI,
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -61,6 +63,7 @@ GOALS = {
     *OUTAGE,
     "eval_throughput_ratio",
     *POSTGRES,
+    *UI,
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",

@@ -51,6 +51,8 @@ def test_runs_are_filtered_by_status_and_flow_and_sorted(
     assert {r["run_id"] for r in cascade["runs"]} == {ids["cascade"], ids["cascade_llm"]}
     by_flow = client.get("/api/runs?sort=flow&order=asc").json()["runs"]
     assert [r["flow"] for r in by_flow] == sorted(r["flow"] for r in by_flow)
+    items = client.get(f"/api/runs?batch={ids['batch']}&status=done").json()
+    assert [r["item_index"] for r in items["runs"]] == list(range(6))  # in item order
     future = client.get("/api/runs?since=2999-01-01").json()
     assert future["total"] == 0
     assert client.get("/api/runs?status=bogus").status_code == 400
@@ -146,6 +148,21 @@ def test_batch_page_lists_items_with_progress(client: TestClient, sample: Sample
             assert f"skipped {', '.join(route['skipped'])}" in html
     item = api["batch"]["items"][0]["run_id"]
     assert f'href="/runs/{ids["batch"]}"' in client.get(f"/runs/{item}").text  # back link
+
+
+def test_a_running_batch_polls_its_progress(client: TestClient, sample: Sample) -> None:
+    store, ids = sample
+    opened = open_existing_store(str(store))
+    assert opened is not None
+    items = opened.list_runs(parent_id=ids["batch"])
+    opened.update_run(ids["batch"], status="running")
+    opened.update_run(items[-1].run_id, status="running")
+    opened.close()
+    html = client.get(f"/runs/{ids['batch']}").text
+    assert f'hx-get="/runs/{ids["batch"]}/progress"' in html and 'hx-trigger="every 2s"' in html
+    fragment = client.get(f"/runs/{ids['batch']}/progress").text
+    assert fragment.lstrip().startswith('<div id="progress"')
+    assert "5 of 6 items finished" in fragment and "1 running" in fragment
 
 
 def test_compare_page_puts_two_runs_side_by_side(client: TestClient, sample: Sample) -> None:

@@ -31,7 +31,14 @@ from trellis.errors import InputError, TrellisError
 from trellis.store.base import Store
 from trellis.ui.graph import STATUS_COLOURS
 from trellis.ui.security import COOKIE, HEADER, is_loopback, token_matches
-from trellis.ui.views import STATUSES, RunFilters, compare_view, run_view, runs_view
+from trellis.ui.views import (
+    STATUSES,
+    RunFilters,
+    RunNotFound,
+    compare_view,
+    run_view,
+    runs_view,
+)
 
 __all__ = ["Answerer", "UiSettings", "create_app"]
 
@@ -127,6 +134,7 @@ def _filters(request: Request) -> RunFilters:
     return RunFilters(
         flow=q.get("flow") or None,
         status=q.get("status") or None,
+        batch=q.get("batch") or None,
         since=_parse_time(q.get("since")),
         until=_parse_time(q.get("until")),
         sort=q.get("sort") or "started",
@@ -180,8 +188,10 @@ def create_app(settings: UiSettings) -> Starlette:
                 return _refuse(api, "this server needs its token: open the URL it printed")
             try:
                 response = await handler(request)
+            except RunNotFound as exc:
+                response = _problem(api, page, request, 404, exc)
             except InputError as exc:
-                response = _problem(api, page, request, 404 if "no run" in str(exc) else 400, exc)
+                response = _problem(api, page, request, 400, exc)
             except TrellisError as exc:
                 response = _problem(api, page, request, 500, exc)
             if token_matches(query_token, settings.token):
@@ -209,7 +219,7 @@ def create_app(settings: UiSettings) -> Starlette:
         run_id = request.path_params["run_id"]
         data = await run_in_threadpool(with_store, lambda s: run_view(s, run_id))
         if data is None:
-            raise InputError(f"no run {run_id!r} in {settings.store_url}")
+            raise RunNotFound(f"no run {run_id!r} in {settings.store_url}")
         return data
 
     async def run_page(request: Request) -> Response:

@@ -25,10 +25,14 @@ from trellis.history.diff import diff_runs
 from trellis.store.base import Store
 from trellis.ui.graph import GraphNode, render_svg
 
-__all__ = ["RunFilters", "compare_view", "run_view", "runs_view"]
+__all__ = ["RunFilters", "RunNotFound", "compare_view", "run_view", "runs_view"]
 
 PAGE_SIZE = 50
 STATUSES = ("done", "failed", "waiting", "running", "pending", "cancelled")
+
+
+class RunNotFound(InputError):
+    """The store holds no run of that id (a 404)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,7 @@ class RunFilters:
 
     flow: str | None = None
     status: str | None = None
+    batch: str | None = None  # a batch's id: its items
     since: float | None = None
     until: float | None = None
     sort: str = "started"
@@ -48,6 +53,7 @@ class RunFilters:
         values = {
             "flow": self.flow,
             "status": self.status,
+            "batch": self.batch,
             "since": self.since,
             "until": self.until,
             "sort": self.sort,
@@ -68,6 +74,7 @@ def runs_view(store: Store, filters: RunFilters) -> dict[str, Any]:
         store,
         flow=filters.flow,
         status=filters.status,
+        batch=filters.batch,
         since=filters.since,
         until=filters.until,
         sort=filters.sort,
@@ -205,7 +212,7 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
     ``"svg"`` (left out of the JSON API)."""
     row = store.get_run(run_id)
     if row is None:
-        raise InputError(f"no run {run_id!r} in {store.url}")
+        raise RunNotFound(f"no run {run_id!r} in {store.url}")
     order = StepOrder(store)
     entry = run_entry(store, row, order)
     if row.is_batch:
