@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: demo test quick lint bench docs clean
+.PHONY: demo test quick lint bench docs screenshots clean
 
 # The core install (what `make demo` needs), then the extras each target adds.
 $(VENV)/.installed: pyproject.toml
@@ -49,6 +49,10 @@ bench: $(VENV)/.bench-installed
 docs: $(VENV)/.docs-installed
 	$(VENV)/bin/mkdocs build --strict --quiet
 	@echo "API reference and guides built in site/ (open site/index.html)"
+
+# A PNG of each web UI page for a sample store, taken in Chromium (/usr/bin/chromium).
+screenshots: $(VENV)/.test-installed
+	$(PY) examples/ui_sample/screenshots.py docs/screenshots
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache feedback-results.jsonl

@@ -35,6 +35,7 @@ import outage_workloads as owl  # noqa: E402
 import postgres_workloads as pgw  # noqa: E402
 import ratelimit_workloads as rlw  # noqa: E402
 import ray_workloads as rwl  # noqa: E402
+import ui_workloads as uiw  # noqa: E402
 import workloads as wl  # noqa: E402
 from common import Goal, figure, interleave, median  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -84,6 +85,8 @@ class Sizes:
     outage_concurrency: int = 16
     eval_items: int = 10000  # replayed items of the eval throughput figure
     eval_reps: int = 1  # ~45 s a repetition at 10 000 items (run + eval of 3 variants)
+    ui_runs: int = 20000  # recorded runs behind the UI's runs page
+    ui_steps: int = 1000  # steps of the run the UI's run page draws
 
 
 FULL = Sizes()
@@ -105,6 +108,8 @@ QUICK = Sizes(
     outage_start_s=0.5,
     eval_items=200,
     eval_reps=2,
+    ui_runs=2000,
+    ui_steps=100,
 )
 
 
@@ -1050,6 +1055,7 @@ GROUPS: dict[str, Group] = {
         rwl.ray_figures(sizes.reps, sizes is QUICK or sizes.chain < FULL.chain, say)
     ),
     "rss": rss_figures,
+    "ui": lambda sizes, say: uiw.ui_figures(sizes.ui_runs, sizes.ui_steps, sizes.reps, say),
 }
 
 

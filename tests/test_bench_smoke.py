@@ -34,6 +34,7 @@ QUICK_OUTAGE_ITEMS = 30
 POSTGRES = {"postgres_durable_ratio_vs_psycopg"}
 #: The Ray executor against the local engine (skipped, value None, without Ray installed).
 RAY = {"ray_io_batch_ratio", "ray_cpu_batch_speedup"}
+UI = {"ui_runs_page_ms", "ui_big_run_page_ms"}
 FIGURES = {
     "chain_overhead_us_per_step",
     "chain_overhead_us_per_step_async",
@@ -52,6 +53,7 @@ FIGURES = {
     "stream_overhead_ratio",
     *POSTGRES,
     *RAY,
+    *UI,
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -67,6 +69,7 @@ GOALS = {
     "stream_overhead_ratio",
     *POSTGRES,
     *RAY,
+    *UI,
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",

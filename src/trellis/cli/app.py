@@ -41,6 +41,7 @@ from trellis.cli.options import (
 from trellis.cli.resume import resume
 from trellis.cli.settings import apply_model_overrides, load_config
 from trellis.cli.target import load_flow
+from trellis.cli.ui import ui
 
 __all__ = ["app", "main"]
 
@@ -335,6 +336,7 @@ app.command("approve")(approve)
 app.command("reply")(reply)
 app.command("runs")(runs)
 app.command("show")(show)
+app.command("ui")(ui)
 app.add_typer(cache_app, name="cache")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -206,6 +207,35 @@ def _answer(
     if opened is None:
         raise CliError(f"no run {run!r} in {store_url(store)}")
     try:
+        result = answer_waiting_step(
+            opened, run, step, answer, approval=approval, models=models, quiet=quiet,
+            as_json=as_json, show=lambda result: print_result(
+                result, opened.url, quiet=quiet, as_json=as_json
+            ),
+        )
+    finally:
+        opened.close()
+    return exit_code(result)
+
+
+def answer_waiting_step(
+    opened: Store,
+    run: str,
+    step: str,
+    answer: Any,
+    *,
+    approval: bool,
+    models: list[str],
+    quiet: bool,
+    as_json: bool,
+    show: Callable[[RunResult], None] | None = None,
+) -> RunResult:
+    """Answer ``step`` of waiting run ``run`` in ``opened`` and resume the run: the one
+    path of ``trellis approve`` / ``reply`` and of the web UI's answer forms. The answer
+    is validated exactly as the step's declared type says (a CliError names what is
+    wrong, and the run keeps waiting); a batch item's batch is finished when it was the
+    last item waiting. ``show`` prints the result before the batch is looked at."""
+    try:
         row = opened.get_run(run)
         if row is None:
             raise CliError(f"no run {run!r} in {opened.url}")
@@ -232,8 +262,8 @@ def _answer(
         if not quiet:
             what = _answered(answer) if approval else "answered"
             _note(f"{what}: step {step!r} of run {run}; the run is {result.status} now")
-        print_result(result, opened.url, quiet=quiet, as_json=as_json)
-        code = exit_code(result)
+        if show is not None:
+            show(result)
         if row.parent_id is not None:
             try:
                 _after_item(
@@ -245,9 +275,7 @@ def _answer(
                 _note(f"batch {row.parent_id}: {exc}")
     except DURABLE_ERRORS as exc:  # an invalid answer (InputError), a lease held elsewhere...
         raise CliError(str(exc)) from None
-    finally:
-        opened.close()
-    return code
+    return result
 
 
 def _answered(answer: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from trellis.cli.formats import fmt_cost, fmt_seconds, fmt_usd
 from trellis.cli.stores import store_url
+from trellis.engine.records import is_approval
 from trellis.engine.results import RunResult, StepRecord, jsonable
 from trellis.engine.summary import BatchSummary, StepRoutes, WaitingStep, adjustment_warnings
 from trellis.models.schema_sample import placeholder_value
@@ -143,15 +144,6 @@ def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str,
         if isinstance(target, Mapping):
             return target
     return schema
-
-
-def is_approval(question: Mapping[str, Any]) -> bool:
-    """Whether a question is ``human.approve(...)``'s (an ``Approval``: approve / reject)."""
-    schema = question.get("schema")
-    if question.get("type") != "Approval" or not isinstance(schema, Mapping):
-        return False
-    properties = schema.get("properties")
-    return isinstance(properties, Mapping) and set(properties) == {"approved", "comment"}
 
 
 def sample_answer(schema: Mapping[str, Any], defs: Mapping[str, Any] | None = None) -> Any:

@@ -77,6 +77,8 @@ class RunMeta:
     output: str | None = None  # absolute path, "-" for stdout, or None
     input_file: str | None = None  # absolute path
     steps: list[str] = field(default_factory=list)  # the flow's steps in execution order
+    #: Each step's upstream steps (the steps it reads): the graph the web UI draws.
+    edges: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -135,7 +137,16 @@ def build_meta(
         output=None if output is None else "-" if str(output) == "-" else str(output.resolve()),
         input_file=str(input_file.resolve()) if input_file is not None else None,
         steps=[step.name for step in flow.compile().steps],
+        edges=flow_edges(flow),
     )
+
+
+def flow_edges(flow: Flow) -> dict[str, list[str]]:
+    """Each step of ``flow`` with the steps it reads (its upstream edges)."""
+    plan = flow.compile()
+    return {
+        step.name: [plan.steps[d].name for d in plan.deps[i]] for i, step in enumerate(plan.steps)
+    }
 
 
 def meta_of(store: Store, row: RunRow, *, answer: str) -> RunMeta:

@@ -1,10 +1,10 @@
 """Recorded runs, read back: the one read model of what a store holds.
 
 Every reader of recorded runs uses this module — the CLI's ``runs`` / ``show`` / ``resume``
-/ ``approve``, and later a web UI, evals or ``trellis diff`` — instead of walking the store's
-rows itself. Nothing here imports a flow: everything comes from the store (run rows, step
-records, the LLM call journal) and the run's ``meta`` (the flow's step order, when the
-run was recorded with it).
+/ ``approve``, the web UI (``trellis.ui``), evals or ``trellis diff`` — instead of walking
+the store's rows itself. Nothing here imports a flow: everything comes from the store (run
+rows, step records, the LLM call journal) and the run's ``meta`` (the flow's step order
+and edges, when the run was recorded with them).
 
 - :func:`list_entries` / :func:`run_entry`: runs as summaries (the stable JSON shape of
   ``trellis runs --json``), a record that cannot be read listed as ``unreadable``;
@@ -43,22 +43,28 @@ from trellis.store.base import RunRow, Store
 from trellis.store.codec import decode
 
 __all__ = [
+    "RUN_SORTS",
     "UNREADABLE_ERRORS",
+    "RunPage",
     "StepOrder",
     "Waiting",
     "batch_items",
     "batch_usage",
     "interrupted",
+    "is_approval",
     "list_entries",
+    "list_page",
     "read_meta",
     "recorded_batch",
     "recorded_calls",
+    "recorded_edges",
     "recorded_meta",
     "recorded_result",
     "recorded_result_lines",
     "recorded_usage",
     "result_line",
     "run_entry",
+    "step_statuses",
     "subflow_of",
     "subflow_runs",
     "unreadable_entry",
@@ -246,6 +252,15 @@ class Waiting:
     items: int = 0
 
 
+def is_approval(question: Mapping[str, Any]) -> bool:
+    """Whether a question is ``human.approve(...)``'s (an ``Approval``: approve / reject)."""
+    schema = question.get("schema")
+    if question.get("type") != "Approval" or not isinstance(schema, Mapping):
+        return False
+    properties = schema.get("properties")
+    return isinstance(properties, Mapping) and set(properties) == {"approved", "comment"}
+
+
 def waiting_of(store: Store, row: RunRow) -> Waiting:
     """The questions a recorded run waits on (a batch: how many of its items wait)."""
     if row.is_batch:
@@ -267,6 +282,11 @@ def waiting_of(store: Store, row: RunRow) -> Waiting:
 def batch_items(store: Store, batch_id: str) -> list[RunRow]:
     """A batch's item runs, in item order."""
     return store.list_runs(parent_id=batch_id)
+
+
+def step_statuses(store: Store, run_id: str) -> dict[str, str]:
+    """Each recorded step of a run with its status (the route an item took)."""
+    return {row.step: row.status for row in store.load_steps(run_id)}
 
 
 def batch_usage(store: Store, items: list[RunRow]) -> Stats:
@@ -457,3 +477,93 @@ def list_entries(
                 reason = str(exc) or type(exc).__name__
         listed.append((row, unreadable_entry(row, reason)))
     return listed
+
+
+# -- pages of runs (the web UI) -----------------------------------------------------------
+
+#: The orders a page of runs can be sorted in: name -> the key of a run row.
+RUN_SORTS: dict[str, Any] = {
+    "started": lambda r: r.started_at or 0.0,
+    "duration": lambda r: (r.finished_at - r.started_at) if r.finished_at is not None else -1.0,
+    "flow": lambda r: (str(r.flow), r.started_at or 0.0),
+    "status": lambda r: (str(r.status), r.started_at or 0.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """One page of recorded runs: the summaries shown, whether more runs follow, and how
+    many match in all (``None``: not counted, on the newest-first path that reads only the
+    page's rows)."""
+
+    entries: list[dict[str, Any]]
+    more: bool
+    total: int | None
+    offset: int
+    limit: int
+
+
+def list_page(
+    store: Store,
+    *,
+    flow: str | None = None,
+    status: str | None = None,
+    batch: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    sort: str = "started",
+    descending: bool = True,
+    offset: int = 0,
+    limit: int = 50,
+) -> RunPage:
+    """A page of recorded runs (top-level runs and batches; ``batch``: that batch's
+    items), filtered by flow, status and start time, sorted by ``sort`` (a key of
+    :data:`RUN_SORTS`). Newest first with no time range, the store reads only the rows up
+    to the page's end (a page costs the same with 20 or 20 000 runs); otherwise every
+    matching row is read to filter and sort, and counted. Either way summaries are built
+    for the page's runs alone."""
+    if sort not in RUN_SORTS:
+        raise ValueError(f"unknown sort {sort!r}: one of {', '.join(RUN_SORTS)}")
+    newest_first = sort == "started" and descending and since is None and until is None
+    total: int | None
+    if batch is not None:
+        rows = store.list_runs(parent_id=batch, status=status, lenient=True)
+    elif newest_first:
+        rows = store.list_runs(
+            flow=flow, status=status, top_level=True, limit=offset + limit + 1, lenient=True
+        )
+    else:
+        rows = store.list_runs(flow=flow, status=status, top_level=True, lenient=True)
+    if since is not None:
+        rows = [r for r in rows if (r.started_at or 0.0) >= since]
+    if until is not None:
+        rows = [r for r in rows if (r.started_at or 0.0) <= until]
+    if not newest_first:
+        rows = sorted(rows, key=RUN_SORTS[sort], reverse=descending)
+    total = None if newest_first and batch is None else len(rows)
+    chosen = rows[offset : offset + limit]
+    order = StepOrder(store)
+    now = time.time()
+    parent = store.get_run(batch) if batch is not None else None
+    entries: list[dict[str, Any]] = []
+    for row in chosen:
+        reason = row.unreadable
+        if reason is None:
+            try:
+                entries.append(run_entry(store, row, order, now, parent=parent))
+                continue
+            except UNREADABLE_ERRORS as exc:
+                reason = str(exc) or type(exc).__name__
+        entries.append(unreadable_entry(row, reason))
+    more = len(rows) > offset + limit
+    return RunPage(entries=entries, more=more, total=total, offset=offset, limit=limit)
+
+
+def recorded_edges(store: Store, row: RunRow) -> dict[str, list[str]]:
+    """Each step of the run's flow with the steps it reads, as recorded with the run
+    (``{}``: recorded without them, e.g. by ``Engine.run`` directly)."""
+    meta, _ = recorded_meta(store, row)
+    edges = meta.get("edges")
+    if not isinstance(edges, dict):
+        return {}
+    return {str(k): [str(d) for d in v] for k, v in edges.items() if isinstance(v, list)}

@@ -315,7 +315,9 @@ class SQLiteStore(Store):
         else:
             order = "started_at DESC, rowid DESC"
             if top_level:
-                where.append("parent_id IS NULL")
+                # "+": not by runs_parent, so that runs_started gives the order (and LIMIT
+                # reads only the newest rows instead of sorting every top-level run).
+                where.append("+parent_id IS NULL")
         sql = f"SELECT {_RUN_COLUMNS}, format FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)

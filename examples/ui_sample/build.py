@@ -1,0 +1,107 @@
+"""Build the UI's sample store: ``python examples/ui_sample/build.py STORE.db``.
+
+Through the ``trellis`` command itself, so every run is recorded as users record them:
+
+- a batch of feedback-triage items (``examples/feedback_triage.py``);
+- a failed run (``invoices.py``: user code raises);
+- a run waiting for an approval (``examples/approval.py``);
+- routed moderation-cascade runs (``examples/moderation_cascade.py``), some decided by
+  the first stage and some by the LLM.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from trellis.cli import app
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parent
+CONFIG = HERE / "trellis.toml"
+
+__all__ = ["build"]
+
+
+def _trellis(*args: str) -> str:
+    result = CliRunner().invoke(app, [*args, "--config", str(CONFIG), "--json"])
+    if result.exit_code not in (0, 1, 3):  # done, failed, waiting: all wanted here
+        raise RuntimeError(f"trellis {' '.join(args)} exited {result.exit_code}: {result.output}")
+    return result.stdout
+
+
+def build(store: Path, *, items: int = 12) -> dict[str, str]:
+    """Record the sample runs in ``store`` (a SQLite file); returns run ids by role:
+    ``batch``, ``failed``, ``waiting``, ``cascade``, ``cascade_llm``."""
+    url = str(store)
+    ids: dict[str, str] = {}
+    feedback = (EXAMPLES / "data" / "feedback.jsonl").read_text().splitlines()[:items]
+    inputs = Path(tempfile.mkdtemp()) / "feedback.jsonl"
+    inputs.write_text("\n".join(feedback) + "\n")
+    out = _trellis(
+        "run",
+        f"{EXAMPLES}/feedback_triage.py:flow",
+        "--input-file",
+        str(inputs),
+        "--output",
+        str(inputs.with_suffix(".out.jsonl")),
+        "--store",
+        url,
+        "--quiet",
+    )
+    del out
+    ids["batch"] = _last_run_id(url)
+    text = "Invoice from Acme Corp, total due: twelve hundred dollars."
+    ids["failed"] = json.loads(
+        _trellis(
+            "run",
+            f"{HERE}/invoices.py:flow",
+            "--input",
+            json.dumps({"invoice": text}),
+            "--store",
+            url,
+        )
+    )["run_id"]
+    sso = "Our whole team has been locked out of SSO since 9am."
+    ids["waiting"] = json.loads(
+        _trellis(
+            "run",
+            f"{EXAMPLES}/approval.py:flow",
+            "--input",
+            json.dumps({"feedback": sso}),
+            "--store",
+            url,
+        )
+    )["run_id"]
+    for key, comment in (
+        ("cascade", "CLICK HERE for FREE followers!!! http://spam.example"),
+        (
+            "cascade_llm",
+            "This is the dumbest policy I have seen all year and whoever approved it "
+            "should be embarrassed.",
+        ),
+    ):
+        ids[key] = json.loads(
+            _trellis(
+                "run",
+                f"{EXAMPLES}/moderation_cascade.py:flow",
+                "--input",
+                json.dumps({"text": comment}),
+                "--store",
+                url,
+            )
+        )["run_id"]
+    return ids
+
+
+def _last_run_id(url: str) -> str:
+    result = CliRunner().invoke(app, ["runs", "--store", url, "--json"])
+    return str(json.loads(result.stdout)["runs"][0]["run_id"])
+
+
+if __name__ == "__main__":
+    print(json.dumps(build(Path(sys.argv[1])), indent=2))
