@@ -34,10 +34,12 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/lint-imports  # the layers of docs/architecture.md ([tool.importlinter])
 
 # Every test, slow ones included: on two workers, then alone the tests that measure wall
-# time or race real processes (a loaded CPU would make them flaky, not wrong).
+# time or race real processes (a loaded CPU would make them flaky, not wrong), then the Ray
+# tests (their local Ray keeps processes up for the whole session: last, on their own).
 test: lint
 	$(PY) -m pytest -q -n 2 -m "not serial"
-	$(PY) -m pytest -q -m serial
+	$(PY) -m pytest -q -m serial --ignore=tests/distributed
+	$(PY) -m pytest -q tests/distributed
 
 # Local iteration: the same without the tests marked slow.
 quick: lint
