@@ -11,7 +11,7 @@ import pytest
 
 from .helpers import FLOWS, SIM, invoke
 
-pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="needs trellis[otel]")
+pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="needs trellis-flows[otel]")
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 import trellis as tl
 
-sdk_trace = pytest.importorskip("opentelemetry.sdk.trace", reason="needs trellis[otel]")
+sdk_trace = pytest.importorskip("opentelemetry.sdk.trace", reason="needs trellis-flows[otel]")
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,

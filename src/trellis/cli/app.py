@@ -275,7 +275,7 @@ def run(
             help=(
                 "Export OpenTelemetry traces (run, step and LLM-attempt spans) over OTLP/HTTP, "
                 "configured by the standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT...). "
-                "Needs trellis[otel]."
+                "Needs trellis-flows[otel]."
             ),
         ),
     ] = False,

@@ -28,7 +28,7 @@ def otlp_tracer() -> Iterator[Any]:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
         raise CliError(
-            "--otel needs OpenTelemetry's SDK and OTLP exporter: pip install 'trellis[otel]'"
+            "--otel needs OpenTelemetry's SDK and OTLP exporter: pip install 'trellis-flows[otel]'"
         ) from None
     service = os.environ.get("OTEL_SERVICE_NAME") or "trellis"
     provider = TracerProvider(resource=Resource.create({"service.name": service}))

@@ -47,7 +47,7 @@ def tracing_observer(tracing: Any) -> TracingObserver:
         from opentelemetry import trace
     except ImportError as exc:
         raise ConfigurationError(
-            "tracing= needs OpenTelemetry: pip install 'trellis[otel]'"
+            "tracing= needs OpenTelemetry: pip install 'trellis-flows[otel]'"
         ) from exc
     tracer = trace.get_tracer(_TRACER_NAME) if tracing is True else tracing
     return TracingObserver(tracer)
