@@ -18,20 +18,17 @@ completed.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import math
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from trellis.errors import ConfigurationError
+from trellis.loading import load_callable
 
 __all__ = ["Scorer", "load_scorer", "parse_number"]
 
@@ -138,29 +135,11 @@ def load_scorer(spec: str, *, answer_step: str | None = None) -> Scorer:
 
 
 def _load_function(spec: str) -> ScoreFn:
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
+    if ":" not in spec.strip(":"):
         raise ConfigurationError(
             f"unknown scorer {spec!r}: use exact, number, json-field:PATH, module:function "
             "or path.py:function"
         )
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise ConfigurationError(f"scorer file {target} does not exist")
-            name = f"_trellis_scorer_{abs(hash(str(path.resolve())))}"
-            loader = importlib.util.spec_from_file_location(name, path)
-            if loader is None or loader.loader is None:
-                raise ImportError(f"cannot load {target}")
-            module = importlib.util.module_from_spec(loader)
-            sys.modules[name] = module
-            loader.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-        fn = getattr(module, attr)
-    except (ImportError, AttributeError, OSError, SyntaxError) as exc:
-        raise ConfigurationError(f"cannot load scorer {spec!r}: {exc}") from exc
-    if not callable(fn):
-        raise ConfigurationError(f"scorer {spec!r} is not callable")
-    return fn  # type: ignore[no-any-return]
+    return load_callable(spec, what=f"scorer {spec!r}")
+
+

@@ -11,15 +11,12 @@ factories win over configured ones, which win over entry points and the built-in
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable, Mapping
 from importlib import metadata
-from pathlib import Path
 
 from trellis.config import ModelBinding
 from trellis.errors import ConfigurationError
+from trellis.loading import load_callable
 from trellis.models.base import Model
 
 __all__ = ["ENTRY_POINT_GROUP", "ProviderFactory", "ProviderRegistry", "load_factory"]
@@ -65,26 +62,8 @@ BUILTIN_PROVIDERS: Mapping[str, ProviderFactory] = {
 def load_factory(spec: str, name: str = "") -> ProviderFactory:
     """``module:factory`` or ``path.py:factory`` to the callable (a ConfigurationError
     names the provider and what went wrong)."""
-    target, _, attr = spec.rpartition(":")
     what = f"provider {name!r} ({spec})" if name else f"provider factory {spec!r}"
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            module_name = f"_trellis_provider_{abs(hash(str(path.resolve())))}"
-            loader = importlib.util.spec_from_file_location(module_name, path)
-            if loader is None or loader.loader is None or not path.is_file():
-                raise ImportError(f"no file {target}")
-            module = importlib.util.module_from_spec(loader)
-            sys.modules[module_name] = module
-            loader.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-        factory = getattr(module, attr)
-    except (ImportError, AttributeError, OSError, SyntaxError) as exc:
-        raise ConfigurationError(f"cannot load {what}: {exc}") from exc
-    if not callable(factory):
-        raise ConfigurationError(f"{what} is not callable")
-    return factory  # type: ignore[no-any-return]
+    return load_callable(spec, what=what)
 
 
 def _entry_point(name: str) -> ProviderFactory | None:

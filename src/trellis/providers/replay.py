@@ -30,16 +30,14 @@ is priced as that model's.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from trellis.errors import BadRequestError, ConfigurationError
+from trellis.loading import load_callable
 from trellis.models.base import Model, ModelRequest, ModelResponse, Usage
 from trellis.models.tokens import estimate_tokens
 
@@ -136,28 +134,7 @@ def _record(obj: Any) -> RecordedCall:
 
 def load_tokenizer(spec: str) -> Tokenizer:
     """``module:function`` or ``path.py:function``: a callable ``str -> int``."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise ConfigurationError(
-            f"replay: tokenizer {spec!r} must be 'module:function' or 'path.py:function'"
-        )
-    try:
-        if target.endswith(".py"):
-            module_name = f"_trellis_tokenizer_{abs(hash(target))}"
-            loader = importlib.util.spec_from_file_location(module_name, target)
-            if loader is None or loader.loader is None:
-                raise ImportError(f"cannot load {target}")
-            module = importlib.util.module_from_spec(loader)
-            sys.modules[module_name] = module
-            loader.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-        fn = getattr(module, attr)
-    except (ImportError, AttributeError, OSError) as exc:
-        raise ConfigurationError(f"replay: cannot load tokenizer {spec!r}: {exc}") from exc
-    if not callable(fn):
-        raise ConfigurationError(f"replay: tokenizer {spec!r} is not callable")
-    return fn  # type: ignore[no-any-return]
+    return load_callable(spec, what=f"replay: tokenizer {spec!r}")
 
 
 class ReplayModel(Model):
