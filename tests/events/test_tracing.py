@@ -111,6 +111,6 @@ def test_tracing_without_opentelemetry_is_a_clear_configuration_error(
     import sys
 
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if not installed
-    with pytest.raises(tl.ConfigurationError, match=r"pip install 'trellis\[otel\]'"):
+    with pytest.raises(tl.ConfigurationError, match=r"pip install 'trellis-flows\[otel\]'"):
         tl.Engine(tracing=True)
     tl.Engine()  # without tracing= nothing needs it
