@@ -27,6 +27,7 @@ from trellis.engine.journal import (
     call_record_from_dict,
     decision_from_dict,
     error_from_json,
+    record_end,
     record_from_row,
     stats_from_json,
 )
@@ -172,14 +173,7 @@ class DurableRun:
         if self.lost is not None:
             raise self.lost
         result.usage.merge(self.earlier)  # a resumed run keeps what its earlier runs spent
-        self.store.update_run(
-            self.run_id,
-            status=result.status if result.status in ("done", "waiting") else "failed",
-            finished_at=time.time(),
-            error=json.dumps(result.error.to_dict()) if result.error else None,
-            usage=json.dumps(result.usage.to_dict()),
-            epoch=self.epoch,
-        )
+        record_end(self.store, self.run_id, result, epoch=self.epoch)
 
 
 def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> RunResult:
@@ -323,7 +317,7 @@ def earlier_spend(store: Store, row: RunRow) -> Stats:
         if srow.status == "done":
             done_steps.add(srow.step)
             if srow.usage:
-                _subtract(left, stats_from_json(srow.usage))
+                left.subtract(stats_from_json(srow.usage))
     replayed = Stats()
     for crow in store.load_calls(row.run_id):
         if crow.key.split("|", 1)[0] in done_steps:
@@ -331,26 +325,8 @@ def earlier_spend(store: Store, row: RunRow) -> Stats:
         replayed.calls += 1
         for data in decode(crow.attempts, Any, f"call {crow.key!r}"):
             replayed.add_attempt(call_record_from_dict(data))
-    _subtract(left, replayed)
+    left.subtract(replayed)
     return left if left.attempts > 0 else Stats()
-
-
-def _subtract(total: Stats, part: Stats) -> None:
-    """``total -= part``, field by field, never below zero."""
-    total.calls = max(0, total.calls - part.calls)
-    total.attempts = max(0, total.attempts - part.attempts)
-    total.input_tokens = max(0, total.input_tokens - part.input_tokens)
-    total.output_tokens = max(0, total.output_tokens - part.output_tokens)
-    total.cost_usd = max(0.0, total.cost_usd - part.cost_usd)
-    total.unpriced_attempts = max(0, total.unpriced_attempts - part.unpriced_attempts)
-    total.latency_s = max(0.0, total.latency_s - part.latency_s)
-    total.retries = max(0, total.retries - part.retries)
-    for mode, count in part.failures.items():
-        remaining = total.failures[mode] - count
-        if remaining > 0:
-            total.failures[mode] = remaining
-        else:
-            total.failures.pop(mode, None)
 
 
 def recorded_batch_inputs(store: Store, batch_id: str) -> list[tuple[str, Any]]:

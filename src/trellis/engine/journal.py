@@ -195,13 +195,7 @@ class Journal:
 
     def finish_child(self, result: RunResult) -> None:
         """Record how this (child) run ended."""
-        self.store.update_run(
-            self.run_id,
-            status=result.status if result.status in ("done", "waiting") else "failed",
-            finished_at=time.time(),
-            error=json.dumps(result.error.to_dict()) if result.error else None,
-            usage=json.dumps(result.usage.to_dict()),
-        )
+        record_end(self.store, self.run_id, result)
 
     # -- calls ----------------------------------------------------------------------------
 
@@ -384,6 +378,18 @@ def _apply_details(record: StepRecord, row: StepRow) -> None:
         record.element_failures = int(details.get("element_failures", 0))
         record.turns = list(details.get("turns", []))
         record.question = details.get("question")
+
+
+def record_end(store: Store, run_id: str, result: RunResult, *, epoch: int | None = None) -> None:
+    """Record how a run ended: its status, end time, error and usage (``epoch``: fenced)."""
+    store.update_run(
+        run_id,
+        status=result.status if result.status in ("done", "waiting") else "failed",
+        finished_at=time.time(),
+        error=json.dumps(result.error.to_dict()) if result.error else None,
+        usage=json.dumps(result.usage.to_dict()),
+        epoch=epoch,
+    )
 
 
 def call_record_from_dict(data: dict[str, Any], *, replayed: bool = True) -> CallRecord:

@@ -56,7 +56,6 @@ __all__ = [
     "list_page",
     "read_meta",
     "recorded_batch",
-    "recorded_calls",
     "recorded_edges",
     "recorded_meta",
     "recorded_result",
@@ -121,18 +120,6 @@ class StepOrder:
 # -- one run -------------------------------------------------------------------------------
 
 
-def recorded_calls(store: Store, run_id: str) -> list[CallRecord]:
-    """Every recorded attempt of a run, with the source it was recorded with ("live" or
-    "cache"), in journal order."""
-    calls: list[CallRecord] = []
-    for row in store.load_calls(run_id):
-        for data in decode(row.attempts, Any, f"call {row.key!r}"):
-            call = call_record_from_dict(data)
-            call.source = str(data.get("source") or "live")
-            calls.append(call)
-    return calls
-
-
 def _order_calls(calls: list[CallRecord], order: list[str]) -> list[CallRecord]:
     rank = {name: i for i, name in enumerate(order)}
 
@@ -176,11 +163,9 @@ def recorded_result(store: Store, row: RunRow, order: list[str]) -> RunResult:
     result.steps = {n: result.steps.get(n) or StepRecord(n) for n in names}
     rank = {name: i for i, name in enumerate(names)}
     result.decisions.sort(key=lambda d: rank.get(d.step, len(rank)))
-    result.calls = _order_calls(recorded_calls(store, row.run_id), names)
+    result.calls = _order_calls(result.calls, names)  # load_result kept their sources
     if not row.usage:
         result.usage = recorded_usage(store, row)
-    if row.status == "pending":
-        result.status = "running"
     for step, children in subflow_runs(store, row.run_id).items():
         record = result.steps.get(step)
         if record is not None:

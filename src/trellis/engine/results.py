@@ -139,6 +139,23 @@ class Stats:
         for mode, count in other.failures.items():
             self.failures[mode] += count
 
+    def subtract(self, other: Stats) -> None:
+        """``self -= other``, field by field, never below zero (the inverse of merge)."""
+        self.calls = max(0, self.calls - other.calls)
+        self.attempts = max(0, self.attempts - other.attempts)
+        self.input_tokens = max(0, self.input_tokens - other.input_tokens)
+        self.output_tokens = max(0, self.output_tokens - other.output_tokens)
+        self.cost_usd = max(0.0, self.cost_usd - other.cost_usd)
+        self.unpriced_attempts = max(0, self.unpriced_attempts - other.unpriced_attempts)
+        self.latency_s = max(0.0, self.latency_s - other.latency_s)
+        self.retries = max(0, self.retries - other.retries)
+        for mode, count in other.failures.items():
+            remaining = self.failures[mode] - count
+            if remaining > 0:
+                self.failures[mode] = remaining
+            else:
+                self.failures.pop(mode, None)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "calls": self.calls,
