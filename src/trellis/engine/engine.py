@@ -138,7 +138,6 @@ class Engine:
             store_url=self.store.url if self.store is not None else None,
             seed=seed,
         )
-        self._budget = budget
         #: What runs borrow from this engine (they never hold the engine itself).
         self.services = Services(
             models=ModelChains(self.config, self.registry, instances, breaker or BreakerSettings()),
@@ -481,7 +480,7 @@ class Engine:
                 items=[BatchItem(i, run_ids[i], item) for i, item in enumerate(pending)],
                 concurrency=concurrency,
                 budget=budget,
-                batch_budget=self._budget,
+                batch_budget=self.guard.budget if self.guard is not None else None,
                 rerun_changed=rerun_changed,
                 recipe=self.recipe,
             )

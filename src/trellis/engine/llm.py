@@ -301,7 +301,7 @@ class _Call:
         self.attempt = 0
         self.records: list[CallRecord] = []  # every attempt of this call
         self.waited = 0.0  # the backoff / retry-after slept before the current attempt
-        self.adjusted: list[str] = []  # how the provider changed the current attempt
+        self.adjusted: tuple[str, ...] = ()  # how the provider changed the current attempt
         self.retry_spent = 0.0  # failed attempts' latency + waits: against retry_deadline
 
     def request(
@@ -389,7 +389,9 @@ class _Call:
                     f"model provider {model.name} raised {type(exc).__name__}: {exc}"
                 ) from exc
             latency = time.perf_counter() - started
-            self.adjusted = list((error or response or ModelResponse("", Usage())).adjustments)
+            answered = error if error is not None else response  # every other path raised
+            assert answered is not None
+            self.adjusted = answered.adjustments
             ticket.settle(_breaker_outcome(error), error)
 
             if error is not None:
@@ -602,7 +604,7 @@ class _Call:
             error=error,
             reply=reply,
             source=source,
-            adjustments=self.adjusted if source == "live" else [],
+            adjustments=list(self.adjusted) if source == "live" else [],
         )
         self.records.append(record)
         scope.add_call(record)
