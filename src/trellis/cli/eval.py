@@ -22,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from trellis.cli.errors import EXIT_FAILED, EXIT_OK, CliError, fail
+from trellis.cli.errors import EXIT_FAILED, EXIT_OK, CliError, command
 from trellis.cli.options import ConfigOption, ModelOption, StoreOption
 from trellis.cli.settings import apply_model_overrides, load_config
 from trellis.cli.stores import open_cli_store
@@ -58,6 +58,7 @@ def _train_share(text: str) -> float:
         raise CliError(f"--split {text!r}: {value!r} is not a number") from None
 
 
+@command
 def eval_command(
     target: Annotated[
         str,
@@ -194,7 +195,7 @@ def eval_command(
             show_default=False,
         ),
     ] = None,
-) -> None:
+) -> int:
     """Score a flow's variants over labelled data: score with a bootstrap 95% interval,
     cost, calls per model, routes, tokens and latency per variant, relative to a
     reference; optionally a parameter sweep chosen on a train split and reported on the
@@ -209,33 +210,29 @@ def eval_command(
     Exit code 0; 1 when some item failed (it scores 0; the table says how many); 2 for a
     usage or configuration problem.
     """
-    try:
-        code = _execute(
-            target,
-            dataset,
-            label,
-            score,
-            answer,
-            variants or [],
-            reference,
-            sweep,
-            split,
-            seed,
-            target_text,
-            repeats,
-            models or [],
-            config,
-            concurrency,
-            limit,
-            as_json,
-            plot,
-            store,
-            no_store,
-            eval_id,
-        )
-    except CliError as exc:
-        raise fail(exc) from None
-    raise typer.Exit(code)
+    return _execute(
+        target,
+        dataset,
+        label,
+        score,
+        answer,
+        variants or [],
+        reference,
+        sweep,
+        split,
+        seed,
+        target_text,
+        repeats,
+        models or [],
+        config,
+        concurrency,
+        limit,
+        as_json,
+        plot,
+        store,
+        no_store,
+        eval_id,
+    )
 
 
 def _execute(

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trellis.cli.commands import DURABLE_ERRORS, run_batch, run_once
-from trellis.cli.errors import EXIT_OK, CliError, fail
+from trellis.cli.errors import EXIT_OK, CliError, command
 from trellis.cli.jobs import BatchJob, Display, OneRun
 from trellis.cli.options import LeaseTtlOption, StoreOption
 from trellis.cli.resume import recorded_settings
@@ -24,6 +24,7 @@ from trellis.history import RunDiff, diff_runs, prepare_fork
 __all__ = ["diff", "fork"]
 
 
+@command
 def fork(
     run: Annotated[str, typer.Argument(help="The recorded run or batch.", show_default=False)],
     from_step: Annotated[
@@ -62,7 +63,7 @@ def fork(
     lease_ttl: LeaseTtlOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only a one-line outcome.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
+) -> int:
     """Re-run a recorded run or batch (`trellis run`) with other bindings or changed code.
 
     Steps upstream of `--from` are copied from the record, so only what changed is paid
@@ -73,13 +74,9 @@ def fork(
     Example: `trellis fork 20250101-120000-1a2b3c4d --from large_answer --model
     large=openai:gpt-4o`
     """
-    try:
-        code = _fork(
-            run, from_step, models or [], run_id, store, concurrency, lease_ttl, quiet, as_json
-        )
-    except CliError as exc:
-        raise fail(exc) from None
-    raise typer.Exit(code)
+    return _fork(
+        run, from_step, models or [], run_id, store, concurrency, lease_ttl, quiet, as_json
+    )
 
 
 def _fork(
@@ -137,31 +134,29 @@ def _fork(
         opened.close()
 
 
+@command
 def diff(
     run_a: Annotated[str, typer.Argument(help="A recorded run or batch.", show_default=False)],
     run_b: Annotated[str, typer.Argument(help="Another one (e.g. its fork).", show_default=False)],
     store: StoreOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the diff as JSON.")] = False,
-) -> None:
+) -> int:
     """Show per step (per item for batches) what differs between two recorded runs: the
     route (a step's status), its output, cost and latency. Exit code 0."""
+    opened = open_existing_store(store)
+    if opened is None:
+        raise CliError(f"no run {run_a!r} in {store_url(store)}")
     try:
-        opened = open_existing_store(store)
-        if opened is None:
-            raise CliError(f"no run {run_a!r} in {store_url(store)}")
-        try:
-            result = diff_runs(opened, run_a, run_b)
-        except DURABLE_ERRORS as exc:
-            raise CliError(str(exc)) from None
-        finally:
-            opened.close()
-    except CliError as exc:
-        raise fail(exc) from None
+        result = diff_runs(opened, run_a, run_b)
+    except DURABLE_ERRORS as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        opened.close()
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False))
     else:
         render_diff(Console(), result)
-    raise typer.Exit(EXIT_OK)
+    return EXIT_OK
 
 
 def _short(value: Any, limit: int = 60) -> str:
