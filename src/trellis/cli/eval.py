@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -28,22 +28,9 @@ from trellis.cli.settings import apply_model_overrides, load_config
 from trellis.cli.stores import open_cli_store
 from trellis.cli.target import load_flow
 from trellis.errors import ConfigurationError, InputError, StoreError
-from trellis.eval import (
-    Selection,
-    Variant,
-    eval_report,
-    expand,
-    load_dataset,
-    load_scorer,
-    parse_sweep,
-    parse_target,
-    parse_variant,
-    render_eval,
-    resolve_bindings,
-    run_eval,
-    select,
-)
-from trellis.eval.report import summaries
+
+if TYPE_CHECKING:
+    from trellis.eval import Selection
 
 __all__ = ["eval_command"]
 
@@ -258,6 +245,24 @@ def _execute(
     no_store: bool,
     eval_id: str | None,
 ) -> int:
+    # trellis.eval is imported here, not at module level: `trellis --help` and every other
+    # command start without it.
+    from trellis.eval import (
+        Variant,
+        eval_report,
+        expand,
+        load_dataset,
+        load_scorer,
+        parse_sweep,
+        parse_target,
+        parse_variant,
+        render_eval,
+        resolve_bindings,
+        run_eval,
+        select,
+    )
+    from trellis.eval.report import summaries
+
     flow, _ = load_flow(target)
     config, _ = load_config(config_path)
     config = apply_model_overrides(config, models)

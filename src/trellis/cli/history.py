@@ -5,7 +5,7 @@ bindings or changed code, and compare two recorded runs. Thin: the work is
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,7 +19,9 @@ from trellis.cli.resume import recorded_settings
 from trellis.cli.run_meta import redact_model_overrides
 from trellis.cli.stores import open_existing_store, store_url
 from trellis.engine.engine import new_run_id
-from trellis.history import RunDiff, diff_runs, prepare_fork
+
+if TYPE_CHECKING:
+    from trellis.history import RunDiff
 
 __all__ = ["diff", "fork"]
 
@@ -90,6 +92,8 @@ def _fork(
     quiet: bool,
     as_json: bool,
 ) -> int:
+    from trellis.history import prepare_fork  # not at start-up of every command
+
     opened = open_existing_store(store)
     if opened is None:
         raise CliError(f"no run {run!r} in {store_url(store)}")
@@ -143,6 +147,8 @@ def diff(
 ) -> int:
     """Show per step (per item for batches) what differs between two recorded runs: the
     route (a step's status), its output, cost and latency. Exit code 0."""
+    from trellis.history import diff_runs  # not at start-up of every command
+
     opened = open_existing_store(store)
     if opened is None:
         raise CliError(f"no run {run_a!r} in {store_url(store)}")
