@@ -268,20 +268,20 @@ def recorded_store_calls(url: str, run_id: str) -> tuple[dict[str, RecordedCall]
         models: dict[str, None] = {}
         for rid in run_ids:
             for row in store.load_calls(rid):
-                recorded = _from_call_row(row.result, row.attempts)
+                attempts = json.loads(row.attempts)
+                recorded = _from_call_row(row.result, attempts)
                 if recorded is not None:
                     by_hash.setdefault(row.request, recorded)
-                    for attempt in json.loads(row.attempts):
+                    for attempt in attempts:
                         models.setdefault(str(attempt.get("model")), None)
     finally:
         store.close()
     return by_hash, tuple(models)
 
 
-def _from_call_row(result: str, attempts_json: str) -> RecordedCall | None:
+def _from_call_row(result: str, attempts: list[dict[str, Any]]) -> RecordedCall | None:
     from trellis.store.codec import decode
 
-    attempts = json.loads(attempts_json)
     ok = [a for a in attempts if a.get("outcome") == "ok" and a.get("source", "live") != "cache"]
     if not ok:
         return None
