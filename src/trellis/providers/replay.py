@@ -257,12 +257,15 @@ def last_user_text(request: ModelRequest) -> str:
 def recorded_store_calls(url: str, run_id: str) -> tuple[dict[str, RecordedCall], tuple[str, ...]]:
     """The LLM calls journaled for ``run_id`` (and its batch items), by request hash."""
     from trellis.store import open_store
+    from trellis.store.pgurl import is_postgres_url, redact_url
+
+    shown = redact_url(url) if is_postgres_url(url) else url  # a password is never shown
 
     store = open_store(url)
     try:
         root = store.get_run(run_id)
         if root is None:
-            raise ConfigurationError(f"replay:store: no run {run_id!r} in {url}")
+            raise ConfigurationError(f"replay:store: no run {run_id!r} in {shown}")
         run_ids = [run_id] + [row.run_id for row in store.list_runs(parent_id=run_id)]
         by_hash: dict[str, RecordedCall] = {}
         models: dict[str, None] = {}
