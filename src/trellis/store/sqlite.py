@@ -20,7 +20,9 @@ as its ``\ud800`` escape; an id that is not UTF-8 text is a :class:`StoreError`.
 from __future__ import annotations
 
 import functools
+import random
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -41,6 +43,9 @@ from trellis.store.base import (
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 _APP = "trellis"
+
+#: How long a statement waits for another connection's lock before failing.
+_BUSY_TIMEOUT_S = 5.0
 
 #: Numbered migrations; the database's ``schema_version`` is how many have been applied.
 _MIGRATIONS: tuple[str, ...] = (
@@ -161,9 +166,9 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {self.path!r}: {exc}") from exc
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
+            self._enter_wal()
             self._db.execute(f"PRAGMA synchronous={sync}")  # a keyword checked above
-            self._db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             self._db.close()
@@ -173,6 +178,22 @@ class SQLiteStore(Store):
             ) from exc
 
     # -- schema ---------------------------------------------------------------------------
+
+    def _enter_wal(self) -> None:
+        """Switch the file to WAL mode. Connections switching a new file at the same moment
+        can each hold the shared lock the others wait on; SQLite then answers "database is
+        locked" at once, without its busy handler, so the switch is retried here (with a
+        jittered pause, for up to the busy timeout)."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                locked = "locked" in str(exc) or "busy" in str(exc)
+                if not locked or time.monotonic() >= deadline:
+                    raise
+                time.sleep(random.uniform(0.002, 0.02))
 
     def _migrate(self) -> None:
         """Create or upgrade the schema. Processes opening the same new (or old) file at the
