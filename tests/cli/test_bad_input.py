@@ -337,6 +337,29 @@ async def test_max_seconds_stops_a_run_whose_plain_step_blocks() -> None:
     assert (await tl.Engine().run(flow, {"seconds": 0.01})).outputs["after"] == 0.02
 
 
+async def test_max_seconds_stops_a_run_whose_mapped_plain_step_blocks() -> None:
+    """A sync step mapped with ``map_over=`` runs each element in a thread under a
+    deadline, as an unmapped one does: before, a blocking element held the event loop, so
+    the run ended only when the element returned (3 s), and then as done."""
+    flow = tl.Flow("blocks_mapped", inputs={"seconds": list[float]})
+
+    @flow.step(map_over="seconds")
+    def sleepy(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    started = time.monotonic()
+    result = await tl.Engine().run(flow, {"seconds": [3.0, 3.0]}, budget=tl.Budget(max_seconds=0.3))
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, elapsed
+    assert result.status == "failed"
+    assert result.error is not None and result.error.budget == "max_seconds"
+    assert result.steps["sleepy"].status == "cancelled"
+
+    fast = await tl.Engine().run(flow, {"seconds": [0.01, 0.02]}, budget=tl.Budget(max_seconds=5))
+    assert fast.ok and fast.outputs["sleepy"] == [0.01, 0.02]
+
+
 def test_max_seconds_on_the_command_line_exits_promptly(tmp_path: Path) -> None:
     """The step sleeps 30 s; the process must end (exit 1) within a few seconds: the
     step's thread must not keep it alive."""

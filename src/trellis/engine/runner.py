@@ -589,15 +589,21 @@ class Run:
         # The common case (no injection, no step retries) calls the function directly:
         # fewer live coroutines per element keeps wide fan-outs cheap.
         direct = not spec.injected and not (spec.retry or self.flow.retry).retry_on
+        # Under a deadline a sync element runs in a thread, as an unmapped step does: a
+        # blocking element must not hold the event loop past max_seconds.
+        threaded = self.threaded and not spec.is_async
 
         async def element(index: int, item: Any) -> None:
             try:
                 kw = {**kwargs, key: item}
                 if direct:
                     record.attempts += 1
-                    output = spec.fn(**kw)
-                    if spec.is_async:
-                        output = await output
+                    if threaded:
+                        output = await _invoke(spec, kw, True)
+                    else:
+                        output = spec.fn(**kw)
+                        if spec.is_async:
+                            output = await output
                     if validator is not None:
                         output = self._validated(spec, validator, output)
                     results[index] = output
