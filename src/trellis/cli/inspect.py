@@ -22,7 +22,7 @@ from rich.text import Text
 from trellis.cli.errors import CliError, command
 from trellis.cli.jsonout import json_text
 from trellis.cli.options import StoreOption, json_flag
-from trellis.cli.run_views import render_batch, render_run, runs_table
+from trellis.cli.run_views import ItemRows, render_batch, render_run, runs_table
 from trellis.cli.stores import open_existing_store, store_url
 from trellis.engine.records import (
     UNREADABLE_ERRORS,
@@ -154,6 +154,27 @@ def show(
             "one line per child run).",
         ),
     ] = False,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="A batch: list every item (by default the first and last 10 of a batch "
+            "of more than 20).",
+        ),
+    ] = False,
+    page: Annotated[
+        int | None,
+        typer.Option(
+            "--page",
+            min=1,
+            help="A batch: list page N of its items (from 1; --limit items a page).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", min=1, help="A batch: items on a page (with --page)."),
+    ] = 50,
     store: StoreOption = None,
 ) -> None:
     """Show one recorded run as a tree of its steps, in the order they run.
@@ -165,13 +186,16 @@ def show(
     its arguments and result or error (live, or replayed from the journal), tokens and
     cost per turn. A step waiting for a person: the question (prompt, expected type,
     details) and the `trellis approve` / `trellis reply` command that answers it. For a
-    batch: item counts by status, a table of its items (`trellis show ITEM-ID` for one of
+    batch: item counts by status, a table of its items — the first and last 10; `--all`
+    for every one, `--page N [--limit M]` for a page — (`trellis show ITEM-ID` for one of
     them) and the questions its waiting items ask. A sub-flow step: one line per child run
     (`--expand` nests their steps; `--json` always includes them under the step's
     "children").
 
     Example: `trellis show 20250101-120000-1a2b3c4d --json`
     """
+    if every and page is not None:
+        raise CliError("--all and --page cannot be used together: --all lists every item")
     opened = open_existing_store(store)
     if opened is None:
         raise CliError(f"no run {run!r} in {store_url(store)}")
@@ -205,6 +229,13 @@ def show(
         return
     console = Console()
     if result is None:
-        render_batch(console, data, row, entry, waiting, opened.url)
+        total = int(data["batch"]["total"])
+        rows = ItemRows(every=every, page=page, limit=limit)
+        if page is not None and page > rows.pages(total):
+            raise CliError(
+                f"--page {page} is past the last page: {total} item(s) make "
+                f"{rows.pages(total)} page(s) of {limit}"
+            )
+        render_batch(console, data, row, entry, waiting, opened.url, rows)
     else:
         render_run(console, result, row, now, opened.url, expand=expand)
