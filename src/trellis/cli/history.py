@@ -13,6 +13,7 @@ from rich.table import Table
 
 from trellis.cli.commands import DURABLE_ERRORS, run_batch, run_once
 from trellis.cli.errors import EXIT_OK, CliError, command
+from trellis.cli.formats import fmt_usd
 from trellis.cli.jobs import BatchJob, Display, OneRun
 from trellis.cli.options import LeaseTtlOption, StoreOption
 from trellis.cli.resume import recorded_settings
@@ -171,7 +172,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:.6f}"
+    return "-" if value is None else fmt_usd(value)
 
 
 def render_diff(console: Console, result: RunDiff) -> None:
