@@ -12,6 +12,7 @@ documented in ``docs/cli.md`` and kept stable:
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 import typer
@@ -29,10 +30,10 @@ from trellis.engine.records import (
     StepOrder,
     Waiting,
     batch_items,
+    interrupted,
     list_entries,
     recorded_batch,
     recorded_result,
-    run_entry,
     waiting_of,
 )
 from trellis.errors import TrellisError
@@ -196,6 +197,7 @@ def show(
     """
     if every and page is not None:
         raise CliError("--all and --page cannot be used together: --all lists every item")
+    rows = ItemRows(every=every, page=page, limit=limit)
     opened = open_existing_store(store)
     if opened is None:
         raise CliError(f"no run {run!r} in {store_url(store)}")
@@ -207,11 +209,23 @@ def show(
         now = time.time()
         entry: dict[str, Any] = {}
         waiting: dict[str, Waiting] = {}
-        if row.is_batch:
+        if row.is_batch and as_json:
             data = recorded_batch(opened, row, order, now)
-            entry = run_entry(opened, row, order, now)
-            waiting[row.run_id] = waiting_of(opened, row)
-            for child in batch_items(opened, row.run_id):
+            result = None
+        elif row.is_batch:
+            # The table shows some items: only theirs are summarised (a step count per
+            # item reads its steps); the counts and usage are the whole batch's.
+            children = batch_items(opened, row.run_id)
+            shown = [c for start, stop in rows.spans(len(children)) for c in children[start:stop]]
+            data = recorded_batch(opened, row, order, now, children=children, summarised=shown)
+            counts = Counter(c.status for c in children)
+            entry = {
+                "status": row.status,
+                "interrupted": interrupted(row, now),
+                "items": {"total": len(children), "done": counts["done"]},
+            }
+            waiting[row.run_id] = Waiting(items=counts["waiting"])
+            for child in children:
                 waiting[child.run_id] = waiting_of(opened, child)
             result = None
         else:
@@ -230,7 +244,6 @@ def show(
     console = Console()
     if result is None:
         total = int(data["batch"]["total"])
-        rows = ItemRows(every=every, page=page, limit=limit)
         if page is not None and page > rows.pages(total):
             raise CliError(
                 f"--page {page} is past the last page: {total} item(s) make "

@@ -580,26 +580,31 @@ def render_batch(
         ("error", "left"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    total = int(batch["total"])
+    spans = rows.spans(total)
+    # batch["items"]: the summaries of the items shown (every item's, from --json's reader)
     items = batch["items"]
-    spans = rows.spans(len(items))
+    if len(items) == total:
+        items = [e for start, stop in spans for e in items[start:stop]]
+    shown = iter(items)
     for n, (start, stop) in enumerate(spans):
         if n:
             skipped = start - spans[n - 1][1]
             table.add_row("…", Text(f"{skipped:,} more item(s)", style="dim"))
-        for e in items[start:stop]:
-            _item_row(table, e, waiting)
+        for _ in range(start, stop):
+            _item_row(table, next(shown), waiting)
     console.print(table)
     if rows.page is not None:
         console.print(
             Text(
-                f"page {rows.page} of {rows.pages(len(items))} ({rows.limit} items a page)",
+                f"page {rows.page} of {rows.pages(total)} ({rows.limit} items a page)",
                 style="dim",
             )
         )
     elif len(spans) > 1:
         console.print(
             Text(
-                f"showing the first and last {BATCH_EDGE_ROWS} of {len(items):,} items: "
+                f"showing the first and last {BATCH_EDGE_ROWS} of {total:,} items: "
                 f"--all for every item, --page N [--limit M] for a page of them",
                 style="dim",
             )
@@ -614,9 +619,9 @@ def render_batch(
         )
     )
     questions = [
-        WaitingStep(e["run_id"], step, question)
-        for e in batch["items"]
-        for step, question in waiting.get(e["run_id"], Waiting()).steps
+        WaitingStep(run_id, step, question)  # every waiting item's, shown in the table or not
+        for run_id, of_run in waiting.items()
+        for step, question in of_run.steps
     ]
     if questions:
         render_waiting(console, questions, store)
