@@ -57,3 +57,15 @@ def test_a_small_batch_lists_every_item(tmp_path: Path) -> None:
     shown = invoke("show", "big")
     assert shown_items(shown.stdout) == list(range(20))
     assert "more item(s)" not in shown.stdout
+
+
+def test_a_big_batch_asks_the_questions_of_items_it_does_not_list(tmp_path: Path) -> None:
+    approval = f"{Path(__file__).parent / 'flows' / 'approval.py'}:flow"
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"issue": f"bug {i}"}) + "\n" for i in range(25)))
+    invoke("run", approval, "-f", str(items), "--run-id", "big", "-m", "small=sim:small")
+    shown = invoke("show", "big")
+    assert shown.exit_code == 0, shown.stderr
+    assert "batch big  waiting" in shown.stdout
+    assert 12 not in shown_items(shown.stdout.split("Items")[1].split("LLM call")[0])
+    assert "trellis approve big.12 review" in shown.stdout  # item 12 is not in the table
