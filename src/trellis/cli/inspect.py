@@ -24,7 +24,7 @@ from trellis.cli.errors import CliError, command
 from trellis.cli.jsonout import json_text
 from trellis.cli.options import StoreOption, json_flag
 from trellis.cli.run_views import ItemRows, render_batch, render_run, runs_table
-from trellis.cli.stores import open_existing_store, store_url
+from trellis.cli.stores import find_run, open_existing_store, store_of_run, store_url
 from trellis.engine.records import (
     UNREADABLE_ERRORS,
     StepOrder,
@@ -198,46 +198,42 @@ def show(
     if every and page is not None:
         raise CliError("--all and --page cannot be used together: --all lists every item")
     rows = ItemRows(every=every, page=page, limit=limit)
-    opened = open_existing_store(store)
-    if opened is None:
-        raise CliError(f"no run {run!r} in {store_url(store)}")
-    try:
-        row = opened.get_run(run)
-        if row is None:
-            raise CliError(f"no run {run!r} in {opened.url}")
-        order = StepOrder(opened)
-        now = time.time()
-        entry: dict[str, Any] = {}
-        waiting: dict[str, Waiting] = {}
-        if row.is_batch and as_json:
-            data = recorded_batch(opened, row, order, now)
-            result = None
-        elif row.is_batch:
-            # The table shows some items: only theirs are summarised (a step count per
-            # item reads its steps); the counts and usage are the whole batch's.
-            children = batch_items(opened, row.run_id)
-            shown = [c for start, stop in rows.spans(len(children)) for c in children[start:stop]]
-            data = recorded_batch(opened, row, order, now, children=children, summarised=shown)
-            counts = Counter(c.status for c in children)
-            entry = {
-                "status": row.status,
-                "interrupted": interrupted(row, now),
-                "items": {"total": len(children), "done": counts["done"]},
-            }
-            waiting[row.run_id] = Waiting(items=counts["waiting"])
-            for child in children:
-                waiting[child.run_id] = waiting_of(opened, child)
-            result = None
-        else:
-            result = recorded_result(opened, row, order.of(row))
-            data = result.to_dict()
-    except UNREADABLE_ERRORS as exc:
-        message = str(exc) or type(exc).__name__
-        if repr(run) not in message:
-            message = f"run {run!r} cannot be read: {message}"
-        raise CliError(message) from None
-    finally:
-        opened.close()
+    with store_of_run(store, run) as opened:
+        try:
+            row = find_run(opened, run)
+            order = StepOrder(opened)
+            now = time.time()
+            entry: dict[str, Any] = {}
+            waiting: dict[str, Waiting] = {}
+            if row.is_batch and as_json:
+                data = recorded_batch(opened, row, order, now)
+                result = None
+            elif row.is_batch:
+                # The table shows some items: only theirs are summarised (a step count per
+                # item reads its steps); the counts and usage are the whole batch's.
+                children = batch_items(opened, row.run_id)
+                shown = [
+                    c for start, stop in rows.spans(len(children)) for c in children[start:stop]
+                ]
+                data = recorded_batch(opened, row, order, now, children=children, summarised=shown)
+                counts = Counter(c.status for c in children)
+                entry = {
+                    "status": row.status,
+                    "interrupted": interrupted(row, now),
+                    "items": {"total": len(children), "done": counts["done"]},
+                }
+                waiting[row.run_id] = Waiting(items=counts["waiting"])
+                for child in children:
+                    waiting[child.run_id] = waiting_of(opened, child)
+                result = None
+            else:
+                result = recorded_result(opened, row, order.of(row))
+                data = result.to_dict()
+        except UNREADABLE_ERRORS as exc:
+            message = str(exc) or type(exc).__name__
+            if repr(run) not in message:
+                message = f"run {run!r} cannot be read: {message}"
+            raise CliError(message) from None
     if as_json:
         typer.echo(json_text(data, indent=2))
         return
