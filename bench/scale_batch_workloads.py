@@ -8,7 +8,7 @@
   ``trellis show ITEM`` (one of its items) on the same store, in fresh processes.
 
 Medians of ``reps`` repetitions (at most 3); sizes are the figure names' (``quick``: 200
-against 20 items, once).
+against 20 items).
 """
 
 from __future__ import annotations
@@ -93,14 +93,14 @@ def _batch(root: Path, n: int, run_id: str) -> tuple[float, float]:
 
 
 def group(sizes: Any, say: Callable[[str], None]) -> dict[str, Any]:
-    """The ``scale_batch`` group of ``bench/run.py`` (``--quick``: 200 items, once)."""
+    """The ``scale_batch`` group of ``bench/run.py`` (``--quick``: 200 items)."""
     return scale_batch_figures(sizes.rss < 10000, sizes.reps, say)
 
 
 def scale_batch_figures(quick: bool, reps: int, say: Callable[[str], None]) -> dict[str, Any]:
     # --quick: a smoke run (sizes too small for the figures to mean anything).
     big, small = (200, 20) if quick else (20000, 2000)
-    reps = 1 if quick else max(1, min(reps, 3))
+    reps = max(1, min(reps, 3))
     with tempfile.TemporaryDirectory(prefix="trellis-scale-batch-") as tmp:
         root = Path(tmp)
         (root / "flow.py").write_text(FLOW)
