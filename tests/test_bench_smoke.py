@@ -35,6 +35,7 @@ POSTGRES = {"postgres_durable_ratio_vs_psycopg"}
 #: The Ray executor against the local engine (skipped, value None, without Ray installed).
 RAY = {"ray_io_batch_ratio", "ray_cpu_batch_speedup"}
 UI = {"ui_runs_page_ms", "ui_big_run_page_ms"}
+SCALE_BATCH = {"batch_rss_ratio_20000", "show_batch_ratio_20000"}
 FIGURES = {
     "chain_overhead_us_per_step",
     "chain_overhead_us_per_step_async",
@@ -54,6 +55,7 @@ FIGURES = {
     *POSTGRES,
     *RAY,
     *UI,
+    *SCALE_BATCH,
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -70,6 +72,7 @@ GOALS = {
     *POSTGRES,
     *RAY,
     *UI,
+    *SCALE_BATCH,
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",

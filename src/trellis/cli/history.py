@@ -13,11 +13,12 @@ from rich.table import Table
 
 from trellis.cli.commands import DURABLE_ERRORS, run_batch, run_once
 from trellis.cli.errors import EXIT_OK, CliError, command
+from trellis.cli.formats import fmt_usd
 from trellis.cli.jobs import BatchJob, Display, OneRun
 from trellis.cli.options import LeaseTtlOption, StoreOption
 from trellis.cli.resume import recorded_settings
 from trellis.cli.run_meta import redact_model_overrides
-from trellis.cli.stores import open_existing_store, store_url
+from trellis.cli.stores import find_run, store_of_run
 from trellis.engine.engine import new_run_id
 
 if TYPE_CHECKING:
@@ -94,48 +95,42 @@ def _fork(
 ) -> int:
     from trellis.history import prepare_fork  # not at start-up of every command
 
-    opened = open_existing_store(store)
-    if opened is None:
-        raise CliError(f"no run {run!r} in {store_url(store)}")
-    try:
-        row = opened.get_run(run)
-        if row is None:
-            raise CliError(f"no run {run!r} in {opened.url}")
-        meta, flow, settings = recorded_settings(
-            opened, row, models=models, lease_ttl=lease_ttl, quiet=quiet
-        )
-        safe, redacted = redact_model_overrides(models)
-        record: dict[str, Any] = meta.to_dict()
-        record["models"] = [*meta.models, *safe]
-        record["redacted"] = [*meta.redacted, *redacted]
-        record.pop("batch", None)
-        plan = prepare_fork(
-            opened, flow, run, new_id=run_id or new_run_id(), from_step=from_step, meta=record
-        )
-        reused = ", ".join(plan.reused) or "nothing"
-        note = (
-            f"fork {plan.run_id} of {run}: re-running {', '.join(plan.rerun)}; "
-            f"from the record: {reused}"
-        )
-        display = Display(quiet=quiet, as_json=as_json, progress=not (quiet or as_json))
-        if plan.is_batch:
-            job = BatchJob(
-                title=f"{meta.target} (fork of {run})",
-                concurrency=concurrency or meta.concurrency or 8,
-                display=display,
-                batch_id=plan.run_id,
-                rerun_changed=True,
-                note=note,
+    with store_of_run(store, run) as opened:
+        try:
+            row = find_run(opened, run)
+            meta, flow, settings = recorded_settings(
+                opened, row, models=models, lease_ttl=lease_ttl, quiet=quiet
             )
-            return run_batch(flow, settings, job)
-        if not quiet:
-            typer.echo(note, err=True)
-        one = OneRun(display=display, run_id=plan.run_id, rerun_changed=True)
-        return run_once(flow, settings, one)
-    except DURABLE_ERRORS as exc:
-        raise CliError(str(exc)) from None
-    finally:
-        opened.close()
+            safe, redacted = redact_model_overrides(models)
+            record: dict[str, Any] = meta.to_dict()
+            record["models"] = [*meta.models, *safe]
+            record["redacted"] = [*meta.redacted, *redacted]
+            record.pop("batch", None)
+            plan = prepare_fork(
+                opened, flow, run, new_id=run_id or new_run_id(), from_step=from_step, meta=record
+            )
+            reused = ", ".join(plan.reused) or "nothing"
+            note = (
+                f"fork {plan.run_id} of {run}: re-running {', '.join(plan.rerun)}; "
+                f"from the record: {reused}"
+            )
+            display = Display(quiet=quiet, as_json=as_json, progress=not (quiet or as_json))
+            if plan.is_batch:
+                job = BatchJob(
+                    title=f"{meta.target} (fork of {run})",
+                    concurrency=concurrency or meta.concurrency or 8,
+                    display=display,
+                    batch_id=plan.run_id,
+                    rerun_changed=True,
+                    note=note,
+                )
+                return run_batch(flow, settings, job)
+            if not quiet:
+                typer.echo(note, err=True)
+            one = OneRun(display=display, run_id=plan.run_id, rerun_changed=True)
+            return run_once(flow, settings, one)
+        except DURABLE_ERRORS as exc:
+            raise CliError(str(exc)) from None
 
 
 @command
@@ -149,15 +144,11 @@ def diff(
     route (a step's status), its output, cost and latency. Exit code 0."""
     from trellis.history import diff_runs  # not at start-up of every command
 
-    opened = open_existing_store(store)
-    if opened is None:
-        raise CliError(f"no run {run_a!r} in {store_url(store)}")
-    try:
-        result = diff_runs(opened, run_a, run_b)
-    except DURABLE_ERRORS as exc:
-        raise CliError(str(exc)) from None
-    finally:
-        opened.close()
+    with store_of_run(store, run_a) as opened:
+        try:
+            result = diff_runs(opened, run_a, run_b)
+        except DURABLE_ERRORS as exc:
+            raise CliError(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False))
     else:
@@ -171,7 +162,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:.6f}"
+    return "-" if value is None else fmt_usd(value)
 
 
 def render_diff(console: Console, result: RunDiff) -> None:

@@ -42,7 +42,7 @@ from trellis.cli.render import answer_commands, is_approval, store_args
 from trellis.cli.resume import recorded_settings
 from trellis.cli.run_meta import RunMeta, meta_of
 from trellis.cli.settings import Settings
-from trellis.cli.stores import open_existing_store, store_url
+from trellis.cli.stores import find_run, store_of_run
 from trellis.engine.durable import load_result
 from trellis.engine.journal import record_from_row
 from trellis.engine.results import RunResult
@@ -203,18 +203,18 @@ def _answer(
     quiet: bool,
     as_json: bool,
 ) -> int:
-    opened = open_existing_store(store)
-    if opened is None:
-        raise CliError(f"no run {run!r} in {store_url(store)}")
-    try:
+    with store_of_run(store, run) as opened:
         result = answer_waiting_step(
-            opened, run, step, answer, approval=approval, models=models, quiet=quiet,
-            as_json=as_json, show=lambda result: print_result(
-                result, opened.url, quiet=quiet, as_json=as_json
-            ),
+            opened,
+            run,
+            step,
+            answer,
+            approval=approval,
+            models=models,
+            quiet=quiet,
+            as_json=as_json,
+            show=lambda result: print_result(result, opened.url, quiet=quiet, as_json=as_json),
         )
-    finally:
-        opened.close()
     return exit_code(result)
 
 
@@ -236,9 +236,7 @@ def answer_waiting_step(
     wrong, and the run keeps waiting); a batch item's batch is finished when it was the
     last item waiting. ``show`` prints the result before the batch is looked at."""
     try:
-        row = opened.get_run(run)
-        if row is None:
-            raise CliError(f"no run {run!r} in {opened.url}")
+        row = find_run(opened, run)
         question = _waiting_question(opened, row, step)
         if approval and not is_approval(question):
             command = answer_commands(run, step, question, opened.url)[0]

@@ -12,6 +12,7 @@ documented in ``docs/cli.md`` and kept stable:
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 import typer
@@ -22,17 +23,17 @@ from rich.text import Text
 from trellis.cli.errors import CliError, command
 from trellis.cli.jsonout import json_text
 from trellis.cli.options import StoreOption, json_flag
-from trellis.cli.run_views import render_batch, render_run, runs_table
-from trellis.cli.stores import open_existing_store, store_url
+from trellis.cli.run_views import ItemRows, render_batch, render_run, runs_table
+from trellis.cli.stores import find_run, open_existing_store, store_of_run, store_url
 from trellis.engine.records import (
     UNREADABLE_ERRORS,
     StepOrder,
     Waiting,
     batch_items,
+    interrupted,
     list_entries,
     recorded_batch,
     recorded_result,
-    run_entry,
     waiting_of,
 )
 from trellis.errors import TrellisError
@@ -154,6 +155,27 @@ def show(
             "one line per child run).",
         ),
     ] = False,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="A batch: list every item (by default the first and last 10 of a batch "
+            "of more than 20).",
+        ),
+    ] = False,
+    page: Annotated[
+        int | None,
+        typer.Option(
+            "--page",
+            min=1,
+            help="A batch: list page N of its items (from 1; --limit items a page).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", min=1, help="A batch: items on a page (with --page)."),
+    ] = 50,
     store: StoreOption = None,
 ) -> None:
     """Show one recorded run as a tree of its steps, in the order they run.
@@ -165,46 +187,64 @@ def show(
     its arguments and result or error (live, or replayed from the journal), tokens and
     cost per turn. A step waiting for a person: the question (prompt, expected type,
     details) and the `trellis approve` / `trellis reply` command that answers it. For a
-    batch: item counts by status, a table of its items (`trellis show ITEM-ID` for one of
+    batch: item counts by status, a table of its items — the first and last 10; `--all`
+    for every one, `--page N [--limit M]` for a page — (`trellis show ITEM-ID` for one of
     them) and the questions its waiting items ask. A sub-flow step: one line per child run
     (`--expand` nests their steps; `--json` always includes them under the step's
     "children").
 
     Example: `trellis show 20250101-120000-1a2b3c4d --json`
     """
-    opened = open_existing_store(store)
-    if opened is None:
-        raise CliError(f"no run {run!r} in {store_url(store)}")
-    try:
-        row = opened.get_run(run)
-        if row is None:
-            raise CliError(f"no run {run!r} in {opened.url}")
-        order = StepOrder(opened)
-        now = time.time()
-        entry: dict[str, Any] = {}
-        waiting: dict[str, Waiting] = {}
-        if row.is_batch:
-            data = recorded_batch(opened, row, order, now)
-            entry = run_entry(opened, row, order, now)
-            waiting[row.run_id] = waiting_of(opened, row)
-            for child in batch_items(opened, row.run_id):
-                waiting[child.run_id] = waiting_of(opened, child)
-            result = None
-        else:
-            result = recorded_result(opened, row, order.of(row))
-            data = result.to_dict()
-    except UNREADABLE_ERRORS as exc:
-        message = str(exc) or type(exc).__name__
-        if repr(run) not in message:
-            message = f"run {run!r} cannot be read: {message}"
-        raise CliError(message) from None
-    finally:
-        opened.close()
+    if every and page is not None:
+        raise CliError("--all and --page cannot be used together: --all lists every item")
+    rows = ItemRows(every=every, page=page, limit=limit)
+    with store_of_run(store, run) as opened:
+        try:
+            row = find_run(opened, run)
+            order = StepOrder(opened)
+            now = time.time()
+            entry: dict[str, Any] = {}
+            waiting: dict[str, Waiting] = {}
+            if row.is_batch and as_json:
+                data = recorded_batch(opened, row, order, now)
+                result = None
+            elif row.is_batch:
+                # The table shows some items: only theirs are summarised (a step count per
+                # item reads its steps); the counts and usage are the whole batch's.
+                children = batch_items(opened, row.run_id)
+                shown = [
+                    c for start, stop in rows.spans(len(children)) for c in children[start:stop]
+                ]
+                data = recorded_batch(opened, row, order, now, children=children, summarised=shown)
+                counts = Counter(c.status for c in children)
+                entry = {
+                    "status": row.status,
+                    "interrupted": interrupted(row, now),
+                    "items": {"total": len(children), "done": counts["done"]},
+                }
+                waiting[row.run_id] = Waiting(items=counts["waiting"])
+                for child in children:
+                    waiting[child.run_id] = waiting_of(opened, child)
+                result = None
+            else:
+                result = recorded_result(opened, row, order.of(row))
+                data = result.to_dict()
+        except UNREADABLE_ERRORS as exc:
+            message = str(exc) or type(exc).__name__
+            if repr(run) not in message:
+                message = f"run {run!r} cannot be read: {message}"
+            raise CliError(message) from None
     if as_json:
         typer.echo(json_text(data, indent=2))
         return
     console = Console()
     if result is None:
-        render_batch(console, data, row, entry, waiting, opened.url)
+        total = int(data["batch"]["total"])
+        if page is not None and page > rows.pages(total):
+            raise CliError(
+                f"--page {page} is past the last page: {total} item(s) make "
+                f"{rows.pages(total)} page(s) of {limit}"
+            )
+        render_batch(console, data, row, entry, waiting, opened.url, rows)
     else:
         render_run(console, result, row, now, opened.url, expand=expand)

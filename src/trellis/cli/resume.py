@@ -35,7 +35,7 @@ from trellis.cli.options import (
 )
 from trellis.cli.run_meta import RunMeta, meta_of
 from trellis.cli.settings import Settings, make_settings
-from trellis.cli.stores import open_existing_store, store_url
+from trellis.cli.stores import find_run, store_of_run
 from trellis.cli.target import load_flow
 from trellis.flow.flow import Flow
 from trellis.flow.policy import Cache
@@ -217,40 +217,41 @@ def _resume(
     budgets: BudgetOverrides,
     executor: str | None = None,
 ) -> int:
-    opened = open_existing_store(store)
-    if opened is None:
-        raise CliError(f"no run {run!r} in {store_url(store)}")
-    try:
-        row = opened.get_run(run)
-        if row is None:
-            raise CliError(f"no run {run!r} in {opened.url}")
-        meta, flow, settings = recorded_settings(
-            opened, row, models=models, lease_ttl=lease_ttl, quiet=display.quiet, budgets=budgets
-        )
-        settings = dataclasses.replace(settings, executor=executor)
-        if meta.kind == "batch":
-            destination = output
-            if destination is None and meta.output is not None:
-                destination = Path(meta.output)
-            if display.as_json and destination is not None and str(destination) == "-":
-                raise CliError("--json and --output - would both write to stdout; pick one")
-            job = BatchJob(
-                title=meta.target,
-                output=destination,
-                concurrency=concurrency or meta.concurrency or 8,
-                display=display,
-                batch_id=run,
-                rerun_changed=rerun_changed,
-                recorded_input=Path(meta.input_file) if meta.input_file else None,
+    with store_of_run(store, run) as opened:
+        try:
+            row = find_run(opened, run)
+            meta, flow, settings = recorded_settings(
+                opened,
+                row,
+                models=models,
+                lease_ttl=lease_ttl,
+                quiet=display.quiet,
+                budgets=budgets,
             )
-            code = run_batch(flow, settings, job)
-        else:
-            if output is not None:
-                raise CliError(f"run {run} is a single run: --output is for batches (use --json)")
-            one = OneRun(display=display, run_id=run, rerun_changed=rerun_changed)
-            code = run_once(flow, settings, one)
-    except DURABLE_ERRORS as exc:  # e.g. a corrupt record
-        raise CliError(str(exc)) from None
-    finally:
-        opened.close()
+            settings = dataclasses.replace(settings, executor=executor)
+            if meta.kind == "batch":
+                destination = output
+                if destination is None and meta.output is not None:
+                    destination = Path(meta.output)
+                if display.as_json and destination is not None and str(destination) == "-":
+                    raise CliError("--json and --output - would both write to stdout; pick one")
+                job = BatchJob(
+                    title=meta.target,
+                    output=destination,
+                    concurrency=concurrency or meta.concurrency or 8,
+                    display=display,
+                    batch_id=run,
+                    rerun_changed=rerun_changed,
+                    recorded_input=Path(meta.input_file) if meta.input_file else None,
+                )
+                code = run_batch(flow, settings, job)
+            else:
+                if output is not None:
+                    raise CliError(
+                        f"run {run} is a single run: --output is for batches (use --json)"
+                    )
+                one = OneRun(display=display, run_id=run, rerun_changed=rerun_changed)
+                code = run_once(flow, settings, one)
+        except DURABLE_ERRORS as exc:  # e.g. a corrupt record
+            raise CliError(str(exc)) from None
     return code

@@ -28,7 +28,14 @@ from trellis.engine.summary import WaitingStep, adjustment_warnings
 from trellis.store.base import RunRow
 from trellis.tracebacks import Frame, format_frames
 
-__all__ = ["render_batch", "render_run", "runs_table", "shown_status"]
+__all__ = [
+    "BATCH_EDGE_ROWS",
+    "ItemRows",
+    "render_batch",
+    "render_run",
+    "runs_table",
+    "shown_status",
+]
 
 _STYLE = {
     "unreadable": "bold red",
@@ -54,6 +61,30 @@ _REPLY = 200  # characters of an agent turn's reply shown
 _ARGUMENTS = 120  # of a tool call's arguments
 _TOOL_RESULT = 160  # of a tool call's result or error
 _AGENTS = 8  # agent transcripts shown per step (a mapped step may have one per element)
+BATCH_EDGE_ROWS = 10  # a big batch's table shows its first and last this many items
+
+
+class ItemRows:
+    """Which of a batch's items its table shows: by default the first and last
+    :data:`BATCH_EDGE_ROWS` (all of them when there are no more than twice that); every
+    item (``--all``); or one page of ``limit`` items (``--page N``, counted from 1)."""
+
+    def __init__(self, *, every: bool = False, page: int | None = None, limit: int = 50) -> None:
+        self.every = every
+        self.page = page
+        self.limit = limit
+
+    def spans(self, total: int) -> list[tuple[int, int]]:
+        """The ``[start, stop)`` ranges of item positions shown, in order."""
+        if self.every or (self.page is None and total <= 2 * BATCH_EDGE_ROWS):
+            return [(0, total)]
+        if self.page is not None:
+            start = (self.page - 1) * self.limit
+            return [(start, min(total, start + self.limit))]
+        return [(0, BATCH_EDGE_ROWS), (total - BATCH_EDGE_ROWS, total)]
+
+    def pages(self, total: int) -> int:
+        return max(1, -(-total // self.limit))
 
 
 def _when(timestamp: float | None) -> str:
@@ -499,6 +530,21 @@ def render_run(
         console.print(Text(f"resume it: trellis resume {row.run_id}{suffix}", style="dim"))
 
 
+def _item_row(table: Table, e: Mapping[str, Any], waiting: Mapping[str, Waiting]) -> None:
+    err = e["error"]
+    table.add_row(
+        str(e["item_index"]),
+        escape(e["run_id"]),
+        _status_text(e, waiting.get(e["run_id"], Waiting())),
+        fmt_seconds(e["duration_s"]) if e["duration_s"] is not None else "–",
+        f"{e['steps']['done']}/{e['steps']['total']}",
+        str(e["calls"]),
+        f"{e['input_tokens'] + e['output_tokens']:,}",
+        _cost_text(e),
+        escape(f"{err['type']}: {err['message']}".splitlines()[0][:100]) if err else "",
+    )
+
+
 def render_batch(
     console: Console,
     data: dict[str, Any],
@@ -506,7 +552,11 @@ def render_batch(
     entry: Mapping[str, Any],
     waiting: Mapping[str, Waiting],
     store: str,
+    rows: ItemRows | None = None,
 ) -> None:
+    """A batch: its item counts, a table of (some of) its items, its usage and the
+    questions its waiting items ask."""
+    rows = rows or ItemRows()
     batch = data["batch"]
     status = shown_status(entry, waiting[row.run_id])
     head = Text()
@@ -530,20 +580,35 @@ def render_batch(
         ("error", "left"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for e in batch["items"]:
-        err = e["error"]
-        table.add_row(
-            str(e["item_index"]),
-            escape(e["run_id"]),
-            _status_text(e, waiting.get(e["run_id"], Waiting())),
-            fmt_seconds(e["duration_s"]) if e["duration_s"] is not None else "–",
-            f"{e['steps']['done']}/{e['steps']['total']}",
-            str(e["calls"]),
-            f"{e['input_tokens'] + e['output_tokens']:,}",
-            _cost_text(e),
-            escape(f"{err['type']}: {err['message']}".splitlines()[0][:100]) if err else "",
-        )
+    total = int(batch["total"])
+    spans = rows.spans(total)
+    # batch["items"]: the summaries of the items shown (every item's, from --json's reader)
+    items = batch["items"]
+    if len(items) == total:
+        items = [e for start, stop in spans for e in items[start:stop]]
+    shown = iter(items)
+    for n, (start, stop) in enumerate(spans):
+        if n:
+            skipped = start - spans[n - 1][1]
+            table.add_row("…", Text(f"{skipped:,} more item(s)", style="dim"))
+        for _ in range(start, stop):
+            _item_row(table, next(shown), waiting)
     console.print(table)
+    if rows.page is not None:
+        console.print(
+            Text(
+                f"page {rows.page} of {rows.pages(total)} ({rows.limit} items a page)",
+                style="dim",
+            )
+        )
+    elif len(spans) > 1:
+        console.print(
+            Text(
+                f"showing the first and last {BATCH_EDGE_ROWS} of {total:,} items: "
+                f"--all for every item, --page N [--limit M] for a page of them",
+                style="dim",
+            )
+        )
     usage = data["usage"]
     cost = fmt_cost(usage["cost_usd"], int(usage.get("unpriced_attempts") or 0))
     console.print(
@@ -554,9 +619,9 @@ def render_batch(
         )
     )
     questions = [
-        WaitingStep(e["run_id"], step, question)
-        for e in batch["items"]
-        for step, question in waiting.get(e["run_id"], Waiting()).steps
+        WaitingStep(run_id, step, question)  # every waiting item's, shown in the table or not
+        for run_id, of_run in waiting.items()
+        for step, question in of_run.steps
     ]
     if questions:
         render_waiting(console, questions, store)

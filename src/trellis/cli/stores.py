@@ -18,14 +18,24 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from trellis.cli.errors import CliError
 from trellis.errors import StoreError
 from trellis.store import DEFAULT_STORE_URL, Store, open_store, parse_store_url
+from trellis.store.base import RunRow
 
-__all__ = ["PROJECT_DIR", "open_cli_store", "open_existing_store", "store_url"]
+__all__ = [
+    "PROJECT_DIR",
+    "find_run",
+    "open_cli_store",
+    "open_existing_store",
+    "store_of_run",
+    "store_url",
+]
 
 #: The folder that marks a project's store (like ``.git/``).
 PROJECT_DIR = ".trellis"
@@ -121,3 +131,24 @@ def open_existing_store(url: str | None) -> Store | None:
         open_cli_store("sqlite:///:memory:" + (f"?{query}" if query else "")).close()
         return None
     return open_cli_store(spec)
+
+
+@contextmanager
+def store_of_run(url: str | None, run: str) -> Iterator[Store]:
+    """The existing store a command reads run ``run`` from, closed when the block ends;
+    ``no run 'ID' in URL`` when the store does not exist (nothing was recorded there)."""
+    opened = open_existing_store(url)
+    if opened is None:
+        raise CliError(f"no run {run!r} in {store_url(url)}")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def find_run(opened: Store, run: str) -> RunRow:
+    """Run ``run``'s row; ``no run 'ID' in URL`` when the store has none."""
+    row = opened.get_run(run)
+    if row is None:
+        raise CliError(f"no run {run!r} in {opened.url}")
+    return row

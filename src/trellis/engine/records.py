@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,14 +283,25 @@ def batch_usage(store: Store, items: list[RunRow]) -> Stats:
 
 
 def recorded_batch(
-    store: Store, row: RunRow, order: StepOrder | None = None, now: float = 0.0
+    store: Store,
+    row: RunRow,
+    order: StepOrder | None = None,
+    now: float = 0.0,
+    *,
+    children: Sequence[RunRow] | None = None,
+    summarised: Sequence[RunRow] | None = None,
 ) -> dict[str, Any]:
     """A recorded batch as ``RunResult.to_dict()`` of its parent run (usage: its items')
-    plus ``"batch"``: the item count, items by status and each item's summary."""
+    plus ``"batch"``: the item count, items by status and each item's summary.
+
+    ``children``: the batch's items when the caller has read them already;
+    ``summarised``: the items whose summaries ``"items"`` lists (by default every one;
+    a view of a big batch that shows some of them need not read the others' steps)."""
     order = order or StepOrder(store)
     result = load_result(store, row.run_id)
-    children = batch_items(store, row.run_id)
-    entries = [run_entry(store, child, order, now, parent=row) for child in children]
+    children = list(children) if children is not None else batch_items(store, row.run_id)
+    listed = children if summarised is None else summarised
+    entries = [run_entry(store, child, order, now, parent=row) for child in listed]
     result.usage = batch_usage(store, children)
     data = result.to_dict()
     data["batch"] = {

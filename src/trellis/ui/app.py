@@ -28,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
     ) from exc
 
 from trellis.errors import InputError, TrellisError
+from trellis.formats import fmt_usd
 from trellis.store.base import Store
 from trellis.ui.graph import STATUS_COLOURS
 from trellis.ui.security import COOKIE, HEADER, is_loopback, token_matches
@@ -85,11 +86,7 @@ def _seconds(value: float | None) -> str:
 def _usd(value: float | None) -> str:
     if value is None:
         return "—"
-    if value == 0:
-        return "$0"
-    if value < 0.0001:
-        return "<$0.0001"
-    return f"${value:.4f}" if value < 1 else f"${value:.2f}"
+    return fmt_usd(value)
 
 
 def _pretty(value: Any) -> str:
