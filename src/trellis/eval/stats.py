@@ -6,6 +6,8 @@ import math
 import random
 from collections.abc import Sequence
 
+from trellis.engine.summary import percentile as summary_percentile
+
 __all__ = ["bootstrap_ci", "mean", "mean_sd", "percentile"]
 
 
@@ -37,15 +39,9 @@ def bootstrap_ci(
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile (``q`` in 0..100) of ``values``."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(k), math.ceil(k)
-    if low == high:
-        return ordered[int(k)]
-    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+    """Linear-interpolation percentile (``q`` in 0..100) of ``values``; 0 for none (an
+    eval's report shows 0 where a variant produced no latencies)."""
+    return summary_percentile(values, q) if values else 0.0
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
