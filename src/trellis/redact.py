@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["is_secret_option", "redact_options"]
+__all__ = ["is_secret_option", "redact_options", "redacted_url"]
 
 _SECRET_WORDS = frozenset(
     {
@@ -34,6 +34,7 @@ _SECRET_WORDS = frozenset(
         "credentials",
         "cookie",
         "signature",
+        "sig",  # a shared-access signature (Azure SAS: ``?sv=...&sig=...``)
     }
 )
 _SECRET_VALUE_PREFIXES = ("sk-", "sk_", "bearer ", "basic ", "ghp_", "xoxb-", "xoxp-")
@@ -78,6 +79,22 @@ def _clean_url(value: str) -> str | None:
     if netloc == parts.netloc and query == parts.query:
         return None
     return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redacted_url(url: str) -> str:
+    """``url`` as messages show it: without ``user:password@`` and with the value of every
+    query parameter named like a secret replaced by ``[REDACTED]`` (the same rule as run
+    metadata, :func:`is_secret_option`)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "[unparseable url]"
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{k}=[REDACTED]" if is_secret_option(k, v) else (f"{k}={v}" if sep else k)
+        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def redact_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from trellis.errors import (
     ConfigurationError,
 )
+from trellis.redact import redacted_url
 
 __all__ = ["Redactor", "redact_url", "resolve_api_key"]
 
@@ -85,18 +86,7 @@ class Redactor:
         return text
 
 
-_SENSITIVE_QUERY = re.compile(r"(?i)^(api[_-]?key|key|token|access_token|sig|signature)$")
-
-
 def redact_url(url: str) -> str:
-    """``url`` without user info and without key-like query parameters."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "[unparseable url]"
-    netloc = parts.netloc.rpartition("@")[2]
-    query = "&".join(
-        f"{k}=[REDACTED]" if _SENSITIVE_QUERY.match(k) else (f"{k}={v}" if sep else k)
-        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    """``url`` without user info and without the values of key-like query parameters (the
+    rule of :mod:`trellis.redact`, which run metadata and the cache identity use too)."""
+    return redacted_url(url)
