@@ -17,6 +17,7 @@ __all__ = [
     "TRELLIS",
     "assert_one_error_line",
     "invoke",
+    "read_jsonl",
     "runs_json",
     "write_items",
 ]
@@ -27,10 +28,10 @@ SIM = ["--model", "small=sim:small"]
 TRELLIS = [sys.executable, "-c", "from trellis.cli import main; main()"]
 
 
-def invoke(*args: str, columns: int = 200) -> Result:
+def invoke(*args: str, columns: int = 200, env: dict[str, str] | None = None) -> Result:
     """``trellis ARGS`` in this process, at ``columns`` wide (wide enough by default that
-    rich does not wrap the lines the tests look for)."""
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": str(columns)})
+    rich does not wrap the lines the tests look for), with ``env`` added to the environment."""
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": str(columns), **(env or {})})
 
 
 def assert_one_error_line(result: Result, *fragments: str) -> str:
@@ -54,7 +55,17 @@ def runs_json(*args: str) -> list[dict[str, Any]]:
     return list(data["runs"])
 
 
-def write_items(path: Path, items: list[dict[str, Any]]) -> Path:
-    """A JSONL file of flow inputs, one object a line."""
-    path.write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
+def write_items(path: Path, items: list[dict[str, Any]], *, blank_after: int = -1) -> Path:
+    """A JSONL file of flow inputs, one object a line (and a blank line after the item at
+    ``blank_after``, which readers must skip)."""
+    lines = [
+        json.dumps(item) + ("\n\n" if i == blank_after else "\n")
+        for i, item in enumerate(items)
+    ]
+    path.write_text("".join(lines), encoding="utf-8")
     return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSONL file, one a line."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from trellis.cli import app
+from . import helpers
+from .helpers import FLOWS, SIM
 
-FLOWS = Path(__file__).parent / "flows"
 AGENTIC = f"{FLOWS / 'agentic.py'}:flow"
-SIM = ["--model", "small=sim:small"]
 EXIT_WAITING = 3
 
 
 def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
+    return helpers.invoke(*args, columns=400)  # the turn tables are wide
 
 
 def show_json(run_id: str) -> dict[str, Any]:

@@ -7,17 +7,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
-from typer.testing import CliRunner, Result
 
 import trellis as tl
-from trellis.cli import app
 from trellis.flow.roles import roles_used
 
+from .helpers import invoke
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def invoke(*args: str, cwd: Path | None = None) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 
 
 class Answer(BaseModel):

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -27,7 +26,7 @@ from trellis.models.sim import SimModel, SimOptions
 from trellis.redact import is_secret_option, redact_options
 from trellis.store import SQLiteStore
 
-from .helpers import assert_one_error_line, invoke
+from .helpers import assert_one_error_line, invoke, read_jsonl, write_items
 
 FLOWS = Path(__file__).parent / "flows"
 CHAIN = f"{FLOWS / 'chain.py'}:flow"
@@ -55,15 +54,6 @@ def edit(target: str, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text
     path.write_text(text.replace(old, new))
-
-
-def write_items(path: Path, items: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(item) + "\n" for item in items))
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # -- --run-id: a completed run is returned as recorded ------------------------------------

@@ -6,16 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from trellis.cli.app import app
+from cli import helpers
 from trellis.store import open_store
 
 from .conftest import FLOW, N_ITEMS
 
 
 def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "220"})
+    return helpers.invoke(*args, columns=220)  # the sweep table is wide
 
 
 def base_args(toy: dict[str, Path]) -> list[str]:

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import trellis as tl
-from trellis.cli.app import app
+from cli import helpers
 from trellis.history import diff_runs, fork, prepare_fork
 from trellis.store import open_store
 
@@ -69,7 +68,7 @@ async def test_fork_checks_its_arguments(toy: dict[str, Path]) -> None:
 
 def invoke(*args: str) -> tuple[int, str]:
     """Exit code and stdout (or, on an error, everything printed)."""
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    result = helpers.invoke(*args)
     return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 

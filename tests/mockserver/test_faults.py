@@ -18,9 +18,8 @@ from typing import Any, Literal
 import httpx
 import pytest
 from pydantic import BaseModel, ValidationError
-from typer.testing import CliRunner
 
-from trellis.cli import app
+from cli.helpers import invoke
 from trellis.mockserver import FAULT_MODES, FaultPlan, MockServer
 from trellis.mockserver.faults import load_script, parse_rates
 
@@ -430,10 +429,6 @@ def test_thread_server_for_sync_code() -> None:
 
 
 # -- the command ---------------------------------------------------------------------------
-
-
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 
 
 def test_cli_help() -> None:

@@ -14,10 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 from pydantic import BaseModel
-from typer.testing import CliRunner, Result
 
 import trellis as tl
-from trellis.cli import app
+from cli.helpers import invoke
 from trellis.errors import LeaseLostError
 from trellis.store import StepRow
 from trellis.store.postgres import PostgresStore
@@ -168,10 +167,6 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TRELLIS_STORE", raising=False)
     monkeypatch.setattr(sys, "path", list(sys.path))
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
 
 
 def sim(log: Path) -> list[str]:

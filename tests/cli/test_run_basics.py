@@ -14,14 +14,14 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel
 from rich.console import Console
-from typer.testing import CliRunner, Result
 
 import trellis as tl
-from trellis.cli import app
 from trellis.cli.render import render_summary
 from trellis.engine.summary import BatchSummary, percentile, summarize
 
-FLOWS = Path(__file__).parent / "cli_flows"
+from .helpers import assert_one_error_line, invoke, read_jsonl, write_items
+
+FLOWS = Path(__file__).parents[1] / "cli_flows"
 TRIAGE = f"{FLOWS / 'triage.py'}:flow"
 PLAIN = f"{FLOWS / 'plain.py'}:flow"
 SIM = ["--model", "small=sim:small", "--model", "large=sim:large"]
@@ -40,45 +40,6 @@ FEEDBACK = [
     "I cannot reset my password",
     "Your mobile app drains my battery",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run every test in an empty folder (no ./trellis.toml) and restore sys.path."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-
-
-def invoke(*args: str) -> Result:
-    # Wide enough that rich does not wrap the lines the tests look for.
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-
-
-def write_items(path: Path, items: list[dict[str, Any]], *, blank_after: int = -1) -> Path:
-    lines = []
-    for i, item in enumerate(items):
-        lines.append(json.dumps(item))
-        if i == blank_after:
-            lines.append("")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def assert_one_error_line(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
-
-
-# -- version, help, check ------------------------------------------------------------------
 
 
 def test_version_and_help() -> None:
