@@ -13,14 +13,19 @@ import trellis as tl
 from trellis.errors import FailureMode, ModelError, QuotaExceededError
 from trellis.mockserver import FAULT_MODES as MOCK_MODES
 from trellis.mockserver import MockServer
-from trellis.mockserver.faults import HTTP_FAULTS, FaultPlan, FaultStep
+from trellis.mockserver.faults import FaultPlan, FaultStep
 from trellis.models.base import Message, ModelRequest
 from trellis.models.faults import (
+    CONTENT_FAULTS,
+    ERROR_FAULTS,
     FAULTS,
     MOCK_FAULTS,
+    RAISED_FAULTS,
     SIM_FAULTS,
     Fault,
+    content_fault,
     draw_fault,
+    error_fault,
     fault_named,
     malformed_json,
 )
@@ -105,6 +110,23 @@ def test_every_sim_fault_is_raised_or_returned() -> None:
     returned = {"refusal", "truncation", "malformed_json", "invalid_json"}
     tool_call = {"invalid_tool_args", "unknown_tool"}
     assert set(SIM_FAULTS) == set(_RAISED_BY_SIM) | returned | tool_call
+    assert set(_RAISED_BY_SIM) == RAISED_FAULTS and returned == CONTENT_FAULTS
+
+
+def test_each_fault_is_delivered_one_way() -> None:
+    """The delivery groups (a provider's error, the transport's, the content, a tool call,
+    a stream) split the vocabulary: each fault is in exactly one."""
+    groups = [
+        ERROR_FAULTS,
+        RAISED_FAULTS - ERROR_FAULTS,
+        CONTENT_FAULTS,
+        {f for f in FAULTS if FAULTS[f].needs in ("tool_calls", "stream")},
+    ]
+    assert sum(len(g) for g in groups) == len(FAULTS)
+    assert set().union(*groups) == set(FAULTS)
+    assert all(error_fault(f) == (f if f in ERROR_FAULTS else None) for f in FAULTS)
+    assert all(content_fault(f) == (f if f in CONTENT_FAULTS else None) for f in FAULTS)
+    assert error_fault(None) is None and content_fault(None) is None
 
 
 @pytest.mark.parametrize("fault", _RAISED_BY_SIM)
@@ -125,7 +147,7 @@ async def test_a_returned_sim_fault_has_the_finish_reason_of_its_mode(
     assert FAULTS[fault].mode is expected
 
 
-_RAISED_BY_MOCK = [*sorted(HTTP_FAULTS), "timeout", "stream_error", "stream_cut"]
+_RAISED_BY_MOCK = [*sorted(ERROR_FAULTS), "timeout", "stream_error", "stream_cut"]
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])

@@ -38,9 +38,7 @@ from trellis.mockserver.openai_api import OpenAIDialect
 from trellis.mockserver.openai_api import models_list as openai_models
 from trellis.mockserver.profiles import check_profile, profiled, rejection
 from trellis.mockserver.replies import (
-    ContentFault,
     Dialect,
-    ErrorKind,
     ParsedRequest,
     Reply,
     RequestError,
@@ -49,6 +47,7 @@ from trellis.mockserver.replies import (
     input_tokens,
     make_reply,
 )
+from trellis.models.faults import content_fault, error_fault
 from trellis.models.sim import SimModel, SimOptions
 
 __all__ = ["DEFAULT_MODELS", "STATE_KEY", "MockState", "MockStats", "create_app"]
@@ -63,22 +62,6 @@ _JSON_ERROR = (
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-#: The fault modes answered with an HTTP error, and the error each renders.
-_ERROR_KINDS: dict[str, ErrorKind] = {
-    "rate_limit": "rate_limit",
-    "quota": "quota",
-    "overloaded": "overloaded",
-    "server_error": "server_error",
-    "context_length": "context_length",
-    "auth": "auth",
-}
-_CONTENT_FAULTS: dict[str, ContentFault] = {
-    "refusal": "refusal",
-    "truncation": "truncation",
-    "malformed_json": "malformed_json",
-    "invalid_json": "invalid_json",
-}
 
 
 @dataclass
@@ -232,7 +215,7 @@ def _fault_error(
     parsed: ParsedRequest,
     headers: dict[str, str],
 ) -> web.Response:
-    kind = _ERROR_KINDS[step.fault or "server_error"]
+    kind = error_fault(step.fault) or "server_error"
     model = parsed.request.model
     status, body = dialect.error(
         kind, model=model, message=step.message, tokens=input_tokens(parsed.request)
@@ -315,7 +298,7 @@ async def _serve(request: web.Request, dialect: Dialect) -> web.StreamResponse:
     dialect = profiled(dialect, state.profile, model)
     step = _draw(state, parsed, headers)
     fault = step.fault if step is not None else None
-    if step is not None and (step.status is not None or fault in _ERROR_KINDS):
+    if step is not None and (step.status is not None or error_fault(fault) is not None):
         await _sleep(state.latency_s(step))
         headers.update(_limit_headers(state, dialect, model))
         if step.status is None:
@@ -330,10 +313,9 @@ async def _serve(request: web.Request, dialect: Dialect) -> web.StreamResponse:
     await _sleep(state.latency_s(step))
     if step is not None and fault == "timeout" and not parsed.stream:
         await _sleep(state.faults.hang_for(step))
-    content_fault = _CONTENT_FAULTS.get(fault or "")
     try:
         reply = await make_reply(
-            state.sim(model), parsed.request, seed=state.seed, fault=content_fault
+            state.sim(model), parsed.request, seed=state.seed, fault=content_fault(fault)
         )
     except RequestError as exc:
         status, body = dialect.error(

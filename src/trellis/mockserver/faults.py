@@ -63,10 +63,7 @@ from pydantic import (
 from trellis.models.faults import FAULTS, MOCK_FAULTS, Fault, ReplyPart, draw_fault, fault_named
 
 __all__ = [
-    "CONTENT_FAULTS",
     "FAULT_MODES",
-    "HTTP_FAULTS",
-    "STREAM_FAULTS",
     "FaultMode",
     "FaultPlan",
     "FaultStep",
@@ -81,16 +78,6 @@ __all__ = [
 FaultMode = Fault
 #: Every mode, in the order rates are drawn.
 FAULT_MODES: tuple[FaultMode, ...] = MOCK_FAULTS
-#: Modes answered with an HTTP error status instead of a reply.
-HTTP_FAULTS: frozenset[str] = frozenset(
-    {"rate_limit", "quota", "overloaded", "server_error", "context_length", "auth"}
-)
-#: Modes that change the content of a successful reply.
-CONTENT_FAULTS: frozenset[str] = frozenset(
-    {"refusal", "truncation", "malformed_json", "invalid_json"}
-)
-#: Modes that break a stream after its HTTP 200.
-STREAM_FAULTS: frozenset[str] = frozenset({"stream_error", "stream_cut"})
 
 
 class FaultStep(BaseModel):

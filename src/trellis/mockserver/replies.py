@@ -29,7 +29,7 @@ from trellis.errors import BadRequestError
 from trellis.mockserver.limits import Admission, LimitSnapshot
 from trellis.mockserver.prompted import prompted_schema
 from trellis.models.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
-from trellis.models.faults import REFUSAL_MESSAGE, malformed_json
+from trellis.models.faults import REFUSAL_MESSAGE, ContentFault, ErrorFault, malformed_json
 from trellis.models.schema_corrupt import corrupt_value
 from trellis.models.schema_sample import sample_value
 from trellis.models.sim import SimModel, hint_text
@@ -59,17 +59,9 @@ JSON_OBJECT_SCHEMA: dict[str, Any] = {
     "required": ["answer"],
 }
 
-#: Errors a dialect can render: each maps to the provider's status, type and message.
-ErrorKind = Literal[
-    "bad_request",
-    "auth",
-    "rate_limit",
-    "quota",
-    "overloaded",
-    "server_error",
-    "context_length",
-]
-ContentFault = Literal["refusal", "truncation", "malformed_json", "invalid_json"]
+#: Errors a dialect can render: each maps to the provider's status, type and message (a
+#: request the API rejects, or an injected error fault).
+ErrorKind = Literal["bad_request", ErrorFault]
 Finish = Literal["stop", "length", "tool_calls", "refusal"]
 
 

@@ -14,9 +14,10 @@ fault                  failure mode          what the client sees
                                              Anthropic 402 ``billing_error``
 ``overloaded``         overloaded            503 / Anthropic 529 ``overloaded_error``
 ``server_error``       overloaded            500
-``timeout``            timeout               no reply within the client's timeout
 ``context_length``     context_overflow      400 "prompt is too long"
 ``auth``               auth                  401
+``timeout``            timeout               no reply within the client's timeout
+``connection``         connection            the server could not be reached
 ``refusal``            refusal               a refusal instead of an answer
 ``truncation``         truncated             the reply cut, finish reason ``length``
 ``malformed_json``     malformed             structured output that is not JSON
@@ -27,7 +28,6 @@ fault                  failure mode          what the client sees
                        answers the model)
 ``stream_error``       overloaded            an error event mid-stream, after HTTP 200
 ``stream_cut``         overloaded            the stream ends without its terminal event
-``connection``         connection            the server could not be reached
 =====================  ====================  ==========================================
 
 Each producer injects the faults its medium can render, drawn in its own order
@@ -44,41 +44,50 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from trellis.errors import FailureMode
 
 __all__ = [
+    "CONTENT_FAULTS",
+    "ERROR_FAULTS",
     "FAULTS",
     "MOCK_FAULTS",
+    "RAISED_FAULTS",
     "REFUSAL_MESSAGE",
     "SIM_FAULTS",
+    "ContentFault",
+    "ErrorFault",
     "Fault",
     "FaultKind",
     "ReplyPart",
+    "content_fault",
     "draw_fault",
+    "error_fault",
     "fault_named",
     "malformed_json",
 ]
 
-Fault = Literal[
-    "rate_limit",
-    "quota",
-    "overloaded",
-    "server_error",
-    "timeout",
-    "context_length",
-    "auth",
-    "refusal",
-    "truncation",
-    "malformed_json",
-    "invalid_json",
-    "invalid_tool_args",
-    "unknown_tool",
-    "stream_error",
-    "stream_cut",
-    "connection",
-]
+#: The faults answered with the error a provider returns: an HTTP status and error body from
+#: the mock server, the provider client's error raised by the sim.
+ErrorFault = Literal["rate_limit", "quota", "overloaded", "server_error", "context_length", "auth"]
+#: The faults of the transport: no reply in time, or no connection at all.
+TransportFault = Literal["timeout", "connection"]
+#: The faults in a reply's content (the request itself succeeds).
+ContentFault = Literal["refusal", "truncation", "malformed_json", "invalid_json"]
+#: The faults in a tool-call reply, which an agent answers to the model.
+ToolCallFault = Literal["invalid_tool_args", "unknown_tool"]
+#: The faults of a streamed reply, after HTTP 200.
+StreamFault = Literal["stream_error", "stream_cut"]
+Fault = Literal[ErrorFault, TransportFault, ContentFault, ToolCallFault, StreamFault]
+
+#: The faults answered with a provider's error (:data:`ErrorFault`).
+ERROR_FAULTS: frozenset[ErrorFault] = frozenset(get_args(ErrorFault))
+#: The faults in a reply's content (:data:`ContentFault`).
+CONTENT_FAULTS: frozenset[ContentFault] = frozenset(get_args(ContentFault))
+#: The faults a producer without HTTP (the sim) raises as the provider client's error:
+#: the error faults and the transport's.
+RAISED_FAULTS: frozenset[Fault] = ERROR_FAULTS | frozenset(get_args(TransportFault))
 #: What a reply must have for a fault to apply to it.
 ReplyPart = Literal["output", "tool_calls", "stream"]
 
@@ -101,9 +110,10 @@ _KINDS = (
     FaultKind(name="quota", mode=FailureMode.QUOTA),
     FaultKind(name="overloaded", mode=FailureMode.OVERLOADED),
     FaultKind(name="server_error", mode=FailureMode.OVERLOADED),
-    FaultKind(name="timeout", mode=FailureMode.TIMEOUT),
     FaultKind(name="context_length", mode=FailureMode.CONTEXT_OVERFLOW),
     FaultKind(name="auth", mode=FailureMode.AUTH),
+    FaultKind(name="timeout", mode=FailureMode.TIMEOUT),
+    FaultKind(name="connection", mode=FailureMode.CONNECTION),
     FaultKind(name="refusal", mode=FailureMode.REFUSAL),
     FaultKind(name="truncation", mode=FailureMode.TRUNCATED),
     FaultKind(name="malformed_json", mode=FailureMode.MALFORMED, needs="output"),
@@ -112,7 +122,6 @@ _KINDS = (
     FaultKind(name="unknown_tool", mode=None, needs="tool_calls"),
     FaultKind(name="stream_error", mode=FailureMode.OVERLOADED, needs="stream"),
     FaultKind(name="stream_cut", mode=FailureMode.OVERLOADED, needs="stream"),
-    FaultKind(name="connection", mode=FailureMode.CONNECTION),
 )
 #: Every fault by name, in the vocabulary's order.
 FAULTS: Mapping[Fault, FaultKind] = {kind.name: kind for kind in _KINDS}
@@ -150,6 +159,16 @@ MOCK_FAULTS: tuple[Fault, ...] = (
     "stream_cut",
     "auth",
 )
+
+
+def error_fault(fault: Fault | None) -> ErrorFault | None:
+    """``fault`` if it is answered with a provider's error, else None."""
+    return next((kind for kind in ERROR_FAULTS if kind == fault), None)
+
+
+def content_fault(fault: Fault | None) -> ContentFault | None:
+    """``fault`` if it breaks a reply's content, else None."""
+    return next((kind for kind in CONTENT_FAULTS if kind == fault), None)
 
 
 def fault_named(name: str, allowed: Iterable[Fault]) -> Fault | None:

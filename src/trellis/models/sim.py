@@ -155,6 +155,7 @@ from trellis.models.base import (
     Usage,
 )
 from trellis.models.faults import (
+    RAISED_FAULTS,
     REFUSAL_MESSAGE,
     SIM_FAULTS,
     Fault,
@@ -188,12 +189,6 @@ __all__ = [
 FaultMode = Fault
 #: Fault modes in the order they are drawn.
 FAULT_MODES: tuple[FaultMode, ...] = SIM_FAULTS
-
-#: The faults raised as the error a provider client would raise, instead of a reply.
-_RAISED_FAULTS = frozenset(
-    {"rate_limit", "timeout", "overloaded", "server_error", "quota", "context_length", "auth",
-     "connection"}
-)  # fmt: skip
 
 #: A per-attempt fault probability.
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -592,7 +587,7 @@ class SimModel(Model):
         low, high = opts.latency_bounds_ms
         latency_s = (low + (high - low) * u_latency) / 1000.0
 
-        if fault in _RAISED_FAULTS:
+        if fault in RAISED_FAULTS:
             await _sleep(latency_s)
             raise self._fault_error(fault)
 
