@@ -29,6 +29,7 @@ from trellis.mockserver.replies import (
     StreamPlan,
     retry_after_value,
     split_text,
+    sse_event,
 )
 from trellis.mockserver.validate_anthropic import RULES
 from trellis.mockserver.validation import check
@@ -179,11 +180,6 @@ def _tool_input(arguments: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _event(name: str, data: dict[str, Any]) -> bytes:
-    payload = json.dumps(data, ensure_ascii=False)
-    return f"event: {name}\ndata: {payload}\n\n".encode()
-
-
 def models_list(models: list[str]) -> dict[str, Any]:
     created = format_rfc3339(time.time())
     data = [{"type": "model", "id": m, "display_name": m, "created_at": created} for m in models]
@@ -285,7 +281,7 @@ class AnthropicDialect:
             "stop_sequence": None,
             "usage": start_usage,
         }
-        events = [_event("message_start", {"type": "message_start", "message": message})]
+        events = [sse_event("message_start", {"type": "message_start", "message": message})]
         blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         if reply.refusal is not None:
             pieces = split_text(reply.refusal)
@@ -307,14 +303,14 @@ class AnthropicDialect:
                 )
         for index, (head, deltas) in enumerate(blocks):
             start = {"type": "content_block_start", "index": index, "content_block": head}
-            events.append(_event("content_block_start", start))
+            events.append(sse_event("content_block_start", start))
             if index == 0:
-                events.append(_event("ping", {"type": "ping"}))
+                events.append(sse_event("ping", {"type": "ping"}))
             for delta in deltas:
                 body = {"type": "content_block_delta", "index": index, "delta": delta}
-                events.append(_event("content_block_delta", body))
+                events.append(sse_event("content_block_delta", body))
             events.append(
-                _event("content_block_stop", {"type": "content_block_stop", "index": index})
+                sse_event("content_block_stop", {"type": "content_block_stop", "index": index})
             )
         stop = _STOP[reply.finish]
         final = {
@@ -322,13 +318,13 @@ class AnthropicDialect:
             "delta": {"stop_reason": stop, "stop_sequence": None},
             "usage": {"output_tokens": reply.usage.output_tokens},
         }
-        events.append(_event("message_delta", final))
-        events.append(_event("message_stop", {"type": "message_stop"}))
+        events.append(sse_event("message_delta", final))
+        events.append(sse_event("message_stop", {"type": "message_stop"}))
         return StreamPlan(events, 2)
 
     def stream_error(self, message: str | None) -> bytes:
         error = {"type": "overloaded_error", "message": message or "Overloaded"}
-        return _event("error", {"type": "error", "error": error})
+        return sse_event("error", {"type": "error", "error": error})
 
     # -- errors ----------------------------------------------------------------------------
 

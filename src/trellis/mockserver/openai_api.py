@@ -12,7 +12,6 @@ json_object, ``tools`` / ``tool_choice``, ``max_tokens`` / ``max_completion_toke
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
 import time
@@ -29,6 +28,7 @@ from trellis.mockserver.replies import (
     StreamPlan,
     retry_after_value,
     split_text,
+    sse_data,
 )
 from trellis.mockserver.validate_openai import RULES
 from trellis.mockserver.validation import check
@@ -244,10 +244,6 @@ def _finish(reply: Reply) -> str:
     return reply.finish
 
 
-def _sse(data: Any) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
-
-
 class OpenAIDialect:
     """Parse and render OpenAI Chat Completions (see the module docs)."""
 
@@ -348,7 +344,7 @@ class OpenAIDialect:
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return _sse({**base, "choices": [choice]})
+            return sse_data({**base, "choices": [choice]})
 
         events: list[bytes] = []
         if reply.tool_calls:
@@ -373,12 +369,12 @@ class OpenAIDialect:
         events.append(chunk({}, _finish(reply)))
         terminal = [b"data: [DONE]\n\n"]
         if parsed.include_usage:
-            terminal.insert(0, _sse({**base, "choices": [], "usage": _usage(reply.usage)}))
+            terminal.insert(0, sse_data({**base, "choices": [], "usage": _usage(reply.usage)}))
         return StreamPlan(events + terminal, len(terminal))
 
     def stream_error(self, message: str | None) -> bytes:
         msg = message or "The server had an error while processing your request. Sorry about that!"
-        return _sse(
+        return sse_data(
             {"error": {"message": msg, "type": "server_error", "param": None, "code": None}}
         )
 

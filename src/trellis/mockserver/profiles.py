@@ -48,6 +48,8 @@ from trellis.mockserver.replies import (
     ParsedRequest,
     Reply,
     StreamPlan,
+    sse_data,
+    sse_event,
 )
 from trellis.models.base import ToolCall
 from trellis.models.schema_sample import sample_value
@@ -263,10 +265,6 @@ def _ollama_body(status: int, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _sse(data: Any) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
-
-
 class ProfiledDialect:
     """A dialect that renders like the profile's server (see the module docs)."""
 
@@ -343,7 +341,7 @@ class ProfiledDialect:
         }
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return _sse(
+            return sse_data(
                 {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             )
 
@@ -372,7 +370,7 @@ class ProfiledDialect:
                 "completion_tokens": reply.usage.output_tokens,
                 "total_tokens": reply.usage.total_tokens,
             }
-            terminal.insert(0, _sse({**base, "choices": [], "usage": usage}))
+            terminal.insert(0, sse_data({**base, "choices": [], "usage": usage}))
         return StreamPlan(events + terminal, len(terminal))
 
     def validate(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> None:
@@ -423,7 +421,7 @@ def _with_thinking_events(plan: StreamPlan, block: dict[str, Any]) -> StreamPlan
     """An Anthropic event stream with ``block`` streamed first (indexes shifted by one)."""
 
     def event(data: dict[str, Any]) -> bytes:
-        return f"event: {data['type']}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+        return sse_event(data["type"], data)
 
     thinking = [
         event(

@@ -50,6 +50,8 @@ __all__ = [
     "make_reply",
     "retry_after_value",
     "split_text",
+    "sse_data",
+    "sse_event",
 ]
 
 #: The schema answered for JSON mode (``response_format: {"type": "json_object"}``).
@@ -320,3 +322,14 @@ def retry_after_value(seconds: float, whole_seconds: bool = False) -> str:
     if float(seconds).is_integer():
         return str(int(seconds))
     return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
+def sse_data(data: Any) -> bytes:
+    """One server-sent event of JSON ``data`` with no event name (OpenAI's chunks)."""
+    return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+
+
+def sse_event(name: str, data: Any) -> bytes:
+    """One named server-sent event of JSON ``data`` (Anthropic's events)."""
+    payload = json.dumps(data, ensure_ascii=False)
+    return f"event: {name}\ndata: {payload}\n\n".encode()
