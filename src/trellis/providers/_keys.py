@@ -16,7 +16,16 @@ from trellis.errors import (
 )
 from trellis.redact import redacted_url
 
-__all__ = ["Redactor", "redact_url", "resolve_api_key"]
+__all__ = ["Redactor", "on_official_host", "redact_url", "resolve_api_key"]
+
+
+def on_official_host(
+    base_url: str, hosts: tuple[str, ...], suffixes: tuple[str, ...] = ()
+) -> bool:
+    """Whether ``base_url`` points at one of a provider's own API hosts: one of ``hosts``,
+    or a host ending in one of ``suffixes`` (case-insensitive)."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host in hosts or (bool(suffixes) and host.endswith(suffixes))
 
 
 def resolve_api_key(
@@ -40,8 +49,7 @@ def resolve_api_key(
         key = env.get(env_var, "").strip()
     if key:
         return SecretStr(key)
-    host = (urlsplit(base_url).hostname or "").lower()
-    if host in official_hosts:
+    if on_official_host(base_url, official_hosts):
         raise ConfigurationError(
             f"{provider}: no API key for {redact_url(base_url)}; set the environment variable "
             f"{env_var} (or name another one with api_key_env=...)"

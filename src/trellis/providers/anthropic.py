@@ -54,7 +54,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, field_validator
@@ -70,6 +69,7 @@ from trellis.models.base import (
     Usage,
 )
 from trellis.providers._base import HTTPModel, HTTPOptions
+from trellis.providers._keys import on_official_host
 from trellis.providers._schema import object_root, schema_name, unwrap_reply
 from trellis.providers._sse import SSEEvent
 from trellis.providers.ratelimit import RequestPacer
@@ -321,8 +321,7 @@ class AnthropicModel(HTTPModel):
             return structured
         if self.options.thinking is None:
             return "tool"
-        host = (urlsplit(self.base_url).hostname or "").lower()
-        return "native" if host in self.official_hosts else "auto_tool"
+        return "native" if on_official_host(self.base_url, self.official_hosts) else "auto_tool"
 
     # -- reply ------------------------------------------------------------------------------
 

@@ -52,7 +52,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import field_validator
@@ -69,6 +68,7 @@ from trellis.models.base import (
 )
 from trellis.models.tokens import schema_json
 from trellis.providers._base import HTTPModel, HTTPOptions
+from trellis.providers._keys import on_official_host
 from trellis.providers._schema import object_root, schema_name, to_strict, unwrap_reply
 from trellis.providers._sse import SSEEvent
 from trellis.providers.ratelimit import RequestPacer
@@ -124,8 +124,7 @@ _OFFICIAL_SUFFIXES = (".openai.azure.com",)
 def default_max_tokens_param(base_url: str) -> Literal["max_tokens", "max_completion_tokens"]:
     """``max_completion_tokens`` for the official API (OpenAI, Azure OpenAI), whose current
     models reject ``max_tokens``; ``max_tokens`` for every other server."""
-    host = (urlsplit(base_url).hostname or "").lower()
-    if host in OpenAIModel.official_hosts or host.endswith(_OFFICIAL_SUFFIXES):
+    if on_official_host(base_url, OpenAIModel.official_hosts, _OFFICIAL_SUFFIXES):
         return "max_completion_tokens"
     return "max_tokens"
 
