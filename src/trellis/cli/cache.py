@@ -12,11 +12,10 @@ from typing import Annotated
 
 import typer
 
-from trellis.cli.errors import CliError, command
+from trellis.cli.errors import command
 from trellis.cli.jsonout import json_text
 from trellis.cli.options import StoreOption, json_flag
-from trellis.cli.stores import open_existing_store, store_url
-from trellis.errors import TrellisError
+from trellis.cli.stores import reading_store
 from trellis.store.base import CacheStats
 
 __all__ = ["cache_app", "clear", "stats"]
@@ -51,17 +50,11 @@ def stats(
 ) -> None:
     """How many replies the cache holds, how many have expired, how often it was hit, and
     how many bytes the cached values take."""
-    opened = open_existing_store(store)
-    url = store_url(store) if opened is None else opened.url
-    if opened is None:
-        result = CacheStats(entries=0, expired=0, hits=0, bytes=0)
-    else:
-        try:
+    with reading_store(store) as (opened, url):
+        if opened is None:
+            result = CacheStats(entries=0, expired=0, hits=0, bytes=0)
+        else:
             result = opened.cache_stats(time.time())
-        except TrellisError as exc:
-            raise CliError(str(exc)) from None
-        finally:
-            opened.close()
     if as_json:
         data = {
             "store": url,
@@ -88,15 +81,9 @@ def clear(
     store: StoreOption = None,
 ) -> None:
     """Remove every cached reply (or only the expired ones). Recorded runs are kept."""
-    opened = open_existing_store(store)
-    url = store_url(store) if opened is None else opened.url
-    removed = 0
-    if opened is not None:
-        try:
+    with reading_store(store) as (opened, url):
+        removed = 0
+        if opened is not None:
             removed = opened.cache_clear(expired_only=expired, now=time.time())
-        except TrellisError as exc:
-            raise CliError(str(exc)) from None
-        finally:
-            opened.close()
     what = "expired " if expired else ""
     typer.echo(f"removed {removed} {what}cache entr{'y' if removed == 1 else 'ies'} from {url}")

@@ -24,7 +24,7 @@ from trellis.cli.errors import CliError, command
 from trellis.cli.jsonout import json_text
 from trellis.cli.options import StoreOption, json_flag
 from trellis.cli.run_views import ItemRows, render_batch, render_run, runs_table
-from trellis.cli.stores import find_run, open_existing_store, store_of_run, store_url
+from trellis.cli.stores import find_run, reading_store, store_of_run
 from trellis.engine.records import (
     UNREADABLE_ERRORS,
     StepOrder,
@@ -36,7 +36,6 @@ from trellis.engine.records import (
     recorded_result,
     waiting_of,
 )
-from trellis.errors import TrellisError
 
 __all__ = ["runs", "show"]
 
@@ -88,14 +87,10 @@ def runs(
 
     Example: `trellis runs --flow triage --status failed --json`
     """
-    opened = open_existing_store(store)
     waiting: dict[str, Waiting] = {}
-    if opened is None:
-        entries: list[dict[str, Any]] = []
-        url = store_url(store)
-    else:
-        url = opened.url
-        try:
+    entries: list[dict[str, Any]] = []
+    with reading_store(store) as (opened, url):
+        if opened is not None:
             listed = list_entries(
                 opened, flow=flow, status=status, include_items=include_items, limit=limit
             )
@@ -107,10 +102,6 @@ def runs(
                         waiting[row.run_id] = waiting_of(opened, row) if readable else Waiting()
                     except UNREADABLE_ERRORS:
                         waiting[row.run_id] = Waiting()
-        except TrellisError as exc:
-            raise CliError(str(exc)) from None
-        finally:
-            opened.close()
     if as_json:
         typer.echo(json_text({"runs": entries}, indent=2))
         return

@@ -10,8 +10,8 @@ recorded run). A relative ``[store]`` URL is relative to the
 ``trellis.toml`` that names it.
 
 :func:`open_cli_store` opens (creating if needed) that store; :func:`open_existing_store`
-is for the commands that only read (``runs``, ``show``, ``cache``): they never create a
-database.
+(and :func:`reading_store`, :func:`store_of_run` around it) is for the commands that only
+read (``runs``, ``show``, ``cache``): they never create a database.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from trellis.cli.errors import CliError
-from trellis.errors import StoreError
+from trellis.errors import StoreError, TrellisError
 from trellis.store import DEFAULT_STORE_URL, Store, open_store, parse_store_url
 from trellis.store.base import RunRow
 
@@ -33,6 +33,7 @@ __all__ = [
     "find_run",
     "open_cli_store",
     "open_existing_store",
+    "reading_store",
     "store_of_run",
     "store_url",
 ]
@@ -131,6 +132,21 @@ def open_existing_store(url: str | None) -> Store | None:
         open_cli_store("sqlite:///:memory:" + (f"?{query}" if query else "")).close()
         return None
     return open_cli_store(spec)
+
+
+@contextmanager
+def reading_store(url: str | None) -> Iterator[tuple[Store | None, str]]:
+    """The existing store (None when nothing was recorded there) and its URL, for a block
+    that reads it: the store is closed when the block ends, and a store error inside the
+    block is one CliError."""
+    opened = open_existing_store(url)
+    try:
+        yield opened, store_url(url) if opened is None else opened.url
+    except TrellisError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        if opened is not None:
+            opened.close()
 
 
 @contextmanager
