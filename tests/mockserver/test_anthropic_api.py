@@ -116,22 +116,29 @@ async def test_forced_tool_returns_schema_valid_input(server: MockServer) -> Non
         Ticket.model_validate(block["input"])
 
 
-async def test_auto_tools_call_then_answer_after_the_tool_result(server: MockServer) -> None:
-    first = await messages(server, tools=TOOLS)
-    assert first["stop_reason"] == "tool_use"
-    [use] = [b for b in first["content"] if b["type"] == "tool_use"]
-    VALIDATORS[use["name"]].model_validate(use["input"])
-    conversation = [
-        *USER,
-        {"role": "assistant", "content": first["content"]},
-        {
-            "role": "user",
-            "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": "done"}],
-        },
-    ]
-    final = await messages(server, tools=TOOLS, messages=conversation)
-    assert final["stop_reason"] == "end_turn"
-    assert [b["type"] for b in final["content"]] == ["text"]
+async def test_auto_tools_call_then_answer_after_the_tool_results(server: MockServer) -> None:
+    """The model calls tools (one, or two in parallel) for one to three rounds, each call
+    with valid arguments, then answers in text."""
+    reply = await messages(server, tools=TOOLS)
+    assert reply["stop_reason"] == "tool_use"
+    conversation = list(USER)
+    for _ in range(3):
+        if reply["stop_reason"] != "tool_use":
+            break
+        uses = [b for b in reply["content"] if b["type"] == "tool_use"]
+        assert 1 <= len(uses) <= 2
+        for use in uses:
+            VALIDATORS[use["name"]].model_validate(use["input"])
+        results = [
+            {"type": "tool_result", "tool_use_id": use["id"], "content": "done"} for use in uses
+        ]
+        conversation += [
+            {"role": "assistant", "content": reply["content"]},
+            {"role": "user", "content": results},
+        ]
+        reply = await messages(server, tools=TOOLS, messages=conversation)
+    assert reply["stop_reason"] == "end_turn"
+    assert [b["type"] for b in reply["content"]] == ["text"]
 
 
 async def test_tool_choice_any_and_none(server: MockServer) -> None:
@@ -262,8 +269,10 @@ def test_anthropic_sdk_messages_tools_and_streams() -> None:
         ) as stream:
             final = stream.get_final_message()
         assert final.stop_reason == "tool_use"
-        [streamed_use] = [b for b in final.content if b.type == "tool_use"]
-        VALIDATORS[streamed_use.name].model_validate(streamed_use.input)
+        streamed_uses = [b for b in final.content if b.type == "tool_use"]
+        assert streamed_uses  # one call, or two in parallel
+        for streamed_use in streamed_uses:
+            VALIDATORS[streamed_use.name].model_validate(streamed_use.input)
 
         with client.messages.stream(model="claude-x", max_tokens=300, messages=USER) as stream:
             text = "".join(stream.text_stream)

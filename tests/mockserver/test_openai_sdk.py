@@ -130,12 +130,20 @@ def test_tool_call_round_trip(client: openai.OpenAI) -> None:
     assert call.type == "function"
     assert call.function.name == "lookup_order"
     OrderLookup.model_validate_json(call.function.arguments)
-    follow_up: Any = [
-        *MESSAGES,
-        choice.message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"status": "shipped"})},
-    ]
-    final = client.chat.completions.create(model="gpt-4o-mini", messages=follow_up, tools=TOOLS)
+    # The model calls tools for one to three rounds, then answers.
+    conversation: Any = [*MESSAGES]
+    final = first
+    for _ in range(3):
+        choice = final.choices[0]
+        if choice.finish_reason != "tool_calls":
+            break
+        conversation.append(choice.message.model_dump(exclude_none=True))
+        for call in choice.message.tool_calls or ():
+            result = json.dumps({"status": "shipped"})
+            conversation.append({"role": "tool", "tool_call_id": call.id, "content": result})
+        final = client.chat.completions.create(
+            model="gpt-4o-mini", messages=conversation, tools=TOOLS
+        )
     assert final.choices[0].finish_reason == "stop"
     assert final.choices[0].message.content
 

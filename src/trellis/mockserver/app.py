@@ -43,7 +43,7 @@ from trellis.mockserver.replies import (
     Reply,
     RequestError,
     answer_schema,
-    choose_tool,
+    choose_tools,
     input_tokens,
     make_reply,
 )
@@ -277,7 +277,7 @@ def _admit(
 def _draw(state: MockState, parsed: ParsedRequest, headers: dict[str, str]) -> FaultStep | None:
     """The fault step for this request (counted in the stats), if any."""
     req = parsed.request
-    structured = answer_schema(req) is not None or choose_tool(req, state.seed) is not None
+    structured = answer_schema(req) is not None or bool(choose_tools(req, state.seed))
     step, scripted = state.faults.next(structured=structured, stream=parsed.stream)
     if step is not None:
         state.stats.scripted += scripted

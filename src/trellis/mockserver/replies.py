@@ -28,11 +28,11 @@ from typing import Any, Literal, Protocol
 from trellis.errors import BadRequestError
 from trellis.mockserver.limits import Admission, LimitSnapshot
 from trellis.mockserver.prompted import prompted_schema
-from trellis.models.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
+from trellis.models.base import ModelRequest, ToolCall, ToolSpec, Usage
 from trellis.models.faults import REFUSAL_MESSAGE, ContentFault, ErrorFault, malformed_json
 from trellis.models.schema_corrupt import corrupt_value
 from trellis.models.schema_sample import sample_value
-from trellis.models.sim import SimModel, hint_text
+from trellis.models.sim import SimModel, hint_text, plan_tool_calls
 from trellis.models.tokens import estimate_request_tokens, estimate_tokens, schema_json
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
     "StreamPlan",
     "answer_schema",
     "answer_tool",
-    "choose_tool",
+    "choose_tools",
     "input_tokens",
     "make_reply",
     "retry_after_value",
@@ -129,16 +129,6 @@ def _digest(seed: int, request: ModelRequest, salt: str) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
-def _answered_tool(messages: tuple[Message, ...]) -> bool:
-    """Whether the latest turn (the messages after the last assistant one) has a tool result."""
-    for m in reversed(messages):
-        if m.role == "assistant":
-            return False
-        if m.role == "tool":
-            return True
-    return False
-
-
 _ANSWER_TOOL = re.compile(r"final answer|final response|structured output", re.IGNORECASE)
 
 
@@ -148,23 +138,32 @@ def answer_tool(tools: tuple[ToolSpec, ...]) -> ToolSpec | None:
     return next((t for t in tools if _ANSWER_TOOL.search(t.description)), None)
 
 
-def choose_tool(request: ModelRequest, seed: int) -> ToolSpec | None:
-    """The tool the mock model calls for ``request``, or None when it answers instead."""
+def choose_tools(request: ModelRequest, seed: int) -> tuple[ToolSpec, ...]:
+    """The tools the mock model calls for ``request`` (``()``: it answers instead).
+
+    The simulator's agent decides (:func:`~trellis.models.sim.plan_tool_calls`: the tools
+    most relevant to the task, one or two at a time, for one to three rounds). The output
+    tool (Anthropic structured output in an agent) is not one of its tools: the model calls
+    it to answer once the agent is done, and a required call with no output tool goes to
+    the last tool.
+    """
     if not request.tools or request.tool_choice == "none":
-        return None
+        return ()
     choice = request.tool_choice or "auto"
     if choice not in ("auto", "required"):
-        return next((t for t in request.tools if t.name == choice), None)
-    if _answered_tool(request.messages):
-        # The tool results are in: answer, by calling the output tool when there is one
-        # (Anthropic structured output in an agent), else in text; a required call that
-        # names no output tool goes to the last tool.
-        answer = answer_tool(request.tools)
-        if answer is None and choice == "required":
-            return request.tools[-1]
-        return answer
-    rng = random.Random(_digest(seed, request, "tool"))
-    return rng.choice(request.tools)
+        return tuple(t for t in request.tools if t.name == choice)[:1]
+    answer = answer_tool(request.tools)
+    working = tuple(t for t in request.tools if t is not answer)
+    if working:
+        # Whether the agent is done is the sim's "auto" decision, also under "required"
+        # (which a model then meets by calling the output tool).
+        agent = replace(request, tools=working, tool_choice="auto")
+        planned = plan_tool_calls(agent, seed, strict=False)
+        if planned:
+            return planned
+    if answer is not None:
+        return (answer,)
+    return (request.tools[-1],) if choice == "required" else ()
 
 
 def answer_schema(request: ModelRequest) -> dict[str, Any] | None:
@@ -191,9 +190,9 @@ async def make_reply(
     if fault == "refusal":
         usage = Usage(tokens_in, max(1, estimate_tokens(REFUSAL_MESSAGE)))
         return Reply("", usage, "refusal", refusal=REFUSAL_MESSAGE)
-    tool = choose_tool(request, seed)
-    if tool is not None:
-        return _tool_reply(request, tool, seed, fault, tokens_in)
+    tools = choose_tools(request, seed)
+    if tools:
+        return _tool_reply(request, tools, seed, fault, tokens_in)
     request = replace(request, output_schema=answer_schema(request))
     try:
         response = await sim.complete(replace(request, tools=(), tool_choice=None))
@@ -214,32 +213,44 @@ async def make_reply(
 
 def _tool_reply(
     request: ModelRequest,
-    tool: ToolSpec,
+    tools: tuple[ToolSpec, ...],
     seed: int,
     fault: ContentFault | None,
     tokens_in: int,
 ) -> Reply:
+    """A reply calling ``tools`` (in parallel when more than one), with arguments sampled
+    from their schemas; a content fault breaks the first call's arguments."""
     rng = random.Random(_digest(seed, request, "args"))
-    try:
-        value = sample_value(tool.parameters, rng, hint_text=hint_text(request))
-    except ValueError as exc:
-        raise RequestError(
-            f"Invalid schema for function '{tool.name}': {exc}", param="tools"
-        ) from exc
-    args = json.dumps(value, ensure_ascii=False)
     finish: Finish = "tool_calls"
     max_chars = None if request.max_tokens is None else request.max_tokens * 4
-    if fault == "truncation":
-        args, finish = args[: max(1, len(args) // 2)], "length"
-    elif fault == "malformed_json":
-        args = malformed_json(args)
-    elif fault == "invalid_json":
-        args = json.dumps(corrupt_value(tool.parameters, value, rng), ensure_ascii=False)
-    elif max_chars is not None and len(args) > max_chars:
-        args, finish = args[:max_chars], "length"
+    calls: list[ToolCall] = []
+    for tool in tools:
+        try:
+            value = sample_value(tool.parameters, rng, hint_text=hint_text(request))
+        except ValueError as exc:
+            raise RequestError(
+                f"Invalid schema for function '{tool.name}': {exc}", param="tools"
+            ) from exc
+        args = json.dumps(value, ensure_ascii=False)
+        first = not calls
+        if first and fault == "truncation":
+            args, finish = args[: max(1, len(args) // 2)], "length"
+        elif first and fault == "malformed_json":
+            args = malformed_json(args)
+        elif first and fault == "invalid_json":
+            args = json.dumps(corrupt_value(tool.parameters, value, rng), ensure_ascii=False)
+        calls.append(ToolCall("", tool.name, args))
+        if finish == "length":
+            break  # the reply was cut inside this call: nothing after it
+    total = sum(len(call.arguments) for call in calls)
+    if finish != "length" and max_chars is not None and total > max_chars:
+        head = calls[0]
+        calls, finish = [ToolCall("", head.name, head.arguments[:max_chars])], "length"
     forced = request.tool_choice not in (None, "auto", "required", "none")
-    usage = Usage(tokens_in, max(1, estimate_tokens(args) + 8))
-    return Reply("", usage, finish, tool_calls=(ToolCall("", tool.name, args),), forced_tool=forced)
+    out = sum(estimate_tokens(call.arguments) + 8 for call in calls)
+    return Reply(
+        "", Usage(tokens_in, max(1, out)), finish, tool_calls=tuple(calls), forced_tool=forced
+    )
 
 
 _PIECE = re.compile(r"\S+\s*|\s+")

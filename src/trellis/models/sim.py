@@ -483,11 +483,15 @@ def _plan(request: ModelRequest, seed: int, task: _Task, model: str | None) -> t
     return tuple(ranked[: 2 if parallel else 1])
 
 
-def plan_tool_calls(request: ModelRequest, seed: int = 0) -> tuple[ToolSpec, ...]:
+def plan_tool_calls(
+    request: ModelRequest, seed: int = 0, *, strict: bool = True
+) -> tuple[ToolSpec, ...]:
     """The tools the sim's agent calls in reply to ``request`` (one, or two in parallel),
     or ``()`` when it answers instead. Deterministic for the request and ``seed``; raises
-    ``BadRequestError`` for a conversation or ``tool_choice`` a real API would reject."""
-    return _plan(request, seed, _scan(request.messages), None)
+    ``BadRequestError`` for a conversation or ``tool_choice`` a real API would reject
+    (``strict=False``: without checking the conversation's tool turns, for a caller such as
+    the mock server that checked them in its own API's terms)."""
+    return _plan(request, seed, _scan(request.messages, strict=strict), None)
 
 
 def _unknown_tool_name(tools: Sequence[ToolSpec], rng: random.Random) -> str:
