@@ -35,7 +35,8 @@ QUICK_OUTAGE_ITEMS = 30
 #: Against a throwaway PostgreSQL cluster the bench starts (skipped, saying why, without one).
 POSTGRES = {"postgres_durable_ratio_vs_psycopg"}
 #: The Ray executor against the local engine (skipped, value None, without Ray installed).
-RAY = {"ray_io_batch_ratio", "ray_cpu_batch_speedup"}
+#: ``ray_shared_limit_ratio``: 120 calls at 1,200 rpm in --quick (about 6 s), one repetition.
+RAY = {"ray_io_batch_ratio", "ray_cpu_batch_speedup", "ray_shared_limit_ratio"}
 UI = {"ui_runs_page_ms", "ui_big_run_page_ms"}
 SCALE_BATCH = {"batch_rss_ratio_20000", "show_batch_ratio_20000"}
 FIGURES = {

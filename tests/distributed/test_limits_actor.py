@@ -72,12 +72,12 @@ def test_rate_permits_come_in_blocks_at_the_rate() -> None:
     actor = LimitsActor()
     rpm = 1200.0  # 20 a second: blocks of 20 * LEASE_PERIOD_S
     block = int(20 * LEASE_PERIOD_S)
-    n, _, _ = actor.rate("m", rpm, None, 100, 0, 0.0)
+    n, _, _ = actor.try_rate("m", rpm, None, 100, 0, 0.0)
     assert n == 10  # the full half-second bucket
-    n, _, wait = actor.rate("m", rpm, None, 100, 0, 0.0)
+    n, _, wait = actor.try_rate("m", rpm, None, 100, 0, 0.0)
     assert n == 0 and wait == pytest.approx(block / 20.0, rel=0.3)
     time.sleep(wait + 0.01)
-    n, _, _ = actor.rate("m", rpm, None, 100, 0, 0.0)
+    n, _, _ = actor.try_rate("m", rpm, None, 100, 0, 0.0)
     assert n >= block
 
 
@@ -95,7 +95,8 @@ class _Direct:
         class _Remote:
             async def remote(self, *args: object) -> object:
                 outer.calls += 1
-                return method(*args)
+                result = method(*args)
+                return await result if asyncio.iscoroutine(result) else result
 
         return _Remote()
 
@@ -111,5 +112,10 @@ async def test_a_shared_pacer_takes_tokens_in_blocks_and_settles_the_difference(
     for permit in permits:
         pacer.settle(permit, 40)  # 60 tokens each back to the worker's block
     assert pool.tokens >= 5 * 60 - 1e-6
+    # Past the bucket, a lease waits in the actor: one round trip brings a block.
+    before = handle.calls
+    t0 = time.monotonic()
+    await asyncio.gather(*(pacer.acquire(100) for _ in range(4)))
+    assert handle.calls - before <= 2 and time.monotonic() - t0 >= 0.05
     pacer.share(None)
     assert pacer.shared is None and pacer.available()[0] is not None  # its own buckets again

@@ -11,15 +11,17 @@ takes from it **in blocks**, so a call costs no actor round trip of its own:
 The actor's buckets refill at the configured rate and hold :data:`RATE_BURST_S` seconds of
 it (the client pacer's burst). A worker with callers waiting asks for as many request
 permits as it has waiting callers (with their estimated tokens each); the actor grants them
-once at least a block is available (``rate * LEASE_PERIOD_S`` permits, at least one), so a
-worker makes at most about one round trip per :data:`LEASE_PERIOD_S` however many calls it
-sends. A granted permit is used within :data:`PERMIT_HOLD_S` or never, so what a server sees in
-any window is at most ``rate * (RATE_BURST_S + PERMIT_HOLD_S)`` above the rate: 0.75 s of
-the limit, below the usual one-second burst of a provider. Settling a call gives its
-unused estimate back to the worker's block (or, once the block is stale, to the actor with
-the worker's next lease); more tokens than estimated are charged the same way, and stale
-permits go back unused (a request never sent is as if never taken). A killed worker's
-permits are simply never used: the buckets refill, nothing to reclaim.
+once at least a block is available (``rate * LEASE_PERIOD_S`` permits, at least one),
+waiting in the actor until then (workers are served first come, first served), so one
+round trip brings a block and a worker makes about one per :data:`LEASE_PERIOD_S` however
+many calls it sends. A granted permit is used within :data:`PERMIT_HOLD_S` or never, so
+what a server sees in any window is at most ``rate * (RATE_BURST_S + PERMIT_HOLD_S)``
+above the rate: 0.75 s of the limit, below the usual one-second burst of a provider.
+Settling a call gives its unused estimate back to the worker's block (or, once the block
+is stale, to the actor with the worker's next lease); more tokens than estimated are
+charged the same way, and stale permits go back unused (a request never sent is as if
+never taken). A killed worker's permits are simply never used: the buckets refill,
+nothing to reclaim.
 
 **Batch budgets** (:class:`BudgetAllowance`, a :class:`~trellis.engine.budget.SharedBudget`).
 A worker reserves each call (one call, its estimated tokens and USD) from an *allowance* it
@@ -133,6 +135,7 @@ class _Rate:
     block: int
     granted: int = 0
     leases: int = 0
+    asked: int = 0
 
 
 class LimitsActor:
@@ -150,6 +153,19 @@ class LimitsActor:
         *,
         allowance_ttl_s: float = ALLOWANCE_TTL_S,
     ) -> None:
+        self.configure(budget, spent, workers, allowance_ttl_s=allowance_ttl_s)
+        self._rates: dict[str, _Rate] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def configure(
+        self,
+        budget: Budget | None = None,
+        spent: Triple = (0.0, 0.0, 0.0),
+        workers: int = 2,
+        *,
+        allowance_ttl_s: float = ALLOWANCE_TTL_S,
+    ) -> None:
+        """Set the batch's budget (an actor started ahead of its batch is configured so)."""
         budget = budget or Budget()
         self.limits: Triple = (
             math.inf if budget.max_calls is None else float(budget.max_calls),
@@ -163,11 +179,34 @@ class LimitsActor:
         self._expired: set[str] = set()
         self._contended_until = -math.inf
         self.exhausted: Refusal | None = None
-        self._rates: dict[str, _Rate] = {}
 
     # -- rate limits ----------------------------------------------------------------------
 
-    def rate(
+    async def rate(
+        self,
+        key: str,
+        rpm: float | None,
+        tpm: float | None,
+        want: int,
+        tokens: int,
+        owed: float,
+        unused: int = 0,
+    ) -> tuple[int, float, float]:
+        """:meth:`try_rate`, waiting in the actor (first come, first served per binding)
+        until a block is granted: one round trip per block, however long the wait."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            while True:
+                n, granted, wait = self.try_rate(key, rpm, tpm, want, tokens, owed, unused)
+                if n:
+                    self._rates[key].asked += 1
+                    return n, granted, 0.0
+                owed, unused = 0.0, 0
+                await asyncio.sleep(wait)
+
+    def try_rate(
         self,
         key: str,
         rpm: float | None,
@@ -240,9 +279,9 @@ class LimitsActor:
             wait = max(wait, (need - bucket.level) / bucket.rate)
         return max(wait, 0.001)
 
-    def rate_stats(self) -> dict[str, tuple[int, int]]:
-        """Per binding: (permits granted, leases): how many round trips the permits took."""
-        return {key: (r.granted, r.leases) for key, r in self._rates.items()}
+    def rate_stats(self) -> dict[str, tuple[int, int, int]]:
+        """Per binding: (permits granted, leases granted, round trips asking for them)."""
+        return {key: (r.granted, r.leases, r.asked) for key, r in self._rates.items()}
 
     # -- the budget -----------------------------------------------------------------------
 

@@ -106,8 +106,13 @@ class RayExecutor:
         self._recipe: EngineRecipe | None = None
         self._keys = itertools.count()
         self._ids: dict[int, str] = {}  # a worker's id (slot -> what its limits know it by)
-        #: The limits actor of the batch running now (tests read its statistics).
+        #: The limits actor of the batch running now.
         self.limits: Any = None
+        #: A limits actor started ahead of the next batch (its key, its handle): starting
+        #: an actor takes a process, which a rate-limited batch should not wait for.
+        self._spare: tuple[str, Any] | None = None
+        #: The last batch's rate-limit leases per binding (LimitsActor.rate_stats).
+        self.rate_stats: dict[str, tuple[int, int, int]] = {}
 
     def __repr__(self) -> str:
         return f"RayExecutor(address={self.address!r}, workers={self.workers})"
@@ -148,7 +153,14 @@ class RayExecutor:
             self._recipe = recipe
         while len(self._actors) < self.workers:
             self._actors.append(self._new_actor(ray, recipe))
+        if self._spare is None and rate_limited(recipe):
+            self._spare = self._new_limits(ray)
         ray.get([actor.pid.remote() for actor in self._actors])  # constructed and ready
+
+    def _new_limits(self, ray: Any) -> tuple[str, Any]:
+        key = f"{next(self._keys)}-{secrets.token_hex(3)}"
+        actor = ray.remote(num_cpus=0)(LimitsActor).options(name=actor_name(key)).remote()
+        return key, actor
 
     def worker_pids(self) -> list[int]:
         """The process ids of the running workers."""
@@ -162,24 +174,24 @@ class RayExecutor:
 
     # -- running ------------------------------------------------------------------------
 
-    def _start_limits(self, ray: Any, key: str, work: BatchWork) -> SharedLimits | None:
+    async def _start_limits(self, ray: Any, work: BatchWork) -> tuple[str, SharedLimits | None]:
+        """The batch's key, and its limits actor when it has limits to share."""
         guard = work.batch_guard
         budget = work.batch_budget
         if budget is None and not rate_limited(work.recipe):
-            return None
+            return f"{next(self._keys)}-{secrets.token_hex(3)}", None
         spent = (
             (float(guard.calls), float(guard.spent_tokens), guard.spent_usd)
             if guard is not None
             else (0.0, 0.0, 0.0)
         )
-        actor = (
-            ray.remote(num_cpus=0)(LimitsActor)
-            .options(name=actor_name(key))
-            .remote(budget, spent, len(self._actors))
-        )
+        key, actor = self._spare or self._new_limits(ray)
+        self._spare = None
+        await actor.configure.remote(budget, spent, len(self._actors))
         self.limits = actor
         elapsed = time.monotonic() - guard.started if guard is not None else 0.0
-        return SharedLimits(actor, budget, guard.preloaded if guard is not None else False, elapsed)
+        preloaded = guard.preloaded if guard is not None else False
+        return key, SharedLimits(actor, budget, preloaded, elapsed)
 
     async def _sync(self, guard: BudgetGuard | None) -> None:
         """Bring the driver's batch guard up to what the limits actor counted."""
@@ -200,9 +212,8 @@ class RayExecutor:
         chunks: deque[tuple[Sequence[BatchItem], int]] = deque(
             (work.items[i : i + size], 0) for i in range(0, len(work.items), size)
         )
-        key = f"{next(self._keys)}-{secrets.token_hex(3)}"
+        key, limits = await self._start_limits(ray, work)
         flow_ref = ray.put(work.flow)
-        limits = self._start_limits(ray, key, work)
         guard = work.batch_guard if limits is not None and limits.budget is not None else None
 
         async def begin(slot: int, actor: Any) -> None:
@@ -254,6 +265,8 @@ class RayExecutor:
                         if guard is not None and (last or time.monotonic() - synced >= SYNC_S):
                             await self._sync(guard)
                             synced = time.monotonic()
+                        if last and limits is not None:
+                            self.rate_stats = await limits.actor.rate_stats.remote()
                         for index, result in results:
                             yield index, result
                     submit(slot)
@@ -267,6 +280,8 @@ class RayExecutor:
                 # the guard synced before the last one): the actor is no longer needed.
                 ray.kill(limits.actor)
                 self.limits = None
+                if self._spare is None and self._recipe is not None:
+                    self._spare = self._new_limits(ray)  # for the next batch
 
     async def _replace(
         self,
@@ -301,6 +316,9 @@ class RayExecutor:
             if closing:
                 await asyncio.gather(*closing, return_exceptions=True)
             self._kill_all(ray)
+            if self._spare is not None:
+                ray.kill(self._spare[1])
+                self._spare = None
             if self._started_ray:
                 ray.shutdown()
         self._started_ray = False
