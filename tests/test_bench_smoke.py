@@ -35,7 +35,9 @@ QUICK_OUTAGE_ITEMS = 30
 #: Against a throwaway PostgreSQL cluster the bench starts (skipped, saying why, without one).
 POSTGRES = {"postgres_durable_ratio_vs_psycopg"}
 #: The Ray executor against the local engine (skipped, value None, without Ray installed).
-RAY = {"ray_io_batch_ratio", "ray_cpu_batch_speedup"}
+#: ``ray_shared_limit_ratio``: 120 calls at 1,200 rpm in --quick (about 6 s), one repetition.
+RAY = {"ray_io_batch_ratio", "ray_cpu_batch_speedup", "ray_shared_limit_ratio"}
+QUICK_SHARED_LIMIT_CALLS = 120
 UI = {"ui_runs_page_ms", "ui_big_run_page_ms"}
 SCALE_BATCH = {"batch_rss_ratio_20000", "show_batch_ratio_20000"}
 FIGURES = {
@@ -134,6 +136,8 @@ def test_quick_bench_prints_figures_and_writes_json(tmp_path: Path) -> None:
             assert fig["reps"] == 1 and fig["n"] == QUICK_RATELIMITED_CALLS, name
         elif name in OUTAGE:
             assert fig["reps"] == 1 and fig["n"] == QUICK_OUTAGE_ITEMS, name
+        elif name == "ray_shared_limit_ratio":
+            assert fig["reps"] == 1 and fig["n"] == QUICK_SHARED_LIMIT_CALLS, name
         else:
             assert fig["reps"] == 2, name
         if name in GOALS:
@@ -154,6 +158,10 @@ def test_quick_bench_prints_figures_and_writes_json(tmp_path: Path) -> None:
     limited = figures["ratelimited_throughput_ratio"]
     assert limited["goal"] == ">= 0.9" and limited["baseline"] == 1200
     assert figures["ratelimited_429_count"]["goal"] == "<= 0"
+    shared = figures["ray_shared_limit_ratio"]
+    assert shared["goal"] == ">= 0.9 with zero 429s"
+    assert _count(shared["responses_429"]) and shared["server_requests"] >= shared["n"]
+    assert _positive(shared["actor_round_trips_per_call"])
     # Without the client rpm, the limiter learns the server's limit from the headers of the
     # first reply: the first request to a remote model goes alone (its circuit breaker
     # starts unproven), so the quick batch may see no 429 at all.

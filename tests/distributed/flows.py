@@ -62,3 +62,22 @@ def spin(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
+
+
+limited = tl.Flow("limited")
+
+
+@limited.step
+async def answer(x: int, llm: tl.LLM) -> str:
+    """One model call per item (against a rate-limited mock server)."""
+    return await llm.generate(f"Say something about item {x}.", output=str)
+
+
+budgeted = tl.Flow("budgeted")
+
+
+@budgeted.step
+async def spend(x: int, log_path: str, llm: tl.LLM) -> dict[str, int]:
+    """One paid call per item, and the worker that made it."""
+    await llm.generate(f"LOG={log_path} ITEM={x}", output=str)
+    return {"x": x, "pid": os.getpid()}

@@ -9,6 +9,7 @@ from typing import Any
 from typer.testing import CliRunner, Result
 
 from trellis.cli import app
+from trellis.mockserver import MockServerThread
 
 
 def invoke(*args: str) -> Result:
@@ -55,3 +56,28 @@ def test_a_batch_on_ray_with_postgres_then_resumed_on_ray(
     assert "8 done" in result.stdout + result.stderr
     again = invoke("resume", "cli-batch", "--store", pg_url, "--executor", "ray")
     assert again.exit_code == 0, (again.stdout, again.stderr)
+
+
+def test_a_batch_budget_on_ray_holds_over_the_batch_and_its_resume(
+    ray_session: Any, pg_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.txt"
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"x": i, "log_path": str(log)}) + "\n" for i in range(8)))
+    with MockServerThread(seed=0) as server:
+        model = f"default=openai:mock-model?base_url={server.openai_base_url}"
+        result = invoke(
+            "run", "distributed.flows:budgeted", "--input-file", str(items), "--store", pg_url,
+            "--executor", "ray", "--run-id", "budget-batch", "-n", "4", "--model", model,
+            "--budget-calls", "3",
+        )  # fmt: skip
+        sent = server.stats.requests
+        again = invoke("resume", "budget-batch", "--store", pg_url, "--executor", "ray")
+        sent_after = server.stats.requests
+    out = result.stdout + result.stderr
+    assert result.exit_code != 0, out
+    assert sent == 3, out  # the budget, across both workers: not a request more
+    assert "3 done" in out and "5 failed" in out and "max_calls=3" in out, out
+    # The resume counts what the batch spent (the durable tally the driver kept in sync).
+    assert sent_after == 3, (again.stdout, again.stderr)
+    assert "3 request(s)" in again.stdout + again.stderr

@@ -58,13 +58,6 @@ def test_executor_specs() -> None:
         executor_from_spec("dask")
 
 
-async def test_a_batch_budget_is_refused_until_it_can_be_shared(ray_session: Any) -> None:
-    engine = tl.Engine(executor=RayExecutor(), budget=tl.Budget(max_calls=3))
-    async with engine:
-        with pytest.raises(tl.ConfigurationError, match="batch budget"):
-            await collect(engine, where, [{"x": 1}])
-
-
 async def test_a_durable_batch_on_postgres_is_recorded_and_read_back(
     ray_session: Any, pg_url: str
 ) -> None:

@@ -18,19 +18,29 @@ the driver starts a replacement worker and hands it the chunk again. Items that 
 are recorded, so they are read back, not re-run; an item that was mid-run is resumed from
 its journal once the dead worker's lease on it expires (``lease_ttl``), so no completed
 step runs again and no journaled call is paid again.
+
+**Limits hold for the whole batch.** When the batch has a budget (the engine's
+``budget=``) or a model binding sets ``rpm`` / ``tpm``, the driver starts one limits actor
+for the batch (:mod:`trellis.cluster.limits`) that every worker leases blocks of permits
+and budget from; the driver's batch guard follows what it counts (the CLI's durable tally
+of a batch's spending with it), and a dead worker's allowance is reclaimed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from trellis.cluster.ray_worker import ItemWorker
+from trellis.cluster.limits import LimitsActor, actor_name
+from trellis.cluster.ray_worker import ItemWorker, SharedLimits
+from trellis.engine.budget import BudgetGuard
 from trellis.engine.executor import BatchItem, BatchWork, EngineRecipe
 from trellis.engine.results import RunResult
 from trellis.errors import ConfigurationError, WorkerLostError
@@ -42,6 +52,21 @@ __all__ = ["RayExecutor", "executor_from_spec"]
 CHUNKS_IN_FLIGHT = 3
 #: How often one chunk is handed to a replacement worker before the batch stops.
 MAX_CHUNK_RETRIES = 3
+#: How often (seconds) the driver's batch guard is brought up to date from the limits actor.
+SYNC_S = 0.5
+
+
+def rate_limited(recipe: EngineRecipe) -> bool:
+    """Whether a model binding of ``recipe`` configures ``rpm`` or ``tpm`` (its workers
+    then share them)."""
+    for role in recipe.config.roles.values():
+        specs = [role.binding.options]
+        for name in role.fallbacks:
+            with contextlib.suppress(ConfigurationError):
+                specs.append(recipe.config.resolve(name).binding.options)
+        if any("rpm" in options or "tpm" in options for options in specs):
+            return True
+    return False
 
 
 def _import_ray() -> Any:
@@ -80,6 +105,14 @@ class RayExecutor:
         self._actors: list[Any] = []
         self._recipe: EngineRecipe | None = None
         self._keys = itertools.count()
+        self._ids: dict[int, str] = {}  # a worker's id (slot -> what its limits know it by)
+        #: The limits actor of the batch running now.
+        self.limits: Any = None
+        #: A limits actor started ahead of the next batch (its key, its handle): starting
+        #: an actor takes a process, which a rate-limited batch should not wait for.
+        self._spare: tuple[str, Any] | None = None
+        #: The last batch's rate-limit leases per binding (LimitsActor.rate_stats).
+        self.rate_stats: dict[str, tuple[int, int, int]] = {}
 
     def __repr__(self) -> str:
         return f"RayExecutor(address={self.address!r}, workers={self.workers})"
@@ -120,7 +153,14 @@ class RayExecutor:
             self._recipe = recipe
         while len(self._actors) < self.workers:
             self._actors.append(self._new_actor(ray, recipe))
+        if self._spare is None and rate_limited(recipe):
+            self._spare = self._new_limits(ray)
         ray.get([actor.pid.remote() for actor in self._actors])  # constructed and ready
+
+    def _new_limits(self, ray: Any) -> tuple[str, Any]:
+        key = f"{next(self._keys)}-{secrets.token_hex(3)}"
+        actor = ray.remote(num_cpus=0)(LimitsActor).options(name=actor_name(key)).remote()
+        return key, actor
 
     def worker_pids(self) -> list[int]:
         """The process ids of the running workers."""
@@ -134,12 +174,37 @@ class RayExecutor:
 
     # -- running ------------------------------------------------------------------------
 
+    async def _start_limits(self, ray: Any, work: BatchWork) -> tuple[str, SharedLimits | None]:
+        """The batch's key, and its limits actor when it has limits to share."""
+        guard = work.batch_guard
+        budget = work.batch_budget
+        if budget is None and not rate_limited(work.recipe):
+            return f"{next(self._keys)}-{secrets.token_hex(3)}", None
+        spent = (
+            (float(guard.calls), float(guard.spent_tokens), guard.spent_usd)
+            if guard is not None
+            else (0.0, 0.0, 0.0)
+        )
+        key, actor = self._spare or self._new_limits(ray)
+        self._spare = None
+        await actor.configure.remote(budget, spent, len(self._actors))
+        self.limits = actor
+        elapsed = time.monotonic() - guard.started if guard is not None else 0.0
+        preloaded = guard.preloaded if guard is not None else False
+        return key, SharedLimits(actor, budget, preloaded, elapsed)
+
+    async def _sync(self, guard: BudgetGuard | None) -> None:
+        """Bring the driver's batch guard up to what the limits actor counted."""
+        if guard is None or self.limits is None:
+            return
+        calls, tokens, usd, refusal = await self.limits.totals.remote()
+        guard.calls, guard.spent_tokens, guard.spent_usd = int(calls), int(tokens), usd
+        if refusal is not None and guard.exhausted is None:
+            guard.refuse(refusal)
+        if guard.on_change is not None:
+            guard.on_change(guard)
+
     async def run(self, work: BatchWork) -> AsyncIterator[tuple[int, RunResult | BaseException]]:
-        if work.batch_budget is not None:
-            raise ConfigurationError(
-                "a batch budget (the engine's budget=) is not enforced across Ray workers "
-                "yet: give each item a budget instead (run_many(budget=...))"
-            )
         self.start(work.recipe)
         ray = self._ray()
         per_worker = max(1, math.ceil(work.concurrency / len(self._actors)))
@@ -147,15 +212,19 @@ class RayExecutor:
         chunks: deque[tuple[Sequence[BatchItem], int]] = deque(
             (work.items[i : i + size], 0) for i in range(0, len(work.items), size)
         )
-        key = f"{next(self._keys)}-{secrets.token_hex(3)}"
+        key, limits = await self._start_limits(ray, work)
         flow_ref = ray.put(work.flow)
+        guard = work.batch_guard if limits is not None and limits.budget is not None else None
 
-        async def begin(actor: Any) -> None:
-            await actor.begin.remote(key, flow_ref, work.budget, work.rerun_changed, per_worker)
+        async def begin(slot: int, actor: Any) -> None:
+            self._ids[slot] = await actor.begin.remote(
+                key, flow_ref, work.budget, work.rerun_changed, per_worker, limits
+            )
 
-        await asyncio.gather(*(begin(a) for a in self._actors))
+        await asyncio.gather(*(begin(i, a) for i, a in enumerate(self._actors)))
         running: dict[asyncio.Future[Any], tuple[int, Any, Sequence[BatchItem], int]] = {}
         load = [0] * len(self._actors)
+        synced = time.monotonic()
 
         def submit(slot: int) -> None:
             while chunks and load[slot] < CHUNKS_IN_FLIGHT:
@@ -187,11 +256,17 @@ class RayExecutor:
                             return
                         chunks.appendleft((chunk, tries + 1))
                         if self._actors[slot] is actor:  # not replaced yet (its other chunks)
-                            await self._replace(ray, slot, key, flow_ref, work, per_worker)
+                            await self._replace(ray, slot, key, flow_ref, work, per_worker, limits)
                     except ray.exceptions.RayTaskError as exc:
                         yield -1, exc.as_instanceof_cause()
                         return
                     else:
+                        last = not running and not chunks  # the consumer stops after it
+                        if guard is not None and (last or time.monotonic() - synced >= SYNC_S):
+                            await self._sync(guard)
+                            synced = time.monotonic()
+                        if last and limits is not None:
+                            self.rate_stats = await limits.actor.rate_stats.remote()
                         for index, result in results:
                             yield index, result
                     submit(slot)
@@ -200,17 +275,35 @@ class RayExecutor:
                 future.cancel()
             for actor in self._actors:
                 actor.end.remote(key)
+            if limits is not None:
+                # Every chunk's spending was reported before its results came back (and
+                # the guard synced before the last one): the actor is no longer needed.
+                ray.kill(limits.actor)
+                self.limits = None
+                if self._spare is None and self._recipe is not None:
+                    self._spare = self._new_limits(ray)  # for the next batch
 
     async def _replace(
-        self, ray: Any, slot: int, key: str, flow_ref: Any, work: BatchWork, per_worker: int
+        self,
+        ray: Any,
+        slot: int,
+        key: str,
+        flow_ref: Any,
+        work: BatchWork,
+        per_worker: int,
+        limits: SharedLimits | None,
     ) -> None:
         """A new worker in ``slot`` (its predecessor died), ready for batch ``key``."""
         ray.kill(self._actors[slot])  # dead already, or on a lost node: its CPU is freed
+        if limits is not None and slot in self._ids:
+            limits.actor.reclaim.remote(self._ids[slot])  # its allowance: free, or spent
         if self._recipe is None:
             raise ConfigurationError("the Ray executor was not started")
         fresh = self._new_actor(ray, self._recipe)
         self._actors[slot] = fresh
-        await fresh.begin.remote(key, flow_ref, work.budget, work.rerun_changed, per_worker)
+        self._ids[slot] = await fresh.begin.remote(
+            key, flow_ref, work.budget, work.rerun_changed, per_worker, limits
+        )
         # Chunks still queued on the dead worker fail too, and are handed on as they do.
 
     async def aclose(self) -> None:
@@ -223,6 +316,9 @@ class RayExecutor:
             if closing:
                 await asyncio.gather(*closing, return_exceptions=True)
             self._kill_all(ray)
+            if self._spare is not None:
+                ray.kill(self._spare[1])
+                self._spare = None
             if self._started_ray:
                 ray.shutdown()
         self._started_ray = False

@@ -8,6 +8,12 @@ A resumed batch's guard starts with what earlier processes of the batch spent
 (:meth:`BudgetGuard.preload`); spending replayed from the journal is then already counted
 there and is not charged to it again. ``on_change`` is told of every call reserved and
 settled (the CLI keeps a durable tally of a batch's spending with it).
+
+A guard may also be *shared* (:attr:`BudgetGuard.shared`, a :class:`SharedBudget`): its
+limits then hold for many processes at once (the Ray executor's workers, see
+:mod:`trellis.cluster.limits`). Every reservation against it is also taken from the shared
+allowance, and every settlement and charge reported to it; the local counters only count
+this process's part.
 """
 
 from __future__ import annotations
@@ -16,11 +22,37 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from trellis.errors import BudgetExceededError
 from trellis.flow.policy import Budget
 
-__all__ = ["BudgetGuard", "Reservation"]
+__all__ = ["BudgetGuard", "Refusal", "Reservation", "SharedBudget"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a shared budget refused a call: the limit (``max_calls``, ``max_tokens`` or
+    ``max_usd``), its value and what the spending would have been with the call."""
+
+    which: str
+    limit: float
+    would_be: float
+
+
+class SharedBudget(Protocol):
+    """A budget's allowance shared with other processes (reserve-then-settle, as here)."""
+
+    async def take(self, tokens: int, cost: float) -> Refusal | None:
+        """Take one call, ``tokens`` and ``cost`` (estimates) from the allowance, waiting
+        while calls in flight elsewhere may still free room; a :class:`Refusal` when the
+        call cannot fit what has been spent."""
+
+    def settle(self, tokens: int, cost: float, used_tokens: int, used_cost: float) -> None:
+        """Replace a taken estimate (``tokens``, ``cost``) by what the call really used."""
+
+    def charge(self, tokens: int, cost: float, calls: int) -> None:
+        """Count spending that happened before (a journaled call replayed)."""
 
 
 @dataclass(slots=True)
@@ -49,6 +81,8 @@ class BudgetGuard:
         self._waiters: list[asyncio.Future[None]] = []
         self.preloaded = False  # earlier spending (replays included) is already counted
         self.on_change: Callable[[BudgetGuard], None] | None = None
+        #: Limits shared with other processes (see the module docs); None: this one only.
+        self.shared: SharedBudget | None = None
 
     def preload(self, calls: int, tokens: int, usd: float) -> None:
         """Count what earlier attempts of the same work spent (a resumed batch's previous
@@ -114,6 +148,11 @@ class BudgetGuard:
             await waiter
         self.check_time()
         for g in chain:
+            if g.shared is not None:
+                refusal = await g.shared.take(tokens, cost)
+                if refusal is not None:
+                    raise g.refuse(refusal)
+        for g in chain:
             g.calls += 1
             g.reserved_tokens += tokens
             g.reserved_usd += cost
@@ -162,6 +201,8 @@ class BudgetGuard:
                 guard.calls += calls
                 guard.spent_tokens += tokens
                 guard.spent_usd += cost
+                if guard.shared is not None:
+                    guard.shared.charge(tokens, cost, calls)
             guard = guard.parent
 
     def settle(self, reservation: Reservation, tokens: int, cost: float) -> None:
@@ -173,6 +214,8 @@ class BudgetGuard:
             g.reserved_usd -= reservation.cost
             g.spent_tokens += tokens
             g.spent_usd += cost
+            if g.shared is not None:
+                g.shared.settle(reservation.tokens, reservation.cost, tokens, cost)
             waiters, g._waiters = g._waiters, []
             for waiter in waiters:
                 if not waiter.done():
@@ -182,6 +225,10 @@ class BudgetGuard:
         if not reservation.guards:
             self.spent_tokens += tokens
             self.spent_usd += cost
+
+    def refuse(self, refusal: Refusal) -> BudgetExceededError:
+        """The error for a shared budget's refusal (it exhausts this guard)."""
+        return self._error(refusal.which, refusal.limit, refusal.would_be, _UNITS[refusal.which])
 
     def _error(self, which: str, limit: float, would_be: float, unit: str) -> BudgetExceededError:
         shown = f"{limit:g}" if which != "max_usd" else f"${limit:.4f}"
@@ -196,3 +243,6 @@ class BudgetGuard:
         if which != "max_seconds":
             self.exhausted = err
         return err
+
+
+_UNITS = {"max_calls": "LLM calls", "max_tokens": "tokens", "max_usd": "USD"}

@@ -483,6 +483,7 @@ class Engine:
                 batch_budget=self.guard.budget if self.guard is not None else None,
                 rerun_changed=rerun_changed,
                 recipe=self.recipe,
+                batch_guard=self.guard,
             )
             async for index, outcome in executor.run(work):
                 await queue.put((index, outcome))

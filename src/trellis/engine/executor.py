@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from trellis.config import Config
 from trellis.engine.breaker import BreakerSettings
+from trellis.engine.budget import BudgetGuard
 from trellis.engine.results import RunResult
 from trellis.flow.flow import Flow
 from trellis.flow.policy import Budget, Cache
@@ -57,7 +58,9 @@ class BatchItem:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchWork:
-    """The items of one ``run_many`` still to run, and how to run each one."""
+    """The items of one ``run_many`` still to run, and how to run each one.
+    ``batch_guard``: the driver engine's batch budget guard (what the batch spent so far;
+    an executor that shares the budget across processes keeps it up to date)."""
 
     flow: Flow
     items: Sequence[BatchItem]
@@ -66,6 +69,7 @@ class BatchWork:
     batch_budget: Budget | None
     rerun_changed: bool
     recipe: EngineRecipe
+    batch_guard: BudgetGuard | None = None
 
 
 @runtime_checkable

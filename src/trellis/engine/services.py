@@ -54,6 +54,9 @@ class ModelChains:
         self._identities: dict[int, str] = {}
         self._chains: dict[tuple[str, tuple[str, ...] | None], list[Model]] = {}
         self._breakers: dict[int, CircuitBreaker] = {}
+        #: Told of every model instance created from here on (a Ray worker shares its
+        #: rate limits with the other workers through it).
+        self.on_create: Callable[[Model], None] | None = None
 
     def model(self, binding: ModelBinding) -> Model:
         """The one instance of ``binding``'s model, created on first use."""
@@ -64,6 +67,8 @@ class ModelChains:
             bind = getattr(model, "bind_engine", None)
             if callable(bind):  # a model that calls other roles (replay's fallback=ROLE)
                 bind(lambda role: self.chain(role)[0], self.config.prices.cost)
+            if self.on_create is not None:
+                self.on_create(model)
         self._identities.setdefault(id(model), _identity(binding, model))
         return model
 

@@ -28,6 +28,12 @@ Semantics:
 * **Fair.** Callers are served strictly first come, first served: a small request never
   overtakes a large one that is waiting for tokens.
 
+* **Shared across processes.** :meth:`RequestPacer.share` hands the configured ``rpm`` /
+  ``tpm`` to a :class:`SharedRate` (the Ray executor's workers lease blocks of permits from
+  one actor, see :mod:`trellis.cluster.limits`): every permit is then taken from it and
+  every settlement reported to it, and this pacer's own buckets only keep what a server's
+  headers taught it (pauses and stated limits, which only tighten).
+
 Waiting uses an injectable ``sleep`` and ``clock`` (``asyncio.sleep`` and
 ``time.monotonic`` by default) so that tests can drive the limiter with a fake clock.
 Waiting happens inside the provider's ``complete``, so it counts toward the engine's
@@ -43,10 +49,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from trellis.models.token_bucket import TokenBucket, per_minute_capacity
 
-__all__ = ["MAX_PAUSE_S", "Permit", "RequestPacer"]
+__all__ = ["MAX_PAUSE_S", "Permit", "RequestPacer", "SharedRate"]
 
 #: The longest pause a rate-limit header (or a retry-after) can impose on every caller.
 #: Longer waits are left to the server's 429 and the engine's retry-after handling, so a
@@ -60,6 +67,16 @@ class Permit:
 
     tokens: int
     settled: bool = False
+
+
+class SharedRate(Protocol):
+    """Requests and tokens per minute shared with other processes (reserve-then-settle)."""
+
+    async def take(self, tokens: int) -> None:
+        """Wait until one request and ``tokens`` tokens fit the shared limits; take them."""
+
+    def settle(self, tokens: int, actual_tokens: int) -> None:
+        """Replace a taken estimate of ``tokens`` by the tokens really used."""
 
 
 class RequestPacer:
@@ -92,6 +109,8 @@ class RequestPacer:
         self._paused_until = -math.inf
         self._queue: deque[asyncio.Event] = deque()
         self._changed: asyncio.Event | None = None
+        self._shared: SharedRate | None = None
+        self._own: tuple[TokenBucket | None, TokenBucket | None] | None = None
 
     def __repr__(self) -> str:
         return f"RequestPacer(rpm={self.rpm!r}, tpm={self.tpm!r})"
@@ -120,6 +139,24 @@ class RequestPacer:
                 out.append(bucket.level)
         return out[0], out[1]
 
+    @property
+    def shared(self) -> SharedRate | None:
+        """Where the configured limits are taken from, when shared (see :meth:`share`)."""
+        return self._shared
+
+    def share(self, shared: SharedRate | None) -> None:
+        """Take the configured ``rpm`` / ``tpm`` from ``shared`` from now on (None: from
+        this pacer's own buckets again). Limits learned from headers stay local."""
+        if shared is not None and self._shared is None:
+            self._own = (self._requests, self._tokens)
+            # Keep only what headers set up (a learned bucket when none was configured).
+            self._requests = None if self.rpm is not None else self._requests
+            self._tokens = None if self.tpm is not None else self._tokens
+        elif shared is None and self._own is not None:
+            self._requests, self._tokens = self._own
+            self._own = None
+        self._shared = shared
+
     # -- acquiring --------------------------------------------------------------------------
 
     async def acquire(self, tokens: int = 0) -> Permit:
@@ -129,6 +166,12 @@ class RequestPacer:
         the queue without taking anything.
         """
         tokens = max(0, int(tokens))
+        permit = await self._local(tokens)  # header pauses first: a shared permit is used at once
+        if self._shared is not None:
+            await self._shared.take(tokens)
+        return permit
+
+    async def _local(self, tokens: int) -> Permit:
         if not self._queue and self._delay(tokens) <= 0.0:
             self._take(tokens)
             return Permit(tokens)
@@ -192,6 +235,8 @@ class RequestPacer:
         if permit.settled:
             return
         permit.settled = True
+        if self._shared is not None:
+            self._shared.settle(permit.tokens, max(0, int(actual_tokens)))
         bucket = self._tokens
         if bucket is None:
             return
