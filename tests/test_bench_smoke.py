@@ -38,6 +38,7 @@ POSTGRES = {"postgres_durable_ratio_vs_psycopg"}
 RAY = {"ray_io_batch_ratio", "ray_cpu_batch_speedup"}
 UI = {"ui_runs_page_ms", "ui_big_run_page_ms"}
 SCALE_BATCH = {"batch_rss_ratio_20000", "show_batch_ratio_20000"}
+SCALE_LLM = {"llm_path_ratio_10000", "llm_inflight_ratio_10000"}
 FIGURES = {
     "chain_overhead_us_per_step",
     "chain_overhead_us_per_step_async",
@@ -58,6 +59,7 @@ FIGURES = {
     *RAY,
     *UI,
     *SCALE_BATCH,
+    *SCALE_LLM,
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -75,6 +77,7 @@ GOALS = {
     *RAY,
     *UI,
     *SCALE_BATCH,
+    *SCALE_LLM,
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",
