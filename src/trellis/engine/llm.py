@@ -523,7 +523,7 @@ class _Call:
         timeout = None
         if policy.retry_deadline is not None:
             timeout = policy.retry_deadline - self.retry_spent
-        deadline = guard.deadline()
+        deadline = None if self.scope.run.unbudgeted else guard.deadline()
         if deadline is not None:
             run_left = deadline - time.monotonic()
             timeout = run_left if timeout is None else min(timeout, run_left)
