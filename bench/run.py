@@ -1057,6 +1057,7 @@ GROUPS: dict[str, Group] = {
     "rss": rss_figures,
     "ui": lambda sizes, say: uiw.ui_figures(sizes.ui_runs, sizes.ui_steps, sizes.reps, say),
     "scale_batch": lambda sizes, say: __import__("scale_batch_workloads").group(sizes, say),
+    "scale_llm": lambda sizes, say: __import__("scale_llm_workloads").group(sizes, say),
 }
 
 

@@ -40,6 +40,7 @@ RAY = {"ray_io_batch_ratio", "ray_cpu_batch_speedup", "ray_shared_limit_ratio"}
 QUICK_SHARED_LIMIT_CALLS = 120
 UI = {"ui_runs_page_ms", "ui_big_run_page_ms"}
 SCALE_BATCH = {"batch_rss_ratio_20000", "show_batch_ratio_20000"}
+SCALE_LLM = {"llm_path_ratio_10000", "llm_inflight_ratio_10000"}
 FIGURES = {
     "chain_overhead_us_per_step",
     "chain_overhead_us_per_step_async",
@@ -60,6 +61,7 @@ FIGURES = {
     *RAY,
     *UI,
     *SCALE_BATCH,
+    *SCALE_LLM,
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -77,6 +79,7 @@ GOALS = {
     *RAY,
     *UI,
     *SCALE_BATCH,
+    *SCALE_LLM,
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",

@@ -22,6 +22,7 @@ from trellis.engine.budget import BudgetGuard
 from trellis.engine.durable import DurableRun, finish_batch, load_result, open_batch
 from trellis.engine.events import Emitter, Observer, RunFinished, emitter
 from trellis.engine.executor import BatchItem, BatchWork, EngineRecipe, Executor
+from trellis.engine.gcpause import managed_gc
 from trellis.engine.human import REPLY
 from trellis.engine.journal import record_from_row
 from trellis.engine.lease import Lease, check_lease_ttl, process_owner
@@ -83,6 +84,11 @@ class Engine:
       a run can add its own (``run(..., observers=...)``), and :meth:`stream` is one.
     - ``tracing``: OpenTelemetry spans of every run (``True``: the global tracer provider,
       or a ``Tracer``); needs the ``[otel]`` extra (:mod:`trellis.engine.tracing`).
+    - ``manage_gc``: while a run or batch is active, the heap that existed before it is
+      frozen (``gc.freeze()``) and the collector's young-generation threshold is raised,
+      restored when the last active run ends (:mod:`trellis.engine.gcpause`); big
+      fan-outs otherwise spend most of their time in the collector. ``False``: leave the
+      collector alone.
     """
 
     def __init__(
@@ -101,8 +107,10 @@ class Engine:
         executor: Executor | None = None,
         observers: Sequence[Observer] = (),
         tracing: Any = None,
+        manage_gc: bool = True,
     ) -> None:
         self.config = config or Config()
+        self.manage_gc = manage_gc
         self.observers = list(observers)
         if tracing is not None and tracing is not False:
             self.observers.append(tracing_observer(tracing))
@@ -210,15 +218,16 @@ class Engine:
         one is :class:`RunFinished` with the result. A recorded run, only read back, emits
         just that; a resume emits only what runs after the interruption."""
         emit = emitter(self.observers, observers)
-        result = await self._execute(
-            flow,
-            inputs,
-            budget=budget,
-            run_id=run_id,
-            rerun_changed=rerun_changed,
-            meta=meta,
-            emit=emit,
-        )
+        with managed_gc(self.manage_gc):
+            result = await self._execute(
+                flow,
+                inputs,
+                budget=budget,
+                run_id=run_id,
+                rerun_changed=rerun_changed,
+                meta=meta,
+                emit=emit,
+            )
         if emit is not None:
             emit(RunFinished(run_id=result.run_id, result=result))
         return result
@@ -365,9 +374,10 @@ class Engine:
                 raise InputError(f"step {step!r} of run {run_id!r} is no longer waiting")
             store.save_call(CallRow(run_id, key, REPLY, encoded, "[]"), epoch=epoch)
 
-        result = await self._execute(
-            flow, None, run_id=run_id, budget=budget, under_lease=record_answer
-        )
+        with managed_gc(self.manage_gc):
+            result = await self._execute(
+                flow, None, run_id=run_id, budget=budget, under_lease=record_answer
+            )
         after = result.steps.get(step)
         if after is not None and after.status == "waiting" and after.question:
             error = after.question.get("error")
@@ -488,6 +498,8 @@ class Engine:
             async for index, outcome in executor.run(work):
                 await queue.put((index, outcome))
 
+        gc_hold = managed_gc(self.manage_gc)  # the whole batch, not item by item
+        gc_hold.__enter__()
         try:
             async with batch_lease:  # one process works on a batch at a time
                 if (
@@ -528,10 +540,13 @@ class Engine:
                         epoch=parent.epoch,
                     )
         finally:
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                gc_hold.__exit__(None, None, None)
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -341,11 +342,13 @@ class _Call:
             wait += ticket.waited
             emit = scope.run.emit
             request = self.request(model, convo, None if emit is None else self._text_hook(emit))
-            try:
-                reservation = await scope.run.reserve(model.name, request)
-            except BaseException:
-                ticket.settle(Outcome.NEUTRAL)
-                raise
+            reservation = scope.run.reserve_free()
+            if reservation is None:
+                try:
+                    reservation = await scope.run.reserve(model.name, request)
+                except BaseException:
+                    ticket.settle(Outcome.NEUTRAL)
+                    raise
             self.attempt += 1
             self.waited, wait = wait, 0.0
             if emit is not None:
@@ -369,8 +372,7 @@ class _Call:
                 if self.timeout is None:
                     response = await model.complete(request)
                 else:
-                    async with asyncio.timeout(self.timeout):
-                        response = await model.complete(request)
+                    response = await _within(model.complete(request), started, self.timeout)
             except TimeoutError:
                 error = ModelTimeoutError(
                     f"{model.name} did not answer within {self.timeout:g}s", model=model.name
@@ -521,7 +523,7 @@ class _Call:
         timeout = None
         if policy.retry_deadline is not None:
             timeout = policy.retry_deadline - self.retry_spent
-        deadline = guard.deadline()
+        deadline = None if self.scope.run.unbudgeted else guard.deadline()
         if deadline is not None:
             run_left = deadline - time.monotonic()
             timeout = run_left if timeout is None else min(timeout, run_left)
@@ -611,6 +613,53 @@ class _Call:
         emit = scope.run.emit
         if emit is not None:
             emit(AttemptFinished(run_id=scope.run.result.run_id, record=record))
+
+
+async def _within(work: Awaitable[ModelResponse], started: float, timeout: float) -> ModelResponse:
+    """``await work`` under a deadline of ``timeout`` seconds from ``started``
+    (``time.perf_counter``), raising ``TimeoutError`` when it passes.
+
+    A coroutine is first run to its first suspension here: one that finishes without ever
+    suspending (an in-process model, a cached reply) cannot be interrupted by a deadline
+    anyway, and then costs no timer (a timer handle per attempt is a good part of a
+    zero-latency call). One that suspends goes on under ``asyncio.timeout_at`` of the same
+    deadline."""
+    loop_deadline = asyncio.get_running_loop().time() + timeout - (time.perf_counter() - started)
+    if not isinstance(work, types.CoroutineType):
+        async with asyncio.timeout_at(loop_deadline):
+            return await work
+    try:
+        first = work.send(None)
+    except StopIteration as done:
+        value: ModelResponse = done.value
+        return value
+    except BaseException:
+        work.close()
+        raise
+    async with asyncio.timeout_at(loop_deadline):
+        return await _resumed(work, first)  # type: ignore[no-any-return]
+
+
+@types.coroutine
+def _resumed(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
+    """Go on with ``coro``, suspended at ``pending`` (what its last step yielded): what
+    ``await coro`` would have done from there, values and exceptions passed through."""
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # thrown in by the task (cancellation, the deadline)
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 def _breaker_outcome(error: ModelError | None) -> Outcome:

@@ -25,7 +25,7 @@ __all__ = ["RunScope", "StepScope"]
 class RunScope:
     """What the step executions of one run share (one per run)."""
 
-    __slots__ = ("call_numbers", "emit", "guard", "journal", "result", "services")
+    __slots__ = ("call_numbers", "emit", "guard", "journal", "result", "services", "unbudgeted")
 
     def __init__(
         self,
@@ -43,6 +43,15 @@ class RunScope:
         #: built at all).
         self.emit = emit
         self.call_numbers: dict[str, int] = {}  # LLM calls made so far, per step
+        #: No budget on the guard or any parent (budgets are fixed when a guard is made):
+        #: a call then reserves nothing, so no estimate is made for it (see reserve_free).
+        self.unbudgeted = _unbudgeted(guard)
+
+    def reserve_free(self) -> Reservation | None:
+        """The reservation of a call when no budget applies (None when one does: use
+        :meth:`reserve`). It is what :meth:`reserve` would return then, an empty guard
+        chain, without the estimate, the coroutine and the chain walk."""
+        return Reservation(0, 0.0, ()) if self.unbudgeted else None
 
     async def reserve(self, model: str, request: ModelRequest) -> Reservation:
         """Reserve ``request``'s estimated tokens (and their cost) against the budgets."""
@@ -75,6 +84,15 @@ class RunScope:
     async def sleep(self, seconds: float) -> None:
         if seconds > 0:
             await self.services.sleep(seconds)
+
+
+def _unbudgeted(guard: BudgetGuard) -> bool:
+    current: BudgetGuard | None = guard
+    while current is not None:
+        if not current.budget.unlimited:
+            return False
+        current = current.parent
+    return True
 
 
 class StepScope:

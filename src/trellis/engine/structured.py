@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from trellis.errors import ConfigurationError, FailureMode
 from trellis.flow.types import describe
@@ -45,13 +46,20 @@ class OutputSpec:
     def parse(self, text: str) -> Any | ParseFailure:
         """The validated value, or why the reply is malformed / invalid."""
         body = text.strip()
-        fenced = _FENCE.match(body)
-        if fenced:
-            body = fenced.group(1).strip()
+        if body.startswith("```"):
+            fenced = _FENCE.match(body)
+            if fenced:
+                body = fenced.group(1).strip()
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            return ParseFailure(FailureMode.MALFORMED, f"the reply is not valid JSON: {exc}")
+            # pydantic-core's parser: the same values as json.loads for valid JSON, several
+            # times faster; anything it refuses goes through json.loads, whose error (or
+            # value, for what only json.loads reads) is what the call reports.
+            data = from_json(body)
+        except (ValueError, TypeError):  # TypeError: a str subclass
+            try:
+                data = json.loads(body)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                return ParseFailure(FailureMode.MALFORMED, f"the reply is not valid JSON: {exc}")
         try:
             return self.adapter.validate_python(data)
         except ValidationError as exc:

@@ -59,7 +59,7 @@ class FunctionModel(Model):
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.calls.append(request)
         result = self._fn(request)
-        if inspect.isawaitable(result):
+        if not isinstance(result, str) and inspect.isawaitable(result):
             result = await result
         return self._to_response(request, result)
 
