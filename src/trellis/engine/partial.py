@@ -15,6 +15,7 @@ nothing is exposed.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
@@ -43,11 +44,12 @@ class PartialParser:
     keeps its last valid value while the text shows an invalid one (a list whose last
     element is still being written), and is left out until it first validates."""
 
-    __slots__ = ("_adapters", "_model", "_parsed", "_parts", "_valid")
+    __slots__ = ("_adapters", "_build", "_model", "_parsed", "_parts", "_valid")
 
     def __init__(self, tp: Any) -> None:
         self._model = partial_model(tp) if _is_model(tp) else None
         self._adapters = _field_adapters(tp) if self._model is not None else {}
+        self._build = _constructor(self._model) if self._model is not None else None
         self._parts: list[str] = []
         self._parsed: Any = None  # the lenient parse of the text so far
         self._valid: dict[str, tuple[Any, Any]] = {}  # field -> (parsed value, validated)
@@ -88,9 +90,9 @@ class PartialParser:
                 continue  # not valid yet: the last valid value (or nothing) stands
             valid[name] = (raw, value)
             changed = True
-        if not changed:
+        if not changed or self._build is None:
             return None
-        return self._model.model_construct(**{k: v for k, (_, v) in valid.items()})
+        return self._build({k: v for k, (_, v) in valid.items()})
 
 
 @functools.cache
@@ -100,6 +102,34 @@ def _field_adapters(tp: type[BaseModel]) -> dict[str, TypeAdapter[Any]]:
         name: TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type]
         for name, info in tp.model_fields.items()
     }
+
+
+@functools.cache
+def _constructor(model: type[BaseModel]) -> Callable[[dict[str, Any]], BaseModel]:
+    """``model.model_construct(**values)`` for a partial model, without its per-call work
+    (aliases, defaults, post-init hooks: a partial model has none of them; every field
+    defaults to None). It is called for every piece of a streamed structured reply."""
+    defaults = dict.fromkeys(model.model_fields)
+    plain = (
+        not model.__pydantic_root_model__
+        and not model.__pydantic_post_init__
+        and model.model_config.get("extra") != "allow"
+        and all(f.alias is None and f.validation_alias is None for f in model.model_fields.values())
+    )
+    if not plain:
+        return lambda values: model.model_construct(**values)
+    new = model.__new__
+    setattr_ = object.__setattr__
+
+    def build(values: dict[str, Any]) -> BaseModel:
+        instance = new(model)
+        setattr_(instance, "__dict__", {**defaults, **values})
+        setattr_(instance, "__pydantic_fields_set__", set(values))
+        setattr_(instance, "__pydantic_extra__", None)
+        setattr_(instance, "__pydantic_private__", None)
+        return instance
+
+    return build
 
 
 def _is_model(tp: Any) -> bool:
