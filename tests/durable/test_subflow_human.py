@@ -277,3 +277,33 @@ async def test_a_resumed_parent_lists_its_restored_childrens_calls_once(tmp_path
     assert sorted(c.step for c in result.calls) == ["titles[0]/title", "titles[1]/title"]
     assert {c.source for c in result.calls} == {"journal"}
     assert result.usage.attempts == len(result.calls) == 2
+
+
+async def test_a_resume_after_the_answer_continues_inside_the_child(tmp_path: Path) -> None:
+    """The answer is recorded, then the run stops (a step after it crashes): a plain
+    resume (what `trellis resume` does) continues from inside the child and finishes the
+    parent, the answer kept, nothing re-run that completed and nothing paid twice."""
+    db, counts, m = tmp_path / "h.db", Counts(), model()
+    crash = {"on": True}
+    child = review_flow(counts)
+
+    @child.step
+    def archive(publish: str) -> str:
+        counts.hit("archive")
+        if crash["on"]:
+            raise RuntimeError("killed after the answer")
+        return publish + " (archived)"
+
+    parent = tl.Flow("archived", inputs={"issue": str})
+    parent.subflow(child, name="review", inputs={"issue": "issue"}, output="archive")
+    await run(db, parent, {"issue": "x"}, m, "a1")
+    failed = await reply(db, parent, m, "a1", "review/approve", APPROVE)
+    assert failed.status == "failed" and failed.steps["review"].status == "failed"
+    crash["on"] = False
+    result = await run(db, parent, None, m, "a1")
+    assert result.ok, result.error
+    assert result["review"] == "published: a fix (archived)"
+    assert len(m.calls) == 1 and result.usage.attempts == 1
+    assert counts["draft:x"] == 1 and counts["publish:a fix"] == 1
+    assert counts["approve:x"] == 2  # asked, then answered; the resume restored it
+    assert counts["archive"] == 2
