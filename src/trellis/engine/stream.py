@@ -64,23 +64,33 @@ class EventBuffer:
         self.coalesced = 0  # deltas merged into an earlier one (for tests and figures)
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, TokenDelta):
+            self.delta(event.run_id, event.step, event.text, event)
+            return
+        self._events.append(event)
+        if self._waiter is not None:
+            self.wake()
+
+    def delta(self, run_id: str, step: str, text: str, event: TokenDelta | None = None) -> None:
+        """A token delta (the :class:`~trellis.engine.events.Emitter` hands a lone buffer
+        its text: no event is built for a delta that merges)."""
         events = self._events
-        # Below the limit an event is appended and nothing else is tracked; past it, each
+        # Below the limit a delta is appended and nothing else is tracked; past it, each
         # step's newest delta is remembered, and later deltas of that step merge into it.
-        if len(events) >= self.limit and isinstance(event, TokenDelta):
-            key = (event.run_id, event.step)
+        if len(events) >= self.limit:
+            key = (run_id, step)
             at = self._latest_delta.get(key)
             if at is not None:
                 older = events[at]
                 if isinstance(older, _Merged):
-                    older.pieces.append(event.text)
+                    older.pieces.append(text)
                 else:
                     assert isinstance(older, TokenDelta)
-                    events[at] = _Merged(older, event.text)
+                    events[at] = _Merged(older, text)
                 self.coalesced += 1
                 return
             self._latest_delta[key] = len(events)
-        events.append(event)
+        events.append(event or TokenDelta(run_id=run_id, step=step, text=text))
         if self._waiter is not None:
             self.wake()
 
