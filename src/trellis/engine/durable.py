@@ -216,7 +216,10 @@ def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> 
             c.attempt,
         )
     )
-    calls.extend(recorded_subflow_calls(store, run_id, replayed=False))  # under their paths
+    # Its sub-flows' calls, under their paths (a batch has none; a flow without sub-flow
+    # steps neither: no query for them then, as a big batch's items are loaded one by one).
+    if not row.is_batch and (plan is None or any(s.subflow is not None for s in plan.steps)):
+        calls.extend(recorded_subflow_calls(store, run_id, replayed=False))
     result = RunResult(
         run_id=row.run_id,
         flow=row.flow,
