@@ -7,6 +7,7 @@ import enum
 import json
 import math
 import random
+import re
 import time
 import uuid
 from collections import Counter
@@ -588,3 +589,15 @@ async def test_usage() -> None:
     assert reply.usage.input_tokens == estimate_request_tokens(req)
     assert reply.usage.output_tokens == max(1, math.ceil(len(reply.text) / 4))
     assert estimate_tokens("") == 0 and estimate_tokens("abcde") == 2
+
+
+@given(st.text(alphabet=st.sampled_from("ab {}\"\n\t:,.0"), max_size=40))
+def test_a_streamed_reply_is_cut_into_words_that_rejoin_to_it(text: str) -> None:
+    """The pieces the simulator streams: a word with the space after it (leading space
+    on its own), none empty, joining back to the reply."""
+    from trellis.models.sim import _stream_pieces
+
+    pieces = _stream_pieces(text)
+    assert "".join(pieces) == text
+    assert all(pieces)
+    assert pieces == [m.group() for m in re.finditer(r"\S*\s*", text) if m.group()]

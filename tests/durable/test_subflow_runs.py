@@ -111,6 +111,7 @@ async def test_crash_inside_a_subflow_resumes_inside_it_once_and_only_once(
         result = await engine.run(parent_flow(counts, set()), run_id="r")
     assert result.ok, result.error
     assert len(model.calls) == 4, "the journaled calls inside the child were replayed"
+    assert result.usage.attempts == 4, "and counted once: the child's spend is not 'earlier'"
     assert counts == {
         "cleaned": 1,
         "judge:a": 1,

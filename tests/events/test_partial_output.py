@@ -97,3 +97,25 @@ def test_a_number_the_text_ends_in_waits_for_its_delimiter() -> None:
     assert value is None  # still maybe cut: nothing new to show
     value = parser.feed(", ")
     assert value is not None and value.count == 125  # type: ignore[attr-defined]
+
+
+@given(reports, st.data())
+def test_the_fast_partial_model_is_what_model_construct_builds(
+    report: Report, data: st.DataObject
+) -> None:
+    """Each partial is built without ``model_construct``'s per-call work: it must be the
+    very instance ``model_construct`` would build (fields, which were set, dump, repr)."""
+    text = report.model_dump_json()
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(text) - 1), max_size=6)))
+    parser = PartialParser(Report)
+    model = partial_model(Report)
+    for start, stop in itertools.pairwise([0, *cuts, len(text)]):
+        value = parser.feed(text[start:stop])
+        if value is None:
+            continue
+        expected = model.model_construct(**{k: getattr(value, k) for k in value.model_fields_set})
+        assert type(value) is model
+        assert value == expected
+        assert value.model_fields_set == expected.model_fields_set
+        assert value.model_dump() == expected.model_dump()
+        assert repr(value) == repr(expected)

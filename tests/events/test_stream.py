@@ -15,6 +15,7 @@ from trellis.engine.events import (
     AttemptFinished,
     AttemptRetried,
     AttemptStarted,
+    Emitter,
     Event,
     PartialOutput,
     RunFinished,
@@ -265,3 +266,53 @@ async def test_a_batch_item_with_bad_inputs_still_ends_with_its_result() -> None
     finals = [e for e in events if isinstance(e, RunFinished)]
     assert sorted(f.result.status for f in finals) == ["done", "failed"]
     assert [r.status for r in stream.results] == ["done", "failed"]
+
+
+def test_a_lone_buffer_takes_deltas_as_text_and_the_events_are_the_same() -> None:
+    """Through ``Emitter.delta`` a lone buffer gets a delta's text (no event is built for
+    one it merges); what its consumer takes is what the events themselves would give, and
+    any other observer still gets ``TokenDelta`` events."""
+    pieces = [("a", "x"), ("a", "y"), ("b", "1"), ("a", "z"), ("b", "2"), ("a", "!")]
+
+    def through(emit_delta: bool) -> list[Any]:
+        buffer = EventBuffer(limit=2)
+        emitter = Emitter([buffer])
+        for n, (step, text) in enumerate(pieces):
+            if emit_delta:
+                emitter.delta("r", step, text)
+            else:
+                emitter(TokenDelta(run_id="r", step=step, text=text))
+            if n == 2:
+                emitter(StepStarted(run_id="r", step="c"))
+        return [
+            (type(e).__name__, getattr(e, "step", None), getattr(e, "text", None))
+            for e in buffer.take()
+        ]
+
+    assert (
+        through(True)
+        == through(False)
+        == [
+            ("TokenDelta", "a", "x"),
+            ("TokenDelta", "a", "y"),
+            ("TokenDelta", "b", "12"),
+            ("StepStarted", "c", None),
+            ("TokenDelta", "a", "z!"),
+        ]
+    )
+    seen: list[Event] = []
+    both = Emitter([EventBuffer(), seen.append])
+    both.delta("r", "a", "x")
+    assert seen == [TokenDelta(run_id="r", step="a", text="x")]
+
+
+def test_a_delta_sink_that_raises_is_dropped_like_any_observer() -> None:
+    class Broken(EventBuffer):
+        def delta(self, run_id: str, step: str, text: str, event: Any = None) -> None:
+            raise RuntimeError("broken")
+
+    emitter = Emitter([Broken()])
+    emitter.delta("r", "a", "x")
+    emitter.delta("r", "a", "y")
+    assert [str(e) for e in emitter.errors] == ["broken"]
+    assert emitter.observers == []

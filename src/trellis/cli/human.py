@@ -44,8 +44,9 @@ from trellis.cli.run_meta import RunMeta, meta_of
 from trellis.cli.settings import Settings
 from trellis.cli.stores import find_run, store_of_run
 from trellis.engine.durable import load_result
-from trellis.engine.journal import record_from_row
+from trellis.engine.human import find_question, top_of
 from trellis.engine.results import RunResult
+from trellis.errors import InputError
 from trellis.flow.flow import Flow
 from trellis.store.base import RunRow, Store
 
@@ -66,7 +67,10 @@ StepArgument = Annotated[
     str,
     typer.Argument(
         metavar="STEP",
-        help="The step that waits (shown by `trellis show RUN`).",
+        help=(
+            "The step that waits (shown by `trellis show RUN`); inside a sub-flow, its path "
+            "from the run: `review/approve`, `reviews[2]/approve` for a mapped one."
+        ),
         show_default=False,
     ),
 ]
@@ -237,6 +241,12 @@ def answer_waiting_step(
     last item waiting. ``show`` prints the result before the batch is looked at."""
     try:
         row = find_run(opened, run)
+        # A question inside a sub-flow, addressed by its child run (RUN/review approve):
+        # the same as the top-level run with the step path (RUN review/approve).
+        top, path = top_of(opened, row.run_id, step)
+        if top != row.run_id:
+            run, step = top, path
+            row = find_run(opened, run)
         question = _waiting_question(opened, row, step)
         if approval and not is_approval(question):
             command = answer_commands(run, step, question, opened.url)[0]
@@ -301,15 +311,10 @@ def _waiting_question(store: Store, row: RunRow, step: str) -> dict[str, Any]:
         )
     if row.status != "waiting":
         raise CliError(f"run {run} is {row.status}, not waiting for input")
-    waiting: dict[str, dict[str, Any]] = {}
-    for srow in store.load_steps(run):
-        if srow.status == "waiting":
-            waiting[srow.step] = record_from_row(srow).question or {}
-    question = waiting.get(step)
-    if question is None:
-        names = ", ".join(sorted(waiting)) or "none"
-        raise CliError(f"step {step!r} of run {run} is not waiting for input (waiting: {names})")
-    return question
+    try:
+        return find_question(store, run, step).question
+    except InputError as exc:
+        raise CliError(str(exc).replace(f"run {run!r}", f"run {run}")) from None
 
 
 def _after_item(

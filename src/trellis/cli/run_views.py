@@ -22,6 +22,7 @@ from rich.tree import Tree
 
 from trellis.cli.formats import fmt_cost, fmt_seconds
 from trellis.cli.render import answer_commands, question_lines, render_waiting, store_args
+from trellis.engine.human import leaf_questions
 from trellis.engine.records import Waiting, interrupted, subflow_of
 from trellis.engine.results import CallRecord, Decision, RunResult, Stats, StepRecord, jsonable
 from trellis.engine.summary import WaitingStep, adjustment_warnings
@@ -442,7 +443,12 @@ def _step_node(
     elif record.status in ("skipped", "cancelled") and record.reason and not decisions:
         node.add(Text(f"{record.status}: {record.reason}", style="dim"))
     if record.status == "waiting" and record.question is not None:
-        _question_nodes(node, result.run_id, record.name, record.question, store)
+        # A sub-flow step: each question waiting inside it, answered by its path.
+        for path, question in leaf_questions(record.name, record.question) or [
+            (record.name, record.question)
+        ]:
+            where = node if path == record.name else node.add(Text(f"⏸ {path}", style="yellow"))
+            _question_nodes(where, result.run_id, path, question, store)
     if record.status == "done":
         text = json.dumps(jsonable(record.output), ensure_ascii=False)
         limit = max(40, min(_PREVIEW, width))

@@ -33,6 +33,7 @@ from trellis.engine.journal import (
 )
 from trellis.engine.lease import Lease, process_owner
 from trellis.engine.results import CallRecord, Decision, RunResult, Stats, StepRecord
+from trellis.engine.runner import recorded_subflow_calls
 from trellis.errors import InputError, LeaseLostError, RunLockedError, StoreError
 from trellis.flow.graph import CompiledFlow
 from trellis.store.base import RunRow, StepRow, Store
@@ -215,6 +216,10 @@ def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> 
             c.attempt,
         )
     )
+    # Its sub-flows' calls, under their paths (a batch has none; a flow without sub-flow
+    # steps neither: no query for them then, as a big batch's items are loaded one by one).
+    if not row.is_batch and (plan is None or any(s.subflow is not None for s in plan.steps)):
+        calls.extend(recorded_subflow_calls(store, run_id, replayed=False))
     result = RunResult(
         run_id=row.run_id,
         flow=row.flow,
@@ -326,6 +331,14 @@ def earlier_spend(store: Store, row: RunRow) -> Stats:
         for data in decode(crow.attempts, Any, f"call {crow.key!r}"):
             replayed.add_attempt(call_record_from_dict(data))
     left.subtract(replayed)
+    # A sub-flow step that did not complete re-enters its child runs, which count again
+    # what they restore and replay: their recorded usage is not "earlier" spend.
+    prefix = row.run_id + "/"
+    for child in store.list_runs(parent_id=row.run_id):
+        if child.usage and child.meta and '"subflow"' in child.meta:
+            step = child.run_id.removeprefix(prefix).partition("[")[0]
+            if child.run_id.startswith(prefix) and step not in done_steps:
+                left.subtract(stats_from_json(child.usage))
     return left if left.attempts > 0 else Stats()
 
 

@@ -23,8 +23,7 @@ from trellis.engine.durable import DurableRun, finish_batch, load_result, open_b
 from trellis.engine.events import Emitter, Observer, RunFinished, emitter
 from trellis.engine.executor import BatchItem, BatchWork, EngineRecipe, Executor
 from trellis.engine.gcpause import managed_gc
-from trellis.engine.human import REPLY
-from trellis.engine.journal import record_from_row
+from trellis.engine.human import REPLY, find_question, leaf_questions
 from trellis.engine.lease import Lease, check_lease_ttl, process_owner
 from trellis.engine.results import ErrorInfo, RunResult, StepRecord
 from trellis.engine.runner import Run, current_step
@@ -345,44 +344,41 @@ class Engine:
     ) -> RunResult:
         """Answer the question step ``step`` of waiting run ``run_id`` asked, and resume it.
 
-        The answer is validated against the type the step asked for; an invalid one raises
-        :class:`InputError` and the run keeps waiting. Returns the resumed run's result
-        (which may be waiting again, on another question)."""
+        A question inside a sub-flow is addressed by its step path from the run
+        (``"reviews[2]/approve"``: the sub-flow step, the element, the child's step), or by
+        the child run's id (``f"{run_id}/reviews[2]"``) and its step; either way ``flow``
+        is the top-level run's flow, which is what resumes. The answer is validated
+        against the type the step asked for; an invalid one raises :class:`InputError` and
+        the run keeps waiting. Returns the resumed run's result (which may be waiting
+        again, on another question)."""
         if self.store is None:
             raise ConfigurationError("this engine has no store: waiting runs live in a store")
-        row = self.store.get_run(run_id)
-        if row is None:
-            raise InputError(f"no run {run_id!r} in the store {self.store.url}")
-        if row.status != "waiting":
-            raise InputError(f"run {run_id!r} is {row.status}, not waiting for input")
-        waiting = {s.step: s for s in self.store.load_steps(run_id) if s.status == "waiting"}
-        srow = waiting.get(step)
-        if srow is None:
-            names = ", ".join(sorted(waiting)) or "none"
-            raise InputError(
-                f"step {step!r} of run {run_id!r} is not waiting for input (waiting: {names})"
-            )
-        question = record_from_row(srow).question or {}
-        key = question.get("key")
+        asked = find_question(self.store, run_id, step)
+        run_id, path, owner = asked.run_id, asked.path, asked.owner
+        key = asked.question.get("key")
         if not isinstance(key, str):
-            raise StoreError(f"run {run_id!r}: step {step!r} is waiting without a question")
+            raise StoreError(f"run {run_id!r}: step {path!r} is waiting without a question")
         encoded = encode(answer, "the answer")
 
         def record_answer(store: Store, epoch: int | None) -> None:
-            current = {s.step: s.status for s in store.load_steps(run_id)}
-            if current.get(step) != "waiting":  # answered meanwhile by another process
-                raise InputError(f"step {step!r} of run {run_id!r} is no longer waiting")
-            store.save_call(CallRow(run_id, key, REPLY, encoded, "[]"), epoch=epoch)
+            current = {s.step: s.status for s in store.load_steps(owner)}
+            if current.get(asked.step) != "waiting":  # answered meanwhile by another process
+                raise InputError(f"step {path!r} of run {run_id!r} is no longer waiting")
+            # A child's journal carries no epoch: the parent's lease, held now, fences it.
+            fence = epoch if owner == run_id else None
+            store.save_call(CallRow(owner, key, REPLY, encoded, "[]"), epoch=fence)
 
         with managed_gc(self.manage_gc):
             result = await self._execute(
                 flow, None, run_id=run_id, budget=budget, under_lease=record_answer
             )
-        after = result.steps.get(step)
-        if after is not None and after.status == "waiting" and after.question:
-            error = after.question.get("error")
-            if error and after.question.get("key") == key:
-                raise InputError(f"step {step!r}: {error}; the run is still waiting")
+        first = path.split("/", 1)[0].partition("[")[0]
+        after = result.steps.get(first)
+        if after is not None and after.status == "waiting":
+            for where, question in leaf_questions(first, after.question):
+                error = question.get("error")
+                if where == path and error and question.get("key") == key:
+                    raise InputError(f"step {path!r}: {error}; the run is still waiting")
         return result
 
     def load(self, run_id: str, flow: Flow | None = None) -> RunResult:

@@ -155,13 +155,18 @@ Observer = Callable[[Event], None]
 
 
 class Emitter:
-    """Calls each observer with each event; an observer that raises is dropped."""
+    """Calls each observer with each event; an observer that raises is dropped.
 
-    __slots__ = ("errors", "observers")
+    Token deltas come through :meth:`delta`: when the only observer takes deltas as text
+    (``observer.delta(run_id, step, text)``: the buffer of ``engine.stream``), it gets them
+    so, and builds an event only for a delta it does not merge into an earlier one."""
+
+    __slots__ = ("_sink", "errors", "observers")
 
     def __init__(self, observers: Iterable[Observer]) -> None:
         self.observers = list(observers)
         self.errors: list[BaseException] = []
+        self._sink = _delta_sink(self.observers)
 
     def __call__(self, event: Event) -> None:
         broken = None
@@ -173,6 +178,28 @@ class Emitter:
                 broken = observer
         if broken is not None:
             self.observers = [o for o in self.observers if o is not broken]
+            self._sink = _delta_sink(self.observers)
+
+    def delta(self, run_id: str, step: str, text: str) -> None:
+        """A piece of streamed text of ``step``: a :class:`TokenDelta` to every observer."""
+        sink = self._sink
+        if sink is None:
+            self(TokenDelta(run_id=run_id, step=step, text=text))
+            return
+        try:
+            sink(run_id, step, text)
+        except Exception as exc:  # as for an event: the observer is dropped
+            self.errors.append(exc)
+            self.observers = []
+            self._sink = None
+
+
+def _delta_sink(observers: list[Observer]) -> Callable[[str, str, str], None] | None:
+    """The lone observer's ``delta`` method, when it has one."""
+    if len(observers) != 1:
+        return None
+    sink = getattr(observers[0], "delta", None)
+    return sink if callable(sink) else None
 
 
 def emitter(*groups: Iterable[Observer] | None) -> Emitter | None:

@@ -36,7 +36,6 @@ from trellis.engine.events import (
     AttemptStarted,
     Emitter,
     PartialOutput,
-    TokenDelta,
 )
 from trellis.engine.journal import request_hash
 from trellis.engine.partial import PartialParser
@@ -498,7 +497,7 @@ class _Call:
             parser = None
 
         def on_text(piece: str) -> None:
-            emit(TokenDelta(run_id=run_id, step=step, text=piece))
+            emit.delta(run_id, step, piece)
             if parser is not None:
                 value = parser.feed(piece)
                 if value is not None:

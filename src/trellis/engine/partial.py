@@ -15,6 +15,7 @@ nothing is exposed.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
@@ -43,14 +44,16 @@ class PartialParser:
     keeps its last valid value while the text shows an invalid one (a list whose last
     element is still being written), and is left out until it first validates."""
 
-    __slots__ = ("_adapters", "_model", "_parsed", "_parts", "_valid")
+    __slots__ = ("_build", "_model", "_parsed", "_parts", "_valid", "_validators", "_values")
 
     def __init__(self, tp: Any) -> None:
         self._model = partial_model(tp) if _is_model(tp) else None
-        self._adapters = _field_adapters(tp) if self._model is not None else {}
+        self._validators = _field_validators(tp) if self._model is not None else {}
+        self._build = _constructor(self._model) if self._model is not None else None
         self._parts: list[str] = []
         self._parsed: Any = None  # the lenient parse of the text so far
-        self._valid: dict[str, tuple[Any, Any]] = {}  # field -> (parsed value, validated)
+        self._valid: dict[str, Any] = {}  # field -> the parsed value last validated
+        self._values: dict[str, Any] = {}  # field -> its validated value
 
     @property
     def enabled(self) -> bool:
@@ -73,33 +76,61 @@ class PartialParser:
         if not isinstance(data, dict) or data == self._parsed:
             return None  # not an object, or nothing new (whitespace, a key being written)
         self._parsed = data
-        valid = self._valid
+        valid, values, validators = self._valid, self._values, self._validators
         changed = False
         for name, raw in data.items():
-            adapter = self._adapters.get(name)
-            if adapter is None:
-                continue
-            seen = valid.get(name)
-            if seen is not None and seen[0] == raw:
+            validate = validators.get(name)
+            if validate is None or (name in valid and valid[name] == raw):
                 continue
             try:
-                value = adapter.validate_python(raw)
+                value = validate(raw)
             except ValidationError:
                 continue  # not valid yet: the last valid value (or nothing) stands
-            valid[name] = (raw, value)
+            valid[name] = raw
+            values[name] = value
             changed = True
-        if not changed:
+        if not changed or self._build is None:
             return None
-        return self._model.model_construct(**{k: v for k, (_, v) in valid.items()})
+        return self._build(values)
 
 
 @functools.cache
-def _field_adapters(tp: type[BaseModel]) -> dict[str, TypeAdapter[Any]]:
-    """One validator per field of ``tp`` (its type and constraints)."""
-    return {
+def _field_validators(tp: type[BaseModel]) -> dict[str, Callable[[Any], Any]]:
+    """One validator per field of ``tp`` (its type and constraints): the compiled
+    validator's ``validate_python``, called without ``TypeAdapter``'s per-call wrapper."""
+    adapters: dict[str, TypeAdapter[Any]] = {
         name: TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type]
         for name, info in tp.model_fields.items()
     }
+    return {name: adapter.validator.validate_python for name, adapter in adapters.items()}
+
+
+@functools.cache
+def _constructor(model: type[BaseModel]) -> Callable[[dict[str, Any]], BaseModel]:
+    """``model.model_construct(**values)`` for a partial model, without its per-call work
+    (aliases, defaults, post-init hooks: a partial model has none of them; every field
+    defaults to None). It is called for every piece of a streamed structured reply."""
+    defaults = dict.fromkeys(model.model_fields)
+    plain = (
+        not model.__pydantic_root_model__
+        and not model.__pydantic_post_init__
+        and model.model_config.get("extra") != "allow"
+        and all(f.alias is None and f.validation_alias is None for f in model.model_fields.values())
+    )
+    if not plain:
+        return lambda values: model.model_construct(**values)
+    new = model.__new__
+    setattr_ = object.__setattr__
+
+    def build(values: dict[str, Any]) -> BaseModel:
+        instance = new(model)
+        setattr_(instance, "__dict__", {**defaults, **values})
+        setattr_(instance, "__pydantic_fields_set__", set(values))
+        setattr_(instance, "__pydantic_extra__", None)
+        setattr_(instance, "__pydantic_private__", None)
+        return instance
+
+    return build
 
 
 def _is_model(tp: Any) -> bool:

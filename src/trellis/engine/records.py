@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trellis.engine.durable import load_result, recorded_batch_inputs
+from trellis.engine.human import leaf_questions
 from trellis.engine.journal import (
     call_record_from_dict,
     error_from_json,
@@ -247,18 +248,19 @@ def is_approval(question: Mapping[str, Any]) -> bool:
 
 
 def waiting_of(store: Store, row: RunRow) -> Waiting:
-    """The questions a recorded run waits on (a batch: how many of its items wait)."""
+    """The questions a recorded run waits on (a batch: how many of its items wait); a
+    sub-flow step's are the questions waiting inside it, each by its path from the run."""
     if row.is_batch:
         return Waiting(items=len(store.list_runs(parent_id=row.run_id, status="waiting")))
     if row.status != "waiting":
         return Waiting()
-    return Waiting(
-        steps=tuple(
-            (srow.step, record_from_row(srow).question or {})
-            for srow in store.load_steps(row.run_id)
-            if srow.status == "waiting"
-        )
-    )
+    steps: list[tuple[str, dict[str, Any]]] = []
+    for srow in store.load_steps(row.run_id):
+        if srow.status == "waiting":
+            question = record_from_row(srow).question or {}
+            # A sub-flow step: each question waiting inside it, by its path (review/approve).
+            steps.extend(leaf_questions(srow.step, question) or [(srow.step, question)])
+    return Waiting(steps=tuple(steps))
 
 
 # -- batches -------------------------------------------------------------------------------
@@ -460,6 +462,8 @@ def list_entries(
     record that cannot be read never hides the rest: it is listed as ``unreadable``."""
     top_level = not include_items and status != "waiting"
     rows = store.list_runs(flow=flow, status=status, top_level=top_level, limit=limit, lenient=True)
+    if not top_level and not include_items:  # a sub-flow's waiting child: its parent is listed
+        rows = [r for r in rows if r.unreadable is not None or subflow_of(r) is None]
     order = StepOrder(store)
     now = time.time()
     listed: list[tuple[RunRow, dict[str, Any]]] = []

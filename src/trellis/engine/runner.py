@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import time
 from collections import deque
@@ -33,10 +34,11 @@ from trellis.engine.events import (
     StepStarted,
     WaitingForPerson,
 )
-from trellis.engine.human import EngineHuman, WaitingForInput
-from trellis.engine.journal import Journal
+from trellis.engine.human import EngineHuman, WaitingForInput, subflow_question
+from trellis.engine.journal import Journal, call_record_from_dict
 from trellis.engine.llm import EngineLLM
 from trellis.engine.results import (
+    CallRecord,
     Decision,
     ErrorInfo,
     RunResult,
@@ -62,13 +64,15 @@ from trellis.errors import (
 from trellis.flow.inject import ElementFailure, Round, RunContext
 from trellis.flow.policy import RetryPolicy, resolve_cache
 from trellis.flow.types import describe
+from trellis.store.base import Store
+from trellis.store.codec import decode
 
 if TYPE_CHECKING:
     from trellis.flow.flow import Flow
     from trellis.flow.graph import CompiledFlow
     from trellis.flow.step import StepSpec
 
-__all__ = ["Run", "child_run_id", "current_step"]
+__all__ = ["Run", "child_run_id", "current_step", "recorded_subflow_calls"]
 
 # Order matters: >= FAILED means the step's dependents cannot run.
 PENDING, RUNNING, DONE, SKIPPED, WAITING, BLOCKED, FAILED, CANCELLED = range(8)
@@ -236,6 +240,16 @@ class Run:
             if restored is not None:
                 self.result.decisions.extend(restored.decisions)
                 self.result.calls.extend(restored.calls)
+                if spec.subflow is not None:  # its children's calls, under their paths
+                    try:
+                        self.result.calls.extend(
+                            recorded_subflow_calls(
+                                self.journal.store, self.result.run_id, step=spec.name
+                            )
+                        )
+                    except Exception as exc:
+                        self._fail(i, _store_error(exc))
+                        return
                 self.result.usage.merge(record.usage)
                 usage = record.usage
                 self.guard.charge(usage.total_tokens, usage.cost_usd, usage.attempts)
@@ -691,6 +705,8 @@ class Run:
         if spec.map_over is None:
             child = await self._child(i, spec, spec.fn(**kwargs), None)
             record.children.append(child)
+            if child.status == "waiting":  # a question inside: the step waits with it
+                raise WaitingForInput(subflow_question(spec.name, [child]))
             return _child_output(spec, child)
         items = list(kwargs[spec.map_over])
         record.elements = len(items)
@@ -702,6 +718,8 @@ class Run:
             try:
                 child = await self._child(i, spec, spec.fn(**{**kwargs, key: item}), index)
                 children[index] = child
+                if child.status == "waiting":
+                    return None  # the step waits once every element settled
                 return _child_output(spec, child)
             except Exception as exc:
                 if not collect or isinstance(exc, _RUN_FATAL):
@@ -712,7 +730,13 @@ class Run:
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(element(n, item)) for n, item in enumerate(items)]
         try:
-            return list(await asyncio.gather(*tasks))
+            outputs = list(await asyncio.gather(*tasks))
+            waiting = [c for c in children if c is not None and c.status == "waiting"]
+            if waiting:
+                raise WaitingForInput(subflow_question(spec.name, waiting))
+            return outputs
+        except WaitingForInput:
+            raise
         except BaseException:
             for task in tasks:
                 task.cancel()
@@ -755,6 +779,12 @@ class Run:
             journal.finish_child(result)
         self.records[i].usage.merge(result.usage)
         self.result.usage.merge(result.usage)
+        # The child's calls are listed in the parent's too, under their step path
+        # (``reviews[2]/judge``); the usage above is the roll-up, so totals count each once.
+        prefix = run_id[len(self.result.run_id) + 1 :]  # "step" or "step[i]"
+        self.result.calls.extend(
+            dataclasses.replace(call, step=f"{prefix}/{call.step}") for call in result.calls
+        )
         return result
 
     # -- output validation ----------------------------------------------------------------
@@ -775,6 +805,34 @@ def child_run_id(parent: str, step: str, index: int | None) -> str:
     return f"{parent}/{step}" if index is None else f"{parent}/{step}[{index}]"
 
 
+def recorded_subflow_calls(
+    store: Store, run_id: str, *, step: str | None = None, replayed: bool = True
+) -> list[CallRecord]:
+    """The recorded calls of ``run_id``'s sub-flow child runs (``step``: of that step's
+    only), theirs included, each under its step path from ``run_id``
+    (``reviews[2]/judge``), in element order: what a resumed or reloaded parent lists in
+    its ``calls`` (its usage has them already, rolled up)."""
+    children = [
+        row
+        for row in store.list_runs(parent_id=run_id)
+        if row.run_id.startswith(run_id + "/") and row.meta and '"subflow"' in row.meta
+    ]
+    children.sort(key=lambda r: (r.run_id[len(run_id) + 1 :].partition("[")[0], r.item_index or 0))
+    out: list[CallRecord] = []
+    for child in children:
+        segment = child.run_id[len(run_id) + 1 :]
+        if step is not None and segment.partition("[")[0] != step:
+            continue
+        calls = [
+            call_record_from_dict(a, replayed=replayed)
+            for crow in store.load_calls(child.run_id)
+            for a in decode(crow.attempts, Any, f"call {crow.key!r} of run {child.run_id!r}")
+        ]
+        calls.extend(recorded_subflow_calls(store, child.run_id, replayed=replayed))
+        out.extend(dataclasses.replace(c, step=f"{segment}/{c.step}") for c in calls)
+    return out
+
+
 def current_step() -> str | None:
     """The step whose code is running in this context (``None`` outside a run's step)."""
     return _CURRENT_STEP.get()
@@ -788,9 +846,7 @@ def _child_output(spec: StepSpec, child: RunResult) -> Any:
     if child.status == "failed" and isinstance(child.exception, _RUN_FATAL):
         raise child.exception
     error = child.error
-    if child.status == "waiting":
-        why = "waits for input (a question inside a sub-flow is not supported yet)"
-    elif error is not None:
+    if error is not None:
         where = f"step {error.step!r} " if error.step else ""
         why = f"failed: {where}{error.type}: {error.message}"
     else:

@@ -16,7 +16,6 @@ the work.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -29,53 +28,105 @@ __all__ = ["EventBuffer", "EventStream"]
 DEFAULT_LIMIT = 1000
 
 
-class EventBuffer:
-    """A bounded, coalescing buffer of events between a run and one consumer."""
+class _Merged:
+    """Deltas of one step merged past the limit: the pieces, joined into one
+    :class:`TokenDelta` only when the consumer takes them (not one event per merge)."""
 
-    __slots__ = ("_events", "_latest_delta", "_wakeup", "coalesced", "limit")
+    __slots__ = ("first", "pieces")
+
+    def __init__(self, first: TokenDelta, text: str) -> None:
+        self.first = first
+        self.pieces = [first.text, text]
+
+    def event(self) -> TokenDelta:
+        first = self.first
+        return TokenDelta(run_id=first.run_id, step=first.step, text="".join(self.pieces))
+
+
+class EventBuffer:
+    """A bounded, coalescing buffer of events between a run and one consumer.
+
+    Cheap per event, as it is called for every token: below the limit an event is one
+    list append; a waiting consumer is woken by the first event after it started waiting
+    (one future resolved, so at most once per loop iteration however many events follow
+    in that iteration), and the merged deltas past the limit are kept as pieces joined
+    when taken."""
+
+    __slots__ = ("_events", "_latest_delta", "_waiter", "coalesced", "limit")
 
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
         if limit < 1:
             raise InputError("a stream's buffer must hold at least 1 event")
         self.limit = limit
-        self._events: deque[Event] = deque()
+        self._events: list[Event | _Merged] = []
         self._latest_delta: dict[tuple[str, str], int] = {}  # (run, step) -> position
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self.coalesced = 0  # deltas merged into an earlier one (for tests and figures)
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, TokenDelta):
+            self.delta(event.run_id, event.step, event.text, event)
+            return
+        self._events.append(event)
+        if self._waiter is not None:
+            self.wake()
+
+    def delta(self, run_id: str, step: str, text: str, event: TokenDelta | None = None) -> None:
+        """A token delta (the :class:`~trellis.engine.events.Emitter` hands a lone buffer
+        its text: no event is built for a delta that merges)."""
         events = self._events
-        # Below the limit an event is appended and nothing else is tracked; past it, each
+        # Below the limit a delta is appended and nothing else is tracked; past it, each
         # step's newest delta is remembered, and later deltas of that step merge into it.
-        if len(events) >= self.limit and isinstance(event, TokenDelta):
-            key = (event.run_id, event.step)
+        if len(events) >= self.limit:
+            key = (run_id, step)
             at = self._latest_delta.get(key)
             if at is not None:
                 older = events[at]
-                assert isinstance(older, TokenDelta)
-                events[at] = TokenDelta(
-                    run_id=older.run_id, step=older.step, text=older.text + event.text
-                )
+                if isinstance(older, _Merged):
+                    older.pieces.append(text)
+                else:
+                    assert isinstance(older, TokenDelta)
+                    events[at] = _Merged(older, text)
                 self.coalesced += 1
                 return
             self._latest_delta[key] = len(events)
-        events.append(event)
-        if not self._wakeup.is_set():
-            self._wakeup.set()
+        events.append(event or TokenDelta(run_id=run_id, step=step, text=text))
+        if self._waiter is not None:
+            self.wake()
 
     def __len__(self) -> int:
         return len(self._events)
 
     def take(self) -> list[Event]:
         """Every waiting event, oldest first (the buffer is then empty)."""
-        taken = list(self._events)
-        self._events.clear()
-        self._latest_delta.clear()
-        self._wakeup.clear()
-        return taken
+        taken = self._events
+        self._events = []
+        if self._latest_delta:  # merges happen only at these positions
+            for at in self._latest_delta.values():
+                merged = taken[at]
+                if isinstance(merged, _Merged):
+                    taken[at] = merged.event()
+            self._latest_delta.clear()
+        return taken  # type: ignore[return-value]  # no _Merged is left in it
+
+    def wake(self) -> None:
+        """Wake the consumer waiting in :meth:`wait` (if any)."""
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def wait(self) -> None:
-        await self._wakeup.wait()
+        """Until an event arrives (at once if one waits) or :meth:`wake` is called."""
+        if self._events:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
 
 
 class EventStream:
@@ -117,7 +168,7 @@ class EventStream:
             raise InputError("a stream can be read once")
         buffer = self.buffer
         work = asyncio.get_running_loop().create_task(self._start(buffer))
-        work.add_done_callback(lambda _: buffer._wakeup.set())
+        work.add_done_callback(lambda _: buffer.wake())
         try:
             while True:
                 for event in buffer.take():

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from trellis.engine.human import leaf_questions
 from trellis.engine.results import CallRecord, RunResult
 from trellis.models.base import Usage
 from trellis.models.pricing import Price, PriceTable
@@ -122,11 +123,15 @@ class WaitingStep:
 
     @classmethod
     def of(cls, result: RunResult) -> list[WaitingStep]:
-        """The questions a run waits on, in step order (none unless it is waiting)."""
+        """The questions a run waits on, in step order (none unless it is waiting); a
+        sub-flow step's are those waiting inside it, each by its path (``review/approve``)."""
         return [
-            cls(result.run_id, name, record.question)
+            cls(result.run_id, path, question)
             for name, record in result.steps.items()
             if record.status == "waiting" and record.question is not None
+            for path, question in (
+                leaf_questions(name, record.question) or [(name, record.question)]
+            )
         ]
 
     def to_dict(self) -> dict[str, Any]:

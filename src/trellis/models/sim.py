@@ -778,9 +778,9 @@ async def _sleep(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-_PIECE = re.compile(r"\S*\s*")
+_PIECE = re.compile(r"\S+\s*|\s+")  # a word and the space after it (or leading space)
 
 
 def _stream_pieces(text: str) -> list[str]:
     """``text`` as a streaming server would send it: about a word (a token or two) a piece."""
-    return [m.group() for m in _PIECE.finditer(text) if m.group()]
+    return _PIECE.findall(text)

@@ -302,8 +302,9 @@ def create_app(settings: UiSettings) -> Starlette:
         Route("/api/runs/{run_id}", guarded(run_api)),
         Route("/compare", guarded(compare_page)),
         Route("/api/compare", guarded(compare_api)),
-        Route("/runs/{run_id}/steps/{step}/answer", guarded(answer_form), methods=["POST"]),
-        Route("/api/runs/{run_id}/steps/{step}/answer", guarded(answer_api), methods=["POST"]),
+        # {step:path}: a question inside a sub-flow is addressed by its path (review/approve)
+        Route("/runs/{run_id}/steps/{step:path}/answer", guarded(answer_form), methods=["POST"]),
+        Route("/api/runs/{run_id}/steps/{step:path}/answer", guarded(answer_api), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes)

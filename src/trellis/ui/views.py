@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from trellis.engine.human import leaf_questions
 from trellis.engine.records import (
     RUN_SORTS,
     StepOrder,
@@ -94,13 +95,16 @@ def runs_view(store: Store, filters: RunFilters) -> dict[str, Any]:
 
 
 def _waiting(result: RunResult) -> list[dict[str, Any]]:
+    """The questions the run waits on; a sub-flow step's are those waiting inside it,
+    each by its step path from the run (``reviews[2]/approve``), which the form posts."""
     out = []
     for name, record in result.steps.items():
-        if record.status == "waiting" and record.question:
-            question = record.question
+        if not (record.status == "waiting" and record.question):
+            continue
+        for path, question in leaf_questions(name, record.question):
             out.append(
                 {
-                    "step": name,
+                    "step": path,
                     "prompt": question.get("prompt", ""),
                     "type": question.get("type"),
                     "schema": question.get("schema"),
