@@ -29,11 +29,9 @@ EXIT_WAITING = 3
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TRELLIS_STORE", raising=False)
+def _counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flows' side effects land in ``tickets.txt`` (conftest isolates the rest)."""
     monkeypatch.setenv("TRELLIS_TEST_COUNTER", str(tmp_path / "tickets.txt"))
-    monkeypatch.setattr(sys, "path", list(sys.path))
 
 
 def tickets(tmp_path: Path) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,9 @@ EXIT_WAITING = 3
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TRELLIS_STORE", raising=False)
+def _counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flows' side effects land in ``published.txt`` (conftest isolates the rest)."""
     monkeypatch.setenv("TRELLIS_TEST_COUNTER", str(tmp_path / "published.txt"))
-    monkeypatch.setattr(sys, "path", list(sys.path))
 
 
 def published(tmp_path: Path) -> list[str]:
