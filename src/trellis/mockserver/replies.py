@@ -221,12 +221,13 @@ def _tool_reply(
     """A reply calling ``tools`` (in parallel when more than one), with arguments sampled
     from their schemas; a content fault breaks the first call's arguments."""
     rng = random.Random(_digest(seed, request, "args"))
+    hint = hint_text(request)
     finish: Finish = "tool_calls"
     max_chars = None if request.max_tokens is None else request.max_tokens * 4
     calls: list[ToolCall] = []
     for tool in tools:
         try:
-            value = sample_value(tool.parameters, rng, hint_text=hint_text(request))
+            value = sample_value(tool.parameters, rng, hint_text=hint)
         except ValueError as exc:
             raise RequestError(
                 f"Invalid schema for function '{tool.name}': {exc}", param="tools"
