@@ -990,8 +990,12 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
             "ratio = value / baseline when both share a unit"
         ),
     )
-    for col in ("figure", "n", "value", "unit", "baseline", "ratio", "goal", "met", "reps"):
-        table.add_column(col, justify="left" if col in ("figure", "unit", "goal") else "right")
+    # A figure's name is what a reader (and the bench smoke test) looks up, so it is never
+    # wrapped or cut: the other columns give way on a narrow console.
+    names = report["figures"]
+    table.add_column("figure", no_wrap=True, min_width=max(map(len, names), default=6))
+    for col in ("n", "value", "unit", "baseline", "ratio", "goal", "met", "reps"):
+        table.add_column(col, justify="left" if col in ("unit", "goal") else "right")
     for name, fig in report["figures"].items():
         table.add_row(
             name,
