@@ -38,12 +38,21 @@ def test_all_names_exist_and_are_unique(name: str) -> None:
 
 
 def test_all_lists_every_public_name_of_the_package() -> None:
+    for name in dir(tl):  # the package's names load lazily: load every one
+        getattr(tl, name)
     public = {
         name
         for name, value in vars(tl).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert public == set(tl.__all__) - {"__version__"}
+    assert set(dir(tl)) >= set(tl.__all__)
+
+
+def test_a_name_the_package_does_not_have_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="has no attribute 'Engin'"):
+        tl.Engin  # type: ignore[attr-defined]  # noqa: B018
+    assert not hasattr(tl, "Engin")
 
 
 @pytest.mark.parametrize("name", shared_types.__all__)
