@@ -118,6 +118,19 @@ def stale_write(run_id: str, epoch: int, current: int, owner: str | None) -> Lea
     )
 
 
+def checked_limit(limit: int | None) -> int | None:
+    """``list_runs``'s ``limit`` as every store reads it: None for no limit, else a count
+    of 0 or more. A negative limit is a caller's mistake, not "no limit" (SQLite's reading
+    of ``LIMIT -1``) nor "all but the last" (a Python slice's)."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"list_runs: limit must be an int or None, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"list_runs: limit must be 0 or more (or None for no limit), not {limit}")
+    return limit
+
+
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     entries: int

@@ -13,6 +13,7 @@ from trellis.store.base import (
     RunState,
     StepRow,
     Store,
+    checked_limit,
     stale_write,
 )
 
@@ -76,6 +77,7 @@ class MemoryStore(Store):
         limit: int | None = None,
         lenient: bool = False,  # every record here is of this version's format
     ) -> list[RunRow]:
+        limit = checked_limit(limit)
         rows = [self._runs[r] for r in self._order]
         if parent_id is not None:
             rows = sorted(

@@ -51,6 +51,7 @@ from trellis.store.base import (
     RunState,
     StepRow,
     Store,
+    checked_limit,
     stale_write,
 )
 from trellis.store.pgtext import decode_json, encode_json, escape, unescape
@@ -517,9 +518,10 @@ class PostgresStore(Store):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {order}"
+        limit = checked_limit(limit)
         if limit is not None:
             sql += " LIMIT %s"
-            args.append(int(limit))
+            args.append(limit)
 
         def read(conn: psycopg.Connection[Any]) -> list[RunRow]:
             return [_run_row(r, lenient=lenient) for r in conn.execute(sql, args)]

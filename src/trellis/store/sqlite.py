@@ -37,6 +37,7 @@ from trellis.store.base import (
     RunState,
     StepRow,
     Store,
+    checked_limit,
     stale_write,
 )
 
@@ -343,9 +344,10 @@ class SQLiteStore(Store):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {order}"
+        limit = checked_limit(limit)
         if limit is not None:
             sql += " LIMIT ?"
-            args.append(int(limit))
+            args.append(limit)
         return [_run_row(r, lenient=lenient) for r in self._db.execute(sql, args)]
 
     # -- leases ---------------------------------------------------------------------------

@@ -161,6 +161,20 @@ class StoreConformance:
         assert ids(store.list_runs()) == ["newest", "middle", "old"]
         assert ids(store.list_runs(limit=2)) == ["newest", "middle"]
 
+    def test_list_runs_limit_zero_is_none_and_a_negative_limit_is_an_error(
+        self, store: Store
+    ) -> None:
+        store.create_runs([run_row(name, started_at=t) for t, name in enumerate("abc")])
+        assert store.list_runs(limit=0) == []
+        assert ids(store.list_runs(limit=None)) == ["c", "b", "a"]
+        for bad in (-1, -2):
+            with pytest.raises(ValueError, match=f"limit must be 0 or more.*not {bad}"):
+                store.list_runs(limit=bad)
+            with pytest.raises(ValueError, match="limit must be 0 or more"):
+                store.list_runs(parent_id="a", limit=bad)
+        with pytest.raises(TypeError, match="limit must be an int or None, not str"):
+            store.list_runs(limit="2")  # type: ignore[arg-type]
+
     def test_list_runs_with_equal_start_times_lists_the_last_created_first(
         self, store: Store
     ) -> None:
