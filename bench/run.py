@@ -1062,6 +1062,7 @@ GROUPS: dict[str, Group] = {
     "ui": lambda sizes, say: uiw.ui_figures(sizes.ui_runs, sizes.ui_steps, sizes.reps, say),
     "scale_batch": lambda sizes, say: __import__("scale_batch_workloads").group(sizes, say),
     "scale_llm": lambda sizes, say: __import__("scale_llm_workloads").group(sizes, say),
+    "startup": lambda sizes, say: __import__("startup_workloads").group(sizes, say),
 }
 
 

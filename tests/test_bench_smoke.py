@@ -41,6 +41,7 @@ QUICK_SHARED_LIMIT_CALLS = 120
 UI = {"ui_runs_page_ms", "ui_big_run_page_ms"}
 SCALE_BATCH = {"batch_rss_ratio_20000", "show_batch_ratio_20000"}
 SCALE_LLM = {"llm_path_ratio_10000", "llm_inflight_ratio_10000"}
+STARTUP = {"startup_ratio_run", "startup_ratio_help"}
 FIGURES = {
     "chain_overhead_us_per_step",
     "chain_overhead_us_per_step_async",
@@ -62,6 +63,7 @@ FIGURES = {
     *UI,
     *SCALE_BATCH,
     *SCALE_LLM,
+    *STARTUP,
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -80,6 +82,7 @@ GOALS = {
     *UI,
     *SCALE_BATCH,
     *SCALE_LLM,
+    *STARTUP,
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",
