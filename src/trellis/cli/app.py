@@ -1,5 +1,9 @@
 """The ``trellis`` command: ``run``, ``check``, ``resume``, ``approve``, ``reply``, ``runs``,
-``show``, ``cache``, wired from the other cli modules."""
+``show``, ``cache``, wired from the other cli modules.
+
+The commands' declarations (their options and help) load without the engine: what a
+command does is imported when it runs, so ``trellis --help`` and ``trellis CMD --help``
+start fast (tests/cli/test_cli_startup.py holds them to it)."""
 
 from __future__ import annotations
 
@@ -14,15 +18,11 @@ from rich.console import Console
 
 from trellis import __version__
 from trellis.cli.cache import cache_app
-from trellis.cli.check import describe_flow, render_flow
-from trellis.cli.commands import execute_run
 from trellis.cli.errors import EXIT_OK, CliError, command
 from trellis.cli.eval import eval_command
 from trellis.cli.history import diff, fork
 from trellis.cli.human import approve, reply
 from trellis.cli.inspect import runs, show
-from trellis.cli.jobs import Display, RunOptions
-from trellis.cli.leases import release_leases_on_sigterm
 from trellis.cli.mock import mock_server
 from trellis.cli.options import (
     BudgetCallsOption,
@@ -39,8 +39,6 @@ from trellis.cli.options import (
     json_flag,
 )
 from trellis.cli.resume import resume
-from trellis.cli.settings import apply_model_overrides, load_config
-from trellis.cli.target import load_flow
 from trellis.cli.ui import ui
 
 __all__ = ["app", "main"]
@@ -122,6 +120,10 @@ def check(
 
     Example: `trellis check examples/feedback_triage.py:flow -c examples/trellis.toml`
     """
+    from trellis.cli.check import describe_flow, render_flow
+    from trellis.cli.settings import apply_model_overrides, load_config
+    from trellis.cli.target import load_flow
+
     flow, parsed = load_flow(target)
     loaded, config_path = load_config(config)
     bound = apply_model_overrides(loaded, models or [])
@@ -301,6 +303,9 @@ def run(
     printed; give your own with --run-id) whose items are runs; `trellis resume ID`
     finishes an interrupted one, running only the items that did not finish.
     """
+    from trellis.cli.commands import execute_run
+    from trellis.cli.jobs import Display, RunOptions
+
     options = RunOptions(
         input_json=input_json,
         input_file=input_file,
@@ -342,5 +347,7 @@ app.add_typer(cache_app, name="cache")
 
 def main() -> None:
     """Entry point of the ``trellis`` console script."""
+    from trellis.cli.leases import release_leases_on_sigterm
+
     release_leases_on_sigterm()  # SIGTERM stops a run as Ctrl-C does
     app()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import ParamSpec
+from typing import TYPE_CHECKING, ParamSpec
 
 import typer
 
-from trellis.engine.results import RunResult
+if TYPE_CHECKING:
+    from trellis.engine.results import RunResult
+
 
 __all__ = [
     "EXIT_FAILED",

@@ -24,9 +24,6 @@ from rich.progress import (
 
 from trellis.cli.errors import EXIT_FAILED, EXIT_OK, CliError, command
 from trellis.cli.options import ConfigOption, ModelOption, StoreOption
-from trellis.cli.settings import apply_model_overrides, load_config
-from trellis.cli.stores import open_cli_store
-from trellis.cli.target import load_flow
 from trellis.errors import ConfigurationError, InputError, StoreError
 
 if TYPE_CHECKING:
@@ -245,8 +242,11 @@ def _execute(
     no_store: bool,
     eval_id: str | None,
 ) -> int:
-    # trellis.eval is imported here, not at module level: `trellis --help` and every other
-    # command start without it.
+    # trellis.eval and the engine are imported here, not at module level: `trellis --help`
+    # and every other command start without them.
+    from trellis.cli.settings import apply_model_overrides, load_config
+    from trellis.cli.stores import open_cli_store
+    from trellis.cli.target import load_flow
     from trellis.eval import (
         Variant,
         eval_report,

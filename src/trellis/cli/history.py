@@ -11,15 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from trellis.cli.commands import DURABLE_ERRORS, run_batch, run_once
 from trellis.cli.errors import EXIT_OK, CliError, command
 from trellis.cli.formats import fmt_usd
-from trellis.cli.jobs import BatchJob, Display, OneRun
 from trellis.cli.options import LeaseTtlOption, StoreOption
-from trellis.cli.resume import recorded_settings
-from trellis.cli.run_meta import redact_model_overrides
 from trellis.cli.stores import find_run, store_of_run
-from trellis.engine.engine import new_run_id
 
 if TYPE_CHECKING:
     from trellis.history import RunDiff
@@ -93,7 +88,13 @@ def _fork(
     quiet: bool,
     as_json: bool,
 ) -> int:
-    from trellis.history import prepare_fork  # not at start-up of every command
+    # What a fork runs is imported here, not at start-up of every command.
+    from trellis.cli.commands import DURABLE_ERRORS, run_batch, run_once
+    from trellis.cli.jobs import BatchJob, Display, OneRun
+    from trellis.cli.resuming import recorded_settings
+    from trellis.cli.run_meta import redact_model_overrides
+    from trellis.engine.engine import new_run_id
+    from trellis.history import prepare_fork
 
     with store_of_run(store, run) as opened:
         try:
@@ -142,7 +143,8 @@ def diff(
 ) -> int:
     """Show per step (per item for batches) what differs between two recorded runs: the
     route (a step's status), its output, cost and latency. Exit code 0."""
-    from trellis.history import diff_runs  # not at start-up of every command
+    from trellis.cli.commands import DURABLE_ERRORS  # not at start-up of every command
+    from trellis.history import diff_runs
 
     with store_of_run(store, run_a) as opened:
         try:

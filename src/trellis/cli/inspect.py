@@ -23,19 +23,7 @@ from rich.text import Text
 from trellis.cli.errors import CliError, command
 from trellis.cli.jsonout import json_text
 from trellis.cli.options import StoreOption, json_flag
-from trellis.cli.run_views import ItemRows, render_batch, render_run, runs_table
 from trellis.cli.stores import find_run, reading_store, store_of_run
-from trellis.engine.records import (
-    UNREADABLE_ERRORS,
-    StepOrder,
-    Waiting,
-    batch_items,
-    interrupted,
-    list_entries,
-    recorded_batch,
-    recorded_result,
-    waiting_of,
-)
 
 __all__ = ["runs", "show"]
 
@@ -87,6 +75,10 @@ def runs(
 
     Example: `trellis runs --flow triage --status failed --json`
     """
+    # The read model and the views load when the command runs, not for `--help`.
+    from trellis.cli.run_views import runs_table
+    from trellis.engine.records import UNREADABLE_ERRORS, Waiting, list_entries, waiting_of
+
     waiting: dict[str, Waiting] = {}
     entries: list[dict[str, Any]] = []
     with reading_store(store) as (opened, url):
@@ -186,6 +178,18 @@ def show(
 
     Example: `trellis show 20250101-120000-1a2b3c4d --json`
     """
+    from trellis.cli.run_views import ItemRows, render_batch, render_run
+    from trellis.engine.records import (
+        UNREADABLE_ERRORS,
+        StepOrder,
+        Waiting,
+        batch_items,
+        interrupted,
+        recorded_batch,
+        recorded_result,
+        waiting_of,
+    )
+
     if every and page is not None:
         raise CliError("--all and --page cannot be used together: --all lists every item")
     rows = ItemRows(every=every, page=page, limit=limit)

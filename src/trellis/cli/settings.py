@@ -8,16 +8,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trellis.cli.errors import CliError
-from trellis.cluster import executor_from_spec
 from trellis.config import Config, ModelBinding, RoleBinding
-from trellis.engine.engine import Engine
 from trellis.errors import ConfigurationError
-from trellis.flow.flow import Flow
 from trellis.flow.policy import Budget, Cache
 from trellis.store.base import Store
+
+if TYPE_CHECKING:
+    from trellis.engine.engine import Engine
+    from trellis.flow.flow import Flow
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -49,6 +50,9 @@ class Settings:
     def engine(self) -> Engine:
         """A new engine. Every bound role's provider and options are checked first, so a
         typo in a binding is one error now rather than a failure in every item later."""
+        from trellis.cluster import executor_from_spec  # the engine loads with its first use
+        from trellis.engine.engine import Engine
+
         try:
             engine = Engine(
                 config=self.config,

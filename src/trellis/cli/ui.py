@@ -7,7 +7,6 @@ from typing import Annotated, Any
 import typer
 
 from trellis.cli.errors import CliError, command
-from trellis.cli.human import answer_waiting_step
 from trellis.cli.options import StoreOption
 from trellis.cli.stores import open_existing_store, store_url
 from trellis.errors import ConfigurationError, InputError
@@ -22,6 +21,8 @@ def make_answerer(url: str | None) -> Any:
     (an answer not taken) as an InputError for the page."""
 
     def answer(run: str, step: str, value: Any, approval: bool) -> str:
+        from trellis.cli.answering import answer_waiting_step  # loads the engine
+
         opened = open_existing_store(url)
         if opened is None:
             raise InputError(f"no run {run!r} in {store_url(url)}")
