@@ -75,6 +75,10 @@ async def test_run_step_and_attempt_spans_nest_with_genai_attributes() -> None:
         assert attrs["gen_ai.usage.output_tokens"] == call.output_tokens
         if call.outcome != "ok":
             assert attrs["error.type"] == attrs["trellis.failure_mode"] == "rate_limit"
+            assert "gen_ai.response.model" not in attrs  # no reply came
+        else:
+            assert attrs["gen_ai.response.model"] == "small"
+            assert tuple(attrs["gen_ai.response.finish_reasons"]) == ("stop",)  # type: ignore[arg-type]
     waits = [e for e in step.events if e.name == "trellis.retry_wait"]
     assert len(waits) == len(result.calls) - 1
     skipped = spans["step escalate"].attributes or {}
@@ -114,3 +118,32 @@ def test_tracing_without_opentelemetry_is_a_clear_configuration_error(
     with pytest.raises(tl.ConfigurationError, match=r"pip install 'trellis-flows\[otel\]'"):
         tl.Engine(tracing=True)
     tl.Engine()  # without tracing= nothing needs it
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(
+    ("provider", "model", "id_prefix", "finish"),
+    [
+        ("openai", "gpt-5-mini", "chatcmpl-", "stop"),
+        ("anthropic", "claude-opus-5", "msg_01", "tool_use"),
+    ],
+)
+async def test_an_attempt_span_has_the_reply_id_model_and_finish_over_http(
+    provider: str, model: str, id_prefix: str, finish: str, stream: bool
+) -> None:
+    """Against the mock server (real HTTP), plain and streamed: the span carries what the
+    provider said of its reply (gen_ai.response.id / model / finish_reasons)."""
+    from trellis.mockserver import MockServer
+
+    tracer, exporter = _tracer()
+    async with MockServer(seed=5) as server:
+        base = server.openai_base_url if provider == "openai" else server.anthropic_base_url
+        binding = {"model": f"{provider}:{model}", "base_url": base, "stream": stream}
+        async with tl.Engine(models={"small": binding}, tracing=tracer, seed=1) as engine:
+            result = await engine.run(_flow(), {"text": "ok"})
+    assert result.ok, result.error
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == f"chat {model}"]
+    attrs = span.attributes or {}
+    assert str(attrs["gen_ai.response.id"]).startswith(id_prefix)
+    assert str(attrs["gen_ai.response.model"]).startswith(model)
+    assert tuple(attrs["gen_ai.response.finish_reasons"]) == (finish,)  # type: ignore[arg-type]

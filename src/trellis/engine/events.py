@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trellis.engine.results import CallRecord, Decision, ErrorInfo, RunResult
+from trellis.models.base import ModelResponse
 
 __all__ = [
     "AttemptFinished",
@@ -122,9 +123,12 @@ class AttemptRetried(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptFinished(Event):
-    """An attempt settled (ok or not): its :class:`CallRecord` has usage, cost, outcome."""
+    """An attempt settled (ok or not): its :class:`CallRecord` has usage, cost, outcome;
+    ``response`` is the provider's reply when one came (the model and reply id it reports,
+    its finish reason), None for an attempt that failed before a reply or a cache hit."""
 
     record: CallRecord
+    response: ModelResponse | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

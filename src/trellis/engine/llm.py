@@ -437,24 +437,44 @@ class _Call:
             if response.finish_reason == "length":
                 msg = f"{model.name} stopped at max_tokens ({self.max_tokens}); reply truncated"
                 self._record(
-                    model, usage, reservation, latency, FailureMode.TRUNCATED, msg, cost=billed
+                    model,
+                    usage,
+                    reservation,
+                    latency,
+                    FailureMode.TRUNCATED,
+                    msg,
+                    cost=billed,
+                    response=response,
                 )
                 raise TruncatedError(msg, model=model.name, usage=usage)
             if response.finish_reason in ("refusal", "content_filter") or response.refusal:
                 msg = f"{model.name} refused: {response.refusal or response.finish_reason}"
                 self._record(
-                    model, usage, reservation, latency, FailureMode.REFUSAL, msg, cost=billed
+                    model,
+                    usage,
+                    reservation,
+                    latency,
+                    FailureMode.REFUSAL,
+                    msg,
+                    cost=billed,
+                    response=response,
                 )
                 raise RefusalError(msg, model=model.name, usage=usage)
             if self.tools and response.tool_calls:
-                self._record(model, usage, reservation, latency, None, None, cost=billed)
+                self._record(
+                    model, usage, reservation, latency, None, None, cost=billed, response=response
+                )
                 return AgentReply(text=response.text, tool_calls=list(response.tool_calls))
             if spec is None:
-                self._record(model, usage, reservation, latency, None, None, cost=billed)
+                self._record(
+                    model, usage, reservation, latency, None, None, cost=billed, response=response
+                )
                 return AgentReply(text=response.text) if self.tools else response.text
             parsed = spec.parse(response.text)
             if not isinstance(parsed, ParseFailure):
-                self._record(model, usage, reservation, latency, None, None, cost=billed)
+                self._record(
+                    model, usage, reservation, latency, None, None, cost=billed, response=response
+                )
                 return AgentReply(text=response.text) if self.tools else parsed
             self._record(
                 model,
@@ -465,6 +485,7 @@ class _Call:
                 parsed.error,
                 response.text,
                 cost=billed,
+                response=response,
             )
             bad.append(
                 ReplyAttempt(
@@ -565,10 +586,11 @@ class _Call:
         error: str | None,
         reply: str | None = None,
         cost: float | None = None,
+        response: ModelResponse | None = None,
     ) -> None:
         cost = self.scope.run.settle(reservation, model.name, usage, cost)
         outcome = "ok" if mode is None else str(mode)
-        self._add(model, usage, cost, latency, outcome, error=error, reply=reply)
+        self._add(model, usage, cost, latency, outcome, error=error, reply=reply, response=response)
 
     def record_cache_hit(self, model: Model) -> None:
         """A reply served from the response cache: recorded, costs nothing."""
@@ -586,6 +608,7 @@ class _Call:
         error: str | None = None,
         reply: str | None = None,
         source: str = "live",
+        response: ModelResponse | None = None,
     ) -> None:
         scope = self.scope
         record = CallRecord(
@@ -611,7 +634,7 @@ class _Call:
         scope.add_call(record)
         emit = scope.run.emit
         if emit is not None:
-            emit(AttemptFinished(run_id=scope.run.result.run_id, record=record))
+            emit(AttemptFinished(run_id=scope.run.result.run_id, record=record, response=response))
 
 
 async def _within(work: Awaitable[ModelResponse], started: float, timeout: float) -> ModelResponse:

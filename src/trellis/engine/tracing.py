@@ -5,8 +5,9 @@
 with its decision) and per LLM attempt, a CLIENT span named
 ``"{gen_ai.operation.name} {gen_ai.request.model}"`` with the GenAI semantic-convention
 attributes the attempt knows (provider, request model, temperature, max tokens, input and
-output tokens, error type) and Trellis's own (``trellis.run.id``, ``trellis.step``,
-``trellis.attempt``, ``trellis.failure_mode``, ``trellis.cost.usd``, ``trellis.source``).
+output tokens, error type; when a reply came, the response's model, id and finish
+reasons) and Trellis's own (``trellis.run.id``, ``trellis.step``, ``trellis.attempt``,
+``trellis.failure_mode``, ``trellis.cost.usd``, ``trellis.source``).
 A retry wait is an event on the step's span. A run's span is started under the context
 current when the run started, so a run inside a traced request nests under it.
 
@@ -184,6 +185,16 @@ class TracingObserver:
                     "trellis.attempt": record.attempt,
                 },
             )
+        response = event.response
+        if response is not None:  # what the provider says of its reply
+            if response.model:  # as the request model is named: without "provider:"
+                provider = record.model.partition(":")[0]
+                answered = response.model.removeprefix(f"{provider}:")
+                span.set_attribute("gen_ai.response.model", answered)
+            if response.response_id:
+                span.set_attribute("gen_ai.response.id", response.response_id)
+            finish = response.raw_finish_reason or response.finish_reason
+            span.set_attribute("gen_ai.response.finish_reasons", [finish])
         span.set_attribute("gen_ai.usage.input_tokens", record.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", record.output_tokens)
         span.set_attribute("trellis.source", record.source)

@@ -66,6 +66,7 @@ class ModelResponse:
     finish_reason: FinishReason = "stop"
     refusal: str | None = None  # the refusal message, when the model refused
     model: str | None = None  # the model that answered, as the provider reports it
+    response_id: str | None = None  # the provider's id of this reply (chatcmpl-..., msg_...)
     raw_finish_reason: str | None = None  # the provider's own finish value
     tool_calls: tuple[ToolCall, ...] = ()
     #: How the provider changed the request to get it accepted (e.g. "temperature not

@@ -346,6 +346,7 @@ class AnthropicModel(HTTPModel):
             stop=data.get("stop_reason"),
             usage=data.get("usage"),
             model=data.get("model"),
+            response_id=data.get("id"),
         )
 
     async def assemble_stream(
@@ -357,6 +358,7 @@ class AnthropicModel(HTTPModel):
         usage: dict[str, Any] = {}
         stop: Any = None
         model: Any = None
+        response_id: Any = None
         done = False
         async for event in events:
             data = self.json_loads(event.data, what=f"stream event {event.event!r}")
@@ -372,6 +374,7 @@ class AnthropicModel(HTTPModel):
                 message = data.get("message")
                 if isinstance(message, dict):
                     model = message.get("model") or model
+                    response_id = message.get("id") or response_id
                     if isinstance(message.get("usage"), dict):
                         usage.update(message["usage"])
             elif kind == "content_block_start":
@@ -398,7 +401,9 @@ class AnthropicModel(HTTPModel):
                 model=self.name,
             )
         ordered = [blocks[i] for i in sorted(blocks)]
-        return self._response(request, shape, ordered, stop=stop, usage=usage, model=model)
+        return self._response(
+            request, shape, ordered, stop=stop, usage=usage, model=model, response_id=response_id
+        )
 
     def _response(
         self,
@@ -409,6 +414,7 @@ class AnthropicModel(HTTPModel):
         stop: Any,
         usage: Any,
         model: Any,
+        response_id: Any = None,
     ) -> ModelResponse:
         text: list[str] = []
         calls: list[ToolCall] = []
@@ -445,6 +451,7 @@ class AnthropicModel(HTTPModel):
             model=model if isinstance(model, str) and model else request.model or self.model,
             raw_finish_reason=raw,
             tool_calls=tuple(calls),
+            response_id=response_id if isinstance(response_id, str) and response_id else None,
         )
 
     def _remember_thinking(self, call_id: str, blocks: tuple[dict[str, Any], ...]) -> None:

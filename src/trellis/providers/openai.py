@@ -338,6 +338,7 @@ class OpenAIModel(HTTPModel):
             finish=choice.get("finish_reason"),
             usage=data.get("usage"),
             model=data.get("model"),
+            response_id=data.get("id"),
         )
 
     async def assemble_stream(
@@ -351,6 +352,7 @@ class OpenAIModel(HTTPModel):
         finish: Any = None
         usage: Any = None
         model: Any = None
+        response_id: Any = None
         done = False
         async for event in events:
             data = event.data.strip()
@@ -368,6 +370,7 @@ class OpenAIModel(HTTPModel):
             if not isinstance(chunk, dict):
                 continue
             model = chunk.get("model") or model
+            response_id = chunk.get("id") or response_id
             if chunk.get("usage"):
                 usage = chunk["usage"]
             for choice in chunk.get("choices") or ():
@@ -398,6 +401,7 @@ class OpenAIModel(HTTPModel):
             finish=finish,
             usage=usage,
             model=model,
+            response_id=response_id,
         )
 
     def _response(
@@ -411,6 +415,7 @@ class OpenAIModel(HTTPModel):
         finish: Any,
         usage: Any,
         model: Any,
+        response_id: Any = None,
     ) -> ModelResponse:
         raw = finish if isinstance(finish, str) else None
         reason: FinishReason = _FINISH.get(raw, "other") if raw is not None else "other"
@@ -427,6 +432,7 @@ class OpenAIModel(HTTPModel):
             model=model if isinstance(model, str) and model else request.model or self.model,
             raw_finish_reason=raw,
             tool_calls=tool_calls,
+            response_id=response_id if isinstance(response_id, str) and response_id else None,
         )
 
 
