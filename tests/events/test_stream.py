@@ -13,6 +13,7 @@ from pydantic import BaseModel
 import trellis as tl
 from trellis.engine.events import (
     AttemptFinished,
+    AttemptReasked,
     AttemptRetried,
     AttemptStarted,
     Emitter,
@@ -95,6 +96,32 @@ async def test_a_steps_finished_event_follows_its_attempts_and_the_result_is_las
     # the downstream step starts only after its upstream finished
     names = [(type(e).__name__, getattr(e, "step", None)) for e in events]
     assert names.index(("StepFinished", "classify")) < names.index(("StepStarted", "shout"))
+
+
+async def test_a_reask_is_an_event_between_the_rejected_attempt_and_the_next() -> None:
+    replies = iter(["not json at all", '{"label": "ok"}', '{"label": "ok", "score": 3}'])
+    model = tl.FunctionModel(lambda request: next(replies), name="fn")
+    flow = tl.Flow("reasked", inputs={"text": str}, model="fn")
+
+    @flow.step
+    async def classify(text: str, llm: tl.LLM) -> Verdict:
+        return await llm.generate(f"classify {text}", output=Verdict)  # type: ignore[no-any-return]
+
+    async with tl.Engine(models={"fn": model}) as engine:
+        events = await _events(engine, flow, {"text": "ok"})
+    final = events[-1]
+    assert isinstance(final, RunFinished) and final.result.ok
+    reasks = [e for e in events if isinstance(e, AttemptReasked)]
+    assert [(e.attempt, e.reask, e.mode) for e in reasks] == [
+        (1, 1, "malformed"),
+        (2, 2, "invalid"),
+    ]
+    assert "score" in reasks[1].error  # what the model is shown: the missing field
+    for event in reasks:
+        at = events.index(event)
+        assert isinstance(events[at - 1], AttemptFinished)
+        assert events[at - 1].record.attempt == event.attempt  # type: ignore[attr-defined]
+        assert isinstance(events[at + 1], AttemptStarted)
 
 
 async def test_streamed_text_arrives_as_deltas_and_partial_models() -> None:

@@ -147,3 +147,30 @@ async def test_an_attempt_span_has_the_reply_id_model_and_finish_over_http(
     assert str(attrs["gen_ai.response.id"]).startswith(id_prefix)
     assert str(attrs["gen_ai.response.model"]).startswith(model)
     assert tuple(attrs["gen_ai.response.finish_reasons"]) == (finish,)  # type: ignore[arg-type]
+
+
+async def test_a_reask_is_an_event_on_the_step_span_without_the_reply() -> None:
+    replies = iter(['{"label": "SECRET-REPLY"}', '{"label": "ok", "score": 3}'])
+    model = tl.FunctionModel(lambda request: next(replies), name="fn")
+    flow = tl.Flow("reasked", inputs={"text": str}, model="fn")
+
+    @flow.step
+    async def classify(text: str, llm: tl.LLM) -> Verdict:
+        return await llm.generate(f"classify {text}", output=Verdict)  # type: ignore[no-any-return]
+
+    tracer, exporter = _tracer()
+    async with tl.Engine(models={"fn": model}, tracing=tracer) as engine:
+        result = await engine.run(flow, {"text": "ok"})
+    assert result.ok, result.error
+    step = next(s for s in exporter.get_finished_spans() if s.name == "step classify")
+    (reask,) = [e for e in step.events if e.name == "trellis.reask"]
+    attrs = dict(reask.attributes or {})
+    assert attrs == {
+        "trellis.attempt": 1,
+        "trellis.reask": 1,
+        "trellis.failure_mode": "invalid",
+        "gen_ai.request.model": "fn",
+    }
+    assert "SECRET-REPLY" not in str(
+        [(s.attributes, s.events) for s in exporter.get_finished_spans()]
+    )

@@ -26,6 +26,7 @@ from trellis.models.base import ModelResponse
 
 __all__ = [
     "AttemptFinished",
+    "AttemptReasked",
     "AttemptRetried",
     "AttemptStarted",
     "Emitter",
@@ -119,6 +120,20 @@ class AttemptRetried(Event):
     model: str
     mode: str  # the FailureMode value
     wait_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptReasked(Event):
+    """A reply did not parse or validate as the step's output: the model is asked again,
+    shown its reply and ``error`` (``reask`` counts the re-asks of this call, from 1)."""
+
+    step: str
+    call: int
+    attempt: int  # the attempt whose reply was rejected
+    model: str
+    mode: str  # the FailureMode value: "malformed" (not JSON) or "invalid" (failed validation)
+    error: str  # the parse or validation error the model is shown (may quote the reply)
+    reask: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

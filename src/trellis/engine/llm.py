@@ -32,6 +32,7 @@ from trellis.engine.agent import AgentReply, run_agent
 from trellis.engine.breaker import BreakerWaitExpired, CircuitBreaker, Outcome, Ticket
 from trellis.engine.events import (
     AttemptFinished,
+    AttemptReasked,
     AttemptRetried,
     AttemptStarted,
     Emitter,
@@ -504,6 +505,19 @@ class _Call:
                     model=model.name,
                 )
             reasked += 1
+            if emit is not None:
+                emit(
+                    AttemptReasked(
+                        run_id=scope.run.result.run_id,
+                        step=scope.record.name,
+                        call=self.call_no,
+                        attempt=self.attempt,
+                        model=model.name,
+                        mode=str(parsed.mode),
+                        error=parsed.error,
+                        reask=reasked,
+                    )
+                )
             convo.append(Message("assistant", response.text))
             convo.append(Message("user", reask_message(parsed, spec)))
 

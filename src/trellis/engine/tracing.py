@@ -8,7 +8,7 @@ attributes the attempt knows (provider, request model, temperature, max tokens, 
 output tokens, error type; when a reply came, the response's model, id and finish
 reasons) and Trellis's own (``trellis.run.id``, ``trellis.step``, ``trellis.attempt``,
 ``trellis.failure_mode``, ``trellis.cost.usd``, ``trellis.source``).
-A retry wait is an event on the step's span. A run's span is started under the context
+A retry wait and a re-ask are events on the step's span. A run's span is started under the context
 current when the run started, so a run inside a traced request nests under it.
 
 Content (prompts, replies) is never recorded; API keys never reach an event. The module
@@ -23,6 +23,7 @@ from typing import Any
 
 from trellis.engine.events import (
     AttemptFinished,
+    AttemptReasked,
     AttemptRetried,
     AttemptStarted,
     Event,
@@ -120,6 +121,18 @@ class TracingObserver:
                         "trellis.attempt": event.attempt,
                         "trellis.failure_mode": event.mode,
                         "trellis.wait_s": event.wait_s,
+                        "gen_ai.request.model": event.model,
+                    },
+                )
+        elif isinstance(event, AttemptReasked):
+            span = self._steps.get((event.run_id, event.step))
+            if span is not None:  # the error is not recorded: it may quote the reply
+                span.add_event(
+                    "trellis.reask",
+                    {
+                        "trellis.attempt": event.attempt,
+                        "trellis.reask": event.reask,
+                        "trellis.failure_mode": event.mode,
                         "gen_ai.request.model": event.model,
                     },
                 )
