@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import BaseModel
 
@@ -86,7 +88,8 @@ async def test_run_step_and_attempt_spans_nest_with_genai_attributes() -> None:
     assert "classify" in str(skipped["trellis.decision.values"])
 
 
-async def test_no_content_is_recorded() -> None:
+async def test_no_content_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
     tracer, exporter = _tracer()
     async with tl.Engine(models={"small": "sim:small"}, tracing=tracer) as engine:
         await engine.run(_flow(), {"text": "secret prompt text"})
@@ -174,3 +177,46 @@ async def test_a_reask_is_an_event_on_the_step_span_without_the_reply() -> None:
     assert "SECRET-REPLY" not in str(
         [(s.attributes, s.events) for s in exporter.get_finished_spans()]
     )
+
+
+async def test_content_is_recorded_when_the_conventions_switch_opts_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    replies = iter(['{"label": "first"}', '{"label": "ok", "score": 3}'])
+    model = tl.FunctionModel(lambda request: next(replies), name="fn")
+    flow = tl.Flow("captured", inputs={"text": str}, model="fn")
+
+    @flow.step
+    async def classify(text: str, llm: tl.LLM) -> Verdict:
+        return await llm.generate(f"classify {text}", output=Verdict)  # type: ignore[no-any-return]
+
+    tracer, exporter = _tracer()
+    async with tl.Engine(models={"fn": model}, tracing=tracer) as engine:
+        result = await engine.run(flow, {"text": "the shared prompt"})
+    assert result.ok, result.error
+    first, second = [s for s in exporter.get_finished_spans() if s.name == "chat fn"]
+    sent = json.loads(str((first.attributes or {})["gen_ai.input.messages"]))
+    assert sent[-1]["role"] == "user"
+    assert "the shared prompt" in sent[-1]["parts"][0]["content"]
+    (reply,) = json.loads(str((first.attributes or {})["gen_ai.output.messages"]))
+    assert reply["role"] == "assistant" and reply["finish_reason"] == "stop"
+    assert reply["parts"] == [{"type": "text", "content": '{"label": "first"}'}]
+    # the re-ask's conversation: the rejected reply, then what the model is told of it
+    resent = json.loads(str((second.attributes or {})["gen_ai.input.messages"]))
+    assert [m["role"] for m in resent[-3:]] == ["user", "assistant", "user"]
+    assert resent[-2]["parts"][0]["content"] == '{"label": "first"}'
+
+
+async def test_an_explicit_capture_content_false_wins_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trellis.engine.tracing import TracingObserver
+
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    tracer, exporter = _tracer()
+    observer = TracingObserver(tracer, capture_content=False)
+    async with tl.Engine(models={"small": "sim:small"}, tracing=observer) as engine:
+        await engine.run(_flow(), {"text": "secret prompt text"})
+    for span in exporter.get_finished_spans():
+        assert "secret prompt text" not in str(dict(span.attributes or {}))

@@ -23,6 +23,7 @@ from typing import Any
 
 from trellis.engine.results import CallRecord, Decision, ErrorInfo, RunResult
 from trellis.models.base import ModelResponse
+from trellis.types import Message
 
 __all__ = [
     "AttemptFinished",
@@ -108,6 +109,7 @@ class AttemptStarted(Event):
     round: int | None = None  # the loop round
     temperature: float | None = None  # as asked (None: the provider's default)
     max_tokens: int | None = None
+    messages: tuple[Message, ...] = ()  # the conversation sent (re-asks included)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -363,6 +363,7 @@ class _Call:
                         round=scope.round,
                         temperature=self.temperature,
                         max_tokens=self.max_tokens,
+                        messages=request.messages,
                     )
                 )
             started = time.perf_counter()

@@ -11,7 +11,10 @@ reasons) and Trellis's own (``trellis.run.id``, ``trellis.step``, ``trellis.atte
 A retry wait and a re-ask are events on the step's span. A run's span is started under the context
 current when the run started, so a run inside a traced request nests under it.
 
-Content (prompts, replies) is never recorded; API keys never reach an event. The module
+Content (prompts, replies) is recorded only when opted in, by the conventions' switch
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` (or
+``TracingObserver(tracer, capture_content=True)``): then ``gen_ai.input.messages`` and
+``gen_ai.output.messages``. API keys never reach an event. The module
 needs ``opentelemetry-api`` (the ``[otel]`` extra): without it ``tracing=`` is a
 configuration error, and without ``tracing=`` nothing here is imported or run.
 """
@@ -19,6 +22,7 @@ configuration error, and without ``tracing=`` nothing here is imported or run.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from trellis.engine.events import (
@@ -34,6 +38,8 @@ from trellis.engine.events import (
     StepStarted,
 )
 from trellis.errors import ConfigurationError
+from trellis.models.base import ModelResponse
+from trellis.types import Message
 
 __all__ = ["TracingObserver", "tracing_observer"]
 
@@ -55,15 +61,63 @@ def tracing_observer(tracing: Any) -> TracingObserver:
     return TracingObserver(tracer)
 
 
-class TracingObserver:
-    """Turns a run's events into spans on ``tracer``."""
+#: The GenAI semantic conventions' opt-in for prompt and reply content in telemetry.
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
-    def __init__(self, tracer: Any) -> None:
+
+def capture_content_from_env() -> bool:
+    """Whether ``$OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` opts in (``true``)."""
+    return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
+
+
+def _input_messages(messages: tuple[Message, ...]) -> str:
+    """``gen_ai.input.messages``: the conversation as the conventions' JSON parts."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        parts: list[dict[str, Any]] = []
+        if m.role == "tool":
+            parts.append(
+                {"type": "tool_call_response", "id": m.tool_call_id, "response": m.content}
+            )
+        elif m.content:
+            parts.append({"type": "text", "content": m.content})
+        parts.extend(
+            {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments}
+            for c in m.tool_calls
+        )
+        out.append({"role": m.role, "parts": parts})
+    return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def _output_messages(response: ModelResponse) -> str:
+    """``gen_ai.output.messages``: the reply (text and tool calls) with its finish reason."""
+    parts: list[dict[str, Any]] = []
+    if response.text:
+        parts.append({"type": "text", "content": response.text})
+    parts.extend(
+        {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments}
+        for c in response.tool_calls
+    )
+    finish = response.raw_finish_reason or response.finish_reason
+    message = {"role": "assistant", "parts": parts, "finish_reason": finish}
+    return json.dumps([message], ensure_ascii=False, default=str)
+
+
+class TracingObserver:
+    """Turns a run's events into spans on ``tracer``. With ``capture_content`` (default:
+    ``$OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``), an attempt's span also
+    has the messages sent (``gen_ai.input.messages``) and the reply
+    (``gen_ai.output.messages``); without it, no prompt or reply content is recorded."""
+
+    def __init__(self, tracer: Any, *, capture_content: bool | None = None) -> None:
         from opentelemetry import context, trace
 
         self._trace = trace
         self._context = context
         self.tracer = tracer
+        self.capture_content = (
+            capture_content_from_env() if capture_content is None else capture_content
+        )
         self._runs: dict[str, Any] = {}
         self._steps: dict[tuple[str, str], Any] = {}
         self._attempts: dict[tuple[str, str, int, int], Any] = {}
@@ -169,6 +223,8 @@ class TracingObserver:
             attributes["trellis.element"] = event.index
         if event.round is not None:
             attributes["trellis.round"] = event.round
+        if self.capture_content and event.messages:
+            attributes["gen_ai.input.messages"] = _input_messages(event.messages)
         ctx = self._trace.set_span_in_context(parent)
         span = self.tracer.start_span(
             f"chat {model or provider}",
@@ -208,6 +264,8 @@ class TracingObserver:
                 span.set_attribute("gen_ai.response.id", response.response_id)
             finish = response.raw_finish_reason or response.finish_reason
             span.set_attribute("gen_ai.response.finish_reasons", [finish])
+            if self.capture_content:
+                span.set_attribute("gen_ai.output.messages", _output_messages(response))
         span.set_attribute("gen_ai.usage.input_tokens", record.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", record.output_tokens)
         span.set_attribute("trellis.source", record.source)
