@@ -220,3 +220,35 @@ async def test_an_explicit_capture_content_false_wins_over_the_environment(
         await engine.run(_flow(), {"text": "secret prompt text"})
     for span in exporter.get_finished_spans():
         assert "secret prompt text" not in str(dict(span.attributes or {}))
+
+
+async def test_a_taken_branch_span_has_the_decision_and_the_values_it_read() -> None:
+    flow = tl.Flow("router", inputs={"question": str})
+
+    @flow.step
+    def route(question: str) -> str:
+        return "research" if "?" in question else "direct"
+
+    @flow.step(when=tl.branch("route", "direct"))
+    def direct(question: str) -> str:
+        return "answer"
+
+    @flow.step(when=tl.branch("route", "research"))
+    def research(question: str) -> str:
+        return "researched"
+
+    @flow.step
+    def answer(direct: str | None, research: str | None) -> str:
+        return direct or research or "nothing"
+
+    tracer, exporter = _tracer()
+    async with tl.Engine(tracing=tracer) as engine:
+        result = await engine.run(flow, {"question": "what?"})
+    assert result.ok, result.error
+    spans = {s.name: dict(s.attributes or {}) for s in exporter.get_finished_spans()}
+    taken = spans["step research"]
+    assert taken["trellis.decision.outcome"] == "run"
+    assert json.loads(str(taken["trellis.decision.values"])) == {"route": "research"}
+    assert "research" in str(taken["trellis.reason"])
+    assert spans["step direct"]["trellis.decision.outcome"] == "skip"
+    assert "trellis.decision.outcome" not in spans["step route"]  # no condition, no decision

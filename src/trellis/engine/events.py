@@ -54,9 +54,12 @@ class Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepStarted(Event):
-    """A step's function is about to run (not emitted for a step a resume restored)."""
+    """A step's function is about to run (not emitted for a step a resume restored).
+    ``decision``: what let it run when it had a condition (its ``when`` or a branch), with
+    the values it read; None for an unconditional step."""
 
     step: str
+    decision: Decision | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

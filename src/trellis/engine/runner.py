@@ -280,7 +280,12 @@ class Run:
                     return
         record.started_at = time.time()
         if self.emit is not None:
-            self.emit(StepStarted(run_id=self.result.run_id, step=spec.name))
+            taken = self.step_decisions.get(spec.name)
+            self.emit(
+                StepStarted(
+                    run_id=self.result.run_id, step=spec.name, decision=taken[-1] if taken else None
+                )
+            )
         if (
             spec.is_async
             or spec.map_over
@@ -345,7 +350,7 @@ class Run:
     ) -> None:
         decision = Decision(step=step, kind=kind, outcome=outcome, reason=reason, values=values)
         self.result.decisions.append(decision)
-        if self.journal is not None:
+        if self.journal is not None or self.emit is not None:  # recorded / StepStarted's
             self.step_decisions.setdefault(step, []).append(decision)
 
     # -- finishing a step -----------------------------------------------------------------

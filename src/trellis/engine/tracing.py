@@ -37,6 +37,7 @@ from trellis.engine.events import (
     StepSkipped,
     StepStarted,
 )
+from trellis.engine.results import Decision
 from trellis.errors import ConfigurationError
 from trellis.models.base import ModelResponse
 from trellis.types import Message
@@ -103,6 +104,15 @@ def _output_messages(response: ModelResponse) -> str:
     return json.dumps([message], ensure_ascii=False, default=str)
 
 
+def _decision_attributes(attributes: dict[str, Any], decision: Decision) -> None:
+    """A step's routing decision: its kind, outcome and the values it read (JSON)."""
+    attributes["trellis.decision.kind"] = decision.kind
+    attributes["trellis.decision.outcome"] = decision.outcome
+    attributes["trellis.decision.values"] = json.dumps(
+        decision.values, default=repr, sort_keys=True
+    )
+
+
 class TracingObserver:
     """Turns a run's events into spans on ``tracer``. With ``capture_content`` (default:
     ``$OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``), an attempt's span also
@@ -128,10 +138,12 @@ class TracingObserver:
             return
         run = self._run_span(event.run_id)
         if isinstance(event, StepStarted):
+            started: dict[str, Any] = {"trellis.run.id": event.run_id, "trellis.step": event.step}
+            if event.decision is not None:  # the route taken, and why
+                started["trellis.reason"] = event.decision.reason
+                _decision_attributes(started, event.decision)
             self._steps[(event.run_id, event.step)] = self._start(
-                f"step {event.step}",
-                run,
-                {"trellis.run.id": event.run_id, "trellis.step": event.step},
+                f"step {event.step}", run, started
             )
         elif isinstance(event, StepFinished):
             span = self._steps.pop((event.run_id, event.step), None)
@@ -156,11 +168,7 @@ class TracingObserver:
                 "trellis.reason": event.reason,
             }
             if event.decision is not None:
-                attributes["trellis.decision.kind"] = event.decision.kind
-                attributes["trellis.decision.outcome"] = event.decision.outcome
-                attributes["trellis.decision.values"] = json.dumps(
-                    event.decision.values, default=repr, sort_keys=True
-                )
+                _decision_attributes(attributes, event.decision)
             self._start(f"step {event.step}", run, attributes).end()
         elif isinstance(event, AttemptStarted):
             self._start_attempt(event, run)
