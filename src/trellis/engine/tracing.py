@@ -8,14 +8,14 @@ attributes the attempt knows (provider, request model, temperature, max tokens, 
 output tokens, error type; when a reply came, the response's model, id and finish
 reasons) and Trellis's own (``trellis.run.id``, ``trellis.step``, ``trellis.attempt``,
 ``trellis.failure_mode``, ``trellis.cost.usd``, ``trellis.source``).
-A retry wait and a re-ask are events on the step's span. A run's span is started under the context
-current when the run started, so a run inside a traced request nests under it.
+A retry wait and a re-ask are events on the step's span. A run's span is started under
+the context current when the run started, so a run inside a traced request nests under it.
 
 Content (prompts, replies) is recorded only when opted in, by the conventions' switch
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` (or
 ``TracingObserver(tracer, capture_content=True)``): then ``gen_ai.input.messages`` and
-``gen_ai.output.messages``. API keys never reach an event. The module
-needs ``opentelemetry-api`` (the ``[otel]`` extra): without it ``tracing=`` is a
+``gen_ai.output.messages``. API keys never reach an event. The module needs
+``opentelemetry-api`` (the ``[otel]`` extra): without it ``tracing=`` is a
 configuration error, and without ``tracing=`` nothing here is imported or run.
 """
 
