@@ -152,8 +152,9 @@ async def test_an_attempt_span_has_the_reply_id_model_and_finish_over_http(
     assert tuple(attrs["gen_ai.response.finish_reasons"]) == (finish,)  # type: ignore[arg-type]
 
 
-async def test_a_reask_is_an_event_on_the_step_span_without_the_reply() -> None:
-    replies = iter(['{"label": "SECRET-REPLY"}', '{"label": "ok", "score": 3}'])
+async def _traced_reask(first_reply: str, text: str) -> InMemorySpanExporter:
+    """A run whose one structured call gets ``first_reply`` (rejected), then a valid one."""
+    replies = iter([first_reply, '{"label": "ok", "score": 3}'])
     model = tl.FunctionModel(lambda request: next(replies), name="fn")
     flow = tl.Flow("reasked", inputs={"text": str}, model="fn")
 
@@ -163,8 +164,16 @@ async def test_a_reask_is_an_event_on_the_step_span_without_the_reply() -> None:
 
     tracer, exporter = _tracer()
     async with tl.Engine(models={"fn": model}, tracing=tracer) as engine:
-        result = await engine.run(flow, {"text": "ok"})
+        result = await engine.run(flow, {"text": text})
     assert result.ok, result.error
+    return exporter
+
+
+async def test_a_reask_is_an_event_on_the_step_span_without_the_reply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
+    exporter = await _traced_reask('{"label": "SECRET-REPLY"}', "ok")
     step = next(s for s in exporter.get_finished_spans() if s.name == "step classify")
     (reask,) = [e for e in step.events if e.name == "trellis.reask"]
     attrs = dict(reask.attributes or {})
@@ -183,18 +192,7 @@ async def test_content_is_recorded_when_the_conventions_switch_opts_in(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
-    replies = iter(['{"label": "first"}', '{"label": "ok", "score": 3}'])
-    model = tl.FunctionModel(lambda request: next(replies), name="fn")
-    flow = tl.Flow("captured", inputs={"text": str}, model="fn")
-
-    @flow.step
-    async def classify(text: str, llm: tl.LLM) -> Verdict:
-        return await llm.generate(f"classify {text}", output=Verdict)  # type: ignore[no-any-return]
-
-    tracer, exporter = _tracer()
-    async with tl.Engine(models={"fn": model}, tracing=tracer) as engine:
-        result = await engine.run(flow, {"text": "the shared prompt"})
-    assert result.ok, result.error
+    exporter = await _traced_reask('{"label": "first"}', "the shared prompt")
     first, second = [s for s in exporter.get_finished_spans() if s.name == "chat fn"]
     sent = json.loads(str((first.attributes or {})["gen_ai.input.messages"]))
     assert sent[-1]["role"] == "user"
