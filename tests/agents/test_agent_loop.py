@@ -273,6 +273,12 @@ async def test_a_raising_tool_goes_back_as_an_error_and_the_agent_recovers() -> 
         "error: tool 'lookup' raised ConnectionError: backend down"
     )
     assert model.calls[2].messages[-1].content == "value of k"
+    # The transcript keeps where the tool raised, in the user's code (not sent to the model).
+    (raised,) = result.steps["agent"].turns[0]["tool_calls"]
+    (frame,) = raised["traceback"]
+    assert frame["function"] == "lookup" and frame["file"] == __file__
+    assert frame["source"] == 'raise ConnectionError("backend down")'
+    assert "traceback" not in result.steps["agent"].turns[1]["tool_calls"][0]  # it succeeded
 
 
 async def test_a_tool_failing_more_than_its_retries_fails_the_step_with_transcript() -> None:

@@ -72,6 +72,12 @@ def test_show_lists_agent_turns_with_tool_calls_tokens_and_cost(waiting_run: Res
         assert f"✗ weather({call['arguments']}) → error: tool 'weather' raised LookupError" in (
             research
         )
+        # where the tool raised, in the user's code: recorded, in --json and shown
+        (frame,) = call["traceback"]
+        assert frame["function"] == "weather" and frame["file"].endswith("agentic.py")
+        assert frame["source"].startswith("raise LookupError(")
+    assert research.count("in user code (most recent call last):") == len(failed)
+    assert research.count("raise LookupError(") == len(failed)
     assert all(c["source"] == "live" for c in calls)
 
 

@@ -321,7 +321,20 @@ def _turn_node(parent: Tree, turn: Mapping[str, Any]) -> None:
         if isinstance(latency, int | float) and call.get("source") != "journal":
             facts.append(fmt_seconds(float(latency)))
         line.append(f"  {' · '.join(facts)}", style="dim")
-        node.add(line)
+        call_node = node.add(line)
+        frames = _recorded_frames(call.get("traceback"))
+        if frames:  # the tool raised: where, in the user's code
+            call_node.add(_traceback_text(frames))
+
+
+def _recorded_frames(value: Any) -> tuple[Frame, ...]:
+    """A recorded traceback (a list of frame dicts); empty when absent or unreadable."""
+    if not isinstance(value, list):
+        return ()
+    try:
+        return tuple(Frame.from_dict(dict(f)) for f in value if isinstance(f, Mapping))
+    except (KeyError, TypeError, ValueError):
+        return ()
 
 
 def _add_turns(node: Tree, turns: list[dict[str, Any]]) -> None:

@@ -27,6 +27,7 @@ from trellis.engine.structured import ParseFailure, output_spec
 from trellis.errors import AgentTurnLimitError, ConfigurationError, StepError
 from trellis.flow.tools import Tool, ToolArgumentsError
 from trellis.models.base import Message, ToolCall, ToolSpec
+from trellis.tracebacks import user_frames
 
 __all__ = ["AgentReply", "TurnTaker", "run_agent"]
 
@@ -232,9 +233,12 @@ async def _execute(
                 f"{tool.retries}); last: {type(exc).__name__}: {exc}",
                 step=step,
             ) from exc
+        # The model is told what was raised; the transcript also keeps where, in the
+        # user's code (trimmed to user frames), for `trellis show`, --json and the UI.
         return {
             "error": f"error: tool {tool.name!r} raised {type(exc).__name__}: {exc}",
             "raised": True,
+            "traceback": [frame.to_dict() for frame in user_frames(exc)],
         }
     text = value if isinstance(value, str) else to_json(value, fallback=repr).decode()
     return {"result": text}
