@@ -22,6 +22,8 @@ from trellis.engine.events import (
     RunFinished,
     StepFailed,
     StepFinished,
+    StepPartFinished,
+    StepPartStarted,
     StepSkipped,
     StepStarted,
     TokenDelta,
@@ -122,6 +124,36 @@ async def test_a_reask_is_an_event_between_the_rejected_attempt_and_the_next() -
         assert isinstance(events[at - 1], AttemptFinished)
         assert events[at - 1].record.attempt == event.attempt  # type: ignore[attr-defined]
         assert isinstance(events[at + 1], AttemptStarted)
+
+
+async def test_each_element_is_a_part_between_its_steps_start_and_finish() -> None:
+    flow = tl.Flow("parts", inputs={"texts": list[str]}, model="small")
+
+    @flow.step(map_over="texts", on_error="collect")
+    async def classify(texts: str, llm: tl.LLM) -> Verdict:
+        if texts == "bad":
+            raise ValueError("no verdict")
+        return await llm.generate(f"classify {texts}", output=Verdict)  # type: ignore[no-any-return]
+
+    async with tl.Engine(models={"small": "sim:small"}) as engine:
+        events = await _events(engine, flow, {"texts": ["a", "bad", "c"]})
+    started = [e for e in events if isinstance(e, StepPartStarted)]
+    ended = {e.index: e for e in events if isinstance(e, StepPartFinished)}
+    assert sorted(e.index for e in started) == [0, 1, 2] and set(ended) == {0, 1, 2}
+    assert {i: e.status for i, e in ended.items()} == {0: "done", 1: "failed", 2: "done"}
+    assert ended[1].error == "ValueError: no verdict"
+    kinds = [type(e) for e in events]
+    first, last = kinds.index(StepStarted), kinds.index(StepFinished)
+    for e in events:
+        if isinstance(e, StepPartStarted | StepPartFinished | AttemptStarted):
+            assert first < events.index(e) < last
+    for e in events:  # an element's attempts come between its part's start and end
+        if isinstance(e, AttemptStarted):
+            assert (
+                events.index(started[[p.index for p in started].index(e.index)])
+                < (events.index(e))
+                < events.index(ended[e.index])
+            )
 
 
 async def test_streamed_text_arrives_as_deltas_and_partial_models() -> None:

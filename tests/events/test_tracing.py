@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -250,3 +251,43 @@ async def test_a_taken_branch_span_has_the_decision_and_the_values_it_read() -> 
     assert "research" in str(taken["trellis.reason"])
     assert spans["step direct"]["trellis.decision.outcome"] == "skip"
     assert "trellis.decision.outcome" not in spans["step route"]  # no condition, no decision
+
+
+async def test_mapped_elements_and_loop_rounds_are_spans_holding_their_attempts() -> None:
+    flow = tl.Flow("parts", inputs={"texts": list[str]}, model="small")
+
+    @flow.step(map_over="texts", on_error="collect")
+    async def classify(texts: str, llm: tl.LLM) -> Verdict:
+        if texts == "bad":
+            raise ValueError("no verdict for bad")
+        return await llm.generate(f"classify {texts}", output=Verdict)  # type: ignore[no-any-return]
+
+    @flow.step(max_rounds=2)
+    async def polish(classify: list[Any], llm: tl.LLM, round: tl.Round[Any]) -> str:
+        return await llm.generate(f"polish round {round.number}")  # type: ignore[no-any-return]
+
+    tracer, exporter = _tracer()
+    async with tl.Engine(models={"small": "sim:small"}, tracing=tracer) as engine:
+        result = await engine.run(flow, {"texts": ["a", "bad", "c"]})
+    assert result.ok, result.error
+    spans = exporter.get_finished_spans()
+    by_name = {s.name: s for s in spans}
+    step = by_name["step classify"]
+    for n in range(3):
+        element = by_name[f"step classify[{n}]"]
+        assert element.parent is not None and element.parent.span_id == step.context.span_id
+        assert (element.attributes or {})["trellis.element"] == n
+    failed = by_name["step classify[1]"]
+    assert (failed.attributes or {})["trellis.step.status"] == "failed"
+    assert (failed.attributes or {})["error.type"] == "ValueError"
+    assert failed.status.status_code.name == "ERROR"
+    attempts = [s for s in spans if s.name == "chat small"]
+    parents = {by_name[f"step classify[{n}]"].context.span_id for n in (0, 2)}
+    parents |= {by_name[f"step polish round {r}"].context.span_id for r in (1, 2)}
+    assert len(attempts) == 4
+    assert {a.parent.span_id for a in attempts if a.parent is not None} == parents
+    loop = by_name["step polish"]
+    for r in (1, 2):
+        round_span = by_name[f"step polish round {r}"]
+        assert round_span.parent is not None and round_span.parent.span_id == loop.context.span_id
+        assert (round_span.attributes or {})["trellis.step.status"] == "done"

@@ -37,6 +37,8 @@ __all__ = [
     "RunFinished",
     "StepFailed",
     "StepFinished",
+    "StepPartFinished",
+    "StepPartStarted",
     "StepSkipped",
     "StepStarted",
     "TokenDelta",
@@ -82,6 +84,30 @@ class StepSkipped(Event):
     status: str  # "skipped" or "cancelled"
     reason: str
     decision: Decision | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepPartStarted(Event):
+    """A part of a step starts: a mapped step's element (``index``) or a loop's round
+    (``round``, from 1). Its attempts' events carry the same ``index`` / ``round``."""
+
+    step: str
+    index: int | None = None
+    round: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepPartFinished(Event):
+    """That part ended: ``status`` ``done``, ``failed`` (``error``: its type and message;
+    a collected element failure too), ``waiting`` (it asked a person) or ``cancelled``
+    (the step stopped it)."""
+
+    step: str
+    index: int | None = None
+    round: int | None = None
+    status: str
+    duration_s: float
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,6 +30,8 @@ from trellis.engine.events import (
     Emitter,
     StepFailed,
     StepFinished,
+    StepPartFinished,
+    StepPartStarted,
     StepSkipped,
     StepStarted,
     WaitingForPerson,
@@ -611,8 +613,12 @@ class Run:
         # Under a deadline a sync element runs in a thread, as an unmapped step does: a
         # blocking element must not hold the event loop past max_seconds.
         threaded = self.threaded and not spec.is_async
+        emit = self.emit
+        run_id = self.result.run_id
 
         async def element(index: int, item: Any) -> None:
+            if emit is not None:
+                part = _Part(emit, run_id, spec.name, index, None)
             try:
                 kw = {**kwargs, key: item}
                 if direct:
@@ -630,7 +636,15 @@ class Run:
                     results[index] = await self._run_once(
                         i, spec, kw, index, None, holds_slot=slots is not None
                     )
+                if emit is not None:
+                    part.end("done")
+            except WaitingForInput:
+                if emit is not None:
+                    part.end("waiting")
+                raise
             except Exception as exc:
+                if emit is not None:
+                    part.end("failed", exc)
                 if not collect or isinstance(exc, _RUN_FATAL):
                     raise
                 record.element_failures += 1
@@ -638,6 +652,8 @@ class Run:
                     index=index, error=type(exc).__name__, message=str(exc)
                 )
             finally:
+                if emit is not None:
+                    part.end("cancelled")  # (no-op once it ended)
                 if slots is not None:
                     slots.release()
 
@@ -675,9 +691,24 @@ class Run:
         record = self.records[i]
         history: list[Any] = []
         output: Any = None
+        emit = self.emit
         for number in range(1, spec.max_rounds + 1):
             round_ = Round(number=number, history=tuple(history))
-            output = await self._run_once(i, spec, kwargs, None, round_)
+            if emit is None:
+                output = await self._run_once(i, spec, kwargs, None, round_)
+            else:
+                part = _Part(emit, self.result.run_id, spec.name, None, number)
+                try:
+                    output = await self._run_once(i, spec, kwargs, None, round_)
+                    part.end("done")
+                except WaitingForInput:
+                    part.end("waiting")
+                    raise
+                except Exception as exc:
+                    part.end("failed", exc)
+                    raise
+                finally:
+                    part.end("cancelled")
             history.append(output)
             record.rounds = number
             if spec.until is None:
@@ -880,3 +911,35 @@ async def _invoke(spec: StepSpec, kwargs: dict[str, Any], threaded: bool = False
     if spec.is_async:
         result = await result
     return result
+
+
+class _Part:
+    """The events of one part of a step (an element or a round): started when made,
+    finished once by :meth:`end` (later calls do nothing)."""
+
+    __slots__ = ("emit", "index", "round", "run_id", "started", "step")
+
+    def __init__(
+        self, emit: Emitter, run_id: str, step: str, index: int | None, round_: int | None
+    ) -> None:
+        self.emit: Emitter | None = emit
+        self.run_id, self.step, self.index, self.round = run_id, step, index, round_
+        self.started = time.perf_counter()
+        emit(StepPartStarted(run_id=run_id, step=step, index=index, round=round_))
+
+    def end(self, status: str, exc: BaseException | None = None) -> None:
+        emit, self.emit = self.emit, None
+        if emit is None:
+            return
+        error = None if exc is None else f"{type(exc).__name__}: {exc}"
+        emit(
+            StepPartFinished(
+                run_id=self.run_id,
+                step=self.step,
+                index=self.index,
+                round=self.round,
+                status=status,
+                duration_s=time.perf_counter() - self.started,
+                error=error,
+            )
+        )

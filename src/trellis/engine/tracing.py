@@ -2,7 +2,8 @@
 
 ``tl.Engine(tracing=True)`` (the global tracer provider) or ``tracing=<Tracer>`` adds a
 :class:`TracingObserver`: a span per run, per step (a skipped step is a zero-length span
-with its decision) and per LLM attempt, a CLIENT span named
+with its decision), per mapped element and loop round (under its step), and per LLM
+attempt (under its element or round, else its step), a CLIENT span named
 ``"{gen_ai.operation.name} {gen_ai.request.model}"`` with the GenAI semantic-convention
 attributes the attempt knows (provider, request model, temperature, max tokens, input and
 output tokens, error type; when a reply came, the response's model, id and finish
@@ -34,6 +35,8 @@ from trellis.engine.events import (
     RunFinished,
     StepFailed,
     StepFinished,
+    StepPartFinished,
+    StepPartStarted,
     StepSkipped,
     StepStarted,
 )
@@ -131,6 +134,8 @@ class TracingObserver:
         self._runs: dict[str, Any] = {}
         self._steps: dict[tuple[str, str], Any] = {}
         self._attempts: dict[tuple[str, str, int, int], Any] = {}
+        #: Open spans of mapped elements and loop rounds: (run, step, index, round).
+        self._parts: dict[tuple[str, str, int | None, int | None], Any] = {}
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunFinished):
@@ -145,6 +150,26 @@ class TracingObserver:
             self._steps[(event.run_id, event.step)] = self._start(
                 f"step {event.step}", run, started
             )
+        elif isinstance(event, StepPartStarted):
+            step_span = self._steps.get((event.run_id, event.step), run)
+            where = f"[{event.index}]" if event.index is not None else f" round {event.round}"
+            part: dict[str, Any] = {"trellis.run.id": event.run_id, "trellis.step": event.step}
+            if event.index is not None:
+                part["trellis.element"] = event.index
+            if event.round is not None:
+                part["trellis.round"] = event.round
+            key = (event.run_id, event.step, event.index, event.round)
+            self._parts[key] = self._start(f"step {event.step}{where}", step_span, part)
+        elif isinstance(event, StepPartFinished):
+            span = self._parts.pop((event.run_id, event.step, event.index, event.round), None)
+            if span is not None:
+                span.set_attribute("trellis.step.status", event.status)
+                if event.status == "failed":
+                    span.set_attribute("error.type", (event.error or "").partition(":")[0])
+                    span.set_status(
+                        self._trace.Status(self._trace.StatusCode.ERROR, event.error or "failed")
+                    )
+                span.end()
         elif isinstance(event, StepFinished):
             span = self._steps.pop((event.run_id, event.step), None)
             if span is not None:
@@ -208,12 +233,23 @@ class TracingObserver:
             self._runs[run_id] = span
         return span
 
+    def _parent(
+        self, run_id: str, step: str, index: int | None, round_: int | None, run: Any
+    ) -> Any:
+        """An attempt's parent: its element's or round's span, else its step's, else the
+        run's."""
+        if index is not None or round_ is not None:
+            part = self._parts.get((run_id, step, index, round_))
+            if part is not None:
+                return part
+        return self._steps.get((run_id, step), run)
+
     def _start(self, name: str, parent: Any, attributes: dict[str, Any]) -> Any:
         ctx = self._trace.set_span_in_context(parent)
         return self.tracer.start_span(name, context=ctx, attributes=attributes)
 
     def _start_attempt(self, event: AttemptStarted, run: Any) -> None:
-        parent = self._steps.get((event.run_id, event.step), run)
+        parent = self._parent(event.run_id, event.step, event.index, event.round, run)
         provider, _, model = event.model.partition(":")
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
@@ -248,7 +284,7 @@ class TracingObserver:
         span = self._attempts.pop(key, None)
         if span is None:  # a cache hit: no request was sent, a span of its own
             run = self._run_span(event.run_id)
-            parent = self._steps.get((event.run_id, record.step), run)
+            parent = self._parent(event.run_id, record.step, record.index, record.round, run)
             provider, _, model = record.model.partition(":")
             span = self._start(
                 f"chat {model or provider}",
