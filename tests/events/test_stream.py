@@ -126,7 +126,7 @@ async def test_a_reask_is_an_event_between_the_rejected_attempt_and_the_next() -
         assert isinstance(events[at + 1], AttemptStarted)
 
 
-async def test_each_element_is_a_part_between_its_steps_start_and_finish() -> None:
+async def test_each_element_is_a_part_for_an_observer_that_wants_parts() -> None:
     flow = tl.Flow("parts", inputs={"texts": list[str]}, model="small")
 
     @flow.step(map_over="texts", on_error="collect")
@@ -135,8 +135,17 @@ async def test_each_element_is_a_part_between_its_steps_start_and_finish() -> No
             raise ValueError("no verdict")
         return await llm.generate(f"classify {texts}", output=Verdict)  # type: ignore[no-any-return]
 
+    class Recorder(list[Event]):
+        wants_parts = True  # parts are built only for an observer that asks
+
+        def __call__(self, event: Event) -> None:
+            self.append(event)
+
+    events = Recorder()
     async with tl.Engine(models={"small": "sim:small"}) as engine:
-        events = await _events(engine, flow, {"texts": ["a", "bad", "c"]})
+        await engine.run(flow, {"texts": ["a", "bad", "c"]}, observers=[events])
+        streamed = await _events(engine, flow, {"texts": ["a", "bad", "c"]})
+    assert not [e for e in streamed if isinstance(e, StepPartStarted | StepPartFinished)]
     started = [e for e in events if isinstance(e, StepPartStarted)]
     ended = {e.index: e for e in events if isinstance(e, StepPartFinished)}
     assert sorted(e.index for e in started) == [0, 1, 2] and set(ended) == {0, 1, 2}

@@ -209,14 +209,20 @@ class Emitter:
 
     Token deltas come through :meth:`delta`: when the only observer takes deltas as text
     (``observer.delta(run_id, step, text)``: the buffer of ``engine.stream``), it gets them
-    so, and builds an event only for a delta it does not merge into an earlier one."""
+    so, and builds an event only for a delta it does not merge into an earlier one.
 
-    __slots__ = ("_sink", "errors", "observers")
+    :class:`StepPartStarted` / :class:`StepPartFinished` (two events per mapped element
+    and loop round) are built only when an observer asks for them with a true
+    ``wants_parts`` attribute (the tracing observer does): a wide fan-out streamed
+    through ``engine.stream`` does not pay for events its consumer does not read."""
+
+    __slots__ = ("_sink", "errors", "observers", "parts")
 
     def __init__(self, observers: Iterable[Observer]) -> None:
         self.observers = list(observers)
         self.errors: list[BaseException] = []
         self._sink = _delta_sink(self.observers)
+        self.parts = _wants_parts(self.observers)
 
     def __call__(self, event: Event) -> None:
         broken = None
@@ -229,6 +235,7 @@ class Emitter:
         if broken is not None:
             self.observers = [o for o in self.observers if o is not broken]
             self._sink = _delta_sink(self.observers)
+            self.parts = _wants_parts(self.observers)
 
     def delta(self, run_id: str, step: str, text: str) -> None:
         """A piece of streamed text of ``step``: a :class:`TokenDelta` to every observer."""
@@ -242,6 +249,11 @@ class Emitter:
             self.errors.append(exc)
             self.observers = []
             self._sink = None
+            self.parts = False
+
+
+def _wants_parts(observers: list[Observer]) -> bool:
+    return any(getattr(o, "wants_parts", False) for o in observers)
 
 
 def _delta_sink(observers: list[Observer]) -> Callable[[str, str, str], None] | None:

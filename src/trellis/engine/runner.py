@@ -613,7 +613,7 @@ class Run:
         # Under a deadline a sync element runs in a thread, as an unmapped step does: a
         # blocking element must not hold the event loop past max_seconds.
         threaded = self.threaded and not spec.is_async
-        emit = self.emit
+        emit = self.emit if self.emit is not None and self.emit.parts else None
         run_id = self.result.run_id
 
         async def element(index: int, item: Any) -> None:
@@ -691,7 +691,7 @@ class Run:
         record = self.records[i]
         history: list[Any] = []
         output: Any = None
-        emit = self.emit
+        emit = self.emit if self.emit is not None and self.emit.parts else None
         for number in range(1, spec.max_rounds + 1):
             round_ = Round(number=number, history=tuple(history))
             if emit is None:

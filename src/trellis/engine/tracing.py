@@ -122,6 +122,8 @@ class TracingObserver:
     has the messages sent (``gen_ai.input.messages``) and the reply
     (``gen_ai.output.messages``); without it, no prompt or reply content is recorded."""
 
+    wants_parts = True  # a span per mapped element and loop round (see Emitter)
+
     def __init__(self, tracer: Any, *, capture_content: bool | None = None) -> None:
         from opentelemetry import context, trace
 
