@@ -99,6 +99,13 @@ def _interrupt_when(
     process.send_signal(signal.SIGINT)
 
 
+def _interruptible() -> None:
+    """In the child before it starts: SIGINT back to its default. A shell without job
+    control starts background commands with SIGINT ignored, and a child inherits that;
+    these tests must not depend on how the suite itself was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "TRELLIS_STORE"}
     env["COLUMNS"] = "200"
@@ -114,6 +121,7 @@ def test_ctrl_c_on_a_single_run_prints_its_id_and_how_to_resume_it(tmp_path: Pat
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
     _interrupt_when(process, lambda: _query(db, "SELECT run_id FROM runs"), "the run starting")
     out, err = process.communicate(timeout=30)
@@ -158,6 +166,7 @@ def test_the_summary_after_ctrl_c_shows_what_was_spent(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
     _interrupt_when(
         process,
