@@ -34,6 +34,11 @@ def _trellis(*args: str) -> str:
     return result.stdout
 
 
+def _run(*args: str) -> str:
+    """``trellis run ...``, recording each attempt's prompt and reply (the UI shows them)."""
+    return _trellis("run", *args, "--record-prompts")
+
+
 def build(store: Path, *, items: int = 12) -> dict[str, str]:
     """Record the sample runs in ``store`` (a SQLite file); returns run ids by role:
     ``batch``, ``failed``, ``waiting``, ``cascade``, ``cascade_llm``."""
@@ -42,8 +47,7 @@ def build(store: Path, *, items: int = 12) -> dict[str, str]:
     feedback = (EXAMPLES / "data" / "feedback.jsonl").read_text().splitlines()[:items]
     inputs = Path(tempfile.mkdtemp()) / "feedback.jsonl"
     inputs.write_text("\n".join(feedback) + "\n")
-    out = _trellis(
-        "run",
+    out = _run(
         f"{EXAMPLES}/feedback_triage.py:flow",
         "--input-file",
         str(inputs),
@@ -57,8 +61,7 @@ def build(store: Path, *, items: int = 12) -> dict[str, str]:
     ids["batch"] = _last_run_id(url)
     text = "Invoice from Acme Corp, total due: twelve hundred dollars."
     ids["failed"] = json.loads(
-        _trellis(
-            "run",
+        _run(
             f"{HERE}/invoices.py:flow",
             "--input",
             json.dumps({"invoice": text}),
@@ -68,8 +71,7 @@ def build(store: Path, *, items: int = 12) -> dict[str, str]:
     )["run_id"]
     sso = "Our whole team has been locked out of SSO since 9am."
     ids["waiting"] = json.loads(
-        _trellis(
-            "run",
+        _run(
             f"{EXAMPLES}/approval.py:flow",
             "--input",
             json.dumps({"feedback": sso}),
@@ -86,8 +88,7 @@ def build(store: Path, *, items: int = 12) -> dict[str, str]:
         ),
     ):
         ids[key] = json.loads(
-            _trellis(
-                "run",
+            _run(
                 f"{EXAMPLES}/moderation_cascade.py:flow",
                 "--input",
                 json.dumps({"text": comment}),

@@ -3,12 +3,15 @@ token rules, and answering a waiting step through ``trellis approve`` / ``reply`
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
+from markupsafe import escape as html_escape
 from starlette.testclient import TestClient
 from tests.ui.conftest import TOKEN, settings_for
 
+import trellis as tl
 from trellis.cli.stores import open_existing_store
 from trellis.ui import create_app
 from trellis.ui.app import _environment
@@ -112,6 +115,51 @@ def test_run_page_shows_attempts_waits_and_the_timeline(client: TestClient, samp
     assert 'class="gantt"' in html and "LLM attempts" in html
 
 
+def test_run_page_shows_each_attempts_prompt_and_reply(client: TestClient, sample: Sample) -> None:
+    _, ids = sample  # the sample runs are recorded with --record-prompts
+    api = client.get(f"/api/runs/{ids['cascade_llm']}").json()
+    review = {s["name"]: s for s in api["steps"]}["llm_review"]
+    call = next(c for c in review["calls"] if c["outcome"] == "ok")
+    sent = call["prompt"][0]
+    assert sent["role"] == "user" and "Consider context, idiom and sarcasm" in str(sent)
+    reply = call["output"][0]
+    assert reply["role"] == "assistant" and reply["finish_reason"] == "stop"
+    text = reply["parts"][0]["content"]
+    assert review["prompts_recorded"]
+    html = client.get(f"/runs/{ids['cascade_llm']}").text
+    detail = html[html.index('id="step-llm_review"') :]
+    detail = detail[: detail.index('<details class="step"')]
+    assert "Prompt and reply" in detail and "Consider context, idiom and sarcasm" in detail
+    assert html_escape(text) in detail  # the reply, as the model sent it
+    assert "Prompts were not recorded" not in html
+    for failed in (c for c in review["calls"] if c["outcome"] != "ok"):  # a 429, say
+        assert failed["prompt"] == call["prompt"] and "output" not in failed
+        assert f"No reply: the attempt ended in {failed['outcome']}" in detail
+
+
+def test_a_run_recorded_without_prompts_says_how_to_record_them(tmp_path: Path) -> None:
+    store = tmp_path / "plain.db"
+    flow = tl.Flow("plain", inputs={"text": str})
+
+    @flow.step
+    async def label(text: str, llm: tl.LLM) -> str:
+        return await llm.generate(f"Label: {text}", model="small")
+
+    async def record() -> str:
+        async with tl.Engine(models={"small": "sim:small"}, store=f"sqlite:///{store}") as e:
+            return (await e.run(flow, {"text": "hello"})).run_id
+
+    run_id = asyncio.run(record())
+    with TestClient(create_app(settings_for(store)), base_url="http://127.0.0.1") as client:
+        api = client.get(f"/api/runs/{run_id}").json()
+        step = {s["name"]: s for s in api["steps"]}["label"]
+        assert step["calls"] and "prompt" not in step["calls"][0]
+        assert not step["prompts_recorded"]
+        html = client.get(f"/runs/{run_id}").text
+    assert "Prompts were not recorded for this run" in html and "--record-prompts" in html
+    assert "Prompt and reply" not in html
+
+
 def test_failed_run_shows_the_error(client: TestClient, sample: Sample) -> None:
     _, ids = sample
     api = client.get(f"/api/runs/{ids['failed']}").json()
@@ -131,6 +179,29 @@ def test_an_error_with_a_traceback_shows_the_user_frames() -> None:
     assert "flows/mine.py" in html and ">42<" in html and "float(x)" in html
     plain = template.render(e={"type": "ValueError", "message": "bad"})
     assert "Traceback" not in plain
+
+
+def test_a_tool_transcript_shows_results_errors_and_the_tools_traceback() -> None:
+    template = _environment().from_string(
+        '{% from "_macros.html" import tool_turns %}{{ tool_turns(turns) }}'
+    )
+    frame = {"file": "flows/tools.py", "line": 7, "function": "lookup", "source": "db[key]"}
+    turns = [
+        {"agent": 1, "turn": 1, "index": None, "round": None, "reply": "Looking it up",
+         "input_tokens": 30, "output_tokens": 5, "cost_usd": 0.0001,
+         "tool_calls": [
+             {"id": "c1", "name": "lookup", "arguments": '{"key": "a"}', "result": "42",
+              "latency_s": 0.01, "source": "live"},
+             {"id": "c2", "name": "lookup", "arguments": '{"key": "zz"}', "raised": True,
+              "error": "error: tool 'lookup' raised KeyError: 'zz'", "traceback": [frame],
+              "latency_s": 0.01, "source": "journal"},
+         ]},
+    ]  # fmt: skip
+    html = template.render(turns=turns)
+    assert "agent 1 · turn 1" in html and "Looking it up" in html
+    assert "<code>lookup</code>" in html and "42" in html
+    assert "raised KeyError" in html and "replayed" in html
+    assert "Traceback (your code)" in html and "flows/tools.py" in html and "db[key]" in html
 
 
 def test_batch_page_lists_items_with_progress(client: TestClient, sample: Sample) -> None:

@@ -281,6 +281,17 @@ def run(
             ),
         ),
     ] = False,
+    record_prompts: Annotated[
+        bool,
+        typer.Option(
+            "--record-prompts",
+            help=(
+                "Record each LLM attempt's messages and reply with the run (trellis show "
+                "--prompts and the web UI show them; a resume keeps recording them). Off: "
+                "only step inputs and outputs, and replies that failed to validate."
+            ),
+        ),
+    ] = False,
 ) -> int:
     """Run a flow once (`--input`) or over a JSONL file of items (`--input-file`).
 
@@ -328,6 +339,7 @@ def run(
         executor=executor,
         stream_step=stream,
         otel=otel,
+        record_prompts=record_prompts,
     )
     return execute_run(target, options)
 

@@ -453,7 +453,9 @@ def _execute_run(
             cache=options.response_cache,
             lease_ttl=options.lease_ttl if options.lease_ttl is not None else DEFAULT_LEASE_TTL,
         )
-        settings = dataclasses.replace(settings, executor=options.executor)
+        settings = dataclasses.replace(
+            settings, executor=options.executor, record_prompts=options.record_prompts
+        )
         if tracer is not None:
             settings = dataclasses.replace(settings, tracing=tracer)
         meta = None

@@ -138,6 +138,15 @@ def show(
             "one line per child run).",
         ),
     ] = False,
+    prompts: Annotated[
+        bool,
+        typer.Option(
+            "--prompts",
+            help="Print each LLM attempt's messages and reply under its step (recorded "
+            "by `trellis run --record-prompts`; --json includes them as each call's "
+            '"prompt" and "output").',
+        ),
+    ] = False,
     every: Annotated[
         bool,
         typer.Option(
@@ -192,6 +201,8 @@ def show(
 
     if every and page is not None:
         raise CliError("--all and --page cannot be used together: --all lists every item")
+    if prompts and (every or page is not None):
+        raise CliError("--prompts shows one run's attempts, not a batch's item list")
     rows = ItemRows(every=every, page=page, limit=limit)
     with store_of_run(store, run) as opened:
         try:
@@ -234,6 +245,11 @@ def show(
         return
     console = Console()
     if result is None:
+        if prompts:
+            raise CliError(
+                f"{row.run_id} is a batch: --prompts shows one run's attempts; "
+                "give an item's id (trellis show ITEM-ID --prompts)"
+            )
         total = int(data["batch"]["total"])
         if page is not None and page > rows.pages(total):
             raise CliError(
@@ -242,4 +258,4 @@ def show(
             )
         render_batch(console, data, row, entry, waiting, opened.url, rows)
     else:
-        render_run(console, result, row, now, opened.url, expand=expand)
+        render_run(console, result, row, now, opened.url, expand=expand, prompts=prompts)

@@ -61,6 +61,7 @@ class RunOptions:
     executor: str | None = None
     stream_step: str | None = None  # --stream: print this step's tokens as they arrive
     otel: bool = False  # --otel: export traces over OTLP/HTTP (OTEL_* variables)
+    record_prompts: bool = False  # --record-prompts: keep each attempt's messages and reply
 
     def check(self) -> None:
         """The rules between options; a :class:`CliError` for the first one broken."""

@@ -84,6 +84,7 @@ def recorded_settings(
         lease_ttl=lease_ttl if lease_ttl is not None else meta.lease_ttl,
         default_config=False,
     )
+    settings = dataclasses.replace(settings, record_prompts=meta.record_prompts)
     return meta, flow, settings
 
 

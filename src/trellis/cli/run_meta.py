@@ -74,6 +74,7 @@ class RunMeta:
     cache: bool = False
     cache_ttl: float | None = None
     lease_ttl: float = DEFAULT_LEASE_TTL
+    record_prompts: bool = False  # --record-prompts (a resume keeps recording them)
     output: str | None = None  # absolute path, "-" for stdout, or None
     input_file: str | None = None  # absolute path
     steps: list[str] = field(default_factory=list)  # the flow's steps in execution order
@@ -134,6 +135,7 @@ def build_meta(
         cache=cache is not None,
         cache_ttl=cache.ttl if cache is not None else None,
         lease_ttl=settings.lease_ttl,
+        record_prompts=settings.record_prompts,
         output=None if output is None else "-" if str(output) == "-" else str(output.resolve()),
         input_file=str(input_file.resolve()) if input_file is not None else None,
         steps=[step.name for step in flow.compile().steps],

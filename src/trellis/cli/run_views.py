@@ -370,15 +370,58 @@ def _rounds_of(record: StepRecord, calls: list[CallRecord], decisions: list[Deci
     return sorted(rounds)
 
 
-def _add_steps(tree: Tree, result: RunResult, width: int, store: str | None, expand: bool) -> None:
+def _add_steps(
+    tree: Tree, result: RunResult, width: int, store: str | None, expand: bool, prompts: bool
+) -> None:
     """Every step of ``result`` under ``tree``; a sub-flow step's child runs as one line
-    each (``expand``: with their own steps, nested)."""
+    each (``expand``: with their own steps, nested). ``prompts``: each attempt's recorded
+    messages and reply under its step."""
     for record in result.steps.values():
         node = _step_node(tree, record, result, width, store)
+        if prompts:
+            _add_prompts(node, [c for c in result.calls if c.step == record.name])
         for child in record.children:
             child_node = node.add(_child_line(child, expand))
             if expand:
-                _add_steps(child_node, child, width - 4, store, expand)
+                _add_steps(child_node, child, width - 4, store, expand, prompts)
+
+
+def _add_prompts(node: Tree, calls: list[CallRecord]) -> None:
+    """``trellis show --prompts``: each attempt with the messages it sent and its reply."""
+    for c in calls:
+        if c.prompt is None:
+            continue
+        label = Text(f"attempt {c.call}.{c.attempt}", style="bold cyan")
+        where = "" if c.index is None else f" [{c.index}]"
+        where += "" if c.round is None else f" round {c.round}"
+        label.append(f"{where}  {c.model} → {c.outcome}", style="dim")
+        attempt = node.add(label)
+        for message in c.prompt:
+            _message_node(attempt, message)
+        for message in c.output or ():
+            _message_node(attempt, message)
+        if c.output is None:
+            attempt.add(Text(f"(no reply: {c.outcome})", style="dim"))
+
+
+def _message_node(node: Tree, message: Mapping[str, Any]) -> None:
+    """One recorded message (GenAI parts): its role, then its text and tool calls."""
+    role = str(message.get("role", "?"))
+    line = Text(f"{role}: ", style="bold magenta" if role == "assistant" else "bold")
+    texts: list[str] = []
+    for part in message.get("parts") or ():
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(str(part.get("content", "")))
+        elif kind == "tool_call":
+            texts.append(f"→ {part.get('name')}({part.get('arguments', '')})")
+        elif kind == "tool_call_response":
+            texts.append(f"← {part.get('id')}: {part.get('response', '')}")
+    line.append("\n".join(texts) if texts else "(empty)")
+    finish = message.get("finish_reason")
+    if finish:
+        line.append(f"  [finish: {finish}]", style="dim")
+    node.add(line)
 
 
 def _child_line(child: RunResult, expanded: bool) -> Text:
@@ -495,6 +538,7 @@ def render_run(
     store: str | None = None,
     *,
     expand: bool = False,
+    prompts: bool = False,
 ) -> None:
     status = "interrupted" if interrupted(row, now) else row.status
     head = Text()
@@ -511,8 +555,16 @@ def render_run(
         head.append(f"  · item {row.item_index} of batch {row.parent_id}", style="dim")
     tree = Tree(head)
     width = max(40, console.width - 12)
-    _add_steps(tree, result, width, store, expand)
+    _add_steps(tree, result, width, store, expand, prompts)
     console.print(tree)
+    if prompts and not any(c.prompt is not None for c in result.calls):
+        console.print(
+            Text(
+                "no prompts were recorded for this run: run it with --record-prompts "
+                "(Engine(record_prompts=True)) to keep each attempt's messages and reply",
+                style="yellow",
+            )
+        )
     usage = result.usage
     if usage.attempts:
         failures = ", ".join(f"{m} {n}" for m, n in sorted(usage.failures.items()))

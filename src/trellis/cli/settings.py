@@ -46,6 +46,7 @@ class Settings:
     lease_ttl: float = 30.0  # seconds before a killed process's claim on a run expires
     executor: str | None = None  # --executor: where a batch's items run (None: here)
     tracing: Any = None  # --otel: the tracer the engine's runs are traced with
+    record_prompts: bool = False  # --record-prompts: attempts keep their messages and reply
 
     def engine(self) -> Engine:
         """A new engine. Every bound role's provider and options are checked first, so a
@@ -62,6 +63,7 @@ class Settings:
                 lease_ttl=self.lease_ttl,
                 executor=executor_from_spec(self.executor) if self.executor else None,
                 tracing=self.tracing,
+                record_prompts=self.record_prompts,
             )
         except ConfigurationError as exc:  # --executor: unknown, or the store not shareable
             raise CliError(str(exc)) from None

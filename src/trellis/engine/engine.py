@@ -88,6 +88,10 @@ class Engine:
       restored when the last active run ends (:mod:`trellis.engine.gcpause`); big
       fan-outs otherwise spend most of their time in the collector. ``False``: leave the
       collector alone.
+    - ``record_prompts``: every LLM attempt keeps the messages it sent and the reply it
+      got (``CallRecord.prompt`` / ``.output``, recorded with the run: ``trellis show
+      --prompts`` and the web UI show them). Off by default: the store then holds only
+      step inputs and outputs, and replies that failed to validate.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class Engine:
         observers: Sequence[Observer] = (),
         tracing: Any = None,
         manage_gc: bool = True,
+        record_prompts: bool = False,
     ) -> None:
         self.config = config or Config()
         self.manage_gc = manage_gc
@@ -144,6 +149,7 @@ class Engine:
             lease_ttl=self.lease_ttl,
             store_url=self.store.url if self.store is not None else None,
             seed=seed,
+            record_prompts=record_prompts,
         )
         #: What runs borrow from this engine (they never hold the engine itself).
         self.services = Services(
@@ -153,6 +159,7 @@ class Engine:
             default_cache=cache,
             sleep=sleep,
             rng=random.Random(seed),
+            record_prompts=record_prompts,
         )
 
     @classmethod
@@ -167,6 +174,7 @@ class Engine:
             lease_ttl=recipe.lease_ttl,
             seed=recipe.seed,
             breaker=recipe.breaker,
+            record_prompts=recipe.record_prompts,
         )
         engine.services.models.models.update(recipe.instances)
         engine.recipe = recipe

@@ -44,6 +44,7 @@ class EngineRecipe:
     lease_ttl: float
     store_url: str | None
     seed: int | None
+    record_prompts: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -414,9 +414,20 @@ def call_record_from_dict(data: dict[str, Any], *, replayed: bool = True) -> Cal
             reply=data.get("reply"),
             source="journal" if replayed else str(data.get("source", "live")),
             adjustments=[str(a) for a in data.get("adjustments") or ()],
+            prompt=_parts(data.get("prompt")),
+            output=_parts(data.get("output")),
         )
     except (KeyError, TypeError) as exc:
         raise StoreError(f"corrupt call record: {str(data)[:80]}") from exc
+
+
+def _parts(value: Any) -> list[dict[str, Any]] | None:
+    """A recorded prompt or output: a list of messages, or None when not recorded."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+        raise TypeError("recorded messages are not a list of objects")
+    return value
 
 
 def _downstream(plan: CompiledFlow, roots: set[int]) -> set[int]:

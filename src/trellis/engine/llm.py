@@ -64,6 +64,7 @@ from trellis.models.base import (
     ToolSpec,
     Usage,
 )
+from trellis.models.parts import message_parts, reply_parts
 
 __all__ = ["AgentReply", "EngineLLM"]
 
@@ -303,6 +304,7 @@ class _Call:
         self.records: list[CallRecord] = []  # every attempt of this call
         self.waited = 0.0  # the backoff / retry-after slept before the current attempt
         self.adjusted: tuple[str, ...] = ()  # how the provider changed the current attempt
+        self.sent: tuple[Message, ...] = ()  # the current attempt's messages
         self.retry_spent = 0.0  # failed attempts' latency + waits: against retry_deadline
 
     def request(
@@ -342,6 +344,7 @@ class _Call:
             wait += ticket.waited
             emit = scope.run.emit
             request = self.request(model, convo, None if emit is None else self._text_hook(emit))
+            self.sent = request.messages
             reservation = scope.run.reserve_free()
             if reservation is None:
                 try:
@@ -626,6 +629,10 @@ class _Call:
         response: ModelResponse | None = None,
     ) -> None:
         scope = self.scope
+        prompt = output = None
+        if source == "live" and scope.run.services.record_prompts:
+            prompt = message_parts(self.sent)
+            output = reply_parts(response) if response is not None else None
         record = CallRecord(
             step=scope.record.name,
             call=self.call_no,
@@ -644,6 +651,8 @@ class _Call:
             reply=reply,
             source=source,
             adjustments=list(self.adjusted) if source == "live" else [],
+            prompt=prompt,
+            output=output,
         )
         self.records.append(record)
         scope.add_call(record)

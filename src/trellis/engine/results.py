@@ -52,13 +52,18 @@ class CallRecord:
     #: How the provider changed the request to get it accepted (a rejected parameter
     #: dropped or renamed, a temperature clamped): never silent.
     adjustments: list[str] = field(default_factory=list)
+    #: What the model was asked and what it answered, as GenAI message parts
+    #: (``trellis.models.parts``); kept only when the engine records prompts
+    #: (``Engine(record_prompts=True)``, ``trellis run --record-prompts``).
+    prompt: list[dict[str, Any]] | None = None
+    output: list[dict[str, Any]] | None = None
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "step": self.step,
             "call": self.call,
             "attempt": self.attempt,
@@ -77,6 +82,11 @@ class CallRecord:
             "source": self.source,
             "adjustments": list(self.adjustments),
         }
+        if self.prompt is not None:
+            data["prompt"] = self.prompt
+        if self.output is not None:
+            data["output"] = self.output
+        return data
 
 
 class FailureCounts(dict[str, int]):

@@ -140,10 +140,11 @@ class Services:
     - ``prices``: USD per token, for budgets and accounting;
     - ``cache``: the response cache, and ``default_cache``, the engine's cache policy;
     - ``sleep``: how waits (backoff, retry-after) are slept, injectable for tests;
-    - ``rng``: the random source of backoff jitter (seeded by ``Engine(seed=)``).
+    - ``rng``: the random source of backoff jitter (seeded by ``Engine(seed=)``);
+    - ``record_prompts``: every live attempt keeps the messages sent and the reply.
     """
 
-    __slots__ = ("cache", "default_cache", "models", "prices", "rng", "sleep")
+    __slots__ = ("cache", "default_cache", "models", "prices", "record_prompts", "rng", "sleep")
 
     def __init__(
         self,
@@ -154,8 +155,10 @@ class Services:
         default_cache: Cache | bool | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        record_prompts: bool = False,
     ) -> None:
         self.models = models
+        self.record_prompts = record_prompts
         self.prices = prices
         self.cache = cache
         self.default_cache = default_cache

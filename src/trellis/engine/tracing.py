@@ -43,6 +43,7 @@ from trellis.engine.events import (
 from trellis.engine.results import Decision
 from trellis.errors import ConfigurationError
 from trellis.models.base import ModelResponse
+from trellis.models.parts import message_parts, reply_parts
 from trellis.types import Message
 
 __all__ = ["TracingObserver", "tracing_observer"]
@@ -76,35 +77,12 @@ def capture_content_from_env() -> bool:
 
 def _input_messages(messages: tuple[Message, ...]) -> str:
     """``gen_ai.input.messages``: the conversation as the conventions' JSON parts."""
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        parts: list[dict[str, Any]] = []
-        if m.role == "tool":
-            parts.append(
-                {"type": "tool_call_response", "id": m.tool_call_id, "response": m.content}
-            )
-        elif m.content:
-            parts.append({"type": "text", "content": m.content})
-        parts.extend(
-            {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments}
-            for c in m.tool_calls
-        )
-        out.append({"role": m.role, "parts": parts})
-    return json.dumps(out, ensure_ascii=False, default=str)
+    return json.dumps(message_parts(messages), ensure_ascii=False, default=str)
 
 
 def _output_messages(response: ModelResponse) -> str:
     """``gen_ai.output.messages``: the reply (text and tool calls) with its finish reason."""
-    parts: list[dict[str, Any]] = []
-    if response.text:
-        parts.append({"type": "text", "content": response.text})
-    parts.extend(
-        {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments}
-        for c in response.tool_calls
-    )
-    finish = response.raw_finish_reason or response.finish_reason
-    message = {"role": "assistant", "parts": parts, "finish_reason": finish}
-    return json.dumps([message], ensure_ascii=False, default=str)
+    return json.dumps(reply_parts(response), ensure_ascii=False, default=str)
 
 
 def _decision_attributes(attributes: dict[str, Any], decision: Decision) -> None:

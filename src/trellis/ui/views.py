@@ -192,7 +192,11 @@ def _step_details(result: RunResult, edges: dict[str, list[str]]) -> list[dict[s
         data = record.to_dict()
         data["reads"] = edges.get(name, [])
         data["decisions"] = decisions.get(name, [])
-        data["calls"] = calls.get(name, [])
+        data["calls"] = step_calls = calls.get(name, [])
+        # A reply from the response cache has no prompt of its own to show.
+        data["prompts_recorded"] = any("prompt" in c for c in step_calls) or all(
+            c["source"] == "cache" for c in step_calls
+        )
         out.append(data)
     return out
 
