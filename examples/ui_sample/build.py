@@ -41,7 +41,7 @@ def _run(*args: str) -> str:
 
 def build(store: Path, *, items: int = 12) -> dict[str, str]:
     """Record the sample runs in ``store`` (a SQLite file); returns run ids by role:
-    ``batch``, ``failed``, ``waiting``, ``cascade``, ``cascade_llm``."""
+    ``batch``, ``failed``, ``waiting``, ``cascade``, ``cascade_llm``, ``agent``."""
     url = str(store)
     ids: dict[str, str] = {}
     feedback = (EXAMPLES / "data" / "feedback.jsonl").read_text().splitlines()[:items]
@@ -96,6 +96,16 @@ def build(store: Path, *, items: int = 12) -> dict[str, str]:
                 url,
             )
         )["run_id"]
+    message = "From ana@example.com: we were billed twice this month, please refund one."
+    ids["agent"] = json.loads(
+        _run(
+            f"{HERE}/support_agent.py:flow",
+            "--input",
+            json.dumps({"message": message}),
+            "--store",
+            url,
+        )
+    )["run_id"]
     return ids
 
 

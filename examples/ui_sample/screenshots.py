@@ -62,6 +62,22 @@ def main(out: Path) -> None:
             page.screenshot(path=str(target), full_page=True)
             _shrink(target)
             print(f"{target} ({target.stat().st_size // 1024} KB)")
+        # Steps opened: an LLM step's attempts, each with the prompt it sent and the
+        # reply; an agent's tool-call transcript, a tool that raised with its traceback.
+        for name, run, step_name, prompts in (
+            ("step", ids["cascade_llm"], "llm_review", True),
+            ("agent", ids["agent"], "answer", False),
+        ):
+            page.goto(url + f"/runs/{run}")
+            step = page.locator(f"#step-{step_name}")
+            step.locator("summary").first.click()
+            if prompts:
+                for summary in step.locator("details.convo > summary").all():
+                    summary.click()
+            target = out / f"{name}.png"
+            step.screenshot(path=str(target))
+            _shrink(target)
+            print(f"{target} ({target.stat().st_size // 1024} KB)")
         browser.close()
 
 

@@ -36,7 +36,7 @@ def _status(store: Path, run_id: str) -> str:
 def test_runs_page_lists_every_top_level_run(client: TestClient, sample: Sample) -> None:
     _, ids = sample
     data = client.get("/api/runs").json()
-    assert len(data["runs"]) == 5 and data["more"] is False
+    assert len(data["runs"]) == 6 and data["more"] is False
     assert {r["run_id"] for r in data["runs"]} == set(ids.values())
     html = client.get("/").text
     for run_id in ids.values():
@@ -69,14 +69,14 @@ def test_runs_are_paginated(client: TestClient, monkeypatch) -> None:  # type: i
     assert (len(first["runs"]), first["more"], len(third["runs"]), third["more"]) == (
         2,
         True,
-        1,
+        2,
         False,
     )
     assert first["total"] is None  # newest first: only the page's rows are read
     ids = [r["run_id"] for p in (1, 2, 3) for r in client.get(f"/api/runs?page={p}").json()["runs"]]
-    assert len(set(ids)) == 5
+    assert len(set(ids)) == 6
     sorted_pages = client.get("/api/runs?sort=flow&page=1").json()
-    assert (sorted_pages["total"], sorted_pages["pages"]) == (5, 3)
+    assert (sorted_pages["total"], sorted_pages["pages"]) == (6, 3)
     html = client.get("/?page=2").text
     assert "page 2" in html and "page=1" in html and "page=3" in html
     assert "older →" not in client.get("/?page=3").text

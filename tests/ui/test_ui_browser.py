@@ -71,8 +71,8 @@ def page(browser: Any) -> Iterator[Any]:
 def test_every_page_opens(page: Any, ui: tuple[str, dict[str, str], Path]) -> None:
     url, ids, _ = ui
     page.goto(url + "/")
-    assert page.locator("table.runs tbody tr").count() == 5
-    for role in ("batch", "failed", "waiting", "cascade", "cascade_llm"):
+    assert page.locator("table.runs tbody tr").count() == 6
+    for role in ("batch", "failed", "waiting", "cascade", "cascade_llm", "agent"):
         page.goto(f"{url}/runs/{ids[role]}")
         assert page.locator("h1").inner_text().strip()
     page.goto(f"{url}/runs/{ids['failed']}")
@@ -95,6 +95,27 @@ def test_follow_a_run_from_the_list(page: Any, ui: tuple[str, dict[str, str], Pa
     page.click("svg.graph a.node.failed")  # the failed step, from the graph
     assert page.url.endswith("#step-parse_total")
     assert page.locator("#step-parse_total").get_attribute("open") is not None
+
+
+def test_open_an_attempts_prompt_and_an_agents_failed_tool(
+    page: Any, ui: tuple[str, dict[str, str], Path]
+) -> None:
+    url, ids, _ = ui
+    page.goto(f"{url}/runs/{ids['cascade_llm']}")
+    step = page.locator("#step-llm_review")
+    step.locator("summary").first.click()
+    convo = step.locator("details.convo").last
+    assert not convo.locator(".msg").first.is_visible()  # closed until asked
+    convo.locator("summary").click()
+    sent = convo.locator(".msg.role-user .msg-text").first
+    assert sent.is_visible() and "Consider context, idiom and sarcasm" in sent.inner_text()
+    assert convo.locator(".msg.role-assistant").first.is_visible()
+    page.goto(f"{url}/runs/{ids['agent']}")
+    agent = page.locator("#step-answer")
+    agent.locator("summary").first.click()
+    failed = agent.locator(".tool-call.bad").first
+    assert "raised ConnectionError" in failed.inner_text()
+    assert "support_agent.py" in failed.locator(".traceback").inner_text()
 
 
 def test_answer_a_waiting_step_in_the_browser(
