@@ -110,8 +110,8 @@ def test_target_forms_file_without_attribute_and_module(
     two.write_text("import trellis as tl\na = tl.Flow('a')\nb = tl.Flow('b')\n")
     assert_one_error_line(invoke("check", str(two)), "several flows (a, b)")
     # package.module:flow, imported from the current directory.
-    monkeypatch.chdir(FLOWS)
-    result = invoke("run", "plain:flow", "--input", '{"text": "hi"}', "--json")
+    monkeypatch.chdir(FLOWS)  # (--no-store: nothing written into the source tree)
+    result = invoke("run", "plain:flow", "--input", '{"text": "hi"}', "--json", "--no-store")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["outputs"] == {"shout": "HI", "length": 2}
 
