@@ -160,6 +160,51 @@ def test_a_run_recorded_without_prompts_says_how_to_record_them(tmp_path: Path) 
     assert "Prompt and reply" not in html
 
 
+def test_each_step_shows_what_it_was_given(client: TestClient, sample: Sample) -> None:
+    _, ids = sample
+    api = client.get(f"/api/runs/{ids['cascade_llm']}").json()
+    steps = {s["name"]: s for s in api["steps"]}
+    review = steps["llm_review"]
+    assert review["inputs"] == {
+        "text": api["inputs"]["text"],
+        "classifier": api["outputs"]["classifier"],
+    }
+    assert set(steps["decision"]["inputs"]) == {"quick_filter", "classifier", "llm_review"}
+    html = client.get(f"/runs/{ids['cascade_llm']}").text
+    detail = html[html.index('id="step-llm_review"') :]
+    assert '<div class="k">Inputs</div>' in detail[: detail.index('<details class="step"')]
+
+
+def test_a_run_recorded_from_python_has_its_real_graph(tmp_path: Path) -> None:
+    """Engine.run records the flow's graph itself: the UI draws the fan-in, not a chain."""
+    store = tmp_path / "graph.db"
+    flow = tl.Flow("fan-in", inputs={"text": str})
+
+    @flow.step
+    def words(text: str) -> int:
+        return len(text.split())
+
+    @flow.step
+    def chars(text: str) -> int:
+        return len(text)
+
+    @flow.step
+    def ratio(words: int, chars: int) -> float:
+        return chars / words
+
+    async def record() -> str:
+        async with tl.Engine(store=f"sqlite:///{store}") as e:
+            return (await e.run(flow, {"text": "two words"})).run_id
+
+    run_id = asyncio.run(record())
+    with TestClient(create_app(settings_for(store)), base_url="http://127.0.0.1") as client:
+        api = client.get(f"/api/runs/{run_id}").json()
+    assert api["edges"] == {"words": [], "chars": [], "ratio": ["words", "chars"]}
+    steps = {s["name"]: s for s in api["steps"]}
+    assert steps["words"]["inputs"] == {"text": "two words"}
+    assert steps["ratio"]["inputs"] == {"words": 2, "chars": 9}
+
+
 def test_failed_run_shows_the_error(client: TestClient, sample: Sample) -> None:
     _, ids = sample
     api = client.get(f"/api/runs/{ids['failed']}").json()

@@ -464,7 +464,6 @@ def _execute_run(
                 kind="batch" if batch else "run",
                 target_text=target,
                 target=parsed,
-                flow=flow,
                 settings=settings,
                 options=options,
             ).to_dict()

@@ -22,7 +22,6 @@ from trellis.cli.leases import DEFAULT_LEASE_TTL
 from trellis.cli.settings import Settings, parse_model_override
 from trellis.cli.target import Target
 from trellis.engine.records import recorded_meta
-from trellis.flow.flow import Flow
 from trellis.redact import redact_options
 from trellis.store.base import RunRow, Store
 
@@ -77,9 +76,6 @@ class RunMeta:
     record_prompts: bool = False  # --record-prompts (a resume keeps recording them)
     output: str | None = None  # absolute path, "-" for stdout, or None
     input_file: str | None = None  # absolute path
-    steps: list[str] = field(default_factory=list)  # the flow's steps in execution order
-    #: Each step's upstream steps (the steps it reads): the graph the web UI draws.
-    edges: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -110,7 +106,6 @@ def build_meta(
     kind: str,
     target_text: str,
     target: Target,
-    flow: Flow,
     settings: Settings,
     options: RunOptions,
 ) -> RunMeta:
@@ -138,17 +133,7 @@ def build_meta(
         record_prompts=settings.record_prompts,
         output=None if output is None else "-" if str(output) == "-" else str(output.resolve()),
         input_file=str(input_file.resolve()) if input_file is not None else None,
-        steps=[step.name for step in flow.compile().steps],
-        edges=flow_edges(flow),
     )
-
-
-def flow_edges(flow: Flow) -> dict[str, list[str]]:
-    """Each step of ``flow`` with the steps it reads (its upstream edges)."""
-    plan = flow.compile()
-    return {
-        step.name: [plan.steps[d].name for d in plan.deps[i]] for i, step in enumerate(plan.steps)
-    }
 
 
 def meta_of(store: Store, row: RunRow, *, answer: str) -> RunMeta:

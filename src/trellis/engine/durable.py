@@ -109,7 +109,7 @@ class DurableRun:
                         status="running",
                         inputs=encode(values, "the run's inputs"),
                         started_at=now,
-                        meta=json.dumps(dict(meta)) if meta else None,
+                        meta=json.dumps({**plan.shape(), **(meta or {})}),
                         lease_owner=owner,
                         lease_expires=now + lease_ttl,
                         lease_epoch=1,
@@ -274,7 +274,7 @@ def open_batch(
             status="running",
             inputs=json.dumps({"items": len(listed)}),
             started_at=now,
-            meta=json.dumps({"batch": True, **(meta or {})}),
+            meta=json.dumps({"batch": True, **plan.shape(), **(meta or {})}),
             is_batch=True,
         )
     ]

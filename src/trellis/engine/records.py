@@ -46,6 +46,7 @@ from trellis.store.codec import decode
 __all__ = [
     "RUN_SORTS",
     "UNREADABLE_ERRORS",
+    "RecordedGraph",
     "RunPage",
     "StepOrder",
     "Waiting",
@@ -57,7 +58,7 @@ __all__ = [
     "list_page",
     "read_meta",
     "recorded_batch",
-    "recorded_edges",
+    "recorded_graph",
     "recorded_meta",
     "recorded_result",
     "recorded_result_lines",
@@ -559,11 +560,23 @@ def list_page(
     return RunPage(entries=entries, more=more, total=total, offset=offset, limit=limit)
 
 
-def recorded_edges(store: Store, row: RunRow) -> dict[str, list[str]]:
-    """Each step of the run's flow with the steps it reads, as recorded with the run
-    (``{}``: recorded without them, e.g. by ``Engine.run`` directly)."""
+@dataclass(frozen=True, slots=True)
+class RecordedGraph:
+    """The flow's graph as recorded with a run (``CompiledFlow.shape``): each step's
+    upstream steps (``edges``) and the flow inputs it reads (``inputs``); both empty for a
+    run recorded before runs kept them."""
+
+    edges: dict[str, list[str]]
+    inputs: dict[str, list[str]]
+
+
+def recorded_graph(store: Store, row: RunRow) -> RecordedGraph:
+    """The graph ``row``'s flow had when the run was recorded (a batch item: its batch's)."""
     meta, _ = recorded_meta(store, row)
-    edges = meta.get("edges")
-    if not isinstance(edges, dict):
+    return RecordedGraph(_names_by_step(meta.get("edges")), _names_by_step(meta.get("step_inputs")))
+
+
+def _names_by_step(value: Any) -> dict[str, list[str]]:
+    if not isinstance(value, dict):
         return {}
-    return {str(k): [str(d) for d in v] for k, v in edges.items() if isinstance(v, list)}
+    return {str(k): [str(d) for d in v] for k, v in value.items() if isinstance(v, list)}

@@ -55,6 +55,26 @@ class CompiledFlow:
     def step(self, name: str) -> StepSpec:
         return self.steps[self.index[name]]
 
+    def shape(self) -> dict[str, Any]:
+        """The graph a recorded run keeps of its flow (JSON, built once per plan):
+        ``steps`` in execution order, ``edges`` (each step's upstream steps) and
+        ``step_inputs`` (the flow inputs each step reads). Readers of recorded runs (the
+        web UI's graph and per-step inputs, ``trellis show``'s order) use it."""
+        shape = self.memo.get("shape")
+        if shape is None:
+            steps = self.steps
+            shape = self.memo["shape"] = {
+                "steps": [s.name for s in steps],
+                "edges": {
+                    s.name: [steps[d].name for d in self.deps[i]] for i, s in enumerate(steps)
+                },
+                "step_inputs": {
+                    s.name: [p.name for p, source in self.sources[i] if source < 0]
+                    for i, s in enumerate(steps)
+                },
+            }
+        return shape
+
     def validate_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
         """The inputs, validated (lax: JSON objects become models); :class:`InputError`
         names a missing, unknown or ill-typed input."""

@@ -11,11 +11,12 @@ from urllib.parse import urlencode
 from trellis.engine.human import leaf_questions
 from trellis.engine.records import (
     RUN_SORTS,
+    RecordedGraph,
     StepOrder,
     is_approval,
     list_page,
     recorded_batch,
-    recorded_edges,
+    recorded_graph,
     recorded_result,
     run_entry,
     step_statuses,
@@ -180,7 +181,7 @@ def _timeline(result: RunResult) -> dict[str, Any]:
     return {"span_s": span, "rows": rows}
 
 
-def _step_details(result: RunResult, edges: dict[str, list[str]]) -> list[dict[str, Any]]:
+def _step_details(result: RunResult, graph: RecordedGraph) -> list[dict[str, Any]]:
     decisions: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for decision in result.decisions:
         decisions[decision.step].append(decision.to_dict())
@@ -190,7 +191,8 @@ def _step_details(result: RunResult, edges: dict[str, list[str]]) -> list[dict[s
     out = []
     for name, record in result.steps.items():
         data = record.to_dict()
-        data["reads"] = edges.get(name, [])
+        data["reads"] = graph.edges.get(name, [])
+        data["inputs"] = _step_inputs(result, graph, name)
         data["decisions"] = decisions.get(name, [])
         data["calls"] = step_calls = calls.get(name, [])
         # A reply from the response cache has no prompt of its own to show.
@@ -199,6 +201,22 @@ def _step_details(result: RunResult, edges: dict[str, list[str]]) -> list[dict[s
         )
         out.append(data)
     return out
+
+
+def _step_inputs(result: RunResult, graph: RecordedGraph, name: str) -> dict[str, Any] | None:
+    """What step ``name`` was given: the flow inputs it reads and its upstream steps'
+    outputs (None: the run was recorded without its graph). An upstream step that did not
+    run reads as null (the step got its parameter's default instead)."""
+    if name not in graph.edges and name not in graph.inputs:
+        return None
+    given: dict[str, Any] = {}
+    for key in graph.inputs.get(name, []):
+        if key in result.inputs:
+            given[key] = jsonable(result.inputs[key])
+    for upstream in graph.edges.get(name, []):
+        record = result.steps.get(upstream)
+        given[upstream] = jsonable(record.output) if record and record.status == "done" else None
+    return given
 
 
 def _note(result: RunResult, name: str) -> str:
@@ -233,7 +251,8 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
             }
         return {"kind": "batch", "run": entry, "batch": batch["batch"], "inputs": batch["inputs"]}
     result = recorded_result(store, row, order.of(row))
-    edges = recorded_edges(store, row)
+    graph = recorded_graph(store, row)
+    edges = graph.edges
     nodes = [GraphNode(name, r.status, _note(result, name)) for name, r in result.steps.items()]
     error = result.error.to_dict() if result.error is not None else None
     return {
@@ -244,7 +263,7 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
         "error": error,
         "usage": result.usage.to_dict(),
         "edges": edges,
-        "steps": _step_details(result, edges),
+        "steps": _step_details(result, graph),
         "timeline": _timeline(result),
         "waiting": _waiting(result),
         "svg": render_svg(nodes, edges),
