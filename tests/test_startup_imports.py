@@ -48,3 +48,24 @@ def test_a_name_is_the_object_of_its_defining_module() -> None:
 
     assert tl.Engine is Engine
     assert tl.Flow is Flow
+
+
+def test_a_run_without_tracing_imports_nothing_of_opentelemetry() -> None:
+    """Tracing costs nothing unless asked for: the package may be installed (it is here,
+    with the [otel] extra) and a run still never imports it."""
+    import importlib.util
+
+    assert importlib.util.find_spec("opentelemetry") is not None  # installed, yet unused
+    loaded = _modules_after(
+        "import asyncio, trellis as tl\n"
+        "flow = tl.Flow('f', inputs={'text': str})\n"
+        "@flow.step\n"
+        "async def label(text: str, llm: tl.LLM) -> str:\n"
+        "    return await llm.generate(text, model='small')\n"
+        "async def main():\n"
+        "    async with tl.Engine(models={'small': 'sim:small'}) as e:\n"
+        "        assert (await e.run(flow, {'text': 'hi'})).status == 'done'\n"
+        "asyncio.run(main())"
+    )
+    assert "trellis.engine.engine" in loaded
+    assert not {m for m in loaded if m.split(".")[0] == "opentelemetry"}
