@@ -39,6 +39,12 @@ def _run(*args: str) -> str:
     return _trellis("run", *args, "--record-prompts")
 
 
+def _one(target: str, inputs: dict[str, str], store: str) -> str:
+    """Record one run of ``target`` on ``inputs``; its id."""
+    out = _run(target, "--input", json.dumps(inputs), "--store", store)
+    return str(json.loads(out)["run_id"])
+
+
 def build(store: Path, *, items: int = 12) -> dict[str, str]:
     """Record the sample runs in ``store`` (a SQLite file); returns run ids by role:
     ``batch``, ``failed``, ``waiting``, ``cascade``, ``cascade_llm``, ``agent``."""
@@ -47,7 +53,7 @@ def build(store: Path, *, items: int = 12) -> dict[str, str]:
     feedback = (EXAMPLES / "data" / "feedback.jsonl").read_text().splitlines()[:items]
     inputs = Path(tempfile.mkdtemp()) / "feedback.jsonl"
     inputs.write_text("\n".join(feedback) + "\n")
-    out = _run(
+    _run(
         f"{EXAMPLES}/feedback_triage.py:flow",
         "--input-file",
         str(inputs),
@@ -57,28 +63,11 @@ def build(store: Path, *, items: int = 12) -> dict[str, str]:
         url,
         "--quiet",
     )
-    del out
     ids["batch"] = _last_run_id(url)
     text = "Invoice from Acme Corp, total due: twelve hundred dollars."
-    ids["failed"] = json.loads(
-        _run(
-            f"{HERE}/invoices.py:flow",
-            "--input",
-            json.dumps({"invoice": text}),
-            "--store",
-            url,
-        )
-    )["run_id"]
+    ids["failed"] = _one(f"{HERE}/invoices.py:flow", {"invoice": text}, url)
     sso = "Our whole team has been locked out of SSO since 9am."
-    ids["waiting"] = json.loads(
-        _run(
-            f"{EXAMPLES}/approval.py:flow",
-            "--input",
-            json.dumps({"feedback": sso}),
-            "--store",
-            url,
-        )
-    )["run_id"]
+    ids["waiting"] = _one(f"{EXAMPLES}/approval.py:flow", {"feedback": sso}, url)
     for key, comment in (
         ("cascade", "CLICK HERE for FREE followers!!! http://spam.example"),
         (
@@ -87,25 +76,9 @@ def build(store: Path, *, items: int = 12) -> dict[str, str]:
             "should be embarrassed.",
         ),
     ):
-        ids[key] = json.loads(
-            _run(
-                f"{EXAMPLES}/moderation_cascade.py:flow",
-                "--input",
-                json.dumps({"text": comment}),
-                "--store",
-                url,
-            )
-        )["run_id"]
+        ids[key] = _one(f"{EXAMPLES}/moderation_cascade.py:flow", {"text": comment}, url)
     message = "From ana@example.com: we were billed twice this month, please refund one."
-    ids["agent"] = json.loads(
-        _run(
-            f"{HERE}/support_agent.py:flow",
-            "--input",
-            json.dumps({"message": message}),
-            "--store",
-            url,
-        )
-    )["run_id"]
+    ids["agent"] = _one(f"{HERE}/support_agent.py:flow", {"message": message}, url)
     return ids
 
 
