@@ -51,11 +51,11 @@ from trellis.store.base import (
     RunState,
     StepRow,
     Store,
-    checked_limit,
     stale_write,
 )
 from trellis.store.pgtext import decode_json, encode_json, escape, unescape
 from trellis.store.pgurl import is_postgres_url, password_of, redact_url
+from trellis.store.sql import Dialect, run_listing
 
 try:
     import psycopg
@@ -157,6 +157,12 @@ _RUN_SELECT = (
     "SELECT run_id, flow, status, inputs::text, started_at, parent_id, item_index, "
     "finished_at, error::text, usage::text, meta::text, lease_owner, lease_expires, "
     "lease_epoch, raw, format, is_batch FROM runs"
+)
+_POSTGRES = Dialect(
+    mark="%s",
+    newest_first="started_at DESC, created DESC",
+    top_level="parent_id IS NULL",
+    text=escape,
 )
 _RUN_INSERT = (
     "INSERT INTO runs (run_id, flow, status, inputs, started_at, parent_id, item_index, "
@@ -495,33 +501,16 @@ class PostgresStore(Store):
         limit: int | None = None,
         lenient: bool = False,
     ) -> list[RunRow]:
-        where: list[str] = []
-        args: list[Any] = []
-        if batches is not None:
-            where.append("is_batch = %s")
-            args.append(bool(batches))
-        if flow is not None:
-            where.append("flow = %s")
-            args.append(escape(flow))
-        if status is not None:
-            where.append("status = %s")
-            args.append(status)
-        if parent_id is not None:
-            where.append("parent_id = %s")
-            args.append(escape(parent_id))
-            order = "item_index"
-        else:
-            order = "started_at DESC, created DESC"
-            if top_level:
-                where.append("parent_id IS NULL")
-        sql = _RUN_SELECT  # fixed fragments only; every value is a parameter
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {order}"
-        limit = checked_limit(limit)
-        if limit is not None:
-            sql += " LIMIT %s"
-            args.append(limit)
+        sql, args = run_listing(  # fixed fragments only; every value is a parameter
+            _RUN_SELECT,
+            _POSTGRES,
+            flow=flow,
+            status=status,
+            parent_id=parent_id,
+            top_level=top_level,
+            batches=batches,
+            limit=limit,
+        )
 
         def read(conn: psycopg.Connection[Any]) -> list[RunRow]:
             return [_run_row(r, lenient=lenient) for r in conn.execute(sql, args)]

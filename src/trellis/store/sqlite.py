@@ -37,9 +37,9 @@ from trellis.store.base import (
     RunState,
     StepRow,
     Store,
-    checked_limit,
     stale_write,
 )
+from trellis.store.sql import Dialect, run_listing
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -125,6 +125,14 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _RUN_COLUMNS = (
     "run_id, flow, status, inputs, started_at, parent_id, item_index, finished_at, error, "
     "usage, meta, lease_owner, lease_expires, lease_epoch, is_batch"
+)
+_SQLITE = Dialect(
+    mark="?",
+    newest_first="started_at DESC, rowid DESC",
+    # "+": not by runs_parent, so that runs_started gives the order (and LIMIT reads only
+    # the newest rows instead of sorting every top-level run).
+    top_level="+parent_id IS NULL",
+    flag=int,
 )
 # A fenced write's guard: the run exists and its epoch is not newer than the writer's.
 _FENCE = "EXISTS (SELECT 1 FROM runs WHERE run_id = ? AND lease_epoch <= ?)"
@@ -319,35 +327,16 @@ class SQLiteStore(Store):
         limit: int | None = None,
         lenient: bool = False,
     ) -> list[RunRow]:
-        where: list[str] = []
-        args: list[Any] = []
-        if flow is not None:
-            where.append("flow = ?")
-            args.append(flow)
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if batches is not None:
-            where.append("is_batch = ?")
-            args.append(int(batches))
-        if parent_id is not None:
-            where.append("parent_id = ?")
-            args.append(parent_id)
-            order = "item_index"
-        else:
-            order = "started_at DESC, rowid DESC"
-            if top_level:
-                # "+": not by runs_parent, so that runs_started gives the order (and LIMIT
-                # reads only the newest rows instead of sorting every top-level run).
-                where.append("+parent_id IS NULL")
-        sql = f"SELECT {_RUN_COLUMNS}, format FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {order}"
-        limit = checked_limit(limit)
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
+        sql, args = run_listing(
+            f"SELECT {_RUN_COLUMNS}, format FROM runs",
+            _SQLITE,
+            flow=flow,
+            status=status,
+            parent_id=parent_id,
+            top_level=top_level,
+            batches=batches,
+            limit=limit,
+        )
         return [_run_row(r, lenient=lenient) for r in self._db.execute(sql, args)]
 
     # -- leases ---------------------------------------------------------------------------
