@@ -24,6 +24,7 @@ from pydantic_core import to_json
 
 from trellis.engine.scope import StepScope
 from trellis.engine.structured import ParseFailure, output_spec
+from trellis.engine.tasks import gather_or_cancel
 from trellis.errors import AgentTurnLimitError, ConfigurationError, StepError
 from trellis.flow.tools import Tool, ToolArgumentsError
 from trellis.models.base import Message, ToolCall, ToolSpec
@@ -163,14 +164,7 @@ async def _all_or_nothing(
     """Run a turn's tool calls concurrently; if one fails the step, stop the others."""
     if len(calls) == 1:
         return [await calls[0]]
-    tasks = [asyncio.ensure_future(c) for c in calls]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    return await gather_or_cancel([asyncio.ensure_future(c) for c in calls])
 
 
 async def _run_tool(

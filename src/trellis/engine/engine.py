@@ -29,6 +29,7 @@ from trellis.engine.results import ErrorInfo, RunResult, StepRecord
 from trellis.engine.runner import Run, current_step
 from trellis.engine.services import ModelChains, ResponseCache, Services
 from trellis.engine.stream import DEFAULT_LIMIT, EventStream
+from trellis.engine.tasks import cancel_and_wait
 from trellis.engine.tracing import tracing_observer
 from trellis.errors import (
     ConfigurationError,
@@ -545,10 +546,7 @@ class Engine:
                     )
         finally:
             try:
-                for task in tasks:
-                    task.cancel()
-                if tasks:
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                await cancel_and_wait(tasks)
             finally:
                 gc_hold.__exit__(None, None, None)
 

@@ -49,6 +49,7 @@ from trellis.engine.results import (
 )
 from trellis.engine.scope import RunScope, StepScope
 from trellis.engine.services import Services
+from trellis.engine.tasks import cancel_and_wait, gather_or_cancel
 from trellis.engine.threads import call_in_daemon_thread
 from trellis.errors import (
     AuthenticationError,
@@ -680,9 +681,7 @@ class Run:
                     tasks.append(task)
                 await asyncio.gather(*tasks)
         except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
             raise
         return results
 
@@ -766,18 +765,11 @@ class Run:
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(element(n, item)) for n, item in enumerate(items)]
         try:
-            outputs = list(await asyncio.gather(*tasks))
+            outputs = await gather_or_cancel(tasks)
             waiting = [c for c in children if c is not None and c.status == "waiting"]
             if waiting:
                 raise WaitingForInput(subflow_question(spec.name, waiting))
             return outputs
-        except WaitingForInput:
-            raise
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
         finally:
             record.children.extend(c for c in children if c is not None)
 
