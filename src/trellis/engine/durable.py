@@ -27,6 +27,7 @@ from trellis.engine.journal import (
     call_record_from_dict,
     decision_from_dict,
     error_from_json,
+    journaled_usage,
     record_end,
     record_from_row,
     stats_from_json,
@@ -71,6 +72,9 @@ class DurableRun:
         self.lease_ttl = lease_ttl
         self.journal: Journal | None = None
         self.earlier = Stats()  # spent by earlier runs of this id, not replayed (see start)
+        #: Created by this process just now, its lease held from the start: nothing of it
+        #: is recorded yet, so :meth:`start` reads nothing back.
+        self.fresh = False
         self._lease = Lease(store, run_id, owner, lease_ttl)
 
     @property
@@ -116,6 +120,7 @@ class DurableRun:
                     )
                 )
                 created = cls(store, plan, run_id, values, None, owner, lease_ttl)
+                created.fresh = True
                 created._lease.adopt(1)
                 return created
             except StoreError:  # another process created it first: resume semantics apply
@@ -157,11 +162,21 @@ class DurableRun:
     def start(self, *, rerun_changed: bool) -> Journal:
         """Begin executing (under the lease): the journal to replay from, the run marked
         running — a batch item recorded as pending gets its real start time — and what
-        earlier runs of it spent that no replay will count again (:func:`earlier_spend`)."""
-        row = self.store.get_run(self.run_id)
+        earlier runs of it spent that no replay will count again (:func:`earlier_spend`).
+        A run this process has just created (:attr:`fresh`) is already marked running and
+        has nothing to replay: nothing is read or written for it here."""
         self.journal = Journal(
-            self.store, self.run_id, self.plan, rerun_changed=rerun_changed, epoch=self.epoch
+            self.store,
+            self.run_id,
+            self.plan,
+            rerun_changed=rerun_changed,
+            epoch=self.epoch,
+            empty=self.fresh,
         )
+        if self.fresh:
+            return self.journal
+        # Read again under the lease: another process may have run it since open().
+        row = self.store.get_run(self.run_id)
         if row is not None:
             self.earlier = earlier_spend(self.store, row)
         started = time.time() if row is not None and row.status == "pending" else None
@@ -323,14 +338,9 @@ def earlier_spend(store: Store, row: RunRow) -> Stats:
             done_steps.add(srow.step)
             if srow.usage:
                 left.subtract(stats_from_json(srow.usage))
-    replayed = Stats()
-    for crow in store.load_calls(row.run_id):
-        if crow.key.split("|", 1)[0] in done_steps:
-            continue  # counted in its step's usage
-        replayed.calls += 1
-        for data in decode(crow.attempts, Any, f"call {crow.key!r}"):
-            replayed.add_attempt(call_record_from_dict(data))
-    left.subtract(replayed)
+    # A completed step's calls are counted in its usage already.
+    calls = store.load_calls(row.run_id)
+    left.subtract(journaled_usage(c for c in calls if c.key.split("|", 1)[0] not in done_steps))
     # A sub-flow step that did not complete re-enters its child runs, which count again
     # what they restore and replay: their recorded usage is not "earlier" spend.
     prefix = row.run_id + "/"

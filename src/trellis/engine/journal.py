@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ from trellis.tracebacks import Frame
 if TYPE_CHECKING:
     from trellis.flow.graph import CompiledFlow
 
-__all__ = ["Journal", "JournaledCall", "request_hash"]
+__all__ = ["Journal", "JournaledCall", "journaled_usage", "request_hash"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +66,17 @@ class Journal:
         *,
         rerun_changed: bool = False,
         epoch: int | None = None,
+        empty: bool = False,
     ) -> None:
+        """``empty``: the run has nothing recorded yet (just created): nothing is read."""
         self.store = store
         self.run_id = run_id
         self.plan = plan
         self.epoch = epoch  # the lease epoch every write carries (fencing)
         self.rerun_changed = rerun_changed
         self._fingerprints = flow_fingerprints(plan)
-        steps = {row.step: row for row in store.load_steps(run_id)}
-        self._calls = {row.key: row for row in store.load_calls(run_id)}
+        steps = {} if empty else {row.step: row for row in store.load_steps(run_id)}
+        self._calls = {} if empty else {row.key: row for row in store.load_calls(run_id)}
         self._calls_by_step: dict[str, list[CallRow]] = {}
         for call in self._calls.values():
             self._calls_by_step.setdefault(call.key.partition("|")[0], []).append(call)
@@ -419,6 +422,16 @@ def call_record_from_dict(data: dict[str, Any], *, replayed: bool = True) -> Cal
         )
     except (KeyError, TypeError) as exc:
         raise StoreError(f"corrupt call record: {str(data)[:80]}") from exc
+
+
+def journaled_usage(calls: Iterable[CallRow]) -> Stats:
+    """The usage of journaled calls: one call each, and every attempt it recorded."""
+    stats = Stats()
+    for call in calls:
+        stats.calls += 1
+        for data in decode(call.attempts, Any, f"call {call.key!r}"):
+            stats.add_attempt(call_record_from_dict(data))
+    return stats
 
 
 def _parts(value: Any) -> list[dict[str, Any]] | None:

@@ -32,8 +32,8 @@ from typing import Any
 from trellis.engine.durable import load_result, recorded_batch_inputs
 from trellis.engine.human import leaf_questions
 from trellis.engine.journal import (
-    call_record_from_dict,
     error_from_json,
+    journaled_usage,
     record_from_row,
     stats_from_json,
 )
@@ -41,7 +41,6 @@ from trellis.engine.results import CallRecord, RunResult, Stats, StepRecord, jso
 from trellis.errors import StoreError, TrellisError
 from trellis.flow.graph import CompiledFlow
 from trellis.store.base import RunRow, Store
-from trellis.store.codec import decode
 
 __all__ = [
     "RUN_SORTS",
@@ -142,13 +141,7 @@ def recorded_usage(store: Store, row: RunRow) -> Stats:
     """The run's recorded usage; for a run that did not finish, summed from its journal."""
     if row.usage:
         return stats_from_json(row.usage)
-    stats = Stats()
-    for call in store.load_calls(row.run_id):
-        attempts = decode(call.attempts, Any, f"call {call.key!r}")
-        stats.calls += 1
-        for data in attempts:
-            stats.add_attempt(call_record_from_dict(data))
-    return stats
+    return journaled_usage(store.load_calls(row.run_id))
 
 
 def recorded_result(store: Store, row: RunRow, order: list[str]) -> RunResult:
