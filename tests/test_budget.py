@@ -4,6 +4,7 @@ what it completed. Run budgets, flow budgets and an engine's batch budget."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -383,3 +384,30 @@ async def test_calls_in_flight_make_a_concurrent_call_wait_not_fail() -> None:
     assert result.usage.attempts == 20
     assert result.usage.total_tokens == 240
     assert 1 < peak < 20  # some calls ran together, others waited for reservations
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "fragment"),
+    [
+        ({"concurrency": 0}, tl.InputError, "concurrency must be a whole number >= 1, not 0"),
+        ({"concurrency": 2.5}, tl.InputError, "not 2.5"),
+        ({"concurrency": True}, tl.InputError, "not True"),
+        ({"items": None}, tl.InputError, "run_many needs items"),
+        ({"batch_id": "b1"}, tl.ConfigurationError, "batch_id= needs an engine with a store"),
+    ],
+)
+async def test_run_many_refuses_bad_arguments_when_called(
+    call: dict[str, Any], error: type[Exception], fragment: str
+) -> None:
+    """Before anything is iterated: a mistake shows where run_many is called, even when
+    the generator is handed on and iterated elsewhere (or never)."""
+    flow = tl.Flow("batch", inputs={"i": int})
+
+    @flow.step
+    def double(i: int) -> int:
+        return 2 * i
+
+    async with tl.Engine() as engine:
+        arguments: dict[str, Any] = {"items": [{"i": 1}], **call}
+        with pytest.raises(error, match=re.escape(fragment)):
+            engine.run_many(flow, **arguments)

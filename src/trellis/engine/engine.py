@@ -396,7 +396,7 @@ class Engine:
             raise ConfigurationError("this engine has no store: pass store= to record runs")
         return load_result(self.store, run_id, flow.compile() if flow else None)
 
-    async def run_many(
+    def run_many(
         self,
         flow: Flow,
         items: Iterable[Mapping[str, Any]] | None = None,
@@ -416,14 +416,45 @@ class Engine:
         With a store and a ``batch_id``, the batch is one parent run whose items are child
         runs (``<batch_id>.<index>``), all recorded before the first one starts. Running
         the same ``batch_id`` again (``items`` may be omitted) yields the recorded results
-        of finished items without running them, and resumes the others."""
-        if concurrency < 1:
-            raise InputError("concurrency must be at least 1")
+        of finished items without running them, and resumes the others.
+
+        Bad arguments are refused when it is called, before anything is iterated: a
+        ``concurrency`` below 1, a ``batch_id`` without a store, no items and no batch."""
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InputError(f"concurrency must be a whole number >= 1, not {concurrency!r}")
+        if batch_id is not None and self.store is None:
+            raise ConfigurationError("batch_id= needs an engine with a store")
+        if batch_id is None and items is None:
+            raise InputError("run_many needs items (or the batch_id of a recorded batch)")
         plan = flow.compile()
+        return self._run_many(
+            flow,
+            plan,
+            items,
+            concurrency=concurrency,
+            budget=budget,
+            batch_id=batch_id,
+            rerun_changed=rerun_changed,
+            meta=meta,
+            observers=observers,
+        )
+
+    async def _run_many(
+        self,
+        flow: Flow,
+        plan: CompiledFlow,
+        items: Iterable[Mapping[str, Any]] | None,
+        *,
+        concurrency: int,
+        budget: Budget | None,
+        batch_id: str | None,
+        rerun_changed: bool,
+        meta: Mapping[str, Any] | None,
+        observers: Sequence[Observer],
+    ) -> AsyncGenerator[tuple[int, RunResult], None]:
         run_ids: list[str | None]
         if batch_id is not None:
-            if self.store is None:
-                raise ConfigurationError("batch_id= needs an engine with a store")
+            assert self.store is not None
             recorded = self.store.get_run(batch_id)
             # A batch that completed is only read back: its recorded end (and so its
             # duration) stays as it was, however long after it is run again.
@@ -436,8 +467,7 @@ class Engine:
             run_ids = [w[0] for w in work]
             pending: list[Mapping[str, Any]] = [w[1] for w in work]
         else:
-            if items is None:
-                raise InputError("run_many needs items (or the batch_id of a recorded batch)")
+            assert items is not None
             pending = list(items)
             run_ids = [None] * len(pending)
             parent = None
