@@ -34,7 +34,7 @@ if _typing.TYPE_CHECKING:
         Stats,
         StepRecord,
     )
-    from trellis.engine.summary import BatchSummary, summarize
+    from trellis.engine.summary import BatchSummary, SummaryBuilder, summarize
     from trellis.errors import (
         AgentTurnLimitError,
         AuthenticationError,
@@ -94,6 +94,7 @@ _WHERE: dict[str, str] = {
     "Stats": "trellis.engine.results",
     "StepRecord": "trellis.engine.results",
     "BatchSummary": "trellis.engine.summary",
+    "SummaryBuilder": "trellis.engine.summary",
     "summarize": "trellis.engine.summary",
     "AgentTurnLimitError": "trellis.errors",
     "AuthenticationError": "trellis.errors",
@@ -193,6 +194,7 @@ __all__ = [  # noqa: RUF022 - grouped by theme, not sorted
     "ErrorInfo",
     "Stats",
     "BatchSummary",
+    "SummaryBuilder",
     "summarize",
     # Models: the provider interface, the values it exchanges, prices
     "Model",

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import trellis as tl
-from trellis.cli.batch import write_results
+from trellis.cli.batch import result_lines, write_results
 from trellis.cli.errors import CliError
 from trellis.cli.inputs import Item
 from trellis.cli.jsonout import json_text
@@ -119,10 +119,11 @@ def test_json_output_never_prints_nan(tmp_path: Path) -> None:
 # -- output files ----------------------------------------------------------------------------
 
 
-def _finished(tmp_path: Path) -> tuple[list[Item], list[RunResult | None]]:
+def _finished(tmp_path: Path) -> list[str | None]:
+    """One finished item's output line, as a batch keeps it."""
     item = Item({"text": "new"}, "in.jsonl:1")
     result = RunResult(run_id="r", flow="echo", inputs={"text": "new"}, steps={}, status="done")
-    return [item], [result]
+    return result_lines([item], [result])
 
 
 def test_a_failed_write_keeps_the_previous_output_and_leaves_no_temporary_file(
@@ -136,7 +137,7 @@ def test_a_failed_write_keeps_the_previous_output_and_leaves_no_temporary_file(
 
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(CliError, match="No space left on device"):
-        write_results(out, *_finished(tmp_path))
+        write_results(out, _finished(tmp_path))
     assert out.read_text() == "previous results\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
 
@@ -144,7 +145,7 @@ def test_a_failed_write_keeps_the_previous_output_and_leaves_no_temporary_file(
 def test_an_output_is_replaced_whole(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text("x" * 10_000)
-    assert write_results(out, *_finished(tmp_path)) == 1
+    assert write_results(out, _finished(tmp_path)) == 1
     assert json.loads(out.read_text())["inputs"] == {"text": "new"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
 
@@ -516,7 +517,7 @@ def test_an_output_through_a_symlink_replaces_its_target(tmp_path: Path) -> None
     target.write_text("old\n")
     link = tmp_path / "out.jsonl"
     link.symlink_to(target)
-    assert write_results(link, *_finished(tmp_path)) == 1
+    assert write_results(link, _finished(tmp_path)) == 1
     assert link.is_symlink()
     assert json.loads(target.read_text())["inputs"] == {"text": "new"}
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.jsonl"]
@@ -524,5 +525,5 @@ def test_an_output_through_a_symlink_replaces_its_target(tmp_path: Path) -> None
 
 @pytest.mark.skipif(not Path("/dev/null").exists(), reason="needs /dev/null")
 def test_an_output_to_a_device_is_written_directly(tmp_path: Path) -> None:
-    assert write_results(Path("/dev/null"), *_finished(tmp_path)) == 1
+    assert write_results(Path("/dev/null"), _finished(tmp_path)) == 1
     assert Path("/dev/null").is_char_device()  # written to, not replaced by a file

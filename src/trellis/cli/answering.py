@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from trellis.cli.batch import write_results
+from trellis.cli.batch import result_lines, write_results
 from trellis.cli.commands import (
     DURABLE_ERRORS,
     exit_code,
@@ -216,7 +216,8 @@ def _after_item(
         results: list[RunResult | None] = [
             load_result(store, child.run_id, plan) for child in children
         ]
-        lines = write_results(destination, recorded_items(store, batch_id), results)
+        items = recorded_items(store, batch_id)
+        lines = write_results(destination, result_lines(items, results))
         written = f"; {lines} line(s) rewritten to {destination}"
     _note(
         f"batch {batch_id}: no item waits for input any more: {counts['done']} done, "

@@ -1,7 +1,10 @@
 """Running a batch: items through ``engine.run_many`` with a progress bar, then JSONL out.
 
 Results are written after the batch, one line per item in *input* order, whatever order
-the runs finished in. A configuration error (it would fail every item alike) stops the
+the runs finished in. A result is not kept once it is counted: each item leaves its
+status, its output line (when there is an output file) and its share of the summary
+(:class:`~trellis.engine.summary.SummaryBuilder`), so a batch's memory does not grow with
+what its items did. A configuration error (it would fail every item alike) stops the
 batch at the first item that shows it.
 
 With a store the batch is durable: one parent run (``batch_id``) whose items are child
@@ -14,9 +17,12 @@ A batch budget (``--budget-*``) counts what earlier processes of the batch spent
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,14 +47,44 @@ from trellis.engine.engine import Engine
 from trellis.engine.records import result_line
 from trellis.engine.results import RunResult
 from trellis.engine.spend import track_batch_spend
+from trellis.engine.summary import SummaryBuilder
 from trellis.flow.flow import Flow
 
-__all__ = ["BatchRun", "check_output_path", "result_line", "write_results"]
+__all__ = ["BatchRun", "check_output_path", "result_line", "result_lines", "write_results"]
+
+
+class LineSpool:
+    """The finished items' output lines, kept in a temporary file rather than in memory:
+    :meth:`put` appends a line, and iterating gives them back in item order (16 bytes of
+    memory an item, whatever the lines hold)."""
+
+    def __init__(self, size: int) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self._start = array("q", [-1]) * size
+        self._length = array("q", [0]) * size
+
+    def put(self, index: int, line: str) -> None:
+        data = line.encode("utf-8")
+        self._file.seek(0, os.SEEK_END)
+        self._start[index] = self._file.tell()
+        self._length[index] = len(data)
+        self._file.write(data)
+
+    def __iter__(self) -> Iterator[str]:
+        file = self._file
+        for start, length in zip(self._start, self._length, strict=True):
+            if start >= 0:
+                file.seek(start)
+                yield file.read(length).decode("utf-8")
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class BatchRun:
-    """One batch. ``results[i]`` is item i's result once it finished (None before), so a
-    caller interrupted by Ctrl-C can still write what finished."""
+    """One batch. ``statuses[i]`` is item i's status once it finished (None before), and
+    with ``keep_lines`` ``lines[i]`` its output line, so a caller interrupted by Ctrl-C can
+    still write what finished; ``tally`` summarises the finished items."""
 
     def __init__(
         self,
@@ -61,13 +97,16 @@ class BatchRun:
         batch_id: str | None = None,
         rerun_changed: bool = False,
         echo: Callable[[str], None] | None = None,
+        keep_lines: bool = False,
     ) -> None:
         self.flow = flow
         self.items = items
         self.settings = settings
         self.concurrency = concurrency
         self.progress_console = progress
-        self.results: list[RunResult | None] = [None] * len(items)
+        self.statuses: list[str | None] = [None] * len(items)
+        self.lines = LineSpool(len(items)) if keep_lines else None
+        self.tally = SummaryBuilder()
         self.config_error: str | None = None
         self.prices = settings.config.prices
         self.started = time.perf_counter()
@@ -77,8 +116,16 @@ class BatchRun:
         self._echo = echo or (lambda _text: None)
 
     @property
-    def finished(self) -> list[RunResult]:
-        return [r for r in self.results if r is not None]
+    def finished(self) -> int:
+        """How many items finished (done, failed or waiting)."""
+        return self.tally.total
+
+    def _keep(self, index: int, result: RunResult) -> None:
+        """What the batch keeps of a finished item; the result itself is let go."""
+        self.statuses[index] = result.status
+        if self.lines is not None:
+            self.lines.put(index, json_text(result_line(index, self.items[index].inputs, result)))
+        self.tally.add(result)
 
     async def execute(self) -> None:
         self.started = time.perf_counter()
@@ -105,11 +152,11 @@ class BatchRun:
             )
             async with contextlib.aclosing(stream) as results:
                 async for index, result in results:
-                    self.results[index] = result
                     message = configuration_error([result])
                     if message is not None:
                         self.config_error = message
                         break
+                    self._keep(index, result)
                     if result.ok:
                         done += 1
                     elif result.status == "waiting":
@@ -165,20 +212,32 @@ def check_output_path(path: Path | None, input_file: Path | None = None) -> None
         raise CliError(f"--output {str(path)!r}: folder {str(parent)!r} does not exist")
 
 
-def write_results(path: Path, items: Sequence[Item], results: Sequence[RunResult | None]) -> int:
-    """Write one line per finished item in input order (``-``: stdout); return lines.
+def result_lines(items: Sequence[Item], results: Sequence[RunResult | None]) -> list[str | None]:
+    """Each finished item's output line (None for an item without a result)."""
+    return [
+        None if result is None else json_text(result_line(i, item.inputs, result))
+        for i, (item, result) in enumerate(zip(items, results, strict=True))
+    ]
+
+
+def write_results(path: Path, lines: Iterable[str | None]) -> int:
+    """Write the finished items' lines (:attr:`BatchRun.lines`, :func:`result_lines`) in
+    input order (``-``: stdout), as they are read; return how many.
 
     A file is replaced atomically (see :mod:`trellis.cli.files`): never left truncated."""
-    lines = [
-        json_text(result_line(i, item.inputs, result))
-        for i, (item, result) in enumerate(zip(items, results, strict=True))
-        if result is not None
-    ]
-    text = "".join(line + "\n" for line in lines)
+    written = 0
+
+    def pieces() -> Iterator[str]:
+        nonlocal written
+        for line in lines:
+            if line is not None:
+                written += 1
+                yield line + "\n"
+
     if str(path) == "-":
         out: TextIO = sys.stdout
-        out.write(text)
+        out.writelines(pieces())
         out.flush()
     else:
-        write_atomic(path, text)
-    return len(lines)
+        write_atomic(path, pieces())
+    return written

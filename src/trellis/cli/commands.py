@@ -46,7 +46,7 @@ from trellis.engine.durable import first_changed_item, open_batch, recorded_batc
 from trellis.engine.engine import new_run_id
 from trellis.engine.records import batch_items, recorded_usage
 from trellis.engine.results import RunResult, Stats
-from trellis.engine.summary import BatchSummary, WaitingStep, summarize
+from trellis.engine.summary import BatchSummary, WaitingStep
 from trellis.errors import InputError, RunLockedError, StepChangedError, StoreError
 from trellis.flow.flow import Flow
 from trellis.store.base import RunRow, Store
@@ -316,6 +316,7 @@ def run_batch(flow: Flow, settings: Settings, job: BatchJob) -> int:
         batch_id=batch_id if store is not None else None,
         rerun_changed=job.rerun_changed,
         echo=_note,
+        keep_lines=output is not None,
     )
     interrupted = False
     try:
@@ -332,14 +333,20 @@ def run_batch(flow: Flow, settings: Settings, job: BatchJob) -> int:
             )
         raise CliError(batch.config_error)
     if announcement is not None and store is not None and batch_id is not None:
-        if all(r is not None and r.status in ("done", "waiting") for r in batch.results):
+        if all(status in ("done", "waiting") for status in batch.statuses):
             _note(f"{announcement} (trellis show {batch_id})")
         else:
             _note(f"{announcement} (resume: {resume_hint(batch_id, store)})")
-    written = write_results(output, items, batch.results) if output is not None else None
-    summary = summarize(batch.finished, prices=batch.prices, wall_s=batch.wall_s)
+    written = None
+    if batch.lines is not None:
+        assert output is not None
+        try:
+            written = write_results(output, batch.lines)
+        finally:
+            batch.lines.close()
+    summary = batch.tally.summary(prices=batch.prices, wall_s=batch.wall_s)
     if interrupted and store is not None and batch_id is not None:
-        summary = _with_unfinished_spend(summary, store, batch_id, batch.results)
+        summary = _with_unfinished_spend(summary, store, batch_id, batch.statuses)
     url = store.url if store is not None else None
     if display.as_json:
         data = summary.to_dict()
@@ -359,7 +366,7 @@ def run_batch(flow: Flow, settings: Settings, job: BatchJob) -> int:
     elif output is None and not display.quiet and not display.as_json:
         console.print("[dim]per-item results not saved (add --output results.jsonl)[/]")
     if interrupted:
-        unfinished = len(items) - len(batch.finished)
+        unfinished = len(items) - batch.finished
         resume = f"; resume: {resume_hint(batch_id, store)}" if store and batch_id else ""
         typer.echo(f"interrupted: {unfinished} item(s) did not finish{resume}", err=True)
         return EXIT_INTERRUPTED
@@ -369,13 +376,13 @@ def run_batch(flow: Flow, settings: Settings, job: BatchJob) -> int:
 
 
 def _with_unfinished_spend(
-    summary: BatchSummary, store: Store, batch_id: str, results: Sequence[RunResult | None]
+    summary: BatchSummary, store: Store, batch_id: str, statuses: Sequence[str | None]
 ) -> BatchSummary:
     """After Ctrl-C: the summary counts what the items that did not finish spent too (as
     their journals recorded it), so that it shows what was spent, not only what finished."""
     spent = Stats()
     for index, row in enumerate(batch_items(store, batch_id)):
-        if index < len(results) and results[index] is None and row.status != "done":
+        if index < len(statuses) and statuses[index] is None and row.status != "done":
             spent.merge(recorded_usage(store, row))
     if not spent.attempts:
         return summary

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from trellis.cli.errors import CliError
@@ -19,11 +20,12 @@ from trellis.cli.errors import CliError
 __all__ = ["check_not_input", "write_atomic"]
 
 
-def write_atomic(path: Path, text: str, *, what: str = "--output") -> None:
-    """Replace ``path`` with ``text`` (UTF-8) atomically; a failure is a CliError and
-    leaves whatever was there before untouched. A symbolic link is written through (its
-    target is replaced); a device or pipe (``/dev/stdout``) is written directly."""
-    data = text.encode("utf-8")
+def write_atomic(path: Path, text: str | Iterable[str], *, what: str = "--output") -> None:
+    """Replace ``path`` with ``text`` (UTF-8; or its pieces, written as they come)
+    atomically; a failure is a CliError and leaves whatever was there before untouched. A
+    symbolic link is written through (its target is replaced); a device or pipe
+    (``/dev/stdout``) is written directly."""
+    data = _encoded([text] if isinstance(text, str) else text)
     if path.exists() and not path.is_file():  # (both follow symbolic links)
         _write_directly(path, data, what)
         return
@@ -36,7 +38,7 @@ def write_atomic(path: Path, text: str, *, what: str = "--output") -> None:
         raise CliError(f"cannot write {what} {str(path)!r}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            out.writelines(data)
             out.flush()
             os.fsync(out.fileno())
         with contextlib.suppress(OSError):  # keep the permissions of the file replaced
@@ -53,10 +55,14 @@ def write_atomic(path: Path, text: str, *, what: str = "--output") -> None:
     _sync_folder(folder)
 
 
-def _write_directly(path: Path, data: bytes, what: str) -> None:
+def _encoded(pieces: Iterable[str]) -> Iterator[bytes]:
+    return (piece.encode("utf-8") for piece in pieces)
+
+
+def _write_directly(path: Path, data: Iterable[bytes], what: str) -> None:
     try:
         with path.open("wb") as out:
-            out.write(data)
+            out.writelines(data)
     except OSError as exc:
         raise CliError(f"cannot write {what} {str(path)!r}: {exc.strerror or exc}") from None
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from trellis.engine.human import leaf_questions
-from trellis.engine.results import CallRecord, RunResult
+from trellis.engine.results import CallRecord, RunResult, Stats
 from trellis.models.base import Usage
 from trellis.models.pricing import Price, PriceTable
 
@@ -26,6 +26,7 @@ __all__ = [
     "Latency",
     "ModelUsage",
     "StepRoutes",
+    "SummaryBuilder",
     "WaitingStep",
     "adjustment_warnings",
     "percentile",
@@ -243,124 +244,7 @@ def _ordered(outcomes: Counter[str]) -> dict[str, int]:
     return dict(sorted(outcomes.items(), key=lambda kv: (_OUTCOME_ORDER.get(kv[0], 9), kv[0])))
 
 
-def _step_routes(results: Sequence[RunResult]) -> tuple[StepRoutes, ...]:
-    order: list[str] = []
-    for result in results:
-        order.extend(name for name in result.steps if name not in order)
-    status: dict[str, Counter[str]] = {name: Counter() for name in order}
-    decisions: dict[str, dict[str, Counter[str]]] = {name: {} for name in order}
-    roles: dict[str, Counter[str]] = {name: Counter() for name in order}
-    answers: dict[str, Counter[str]] = {name: Counter() for name in order}
-    extra: dict[str, Counter[str]] = {name: Counter() for name in order}
-    fallbacks: Counter[str] = Counter()
-    for result in results:
-        for name, record in result.steps.items():
-            status[name][record.status] += 1
-            extra[name]["rounds"] += record.rounds or 0
-            extra[name]["elements"] += record.elements or 0
-            extra[name]["element_failures"] += record.element_failures
-        for decision in result.decisions:
-            by_kind = decisions.setdefault(decision.step, {})
-            by_kind.setdefault(decision.kind, Counter())[decision.outcome] += 1
-        first_model: dict[tuple[str, int], str] = {}
-        for call in result.calls:
-            if call.step not in roles:
-                continue
-            key = (call.step, call.call)
-            if key not in first_model:
-                first_model[key] = call.model
-                roles[call.step][call.role] += 1
-            if call.outcome == "ok":
-                answers[call.step][call.model] += 1
-                if call.model != first_model[key]:
-                    fallbacks[call.step] += 1
-    return tuple(
-        StepRoutes(
-            step=name,
-            done=status[name]["done"],
-            skipped=status[name]["skipped"],
-            failed=status[name]["failed"],
-            cancelled=status[name]["cancelled"],
-            decisions={k: _ordered(v) for k, v in decisions.get(name, {}).items()},
-            calls_by_role=dict(roles[name].most_common()),
-            answers_by_model=dict(answers[name].most_common()),
-            fallbacks=fallbacks[name],
-            rounds=extra[name]["rounds"],
-            elements=extra[name]["elements"],
-            element_failures=extra[name]["element_failures"],
-            waiting=status[name]["waiting"],
-        )
-        for name in order
-    )
-
-
-def _model_usage(results: Sequence[RunResult], prices: PriceTable) -> tuple[ModelUsage, ...]:
-    totals: dict[str, Counter[str]] = {}
-    costs: dict[str, float] = {}
-    for result in results:
-        for call in result.calls:
-            t = totals.setdefault(call.model, Counter())
-            t["attempts"] += 1
-            t["input_tokens"] += call.input_tokens
-            t["output_tokens"] += call.output_tokens
-            if call.cost_usd is None:
-                t["unpriced"] += 1
-            else:
-                costs[call.model] = costs.get(call.model, 0.0) + call.cost_usd
-    usages = [
-        ModelUsage(
-            model=model,
-            attempts=t["attempts"],
-            input_tokens=t["input_tokens"],
-            output_tokens=t["output_tokens"],
-            cost_usd=costs.get(model, 0.0),
-            unpriced_attempts=t["unpriced"],
-        )
-        for model, t in totals.items()
-    ]
-
-    def rank(u: ModelUsage) -> tuple[float, float, float, str]:
-        price = prices.price(u.model)
-        if price is None:
-            return (1.0, 0.0, 0.0, u.model)
-        return (0.0, -price.output, -price.input, u.model)
-
-    return tuple(sorted(usages, key=rank))
-
-
-def _counterfactual(results: Sequence[RunResult], prices: PriceTable) -> Counterfactual | None:
-    priced: dict[str, Price] = {}
-    for result in results:
-        for call in result.calls:
-            if call.cost_usd is not None and call.model not in priced:
-                price = prices.price(call.model)
-                if price is not None:
-                    priced[call.model] = price
-    if len(priced) < 2:
-        return None
-    top = max(priced, key=lambda m: (priced[m].output, priced[m].input, m))
-    price = priced[top]
-    would = actual = 0.0
-    left_out = 0
-    for result in results:
-        conditional = {
-            d.step for d in result.decisions if d.kind in ("when", "branch") and d.outcome == "run"
-        }
-        for call in result.calls:
-            if call.cost_usd is None:
-                continue
-            actual += call.cost_usd
-            if call.step in conditional:
-                left_out += 1
-            elif call.model in priced:
-                would += price.cost(Usage(call.input_tokens, call.output_tokens))
-    saved = would - actual
-    pct = 100.0 * saved / would if would > 0 else 0.0
-    return Counterfactual(top, would, actual, saved, pct, left_out)
-
-
-def _latency(results: Sequence[RunResult]) -> Latency | None:
-    durations = [r.duration_s for r in results if not _never_started(r)]
+def _latency(durations: Sequence[float]) -> Latency | None:
     if not durations:
         return None
     return Latency(
@@ -378,53 +262,224 @@ def _item_order(result: RunResult) -> tuple[int, str]:
     return (int(tail), "") if tail.isdigit() else (-1, result.run_id)
 
 
+class _StepTally:
+    """One step's counts over the results added so far."""
+
+    __slots__ = ("answers", "decisions", "extra", "fallbacks", "roles", "status")
+
+    def __init__(self) -> None:
+        self.status: Counter[str] = Counter()
+        self.decisions: dict[str, Counter[str]] = {}
+        self.roles: Counter[str] = Counter()
+        self.answers: Counter[str] = Counter()
+        self.extra: Counter[str] = Counter()
+        self.fallbacks = 0
+
+    def routes(self, name: str) -> StepRoutes:
+        status, extra = self.status, self.extra
+        return StepRoutes(
+            step=name,
+            done=status["done"],
+            skipped=status["skipped"],
+            failed=status["failed"],
+            cancelled=status["cancelled"],
+            decisions={k: _ordered(v) for k, v in self.decisions.items()},
+            calls_by_role=dict(self.roles.most_common()),
+            answers_by_model=dict(self.answers.most_common()),
+            fallbacks=self.fallbacks,
+            rounds=extra["rounds"],
+            elements=extra["elements"],
+            element_failures=extra["element_failures"],
+            waiting=status["waiting"],
+        )
+
+
+class SummaryBuilder:
+    """A :class:`BatchSummary` built one result at a time: :meth:`add` each result as it
+    comes (any order), then :meth:`summary`. It keeps counts and sums, not the results, so
+    a batch of any size can be summarised while its results are dropped as they finish
+    (only each item's duration, for the percentiles, and the questions of waiting items
+    are kept)."""
+
+    def __init__(self) -> None:
+        self.total = self.done = self.not_started = 0
+        self.failures: Counter[str] = Counter()
+        self.examples: dict[str, str] = {}
+        self.retries: Counter[str] = Counter()
+        self.usage = Stats()
+        self.steps: dict[str, _StepTally] = {}
+        self.models: dict[str, Counter[str]] = {}
+        self.model_costs: dict[str, float] = {}
+        # The counterfactual's sums: per model, the always-run steps' priced calls.
+        self.repriceable: dict[str, Counter[str]] = {}
+        self.actual_usd = 0.0
+        self.left_out = 0
+        self.durations: list[float] = []
+        self.waiting: list[tuple[tuple[int, str], list[WaitingStep]]] = []
+        self.adjustments: dict[str, None] = {}
+
+    def add(self, result: RunResult) -> None:
+        """Count one item's result."""
+        self.total += 1
+        if result.status == "done":
+            self.done += 1
+        elif result.status == "waiting":
+            self.waiting.append((_item_order(result), WaitingStep.of(result)))
+        else:
+            key, message = _failure_key(result)
+            self.failures[key] += 1
+            self.examples.setdefault(key, message)
+        usage = result.usage
+        self.retries.update(usage.failures)
+        self.usage.calls += usage.calls
+        self.usage.attempts += usage.attempts
+        self.usage.input_tokens += usage.input_tokens
+        self.usage.output_tokens += usage.output_tokens
+        self.usage.cost_usd += usage.cost_usd
+        self.usage.unpriced_attempts += usage.unpriced_attempts
+        if _never_started(result):
+            self.not_started += 1
+        else:
+            self.durations.append(result.duration_s)
+        self._add_steps(result)
+        self._add_calls(result)
+
+    def _add_steps(self, result: RunResult) -> None:
+        steps = self.steps
+        for name, record in result.steps.items():
+            tally = steps.get(name)
+            if tally is None:
+                tally = steps[name] = _StepTally()
+            tally.status[record.status] += 1
+            tally.extra["rounds"] += record.rounds or 0
+            tally.extra["elements"] += record.elements or 0
+            tally.extra["element_failures"] += record.element_failures
+        for decision in result.decisions:
+            tally = steps.get(decision.step)
+            if tally is None:  # a decision of a step no result has a record of
+                continue
+            tally.decisions.setdefault(decision.kind, Counter())[decision.outcome] += 1
+        first_model: dict[tuple[str, int], str] = {}
+        for call in result.calls:
+            tally = steps.get(call.step)
+            if tally is None:
+                continue
+            key = (call.step, call.call)
+            if key not in first_model:
+                first_model[key] = call.model
+                tally.roles[call.role] += 1
+            if call.outcome == "ok":
+                tally.answers[call.model] += 1
+                if call.model != first_model[key]:
+                    tally.fallbacks += 1
+
+    def _add_calls(self, result: RunResult) -> None:
+        conditional = {
+            d.step for d in result.decisions if d.kind in ("when", "branch") and d.outcome == "run"
+        }
+        for call in result.calls:
+            totals = self.models.get(call.model)
+            if totals is None:
+                totals = self.models[call.model] = Counter()
+            totals["attempts"] += 1
+            totals["input_tokens"] += call.input_tokens
+            totals["output_tokens"] += call.output_tokens
+            for note in call.adjustments:
+                self.adjustments.setdefault(f"{call.model}: {note}")
+            if call.cost_usd is None:
+                totals["unpriced"] += 1
+                continue
+            self.model_costs[call.model] = self.model_costs.get(call.model, 0.0) + call.cost_usd
+            self.actual_usd += call.cost_usd
+            if call.step in conditional:
+                self.left_out += 1
+            else:
+                sums = self.repriceable.setdefault(call.model, Counter())
+                sums["calls"] += 1
+                sums["input_tokens"] += call.input_tokens
+                sums["output_tokens"] += call.output_tokens
+
+    def summary(self, *, prices: PriceTable, wall_s: float | None = None) -> BatchSummary:
+        """The summary of every result added; ``prices`` is the engine's price table
+        (``engine.config.prices``), used to rank models and for the counterfactual."""
+        waiting = sorted(self.waiting, key=lambda w: w[0])
+        usage = self.usage
+        return BatchSummary(
+            total=self.total,
+            done=self.done,
+            failed=self.total - self.done - len(waiting),
+            waiting=len(waiting),
+            questions=tuple(q for _, questions in waiting for q in questions),
+            not_started=self.not_started,
+            failures=dict(self.failures.most_common()),
+            failure_examples=dict(self.examples),
+            steps=tuple(tally.routes(name) for name, tally in self.steps.items()),
+            calls=usage.calls,
+            attempts=usage.attempts,
+            retries=dict(self.retries.most_common()),
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=usage.cost_usd,
+            unpriced_attempts=usage.unpriced_attempts,
+            models=self._model_usage(prices),
+            counterfactual=self._counterfactual(prices),
+            latency=_latency(self.durations),
+            wall_s=wall_s,
+            items_per_s=self.total / wall_s if wall_s else None,
+            adjustments=tuple(self.adjustments),
+        )
+
+    def _model_usage(self, prices: PriceTable) -> tuple[ModelUsage, ...]:
+        usages = [
+            ModelUsage(
+                model=model,
+                attempts=t["attempts"],
+                input_tokens=t["input_tokens"],
+                output_tokens=t["output_tokens"],
+                cost_usd=self.model_costs.get(model, 0.0),
+                unpriced_attempts=t["unpriced"],
+            )
+            for model, t in self.models.items()
+        ]
+
+        def rank(u: ModelUsage) -> tuple[float, float, float, str]:
+            price = prices.price(u.model)
+            if price is None:
+                return (1.0, 0.0, 0.0, u.model)
+            return (0.0, -price.output, -price.input, u.model)
+
+        return tuple(sorted(usages, key=rank))
+
+    def _counterfactual(self, prices: PriceTable) -> Counterfactual | None:
+        priced: dict[str, Price] = {}
+        for model in self.model_costs:  # the models with a priced attempt
+            price = prices.price(model)
+            if price is not None:
+                priced[model] = price
+        if len(priced) < 2:
+            return None
+        top = max(priced, key=lambda m: (priced[m].output, priced[m].input, m))
+        price = priced[top]
+        would = 0.0
+        for model, sums in self.repriceable.items():
+            if model in priced and sums["calls"]:
+                # Price.cost(usage) per call, summed: the tokens' cost plus each call's fee.
+                tokens = Usage(sums["input_tokens"], sums["output_tokens"])
+                would += price.cost(tokens) + (sums["calls"] - 1) * price.request
+        actual = self.actual_usd
+        saved = would - actual
+        pct = 100.0 * saved / would if would > 0 else 0.0
+        return Counterfactual(top, would, actual, saved, pct, self.left_out)
+
+
 def summarize(
-    results: Sequence[RunResult], *, prices: PriceTable, wall_s: float | None = None
+    results: Iterable[RunResult], *, prices: PriceTable, wall_s: float | None = None
 ) -> BatchSummary:
     """Summarise a batch's results (in any order); ``prices`` is the engine's price table
-    (``engine.config.prices``), used to rank models and for the counterfactual."""
-    failures: Counter[str] = Counter()
-    examples: dict[str, str] = {}
-    retries: Counter[str] = Counter()
-    calls = attempts = tokens_in = tokens_out = unpriced = 0
-    cost = 0.0
+    (``engine.config.prices``), used to rank models and for the counterfactual. For
+    results that come one at a time, :class:`SummaryBuilder` gives the same summary
+    without keeping them."""
+    builder = SummaryBuilder()
     for result in results:
-        if result.status not in ("done", "waiting"):
-            key, message = _failure_key(result)
-            failures[key] += 1
-            examples.setdefault(key, message)
-        usage = result.usage
-        retries.update(usage.failures)
-        calls += usage.calls
-        attempts += usage.attempts
-        tokens_in += usage.input_tokens
-        tokens_out += usage.output_tokens
-        cost += usage.cost_usd
-        unpriced += usage.unpriced_attempts
-    done = sum(1 for r in results if r.status == "done")
-    waiting = [r for r in results if r.status == "waiting"]
-    questions = [q for r in sorted(waiting, key=_item_order) for q in WaitingStep.of(r)]
-    return BatchSummary(
-        total=len(results),
-        done=done,
-        failed=len(results) - done - len(waiting),
-        waiting=len(waiting),
-        questions=tuple(questions),
-        not_started=sum(1 for r in results if _never_started(r)),
-        failures=dict(failures.most_common()),
-        failure_examples=examples,
-        steps=_step_routes(results),
-        calls=calls,
-        attempts=attempts,
-        retries=dict(retries.most_common()),
-        input_tokens=tokens_in,
-        output_tokens=tokens_out,
-        cost_usd=cost,
-        unpriced_attempts=unpriced,
-        models=_model_usage(results, prices),
-        counterfactual=_counterfactual(results, prices),
-        latency=_latency(results),
-        wall_s=wall_s,
-        items_per_s=len(results) / wall_s if wall_s else None,
-        adjustments=tuple(adjustment_warnings(c for r in results for c in r.calls)),
-    )
+        builder.add(result)
+    return builder.summary(prices=prices, wall_s=wall_s)
