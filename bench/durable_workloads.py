@@ -10,6 +10,8 @@ also measure space keep one sample per call in ``bytes_per_step`` / ``row_bytes_
 
 Same SQLite settings everywhere: ``journal_mode=WAL``, ``synchronous=NORMAL`` (the
 Trellis store's default), one transaction (commit) per checkpointed step.
+
+:func:`group` is the ``durable`` group of ``bench/run.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import itertools
 import json
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
@@ -27,11 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import workloads as wl
+from common import US, Goal, interleave, median, ratio_figure, unit_figure
 
 import trellis as tl
 from trellis.store import SQLiteStore
 
 _ids = itertools.count()
+
+DURABLE_GOAL = Goal("<=", 100.0)
+DURABLE_RATIO_GOAL = Goal("<=", 1.5)
+BYTES_GOAL = Goal("<", 1024.0)
+RESUME_GOAL = Goal("<", 50.0)
 
 #: The plain-sqlite3 checkpointer's table: a row per step (run id, step name, JSON of the
 #: output), keyed like the Trellis ``steps`` table.
@@ -403,3 +412,113 @@ class LangGraphDurableChain:
         self.row_bytes_per_step.append(size / n)
         remove_db(path)
         return elapsed
+
+
+# -- the group ---------------------------------------------------------------------------------
+
+
+async def group(sizes: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    """The chain checkpointed in a SQLite store vs plain sqlite3, its bytes, its resume.
+    Every repetition uses a fresh database file."""
+    figures: dict[str, Any] = {}
+    n, reps = sizes.durable, sizes.chain_reps
+    with tempfile.TemporaryDirectory(prefix="trellis-bench-") as tmp:
+        work = WorkDir(tmp)
+        where: dict[str, Any] = {
+            "db_files": "a fresh database file per repetition (fresh run id too)",
+            "db_dir": tmp,
+            "filesystem": filesystem(tmp),
+            "sqlite_version": sqlite3.sqlite_version,
+            "synchronous": "NORMAL",
+        }
+
+        say(f"durable chain of {n} (SQLite store) vs plain sqlite3 inserts")
+        functions = wl.chain_functions(n, is_async=False)
+        flow = wl.chain_flow(functions)
+        durable = TrellisDurableChain(work, flow, n)
+        plain = PlainSQLiteChain(work, functions)
+        async with tl.Engine() as engine:
+            s = await interleave(
+                reps,
+                {
+                    "sqlite": plain,
+                    "durable": durable,
+                    "memory": wl.trellis_chain_runner(engine, flow, n),
+                },
+            )
+        d, m = (median(s[k]) / n * US for k in ("durable", "memory"))
+        figures["durable_chain_overhead_us_per_step"] = unit_figure(
+            s,
+            "durable",
+            "sqlite",
+            unit="us/step",
+            per=n,
+            scale=US,
+            baseline_what=(
+                "plain sqlite3: the same functions in a loop, one INSERT + commit per output"
+            ),
+            goal=DURABLE_GOAL,
+            reps=reps,
+            n=n,
+            run_ms=median(s["durable"]) * 1e3,
+            in_memory_us_per_step=m,
+            store_cost_us_per_step=d - m,
+            **where,
+            **durable.settings,
+        )
+        figures["durable_ratio_vs_sqlite"] = ratio_figure(
+            s,
+            "durable",
+            "sqlite",
+            baseline_unit="us/insert",
+            baseline_scale=US / n,
+            baseline_what="plain sqlite3 INSERT + commit per step (WAL, synchronous=NORMAL)",
+            goal=DURABLE_RATIO_GOAL,
+            reps=reps,
+            n=n,
+        )
+        space = {
+            "trellis": last(durable.bytes_per_step, reps),
+            "sqlite": last(plain.bytes_per_step, reps),
+        }
+        figures["checkpoint_bytes_per_step"] = unit_figure(
+            space,
+            "trellis",
+            "sqlite",
+            unit="B/step",
+            baseline_what="the plain sqlite3 table (run_id, step, output JSON) per row",
+            goal=BYTES_GOAL,
+            reps=reps,
+            n=n,
+            method=(
+                "database bytes after the run minus before, WAL checkpointed "
+                "(wal_checkpoint(TRUNCATE)) before both; divided by n"
+            ),
+            avg_row_bytes=median(last(durable.row_bytes_per_step, reps)),
+            baseline_avg_row_bytes=median(last(plain.row_bytes_per_step, reps)),
+            row_bytes_what="SUM(LENGTH(CAST(col AS BLOB))) over every column / rows",
+            **durable.settings,
+        )
+
+        say(f"resume of a {n}-step run with {n - 1} steps complete")
+        incomplete = IncompleteRun(work, n)
+        resume = TrellisResume(incomplete)
+        s = await interleave(reps, {"select": PlainSQLiteLoad(incomplete), "resume": resume})
+        figures["resume_overhead_ms"] = unit_figure(
+            s,
+            "resume",
+            "select",
+            unit="ms",
+            scale=1e3,
+            baseline_what=f"plain sqlite3 SELECT of the run's {n} step rows (fetchall)",
+            goal=RESUME_GOAL,
+            reps=reps,
+            n=n,
+            restored_steps=n - 1,
+            executed_steps=1,
+            us_per_restored_step=median(s["resume"]) / (n - 1) * US,
+            open_store_ms=median(last(resume.open_store_s, reps)) * 1e3,
+            first_run_ms=median(incomplete.first_run_s) * 1e3,
+            **where,
+        )
+    return figures

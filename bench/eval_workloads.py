@@ -6,6 +6,8 @@ per variant: N x 3 item runs) over items per second of a plain batch (``run_many
 into a fresh SQLite store, both at concurrency 8 per batch. Answers are replayed from a
 recorded JSONL (``replay:``), so the figure is Trellis's own cost of evaluating: the
 scoring, the per-item outcomes, the extra records, the variants' engines.
+
+:func:`group` is the ``eval`` group of ``bench/run.py``.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from common import AtLeast, figure, interleave, median
 
 import trellis as tl
 from trellis.eval import Variant, load_dataset, load_scorer, run_eval
@@ -22,6 +27,7 @@ from trellis.store import open_store
 
 VARIANTS = 3
 CONCURRENCY = 8
+EVAL_GOAL = AtLeast(0.8)
 
 
 def cascade_flow() -> tl.Flow:
@@ -139,3 +145,36 @@ class Workload:
 
     def close(self) -> None:
         self._tmp.cleanup()
+
+
+async def group(sizes: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    """``trellis eval`` (3 variants) vs ``trellis run`` of the same flow and items."""
+    n, reps = sizes.eval_items, sizes.eval_reps
+    say(f"eval of 3 variants over {n} replayed items vs one batch run of them")
+    work = Workload(n)
+    try:
+        s = await interleave(reps, {"run": work.run_batch, "eval": work.run_eval}, warmup=0)
+    finally:
+        work.close()
+    run_rate = n / median(s["run"])
+    eval_rate = n * VARIANTS / median(s["eval"])
+    return {
+        "eval_throughput_ratio": figure(
+            value=eval_rate / run_rate,
+            unit="x",
+            baseline=run_rate,
+            baseline_unit="items/s",
+            baseline_what=(
+                "trellis run's batch (run_many, SQLite store) of the same flow and items; "
+                "value = eval item-runs per second (items x 3 variants) / that"
+            ),
+            goal=EVAL_GOAL,
+            reps=reps,
+            n=n,
+            eval_items_per_s=eval_rate,
+            run_items_per_s=run_rate,
+            samples_run_s=s["run"],
+            samples_eval_s=s["eval"],
+            **work.settings(),
+        )
+    }

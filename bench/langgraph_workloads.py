@@ -6,18 +6,42 @@
   every item to an async ``work`` node that sleeps 50 ms and appends its item to a
   reducer list; ``graph.ainvoke``.
 - limited: the fan-out with ``{"max_concurrency": 50}`` in the run config.
+- durable chain (``durable_workloads.LangGraphDurableChain``): the chain with a
+  ``SqliteSaver``, when ``langgraph-checkpoint-sqlite`` imports.
+
+:func:`langgraph_figures` is the side run of ``bench/run.py``: each workload runs
+LangGraph, Trellis and the baseline interleaved in one loop, and a failure is recorded
+in its figures (``error``), never raised.
 """
 
 from __future__ import annotations
 
 import asyncio
 import operator
+import sys
+import tempfile
 import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from importlib import metadata
 from typing import Annotated, Any, TypedDict
 
-from common import Runner
+import durable_workloads as dwl
+import workloads as wl
+from common import US, Runner, interleave, median, unit_figure
+from durable_workloads import BYTES_GOAL, DURABLE_GOAL
+from trellis_workloads import (
+    CHAIN_GOAL,
+    FANOUT_GOAL,
+    FANOUTS,
+    gather_figure,
+    ideal_limited_s,
+    limited_figure,
+)
 from workloads import CALL_S
+
+import trellis as tl
 
 
 def version() -> str | None:
@@ -147,3 +171,212 @@ def fanout_runner(
         return elapsed
 
     return run
+
+
+# -- the side-by-side run ---------------------------------------------------------------------
+
+Figures = dict[str, dict[str, Any]]
+DURABLE_FIGURES = ("durable_chain_overhead_us_per_step", "checkpoint_bytes_per_step")
+
+
+async def _guarded(
+    names: Sequence[str], results: Figures, work: Callable[[], Awaitable[Figures]]
+) -> None:
+    """A LangGraph failure is recorded (as ``error`` in each of ``names``), never raised:
+    the Trellis figures stand alone."""
+    try:
+        results.update(await work())
+    except Exception as exc:
+        for name in names:
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        traceback.print_exc(file=sys.stderr)
+
+
+def _versus(trellis: float, langgraph: float) -> dict[str, Any]:
+    """The Trellis figure from the same measurement, and Trellis over LangGraph."""
+    return {"trellis": trellis, "ratio_trellis_over_langgraph": trellis / langgraph}
+
+
+async def chain_figures(sizes: Any, say: Callable[[str], None]) -> Figures:
+    n = sizes.chain
+    say(f"LangGraph chain of {n}")
+    nodes = chain_nodes(n)
+    graph = chain_graph(nodes)
+    functions = wl.chain_functions(n, is_async=False)
+    async with tl.Engine() as engine:
+        s = await interleave(
+            sizes.reps,
+            {
+                "direct": direct_chain_runner(nodes),
+                "trellis": wl.trellis_chain_runner(engine, wl.chain_flow(functions), n),
+                "langgraph": chain_runner(graph, n),
+            },
+        )
+    lg, tr = (median(s[k]) / n * US for k in ("langgraph", "trellis"))
+    return {
+        "chain_overhead_us_per_step": unit_figure(
+            s,
+            "langgraph",
+            "direct",
+            unit="us/step",
+            per=n,
+            scale=US,
+            baseline_what="the same node functions applied directly in a loop",
+            goal=CHAIN_GOAL,
+            reps=sizes.reps,
+            n=n,
+            **_versus(tr, lg),
+            samples_s=dict(s),
+        )
+    }
+
+
+async def fanout_figures(sizes: Any, name: str, n: int, say: Callable[[str], None]) -> Figures:
+    note = None
+    graph = fanout_graph()
+    say(f"LangGraph fan-out of {n}")
+    try:  # the LangGraph warm-up doubles as a practicality probe
+        await fanout_runner(graph, n, limit_s=sizes.langgraph_limit_s)()
+    except TimeoutError:
+        smaller = max(1, n // 10)
+        note = (
+            f"LangGraph fan-out of {n} took over {sizes.langgraph_limit_s:g} s; "
+            f"measured at n={smaller} instead"
+        )
+        say(note)
+        n = smaller
+        await fanout_runner(graph, n)()
+    async with tl.Engine() as engine:
+        trellis = wl.trellis_fanout_runner(engine, wl.fanout_flow(), n)
+        baseline = wl.asyncio_gather_runner(n)
+        await trellis()
+        await baseline()
+        s = await interleave(
+            sizes.reps,
+            {"asyncio": baseline, "trellis": trellis, "langgraph": fanout_runner(graph, n)},
+            warmup=0,
+        )
+    lg, tr = (median(s[k]) / median(s["asyncio"]) for k in ("langgraph", "trellis"))
+    return {
+        name: gather_figure(
+            s,
+            "langgraph",
+            n,
+            sizes.reps,
+            FANOUT_GOAL,
+            trellis_makespan_s=median(s["trellis"]),
+            **_versus(tr, lg),
+            samples_s=dict(s),
+            **({"note": note} if note else {}),
+        )
+    }
+
+
+async def limited_figures(sizes: Any, say: Callable[[str], None]) -> Figures:
+    n, limit = sizes.limited, sizes.limit
+    say(f"LangGraph limited: {n} calls, max_concurrency={limit}")
+    graph = fanout_graph()
+    async with tl.Engine() as engine:
+        s = await interleave(
+            sizes.reps,
+            {
+                "trellis": wl.trellis_fanout_runner(engine, wl.fanout_flow(concurrency=limit), n),
+                "langgraph": fanout_runner(
+                    graph, n, max_concurrency=limit, limit_s=sizes.langgraph_limit_s
+                ),
+            },
+        )
+    ideal = ideal_limited_s(n, limit)
+    lg, tr = (median(s[k]) / ideal for k in ("langgraph", "trellis"))
+    return {
+        "limited_ratio_vs_ideal": limited_figure(
+            s, "langgraph", n, limit, sizes.reps, **_versus(tr, lg), samples_s=dict(s)
+        )
+    }
+
+
+async def durable_figures(sizes: Any, say: Callable[[str], None]) -> Figures:
+    n, reps = sizes.durable, sizes.reps
+    say(f"LangGraph SqliteSaver chain of {n}")
+    with tempfile.TemporaryDirectory(prefix="trellis-bench-") as tmp:
+        work = dwl.WorkDir(tmp)
+        functions = wl.chain_functions(n, is_async=False)
+        trellis = dwl.TrellisDurableChain(work, wl.chain_flow(functions), n)
+        plain = dwl.PlainSQLiteChain(work, functions)
+        langgraph = dwl.LangGraphDurableChain(work, chain_nodes(n))
+        s = await interleave(reps, {"sqlite": plain, "trellis": trellis, "langgraph": langgraph})
+    lg, tr = (median(s[k]) / n * US for k in ("langgraph", "trellis"))
+    mode: dict[str, Any] = {
+        "durability": langgraph.durability,
+        "synchronous": "NORMAL",
+        **({"note": langgraph.note} if langgraph.note else {}),
+    }
+    space = {
+        "langgraph": dwl.last(langgraph.bytes_per_step, reps),
+        "trellis": dwl.last(trellis.bytes_per_step, reps),
+        "sqlite": dwl.last(plain.bytes_per_step, reps),
+    }
+    lgb, trb = median(space["langgraph"]), median(space["trellis"])
+    return {
+        "durable_chain_overhead_us_per_step": unit_figure(
+            s,
+            "langgraph",
+            "sqlite",
+            unit="us/step",
+            per=n,
+            scale=US,
+            baseline_what="plain sqlite3 INSERT + commit per step",
+            goal=DURABLE_GOAL,
+            reps=reps,
+            n=n,
+            **_versus(tr, lg),
+            samples_s=dict(s),
+            **mode,
+        ),
+        "checkpoint_bytes_per_step": unit_figure(
+            space,
+            "langgraph",
+            "sqlite",
+            unit="B/step",
+            baseline_what="the plain sqlite3 table per row",
+            goal=BYTES_GOAL,
+            reps=reps,
+            n=n,
+            **_versus(trb, lgb),
+            stored_bytes_per_step=median(dwl.last(langgraph.row_bytes_per_step, reps)),
+            trellis_avg_row_bytes=median(dwl.last(trellis.row_bytes_per_step, reps)),
+            **mode,
+        ),
+    }
+
+
+async def langgraph_figures(sizes: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    """The ``langgraph`` section of ``bench/results.json``."""
+    found = version()
+    if found is None:
+        return {"available": False, "reason": "langgraph is not importable"}
+    figures: Figures = {}
+    out: dict[str, Any] = {
+        "available": True,
+        "version": found,
+        "note": (
+            "each workload runs Trellis, LangGraph and the baseline interleaved in one "
+            "loop; 'trellis' is the Trellis figure from that same measurement"
+        ),
+        "figures": figures,
+    }
+    await _guarded(["chain_overhead_us_per_step"], figures, partial(chain_figures, sizes, say))
+    for fanout in FANOUTS:
+        name = f"fanout_{fanout.key}_ratio_vs_asyncio"
+        work = partial(fanout_figures, sizes, name, fanout.size(sizes), say)
+        await _guarded([name], figures, work)
+    await _guarded(["limited_ratio_vs_ideal"], figures, partial(limited_figures, sizes, say))
+    checkpointer = dwl.langgraph_checkpointer_version()
+    out["checkpointer"] = checkpointer
+    if checkpointer is None:
+        out["checkpointer_note"] = (
+            "langgraph-checkpoint-sqlite is not installed: no durable-run comparison"
+        )
+    else:
+        await _guarded(DURABLE_FIGURES, figures, partial(durable_figures, sizes, say))
+    return out

@@ -7,6 +7,8 @@ lease epoch) over the same functions called in a loop with one plain psycopg
 against one throwaway cluster the benchmark starts itself (:mod:`trellis.store.pgcluster`:
 loopback TCP, ``fsync=off`` for both sides alike), each in its own database whose tables
 are emptied before every repetition (outside the clock), with a fresh run id.
+
+:func:`group` is the ``postgres`` group of ``bench/run.py``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import workloads as wl
-from common import Goal, figure, interleave, median
+from common import US, Goal, interleave, median, ratio_figure
 
 import trellis as tl
 
 _ids = itertools.count()
-US = 1e6
 POSTGRES_RATIO_GOAL = Goal("<=", 1.5)
 
 PLAIN_TABLE = (
@@ -103,6 +104,11 @@ class PlainPsycopgChain:
         return elapsed
 
 
+async def group(sizes: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    """The ``postgres`` group: the durable chain's length, the chains' repetitions."""
+    return await postgres_figures(sizes.durable, sizes.chain_reps, say)
+
+
 async def postgres_figures(n: int, reps: int, say: Callable[[str], None]) -> dict[str, Any]:
     """The figure, or an informational record saying why it could not be measured."""
     try:
@@ -133,14 +139,14 @@ async def postgres_figures(n: int, reps: int, say: Callable[[str], None]) -> dic
         durable = TrellisPostgresChain(cluster.create_database("bench_trellis"), flow, n)
         plain = PlainPsycopgChain(cluster.create_database("bench_plain"), functions)
         s = await interleave(reps, {"psycopg": plain, "durable": durable})
-        d, p = (median(s[k]) / n * US for k in ("durable", "psycopg"))
         version = store_version(cluster.url())
     return {
-        "postgres_durable_ratio_vs_psycopg": figure(
-            value=d / p,
-            unit="x",
-            baseline=p,
+        "postgres_durable_ratio_vs_psycopg": ratio_figure(
+            s,
+            "durable",
+            "psycopg",
             baseline_unit="us/insert",
+            baseline_scale=US / n,
             baseline_what=(
                 "plain psycopg: the same functions in a loop, one autocommit INSERT "
                 "(run_id, step, output jsonb) per output, one connection"
@@ -148,8 +154,7 @@ async def postgres_figures(n: int, reps: int, say: Callable[[str], None]) -> dic
             goal=POSTGRES_RATIO_GOAL,
             reps=reps,
             n=n,
-            durable_us_per_step=d,
-            samples_ratio=[x / y for x, y in zip(s["durable"], s["psycopg"], strict=True)],
+            durable_us_per_step=median(s["durable"]) / n * US,
             server=version,
             cluster="throwaway, loopback TCP, fsync=off (both sides)",
         )

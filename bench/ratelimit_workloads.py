@@ -10,15 +10,19 @@ connections, full buckets on both sides), as at the start of a real batch.
 
 The clock covers ``engine.run`` only; the server's counters (``server.stats``) and the
 run's records are read after it stops.
+
+:func:`group` is the ``ratelimit`` group of ``bench/run.py``: the batch with the client
+``rpm`` option, and without it (relying on retry-after and headers alone).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from common import Goal
+from common import AtLeast, Goal, figure, median
 from pydantic import BaseModel
 
 import trellis as tl
@@ -29,10 +33,12 @@ __all__ = [
     "LATENCY_MS",
     "LIMIT_RPM",
     "PATIENT_POLICY",
-    "AtLeast",
+    "RATELIMITED_429_GOAL",
+    "RATELIMITED_GOAL",
     "Label",
     "Sample",
     "Variant",
+    "group",
     "ideal_makespan_s",
     "ratelimited_flow",
     "run_once",
@@ -43,20 +49,11 @@ LIMIT_RPM = 1200
 BURST_S = 1.0
 LATENCY_MS = 200.0
 
+RATELIMITED_GOAL = AtLeast(0.9)
+RATELIMITED_429_GOAL = Goal("<=", 0.0)
+
 #: Retries enough for every item to get through on retry-after alone (informational run).
 PATIENT_POLICY = tl.RetryPolicy(max_attempts=1000)
-
-
-class AtLeast(Goal):
-    """A goal of the form ``value >= threshold`` (``common.Goal`` knows ``<=`` and ``<``)."""
-
-    __slots__ = ()
-
-    def __init__(self, threshold: float) -> None:
-        super().__init__(">=", threshold)
-
-    def met(self, value: float) -> bool:
-        return value >= self.threshold
 
 
 class Label(BaseModel):
@@ -167,3 +164,115 @@ async def run_once(
         wait_s=sum(c.wait_s for c in result.calls),
         failures=dict(result.usage.failures),
     )
+
+
+# -- the group ---------------------------------------------------------------------------------
+
+
+async def group(sizes: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    """A batch of ``llm.generate`` calls over HTTP against a mock server limited to
+    1200 requests/min (1 s burst, 200 ms latency), in three variants (with the client
+    ``rpm`` option, without it and patient, without it and the default policy), their
+    repetitions rotated; every repetition is cold (fresh server and engine)."""
+    n, reps, limit = sizes.ratelimited, sizes.ratelimited_reps, LIMIT_RPM
+    variants = [
+        Variant("client_rpm", client_rpm=limit),
+        Variant("no_rpm_patient", client_rpm=None, retry=PATIENT_POLICY),
+        Variant("no_rpm_default", client_rpm=None),
+    ]
+    samples: dict[str, list[Sample]] = {v.name: [] for v in variants}
+    for rep in range(reps):
+        shift = rep % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            say(f"rate-limited: {n} calls at {limit} rpm, {variant.name} (rep {rep + 1}/{reps})")
+            samples[variant.name].append(await run_once(n, variant))
+    rpm, patient, default = (samples[v.name] for v in variants)
+    for s in rpm + patient:
+        if s.failed:
+            raise RuntimeError(f"rate-limited run lost {s.failed} of {n} calls")
+    ideal = ideal_makespan_s(n, limit, BURST_S, LATENCY_MS)
+    binding = "openai:mock-model?base_url=<mock>/v1"
+
+    def ratios(ss: list[Sample]) -> list[float]:
+        return [s.ratio(limit) for s in ss]
+
+    def counts(ss: list[Sample]) -> list[float]:
+        return [float(s.responses_429) for s in ss]
+
+    def makespan(ss: list[Sample]) -> float:
+        return median([s.makespan_s for s in ss])
+
+    def throughput(ss: list[Sample], goal: Goal | None, **extra: Any) -> dict[str, Any]:
+        """Successful calls per minute of makespan over the server's limit."""
+        return figure(
+            value=median(ratios(ss)),
+            unit="x",
+            baseline=float(limit),
+            baseline_unit="req/min",
+            baseline_what="the server's limit",
+            goal=goal,
+            reps=reps,
+            n=n,
+            **extra,
+            makespan_s=makespan(ss),
+            responses_429=median(counts(ss)),
+            samples_ratio=ratios(ss),
+            server=(
+                f"MockServer(rpm={limit}, burst_s={BURST_S:g}, "
+                f"latency_ms={LATENCY_MS:g}) on 127.0.0.1, same event loop"
+            ),
+            flow="mapped step, unlimited concurrency, one llm.generate(output=Label) per item",
+            ideal_makespan_s=ideal,
+            ideal_ratio=n / ideal * 60.0 / limit,
+        )
+
+    return {
+        "ratelimited_throughput_ratio": throughput(
+            rpm,
+            RATELIMITED_GOAL,
+            binding=f"{binding}&rpm={limit}",
+            throughput_per_min=median([s.throughput_per_min for s in rpm]),
+            makespan_vs_ideal=makespan(rpm) / ideal,
+        ),
+        "ratelimited_429_count": figure(
+            value=median(counts(rpm)),
+            unit="429s",
+            baseline=median(counts(patient)),
+            baseline_unit="429s",
+            baseline_what="the same batch without the client rpm option (retry-after only)",
+            goal=RATELIMITED_429_GOAL,
+            reps=reps,
+            n=n,
+            samples=counts(rpm),
+            max_429=max(counts(rpm)),
+            rate_limit_failures=[s.failures.get("rate_limit", 0) for s in rpm],
+            retry_wait_s=median([s.wait_s for s in rpm]),
+        ),
+        "ratelimited_no_rpm_throughput_ratio": throughput(
+            patient,
+            None,
+            binding=f"{binding} (no rpm)",
+            retry_policy=f"RetryPolicy(max_attempts={PATIENT_POLICY.max_attempts})",
+            responses_429_per_call=median(counts(patient)) / n,
+            attempts=median([float(s.attempts) for s in patient]),
+            retry_wait_s=median([s.wait_s for s in patient]),
+        ),
+        "ratelimited_no_rpm_default_done_ratio": figure(
+            value=median([s.done / n for s in default]),
+            unit="x",
+            baseline=float(n),
+            baseline_unit="calls",
+            baseline_what="calls in the batch",
+            goal=None,
+            reps=reps,
+            n=n,
+            binding=f"{binding} (no rpm)",
+            retry_policy="RetryPolicy() (default: retry_deadline=120 s, no attempt cap)",
+            done=median([float(s.done) for s in default]),
+            failed=median([float(s.failed) for s in default]),
+            responses_429=median(counts(default)),
+            done_throughput_ratio=median(ratios(default)),
+            makespan_s=makespan(default),
+            samples_done=[s.done for s in default],
+        ),
+    }

@@ -18,6 +18,8 @@
 Ray is started once for the group (``num_cpus=2``, loopback) and its workers are warm
 (started by the warm-up repetition, kept for the others): the figures are the batch's cost,
 not Ray's start-up. Neither side has a store (results come back to the driver).
+
+:func:`group` is the ``ray`` group of ``bench/run.py``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import Goal, figure, interleave, median
-from ratelimit_workloads import AtLeast
+from common import AtLeast, Goal, figure, interleave, median, ratio_figure
 
 import trellis as tl
 from trellis.cluster.limits import RATE_BURST_S
@@ -146,6 +147,11 @@ def _skipped(reason: str) -> dict[str, Any]:
     }
 
 
+async def group(sizes: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    """The ``ray`` group (``--quick``, or any reduced sizes: 200 / 40 / 120 items)."""
+    return await ray_figures(sizes.reps, sizes.chain < 1000, say)
+
+
 async def ray_figures(reps: int, quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
     try:
         import ray
@@ -167,14 +173,13 @@ async def ray_figures(reps: int, quick: bool, say: Callable[[str], None]) -> dic
             tl.Engine(executor=tl.RayExecutor(workers=2)) as distributed,
         ):
             say(f"ray: {io_n} items of one 50 ms call, local vs Ray (2 workers)")
-            s = await interleave(
+            io = await interleave(
                 reps,
                 {
                     "local": Batch(local, io_flow, io_n, 64),
                     "ray": Batch(distributed, io_flow, io_n, 64),
                 },
             )
-            io_local, io_ray = median(s["local"]), median(s["ray"])
             say(f"ray: {cpu_n} items of 20 ms pure-Python work, local vs Ray (2 workers)")
             s = await interleave(
                 reps,
@@ -190,16 +195,16 @@ async def ray_figures(reps: int, quick: bool, say: Callable[[str], None]) -> dic
     finally:
         ray.shutdown()
     return {
-        "ray_io_batch_ratio": figure(
-            value=io_ray / io_local,
-            unit="x",
-            baseline=io_local,
+        "ray_io_batch_ratio": ratio_figure(
+            io,
+            "ray",
+            "local",
             baseline_unit="s/batch",
             baseline_what=f"the local engine, {io_n} items of a 50 ms call, concurrency 64",
             goal=IO_GOAL,
             reps=reps,
             n=io_n,
-            ray_s=io_ray,
+            ray_s=median(io["ray"]),
         ),
         "ray_cpu_batch_speedup": figure(
             value=cpu_local / cpu_ray,

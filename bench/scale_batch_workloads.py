@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import Goal, figure, median
+from common import Goal, median, ratio_figure
 
 BATCH_RSS_GOAL = Goal("<=", 1.25)
 SHOW_BATCH_GOAL = Goal("<=", 2.0)
@@ -114,34 +114,31 @@ def scale_batch_figures(quick: bool, reps: int, say: Callable[[str], None]) -> d
         for rep in range(reps):
             for run in (batch, item) if rep % 2 == 0 else (item, batch):
                 shows[run].append(_trellis(["show", run], root)[0])
-    rss, rss_base = median(peaks[big]), median(peaks[small])
-    show, show_base = median(shows[batch]), median(shows[item])
     return {
-        "batch_rss_ratio_20000": figure(
-            value=rss / rss_base,
-            unit="x",
-            baseline=rss_base,
+        "batch_rss_ratio_20000": ratio_figure(
+            peaks,
+            big,
+            small,
             baseline_unit="MB",
             baseline_what=f"peak RSS of the same batch at {small} items",
             goal=BATCH_RSS_GOAL,
             reps=reps,
             n=big,
-            peak_rss_mb=rss,
-            baseline_peak_rss_mb=rss_base,
+            peak_rss_mb=median(peaks[big]),
+            baseline_peak_rss_mb=median(peaks[small]),
             samples_mb=peaks[big],
             baseline_samples_mb=peaks[small],
         ),
-        "show_batch_ratio_20000": figure(
-            value=show / show_base,
-            unit="x",
-            baseline=show_base,
-            baseline_unit="s",
+        "show_batch_ratio_20000": ratio_figure(
+            shows,
+            batch,
+            item,
             baseline_what="trellis show ITEM (one of the batch's items) on the same store",
             goal=SHOW_BATCH_GOAL,
             reps=reps,
             n=big,
-            show_batch_s=show,
-            show_item_s=show_base,
+            show_batch_s=median(shows[batch]),
+            show_item_s=median(shows[item]),
             samples_s=shows[batch],
             baseline_samples_s=shows[item],
         ),

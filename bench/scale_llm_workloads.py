@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from common import Goal, Runner, figure, interleave, median
+from common import US, Goal, Runner, interleave, median, ratio_figure
 from workloads import CALL_S, Label
 
 import trellis as tl
@@ -27,7 +27,6 @@ from trellis.models.base import ModelRequest
 
 LLM_PATH_GOAL = Goal("<=", 2.5)
 LLM_INFLIGHT_GOAL = Goal("<=", 2.0)
-US = 1e6
 
 REPLY = '{"label": "positive", "confidence": 0.9}'
 
@@ -108,6 +107,27 @@ def group(sizes: Any, say: Callable[[str], None]) -> dict[str, Any]:
     return asyncio.run(scale_llm_figures(n, sizes.reps, say))
 
 
+def _ratio(
+    s: dict[str, list[float]], *, baseline_what: str, goal: Goal, reps: int, n: int, **extra: Any
+) -> dict[str, Any]:
+    """Trellis over the asyncio baseline; the baseline and every repetition in ms."""
+    return ratio_figure(
+        s,
+        "trellis",
+        "asyncio",
+        baseline_unit="ms",
+        baseline_scale=1e3,
+        baseline_what=baseline_what,
+        goal=goal,
+        reps=reps,
+        n=n,
+        run_ms=median(s["trellis"]) * 1e3,
+        **extra,
+        samples_ms=[x * 1e3 for x in s["trellis"]],
+        baseline_samples_ms=[x * 1e3 for x in s["asyncio"]],
+    )
+
+
 async def scale_llm_figures(n: int, reps: int, say: Callable[[str], None]) -> dict[str, Any]:
     fast, slow = tl.FunctionModel(reply), tl.FunctionModel(slow_reply)
     flow = llm_flow()
@@ -125,11 +145,8 @@ async def scale_llm_figures(n: int, reps: int, say: Callable[[str], None]) -> di
             },
         )
         t, b = median(s["trellis"]), median(s["asyncio"])
-        figures["llm_path_ratio_10000"] = figure(
-            value=t / b,
-            unit="x",
-            baseline=b * 1e3,
-            baseline_unit="ms",
+        figures["llm_path_ratio_10000"] = _ratio(
+            s,
             baseline_what=(
                 f"asyncio.gather of {n} coroutines calling the same function and validating "
                 "the same Pydantic model"
@@ -137,11 +154,8 @@ async def scale_llm_figures(n: int, reps: int, say: Callable[[str], None]) -> di
             goal=LLM_PATH_GOAL,
             reps=reps,
             n=n,
-            run_ms=t * 1e3,
             us_per_call=t / n * US,
             baseline_us_per_call=b / n * US,
-            samples_ms=[x * 1e3 for x in s["trellis"]],
-            baseline_samples_ms=[x * 1e3 for x in s["asyncio"]],
         )
 
         say(f"scale_llm: {n} structured calls in flight (50 ms each)")
@@ -152,18 +166,11 @@ async def scale_llm_figures(n: int, reps: int, say: Callable[[str], None]) -> di
                 "trellis": trellis_runner(slow_engine, slow, flow, n),
             },
         )
-        t, b = median(s["trellis"]), median(s["asyncio"])
-        figures["llm_inflight_ratio_10000"] = figure(
-            value=t / b,
-            unit="x",
-            baseline=b * 1e3,
-            baseline_unit="ms",
+        figures["llm_inflight_ratio_10000"] = _ratio(
+            s,
             baseline_what=f"asyncio.gather of the same {n} 50 ms sleeps",
             goal=LLM_INFLIGHT_GOAL,
             reps=reps,
             n=n,
-            run_ms=t * 1e3,
-            samples_ms=[x * 1e3 for x in s["trellis"]],
-            baseline_samples_ms=[x * 1e3 for x in s["asyncio"]],
         )
     return figures

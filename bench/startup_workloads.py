@@ -24,12 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import Goal, figure, median
+from common import Goal, median, ratio_figure
 
 RUN_GOAL = Goal("<=", 15.0)
 HELP_GOAL = Goal("<=", 8.0)
 
-FLOW_FILE = '''
+FLOW_FILE = """
 from pydantic import BaseModel
 
 import trellis as tl
@@ -45,7 +45,7 @@ flow = tl.Flow("startup", inputs={"text": str})
 @flow.step
 async def classify(text: str, llm: tl.LLM) -> Label:
     return await llm.generate(f"Classify: {text}", output=Label, model="small")
-'''
+"""
 
 
 def _trellis_command() -> list[str]:
@@ -95,29 +95,25 @@ def group(sizes: Any, say: Callable[[str], None]) -> dict[str, Any]:
             shift = rep % len(names)
             for name in names[shift:] + names[:shift]:
                 samples[name].append(_timed(commands[name], folder, env))
-    base = median(samples["pass"])
-    common = {
-        "baseline": base * 1e3,
-        "baseline_what": "a fresh `python -c pass`",
-        "reps": reps,
-        "n": 1,
-        "import_ms": median(samples["import"]) * 1e3,
-        "baseline_samples_ms": [x * 1e3 for x in samples["pass"]],
-    }
-    figures: dict[str, Any] = {}
-    for name, key, goal, what in (
-        ("run", "startup_ratio_run", RUN_GOAL, "a fresh 1-item `trellis run` on sim:"),
-        ("help", "startup_ratio_help", HELP_GOAL, "a fresh `trellis --help`"),
-    ):
-        value = median(samples[name])
-        figures[key] = figure(
-            value=value / base,
-            unit="x",
+    return {
+        key: ratio_figure(
+            samples,
+            name,
+            "pass",
             baseline_unit="ms",
+            baseline_scale=1e3,
+            baseline_what="a fresh `python -c pass`",
             goal=goal,
-            ms=value * 1e3,
+            reps=reps,
+            n=1,
+            ms=median(samples[name]) * 1e3,
             what=what,
             samples_ms=[x * 1e3 for x in samples[name]],
-            **common,
+            import_ms=median(samples["import"]) * 1e3,
+            baseline_samples_ms=[x * 1e3 for x in samples["pass"]],
         )
-    return figures
+        for name, key, goal, what in (
+            ("run", "startup_ratio_run", RUN_GOAL, "a fresh 1-item `trellis run` on sim:"),
+            ("help", "startup_ratio_help", HELP_GOAL, "a fresh `trellis --help`"),
+        )
+    }

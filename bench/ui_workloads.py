@@ -3,6 +3,8 @@
 
 Requests go through the UI's ASGI app in-process (Starlette's test client): the time is
 the server's (reading the store, building the page, rendering it), not the network's.
+
+:func:`group` is the ``ui`` group of ``bench/run.py`` (sync: it runs its own event loops).
 """
 
 from __future__ import annotations
@@ -81,6 +83,10 @@ def _server_ms(client: Any, url: str, reps: int) -> float:
         if response.status_code != 200:
             raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
     return statistics.median(times)
+
+
+def group(sizes: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    return ui_figures(sizes.ui_runs, sizes.ui_steps, sizes.reps, say)
 
 
 def ui_figures(runs: int, steps: int, reps: int, say: Callable[[str], None]) -> dict[str, Any]:
