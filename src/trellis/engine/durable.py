@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -282,31 +283,30 @@ def open_batch(
         raise InputError(f"no batch {batch_id!r} in the store {store.url}")
     now = time.time()
     listed = [dict(item) for item in items]
-    rows = [
+    parent = RunRow(
+        run_id=batch_id,
+        flow=plan.name,
+        status="running",
+        inputs=json.dumps({"items": len(listed)}),
+        started_at=now,
+        meta=json.dumps({"batch": True, **plan.shape(), **(meta or {})}),
+        is_batch=True,
+    )
+    # The items' rows are made as the store inserts them: a big batch never holds them all.
+    children = (
         RunRow(
-            run_id=batch_id,
+            run_id=f"{batch_id}.{index}",
             flow=plan.name,
-            status="running",
-            inputs=json.dumps({"items": len(listed)}),
+            status="pending",
+            inputs=encode(item, f"the inputs of item {index}"),
             started_at=now,
-            meta=json.dumps({"batch": True, **plan.shape(), **(meta or {})}),
-            is_batch=True,
+            parent_id=batch_id,
+            item_index=index,
         )
-    ]
-    for index, item in enumerate(listed):
-        rows.append(
-            RunRow(
-                run_id=f"{batch_id}.{index}",
-                flow=plan.name,
-                status="pending",
-                inputs=encode(item, f"the inputs of item {index}"),
-                started_at=now,
-                parent_id=batch_id,
-                item_index=index,
-            )
-        )
+        for index, item in enumerate(listed)
+    )
     try:
-        store.create_runs(rows)
+        store.create_runs(itertools.chain([parent], children))
     except StoreError:
         row = store.get_run(batch_id)
         if row is None:
@@ -319,7 +319,7 @@ def open_batch(
             run_id=batch_id,
             owner=holder,
         ) from None
-    return [(r.run_id, listed[i]) for i, r in enumerate(rows[1:])]
+    return [(f"{batch_id}.{index}", item) for index, item in enumerate(listed)]
 
 
 def earlier_spend(store: Store, row: RunRow) -> Stats:

@@ -22,6 +22,7 @@ lease and woke up after another process took the run over can never overwrite it
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -152,8 +153,10 @@ class Store(abc.ABC):
         """Insert a run; a run with this id must not exist yet."""
 
     @abc.abstractmethod
-    def create_runs(self, rows: list[RunRow]) -> None:
-        """Insert many runs at once (a batch's items), atomically."""
+    def create_runs(self, rows: Iterable[RunRow]) -> None:
+        """Insert many runs at once (a batch's items), atomically. ``rows`` may be a
+        generator: a store inserts them as they come (a big batch's rows are never all
+        in memory at once)."""
 
     @abc.abstractmethod
     def get_run(self, run_id: str) -> RunRow | None: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from trellis.errors import StoreError
 from trellis.store.base import (
@@ -32,7 +33,8 @@ class MemoryStore(Store):
     def create_run(self, row: RunRow) -> None:
         self.create_runs([row])
 
-    def create_runs(self, rows: list[RunRow]) -> None:
+    def create_runs(self, rows: Iterable[RunRow]) -> None:
+        rows = list(rows)
         seen: set[str] = set()
         for row in rows:
             if row.run_id in self._runs or row.run_id in seen:

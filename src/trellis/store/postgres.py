@@ -38,7 +38,7 @@ the database itself.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from trellis.errors import StoreError
@@ -432,8 +432,8 @@ class PostgresStore(Store):
     def create_run(self, row: RunRow) -> None:
         self.create_runs([row])
 
-    def create_runs(self, rows: list[RunRow]) -> None:
-        values = [_run_values(r) for r in rows]
+    def create_runs(self, rows: Iterable[RunRow]) -> None:
+        values = (_run_values(r) for r in rows)  # inserted as they are made
 
         def insert(conn: psycopg.Connection[Any]) -> None:
             try:

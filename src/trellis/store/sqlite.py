@@ -23,7 +23,7 @@ import functools
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -268,14 +268,14 @@ class SQLiteStore(Store):
         self.create_runs([row])
 
     @_mapped
-    def create_runs(self, rows: list[RunRow]) -> None:
+    def create_runs(self, rows: Iterable[RunRow]) -> None:
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 f"INSERT INTO runs ({_RUN_COLUMNS}, format) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*_run_values(r), FORMAT) for r in rows],
+                ((*_run_values(r), FORMAT) for r in rows),
             )
             db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
