@@ -22,7 +22,7 @@ explicitly, so no test sleeps.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -116,6 +116,22 @@ class StoreConformance:
         assert store.get_run("new1") is None
         assert store.get_run("new2") is None
         assert ids(store.list_runs()) == ["taken"]
+
+    def test_create_runs_takes_rows_as_they_are_made(self, store: Store) -> None:
+        store.create_runs(run_row(f"g{i}") for i in range(5))  # a generator
+        assert sorted(ids(store.list_runs())) == [f"g{i}" for i in range(5)]
+
+    def test_create_runs_inserts_nothing_when_making_a_row_fails(self, store: Store) -> None:
+        def rows() -> Iterator[RunRow]:
+            yield run_row("made1")
+            yield run_row("made2")
+            raise ValueError("the third row could not be made")
+
+        with pytest.raises(ValueError, match="third row"):
+            store.create_runs(rows())
+        assert store.list_runs() == []
+        store.create_runs([run_row("made1")])  # the store works on
+        assert ids(store.list_runs()) == ["made1"]
 
     def test_create_runs_is_atomic_when_the_batch_repeats_an_id(self, store: Store) -> None:
         with pytest.raises(StoreError):
