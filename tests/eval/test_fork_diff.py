@@ -122,3 +122,42 @@ def test_fork_and_diff_a_batch_from_the_cli(toy: dict[str, Path], tmp_path: Path
     assert code == 0 and "10 of 40 items differ" in out
     code, out = invoke("fork", "b1", "--from", "nope", "--store", store)
     assert code == 2 and "not a step" in out
+
+
+def _with_subflow() -> tl.Flow:
+    inner = tl.Flow("inner", inputs={"x": int})
+
+    @inner.step
+    def doubled(x: int) -> int:
+        return 2 * x
+
+    outer = tl.Flow("outer", inputs={"x": int})
+    outer.subflow(inner, name="child", inputs={"x": "x"})
+
+    @outer.step
+    def shown(child: int) -> str:
+        return f"got {child}"
+
+    return outer
+
+
+async def test_diff_of_two_runs_with_subflows_compares_their_steps(tmp_path: Path) -> None:
+    """A run with a sub-flow step has child runs in the store; it is still one run, not
+    a batch (diff used to take it for one and find nothing changed)."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    async with tl.Engine(store=url) as engine:
+        await engine.run(_with_subflow(), {"x": 1}, run_id="one")
+        await engine.run(_with_subflow(), {"x": 2}, run_id="two")
+        assert engine.store is not None
+        diff = diff_runs(engine.store, "one", "two")
+    report = diff.to_dict()
+    assert report["kind"] == "run" and report["changed"] is True
+    shown = next(s for s in report["steps"] if s["step"] == "shown")
+    assert (shown["output_a"], shown["output_b"]) == ("got 2", "got 4")
+    with pytest.raises(tl.InputError, match="one is a batch, the other a single run"):
+        async with tl.Engine(store=url) as engine:
+            flow = _with_subflow()
+            async for _ in engine.run_many(flow, [{"x": 3}], batch_id="b"):
+                pass
+            assert engine.store is not None
+            diff_runs(engine.store, "one", "b")

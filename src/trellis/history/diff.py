@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from trellis.engine.journal import stats_from_json
+from trellis.engine.records import batch_items
 from trellis.errors import InputError
 from trellis.store.base import RunRow, StepRow, Store
 
@@ -115,11 +117,8 @@ def _load(value: str | None) -> Any:
 
 
 def _cost(row: StepRow | RunRow) -> float:
-    usage = _load(row.usage)
-    if isinstance(usage, dict):
-        value = usage.get("cost_usd_known_part", usage.get("cost_usd"))
-        return float(value) if isinstance(value, int | float) else 0.0
-    return 0.0
+    """The recorded cost (its priced part), read by the one usage codec."""
+    return stats_from_json(row.usage).cost_usd
 
 
 def _run_diff(store: Store, a: RunRow, b: RunRow) -> RunDiff:
@@ -163,9 +162,7 @@ def diff_runs(store: Store, run_a: str, run_b: str) -> RunDiff:
     notes = []
     if a.flow != b.flow:
         notes.append(f"different flows: {a.flow!r} and {b.flow!r}")
-    items_a = store.list_runs(parent_id=run_a)
-    items_b = store.list_runs(parent_id=run_b)
-    if not items_a and not items_b:
+    if not a.is_batch and not b.is_batch:  # (a run with sub-flows has child runs too)
         d = _run_diff(store, a, b)
         return RunDiff(
             d.a,
@@ -177,10 +174,10 @@ def diff_runs(store: Store, run_a: str, run_b: str) -> RunDiff:
             status_b=d.status_b,
             notes=tuple(notes),
         )
-    if not items_a or not items_b:
+    if not a.is_batch or not b.is_batch:
         raise InputError(f"{run_a!r} and {run_b!r}: one is a batch, the other a single run")
-    by_a = {r.item_index: r for r in items_a}
-    by_b = {r.item_index: r for r in items_b}
+    by_a = {r.item_index: r for r in batch_items(store, run_a)}
+    by_b = {r.item_index: r for r in batch_items(store, run_b)}
     if set(by_a) != set(by_b):
         notes.append(f"item counts differ: {len(by_a)} and {len(by_b)}; common items compared")
     pairs = []
