@@ -23,7 +23,7 @@ from rich.progress import (
 )
 
 from trellis.cli.errors import EXIT_FAILED, EXIT_OK, CliError, command
-from trellis.cli.options import ConfigOption, ModelOption, StoreOption
+from trellis.cli.options import ConfigOption, ModelOption, StoreOption, json_flag
 from trellis.errors import ConfigurationError, InputError, StoreError
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ def eval_command(
         int | None,
         typer.Option("--limit", min=1, help="Use only the first N items.", show_default=False),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: Annotated[bool, json_flag("Print the report as JSON.")] = False,
     plot: Annotated[
         Path | None,
         typer.Option(

@@ -13,7 +13,13 @@ from rich.table import Table
 
 from trellis.cli.errors import EXIT_OK, CliError, command
 from trellis.cli.formats import fmt_usd
-from trellis.cli.options import LeaseTtlOption, StoreOption
+from trellis.cli.options import (
+    LeaseTtlOption,
+    QuietOption,
+    StoreOption,
+    json_flag,
+    model_option,
+)
 from trellis.cli.stores import find_run, store_of_run
 
 if TYPE_CHECKING:
@@ -37,13 +43,7 @@ def fork(
     ] = None,
     models: Annotated[
         list[str] | None,
-        typer.Option(
-            "--model",
-            "-m",
-            metavar="ROLE=PROVIDER:MODEL",
-            help="Bind a role differently from the recorded run; repeatable.",
-            show_default=False,
-        ),
+        model_option("Bind a role differently from the recorded run; repeatable."),
     ] = None,
     run_id: Annotated[
         str | None,
@@ -59,8 +59,8 @@ def fork(
         ),
     ] = None,
     lease_ttl: LeaseTtlOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only a one-line outcome.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: QuietOption = False,
+    as_json: Annotated[bool, json_flag("Print the fork's result as JSON.")] = False,
 ) -> int:
     """Re-run a recorded run or batch (`trellis run`) with other bindings or changed code.
 
@@ -139,7 +139,7 @@ def diff(
     run_a: Annotated[str, typer.Argument(help="A recorded run or batch.", show_default=False)],
     run_b: Annotated[str, typer.Argument(help="Another one (e.g. its fork).", show_default=False)],
     store: StoreOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the diff as JSON.")] = False,
+    as_json: Annotated[bool, json_flag("Print the diff as JSON.")] = False,
 ) -> int:
     """Show per step (per item for batches) what differs between two recorded runs: the
     route (a step's status), its output, cost and latency. Exit code 0."""
