@@ -42,6 +42,8 @@ RUN_KEYS = {
     "input_tokens",
     "output_tokens",
     "cost_usd",
+    "cost_usd_known_part",
+    "unpriced_attempts",
     "error",
 }
 RESULT_KEYS = set(

@@ -278,3 +278,32 @@ def test_targets() -> None:
         parse_target("score>=0.9*ref").bar(None)
     with pytest.raises(tl.InputError, match="must be"):
         parse_target("cost<=0.5")
+
+
+def test_an_items_cost_counts_every_priced_call_even_after_an_unpriced_one() -> None:
+    """The known part of a partly unpriced item is every priced call's cost (it used to
+    stop counting at the first unpriced call), and the report says it as everywhere."""
+    from trellis.eval import Variant
+    from trellis.eval.runner import VariantRun, _outcome
+    from trellis.eval.summary import summarize as summarize_variant
+    from trellis.formats import fmt_cost
+
+    def call(step: str, cost: float | None) -> tl.CallRecord:
+        return tl.CallRecord(
+            step=step, call=1, attempt=1, model="m", role="r", outcome="ok",
+            input_tokens=1, output_tokens=1, cost_usd=cost, latency_s=0.0,
+        )  # fmt: skip
+
+    result = tl.RunResult(
+        run_id="r", flow="f", inputs={}, steps={}, status="done",
+        calls=[call("a", None), call("b", 0.25), call("c", 0.5)],
+    )  # fmt: skip
+    item = _outcome(0, result, [], 1.0, None)
+    assert item.cost_usd is None
+    assert item.cost_usd_known_part == pytest.approx(0.75) and item.unpriced_attempts == 1
+    run = VariantRun(variant=Variant("v"), batch_id=None, items=[item, item])
+    summary = summarize_variant(run, ci=False)
+    assert summary.cost_usd is None and summary.unpriced_attempts == 2
+    assert fmt_cost(summary.cost_usd_known_part, summary.unpriced_attempts) == (
+        "≥ $1.5000 (2 calls unpriced)"
+    )

@@ -404,3 +404,35 @@ def test_a_loopback_bind_refuses_foreign_host_headers(sample: Sample) -> None:
         assert c.get("/").status_code == 200
         assert c.get("/", headers={"host": "localhost:8765"}).status_code == 200
         assert c.get("/", headers={"host": "evil.example"}).status_code == 403  # rebinding
+
+
+def test_a_partly_unpriced_cost_reads_as_everywhere_else(tmp_path: Path) -> None:
+    """One priced model and one without a price: '≥ $x (1 call unpriced)', as trellis
+    show and the batch summary say it, never a bare dash or $0."""
+    store = tmp_path / "cost.db"
+    flow = tl.Flow("mixed", inputs={"text": str})
+
+    @flow.step
+    async def priced(text: str, llm: tl.LLM) -> str:
+        return await llm.generate(f"Say: {text}", model="small")
+
+    @flow.step
+    async def unpriced(priced: str, llm: tl.LLM) -> str:
+        return await llm.generate(f"Again: {priced}", model="mine")
+
+    models = {"small": "sim:small", "mine": tl.FunctionModel(lambda r: "ok", name="fn:mine")}
+
+    async def record() -> str:
+        async with tl.Engine(models=models, store=f"sqlite:///{store}") as e:
+            return (await e.run(flow, {"text": "hi"})).run_id
+
+    run_id = asyncio.run(record())
+    with TestClient(create_app(settings_for(store)), base_url="http://127.0.0.1") as client:
+        entry = client.get("/api/runs").json()["runs"][0]
+        assert entry["cost_usd"] is None and entry["unpriced_attempts"] == 1
+        assert entry["cost_usd_known_part"] > 0
+        listing = client.get("/").text
+        page = client.get(f"/runs/{run_id}").text
+    for html in (listing, page):
+        assert re.search(r"≥ \$0\.0\d+ \(1 call unpriced\)", html), html
+    assert "unknown" in page  # the unpriced attempt's own cost

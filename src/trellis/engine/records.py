@@ -407,6 +407,8 @@ def run_entry(
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "cost_usd": round(usage.cost_usd, 10) if usage.cost_known else None,
+        "cost_usd_known_part": round(usage.cost_usd, 10),
+        "unpriced_attempts": usage.unpriced_attempts,
         "error": _error(row),
     }
 

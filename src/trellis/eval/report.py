@@ -10,7 +10,7 @@ from rich.table import Table
 from trellis.eval.runner import EvalRun
 from trellis.eval.selection import Selection
 from trellis.eval.summary import VariantSummary, relative, summarize
-from trellis.formats import fmt_usd
+from trellis.formats import fmt_cost
 
 __all__ = ["eval_report", "render_eval", "summaries"]
 
@@ -51,10 +51,6 @@ def eval_report(
     }
 
 
-def _money(value: float | None, known: float) -> str:
-    if value is not None:
-        return fmt_usd(value)
-    return f"≥ {fmt_usd(known)} (unpriced calls)" if known else "unknown (unpriced calls)"
 
 
 def _share(summary: VariantSummary) -> str:
@@ -103,8 +99,8 @@ def render_eval(
             name + marker,
             f"{s.items}{failed}",
             f"{s.score:.3f} [{s.score_ci[0]:.3f}, {s.score_ci[1]:.3f}]",
-            _money(s.cost_usd, s.cost_usd_known_part),
-            "?" if s.cost_per_item is None else fmt_usd(s.cost_per_item),
+            fmt_cost(s.cost_usd_known_part, s.unpriced_attempts),
+            fmt_cost(s.cost_per_item),
             _share(s),
             _routes(s),
             f"{s.input_tokens}/{s.output_tokens}",

@@ -53,6 +53,8 @@ class ItemOutcome:
     output_tokens: int
     latency_s: float
     error: str | None = None
+    cost_usd_known_part: float = 0.0  # what the priced calls cost
+    unpriced_attempts: int = 0  # calls without a price (then cost_usd is None)
 
 
 @dataclass(slots=True)
@@ -77,20 +79,23 @@ def _outcome(
     index: int, result: RunResult, conditional: Sequence[str], score: float, error: str | None
 ) -> ItemOutcome:
     calls: Counter[str] = Counter()
-    cost: float | None = 0.0
+    known = 0.0
+    unpriced = 0
     for call in result.calls:
         calls[call.model] += 1
         if call.cost_usd is None:
-            cost = None
-        elif cost is not None:
-            cost += call.cost_usd
+            unpriced += 1
+        else:
+            known += call.cost_usd
     ran = [s for s in conditional if result.steps.get(s) and result.steps[s].status == "done"]
     return ItemOutcome(
         index=index,
         run_id=result.run_id,
         status=result.status,
         score=score,
-        cost_usd=cost,
+        cost_usd=None if unpriced else known,
+        cost_usd_known_part=known,
+        unpriced_attempts=unpriced,
         calls_by_model=dict(calls),
         route="+".join(ran) or "-",
         escalated=bool(ran),

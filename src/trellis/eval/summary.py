@@ -36,6 +36,7 @@ class VariantSummary:
     output_tokens: int
     latency_p50_s: float
     latency_p95_s: float
+    unpriced_attempts: int = 0  # calls without a price (then cost_usd is None)
 
     @property
     def calls(self) -> int:
@@ -53,6 +54,7 @@ class VariantSummary:
             "score_ci": list(self.score_ci),
             "cost_usd": self.cost_usd,
             "cost_usd_known_part": self.cost_usd_known_part,
+            "unpriced_attempts": self.unpriced_attempts,
             "cost_per_item": self.cost_per_item,
             "calls_by_model": self.calls_by_model,
             "call_share_by_model": self.call_shares(),
@@ -79,15 +81,13 @@ def summarize(
     calls: Counter[str] = Counter()
     routes: Counter[str] = Counter()
     known = 0.0
-    unknown = False
+    unpriced = 0
     for item in items:
         calls.update(item.calls_by_model)
         routes[item.route] += 1
-        if item.cost_usd is None:
-            unknown = True
-        else:
-            known += item.cost_usd
-    cost = None if unknown else known
+        known += item.cost_usd_known_part
+        unpriced += item.unpriced_attempts
+    cost = None if unpriced else known
     latencies = [i.latency_s for i in items]
     return VariantSummary(
         name=run.variant.name,
@@ -101,6 +101,7 @@ def summarize(
         score_ci=bootstrap_ci(scores, seed=seed) if ci else (mean(scores), mean(scores)),
         cost_usd=cost,
         cost_usd_known_part=known,
+        unpriced_attempts=unpriced,
         cost_per_item=None if cost is None or not items else cost / len(items),
         calls_by_model=dict(sorted(calls.items())),
         items_by_route=dict(routes.most_common()),

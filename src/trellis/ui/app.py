@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
     ) from exc
 
 from trellis.errors import InputError, TrellisError
-from trellis.formats import fmt_usd
+from trellis.formats import fmt_cost
 from trellis.store.base import Store
 from trellis.ui.graph import STATUS_COLOURS
 from trellis.ui.security import COOKIE, HEADER, is_loopback, token_matches
@@ -84,9 +84,15 @@ def _seconds(value: float | None) -> str:
 
 
 def _usd(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return fmt_usd(value)
+    """One cost (an attempt's, a diff's): ``unknown`` when it has no price."""
+    return fmt_cost(value)
+
+
+def _cost(usage: Mapping[str, Any]) -> str:
+    """The cost of a run, batch or step (its usage or entry dict), as everywhere else:
+    ``≥ $x (n calls unpriced)`` when some calls had no price."""
+    known = usage.get("cost_usd_known_part", usage.get("cost_usd"))
+    return fmt_cost(known, int(usage.get("unpriced_attempts") or 0))
 
 
 def _pretty(value: Any) -> str:
@@ -100,7 +106,9 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=_when, seconds=_seconds, usd=_usd, pretty=_pretty, q=quote)
+    env.filters.update(
+        when=_when, seconds=_seconds, usd=_usd, cost=_cost, pretty=_pretty, q=quote
+    )
     env.globals.update(colours=STATUS_COLOURS, statuses=STATUSES)
     return env
 
