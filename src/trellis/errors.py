@@ -12,11 +12,14 @@ provider SDK, an HTTP client, the user's own step code) are mapped at the bounda
     ├── InputError                   flow inputs missing or of the wrong type
     ├── StepError                    a step's own code raised
     │   ├── OutputTypeError          a step returned a value that is not its annotated type
-    │   └── AgentTurnLimitError      an agent gave no final answer within its turns
+    │   ├── AgentTurnLimitError      an agent gave no final answer within its turns
+    │   └── SubflowError             a sub-flow step's child run failed
+    ├── NestedRunError               a step's code started another run (use flow.subflow)
     ├── BudgetExceededError          a run budget (cost, tokens, calls, time) would be exceeded
     ├── StoreError                   the store is unusable: newer/foreign schema, corrupt row
     │   ├── SerializationError       a value cannot be stored as JSON
     │   └── LeaseLostError           another process took this run over: a stale write refused
+    ├── WorkerLostError              an executor's worker died too often: the batch stopped
     ├── RunLockedError               another process is executing this run (its lease)
     ├── StepChangedError             a recorded step's code changed since the run was recorded
     ├── ToolArgumentsError           a model's tool-call arguments do not fit the tool
@@ -28,7 +31,7 @@ provider SDK, an HTTP client, the user's own step code) are mapped at the bounda
         ├── RefusalError             refusal or content filter
         ├── TruncatedError           the reply hit max_tokens
         ├── ContextOverflowError     the request does not fit the model's context
-        ├── AuthenticationError      401 / 403
+        ├── AuthenticationError      401 / 403: fails the whole run
         ├── BadRequestError          400 / 404 / 413 / 422
         ├── QuotaExceededError       out of credit: fails the whole run
         └── OutputValidationError    no valid structured output within the re-ask budget
@@ -95,6 +98,7 @@ class FailureMode(enum.StrEnum):
 
     @property
     def is_reask(self) -> bool:
+        """The reply was not JSON or failed the output schema: ask again, with the error."""
         return self in (FailureMode.MALFORMED, FailureMode.INVALID)
 
     @property
@@ -283,6 +287,9 @@ class ModelError(TrellisError):
 
 
 class RateLimitError(ModelError):
+    """Rate limited (429); ``retry_after`` is the provider's wait, if given. Resent to the same
+    model after it (at most ``RetryPolicy.max_retry_after``), else after backoff; no fallback."""
+
     mode = FailureMode.RATE_LIMIT
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
@@ -291,10 +298,16 @@ class RateLimitError(ModelError):
 
 
 class ModelTimeoutError(ModelError):
+    """The attempt timed out (``RetryPolicy.timeout``, HTTP timeout, stalled stream, 408).
+    Resent to the same model after backoff, within the retry deadline; no fallback model."""
+
     mode = FailureMode.TIMEOUT
 
 
 class OverloadedError(ModelError):
+    """The server is overloaded or failing (5xx, 529, an unreadable reply or stream). Resent
+    after backoff; with a fallback model left, moved to it after ``overloaded_attempts``."""
+
     mode = FailureMode.OVERLOADED
 
 
@@ -305,26 +318,44 @@ class ConnectionFailedError(ModelError):
 
 
 class RefusalError(ModelError):
+    """The model refused, or a content filter stopped the reply. Never resent identically:
+    the next fallback model is tried, else the error is raised."""
+
     mode = FailureMode.REFUSAL
 
 
 class TruncatedError(ModelError):
+    """The reply stopped at ``max_tokens`` (finish reason ``length``). Never resent
+    identically: the next fallback model is tried, else the error is raised."""
+
     mode = FailureMode.TRUNCATED
 
 
 class ContextOverflowError(ModelError):
+    """The request does not fit the model's context window. Never resent identically: the
+    next fallback model is tried, else the error is raised."""
+
     mode = FailureMode.CONTEXT_OVERFLOW
 
 
 class AuthenticationError(ModelError):
+    """The provider rejected the credentials (401 / 403). Never retried, no fallback: the
+    engine sends that model nothing more, and the whole run fails."""
+
     mode = FailureMode.AUTH
 
 
 class BadRequestError(ModelError):
+    """The provider rejected the request (a 4xx such as 400, 404, 413, 422). Never retried,
+    no fallback model: the call fails at once."""
+
     mode = FailureMode.BAD_REQUEST
 
 
 class QuotaExceededError(ModelError):
+    """The account is out of credit or quota (402, ``insufficient_quota``). Never retried, no
+    fallback: the engine sends that model nothing more, and the whole run fails."""
+
     mode = FailureMode.QUOTA
 
 
