@@ -148,6 +148,13 @@ class WaitingStep:
 
 @dataclass(frozen=True, slots=True)
 class BatchSummary:
+    """What a batch did (``trellis run --input-file`` prints it; ``to_dict()`` is its
+    ``--json``): items by outcome and why they failed, each step's routes and decisions,
+    LLM calls, attempts and failed attempts by failure mode, tokens, cost (priced part and
+    unpriced attempts) by model, the savings estimate against an all-large-model run
+    (:class:`Counterfactual`), per-item latency and throughput, and the questions of
+    items waiting for a person. Built by :func:`summarize` or :class:`SummaryBuilder`."""
+
     total: int
     done: int
     failed: int  # items that failed (not done, not waiting)

@@ -33,7 +33,7 @@ class RetryPolicy:
     - refusal, truncation, context overflow: never resent identically; next fallback model,
       else the step fails.
     - bad request: fail at once. Auth and quota fail at once *and stop the model*: the
-      engine sends it nothing more (quota also fails the whole run).
+      engine sends it nothing more (both also fail the whole run).
 
     ``retry_on`` lists exception types raised by the step's *own code* that make the whole
     step run again, up to ``step_attempts`` times in all.
