@@ -1,4 +1,6 @@
-"""Helpers shared by the CLI tests (the fixtures are in ``conftest.py``)."""
+"""Helpers shared by the CLI tests (and by CLI tests elsewhere: ``from cli.helpers import
+...``). The autouse fixture in ``conftest.py`` calls :func:`isolate`; a test module outside
+this folder that runs the CLI does the same in an autouse fixture of its own."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from trellis.cli import app
@@ -16,9 +19,12 @@ __all__ = [
     "SIM",
     "TRELLIS",
     "assert_one_error_line",
+    "calls_in",
     "invoke",
+    "isolate",
     "read_jsonl",
     "runs_json",
+    "sim",
     "write_items",
 ]
 
@@ -26,6 +32,25 @@ FLOWS = Path(__file__).parent / "flows"
 SIM = ["--model", "small=sim:small"]
 #: The ``trellis`` command in a process of its own (for signals and kills).
 TRELLIS = [sys.executable, "-c", "from trellis.cli import main; main()"]
+
+
+def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty working folder (the default store lands there), no $TRELLIS_STORE or
+    step counter from outside, and ``sys.path`` restored after the flow imports."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRELLIS_STORE", raising=False)
+    monkeypatch.delenv("TRELLIS_TEST_COUNTER", raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def sim(log: Path, extra: str = "") -> list[str]:
+    """``--model small=sim:small`` logging every attempt to ``log``."""
+    return ["--model", f"small=sim:small?call_log={log}{extra}"]
+
+
+def calls_in(log: Path) -> int:
+    """How many attempts the simulator logged to ``log`` (see :func:`sim`)."""
+    return len(log.read_text().splitlines()) if log.exists() else 0
 
 
 def invoke(*args: str, columns: int = 200, env: dict[str, str] | None = None) -> Result:
@@ -59,8 +84,7 @@ def write_items(path: Path, items: list[dict[str, Any]], *, blank_after: int = -
     """A JSONL file of flow inputs, one object a line (and a blank line after the item at
     ``blank_after``, which readers must skip)."""
     lines = [
-        json.dumps(item) + ("\n\n" if i == blank_after else "\n")
-        for i, item in enumerate(items)
+        json.dumps(item) + ("\n\n" if i == blank_after else "\n") for i, item in enumerate(items)
     ]
     path.write_text("".join(lines), encoding="utf-8")
     return path

@@ -26,20 +26,10 @@ from trellis.models.sim import SimModel, SimOptions
 from trellis.redact import is_secret_option, redact_options
 from trellis.store import SQLiteStore
 
-from .helpers import assert_one_error_line, invoke, read_jsonl, write_items
+from .helpers import FLOWS, assert_one_error_line, calls_in, invoke, read_jsonl, sim, write_items
 
-FLOWS = Path(__file__).parent / "flows"
 CHAIN = f"{FLOWS / 'chain.py'}:flow"
 DB = ".trellis/trellis.db"
-
-
-def sim(log: Path, extra: str = "") -> list[str]:
-    """``--model small=sim:small`` logging every attempt to ``log``."""
-    return ["--model", f"small=sim:small?call_log={log}{extra}"]
-
-
-def calls_in(log: Path) -> int:
-    return len(log.read_text().splitlines()) if log.exists() else 0
 
 
 def editable_copy(tmp_path: Path) -> str:
@@ -303,6 +293,32 @@ def test_batch_records_items_and_resume_runs_only_unfinished_ones(tmp_path: Path
     to_stdout = invoke("resume", "b1", "--output", "-", "-q")
     assert to_stdout.exit_code == 0
     assert [json.loads(x)["index"] for x in to_stdout.stdout.splitlines()[:5]] == list(range(5))
+
+
+def test_same_batch_id_with_one_item_changed_names_that_item(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    items = write_items(Path("items.jsonl"), [{"item": "a"}, {"item": "b"}, {"item": "c"}])
+    args = ["run", CHAIN, "--input-file", str(items), "--run-id", "b1", *sim(log)]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.stderr
+    assert calls_in(log) == 6
+
+    write_items(items, [{"item": "a"}, {"item": "B"}, {"item": "c"}])  # same count
+    assert_one_error_line(
+        invoke(*args),
+        "items.jsonl:2: batch 'b1' was recorded with other inputs for this item",
+        "trellis resume b1",
+    )
+    assert calls_in(log) == 6
+    with SQLiteStore(tmp_path / DB) as store:
+        recorded = [json.loads(c.inputs) for c in store.list_runs(parent_id="b1")]
+    assert recorded == [{"item": "a"}, {"item": "b"}, {"item": "c"}]
+
+    write_items(items, [{"item": "a"}, {"item": "b"}, {"item": "c"}])
+    again = invoke(*args)
+    assert again.exit_code == 0, again.stderr
+    assert "batch b1 already completed" in again.stderr
+    assert calls_in(log) == 6
 
 
 def test_generated_batch_id_is_printed(tmp_path: Path) -> None:

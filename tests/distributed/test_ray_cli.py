@@ -6,23 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from typer.testing import CliRunner, Result
-
-from trellis.cli import app
+from cli.helpers import invoke, write_items
 from trellis.mockserver import MockServerThread
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-
-
-def write_items(path: Path, n: int) -> Path:
-    path.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(n)))
-    return path
+def numbers(n: int) -> list[dict[str, Any]]:
+    """The inputs of ``n`` items of ``distributed.flows:where``."""
+    return [{"x": i} for i in range(n)]
 
 
 def test_executor_ray_with_a_sqlite_store_is_one_clear_error(tmp_path: Path) -> None:
-    items = write_items(tmp_path / "items.jsonl", 2)
+    items = write_items(tmp_path / "items.jsonl", numbers(2))
     result = invoke(
         "run", "distributed.flows:where", "--input-file", str(items),
         "--store", f"sqlite:///{tmp_path / 'runs.db'}", "--executor", "ray",
@@ -32,7 +26,7 @@ def test_executor_ray_with_a_sqlite_store_is_one_clear_error(tmp_path: Path) -> 
 
 
 def test_an_unknown_executor_is_a_usage_error(tmp_path: Path) -> None:
-    items = write_items(tmp_path / "items.jsonl", 1)
+    items = write_items(tmp_path / "items.jsonl", numbers(1))
     result = invoke(
         "run", "distributed.flows:where", "--input-file", str(items), "--no-store",
         "--executor", "dask",
@@ -44,7 +38,7 @@ def test_an_unknown_executor_is_a_usage_error(tmp_path: Path) -> None:
 def test_a_batch_on_ray_with_postgres_then_resumed_on_ray(
     ray_session: Any, pg_url: str, tmp_path: Path
 ) -> None:
-    items = write_items(tmp_path / "items.jsonl", 8)
+    items = write_items(tmp_path / "items.jsonl", numbers(8))
     out = tmp_path / "out.jsonl"
     result = invoke(
         "run", "distributed.flows:where", "--input-file", str(items), "--store", pg_url,
@@ -62,8 +56,9 @@ def test_a_batch_budget_on_ray_holds_over_the_batch_and_its_resume(
     ray_session: Any, pg_url: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "calls.txt"
-    items = tmp_path / "items.jsonl"
-    items.write_text("".join(json.dumps({"x": i, "log_path": str(log)}) + "\n" for i in range(8)))
+    items = write_items(
+        tmp_path / "items.jsonl", [{**item, "log_path": str(log)} for item in numbers(8)]
+    )
     with MockServerThread(seed=0) as server:
         model = f"default=openai:mock-model?base_url={server.openai_base_url}"
         result = invoke(

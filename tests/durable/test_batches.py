@@ -17,7 +17,7 @@ import trellis as tl
 from trellis.errors import ConfigurationError, InputError
 from trellis.store import SQLiteStore
 
-from . import Counts, durable_engine, priced_model
+from . import PRICED, Counts, durable_engine, priced_model
 
 
 def items_flow(
@@ -197,6 +197,29 @@ async def test_resuming_with_other_items_is_an_input_error(tmp_path: Path) -> No
         await collect(engine, items_flow(Counts(), set()), ITEMS[:2], batch_id="b")
         with pytest.raises(InputError):
             await collect(engine, items_flow(Counts(), set()), ITEMS[3:5], batch_id="b")
+
+
+async def test_the_same_batch_id_with_one_item_changed_is_refused_and_the_same_items_replay(
+    tmp_path: Path,
+) -> None:
+    """Same count, one item's inputs changed: the recorded batch is refused, not resumed
+    with its own items in their place; the recorded items yield their results, nothing runs."""
+    counts, model = Counts(), echo()
+    changed = [ITEMS[0], {"n": 9}, ITEMS[2]]
+    async with tl.Engine(
+        store=f"sqlite:///{tmp_path / 's.db'}", models={"m": model}, config=PRICED
+    ) as engine:
+        first = await collect(engine, items_flow(counts, set()), ITEMS[:3], batch_id="b")
+        with pytest.raises(InputError, match=r"^batch 'b' was recorded with 3 items, not these;"):
+            await collect(engine, items_flow(counts, set()), changed, batch_id="b")
+        again = await collect(engine, items_flow(counts, set()), ITEMS[:3], batch_id="b")
+        assert engine.store is not None
+        recorded = [json.loads(c.inputs) for c in engine.store.list_runs(parent_id="b")]
+    assert recorded == ITEMS[:3], "the refused items were not recorded"
+    assert {i: r.outputs for i, r in again.items()} == {i: r.outputs for i, r in first.items()}
+    assert {i: r.run_id for i, r in again.items()} == {i: f"b.{i}" for i in range(3)}
+    assert counts == {f"{step}{i}": 1 for step in ("ask", "finish") for i in range(3)}
+    assert len(model.calls) == 3
 
 
 async def test_a_batch_of_another_flow_is_an_input_error(tmp_path: Path) -> None:

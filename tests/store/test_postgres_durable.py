@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,12 @@ import pytest
 from pydantic import BaseModel
 
 import trellis as tl
-from cli.helpers import invoke
+from cli.helpers import FLOWS, calls_in, invoke, isolate, sim, write_items
 from trellis.errors import LeaseLostError
 from trellis.store import StepRow
 from trellis.store.postgres import PostgresStore
 
-CHAIN = f"{Path(__file__).parents[1] / 'cli' / 'flows' / 'chain.py'}:flow"
+CHAIN = f"{FLOWS / 'chain.py'}:flow"
 
 
 class Facts(BaseModel):
@@ -164,17 +163,8 @@ async def test_an_engine_that_lost_its_lease_on_postgres_writes_nothing(
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TRELLIS_STORE", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-
-
-def sim(log: Path) -> list[str]:
-    return ["--model", f"small=sim:small?call_log={log}"]
-
-
-def calls_in(log: Path) -> int:
-    return len(log.read_text().splitlines()) if log.exists() else 0
+    """What the CLI tests' own autouse fixture does (``tests/cli/conftest.py``)."""
+    isolate(tmp_path, monkeypatch)
 
 
 def test_cli_store_option_records_and_replays_on_postgres(
@@ -209,8 +199,7 @@ def test_cli_store_option_records_and_replays_on_postgres(
 
 def test_cli_batch_resume_through_trellis_store(postgres_url: str, tmp_path: Path) -> None:
     log = tmp_path / "calls.log"
-    items = tmp_path / "items.jsonl"
-    items.write_text("".join(json.dumps({"item": f"i{n}"}) + "\n" for n in range(3)))
+    items = write_items(tmp_path / "items.jsonl", [{"item": f"i{n}"} for n in range(3)])
     env = {"TRELLIS_STORE": postgres_url}
     first = invoke("run", CHAIN, "-f", str(items), "--run-id", "b1", *sim(log), "-q", env=env)
     assert first.exit_code == 0, first.stderr
