@@ -221,6 +221,11 @@ def test_a_store_entry_in_trellis_toml_names_the_store_for_the_project(
     sub.mkdir()
     monkeypatch.chdir(sub)
     assert len(runs_json()) == 1
+    # From the subdirectory the project's roles are bound too, and the run lands in its
+    # store (the roles and the store come from the same trellis.toml).
+    from_sub = invoke("run", CHAIN, "-i", '{"item": "b"}', "-q")
+    assert from_sub.exit_code == 0, from_sub.stderr
+    assert len(runs_json()) == 2 and not (sub / ".trellis").exists()
     os.environ.pop("TRELLIS_STORE", None)
     assert len(runs_json("--store", str(tmp_path / "elsewhere.db"))) == 0  # --store wins
 
@@ -297,3 +302,21 @@ def test_a_resumed_batch_keeps_the_cost_and_attempts_of_earlier_attempts(tmp_pat
         assert entries["acc"]["attempts"] == sent
         assert sum(entries[f"acc.{i}"]["attempts"] for i in range(2)) == sent
     assert costs[1] == pytest.approx(2 * costs[0]) and costs[2] == pytest.approx(3 * costs[0])
+
+
+def test_the_project_config_is_looked_up_to_the_projects_root_and_no_further(
+    tmp_path: Path,
+) -> None:
+    from trellis.cli.stores import project_config
+
+    outside = tmp_path / "trellis.toml"
+    outside.write_text('[models]\nsmall = "sim:small"\n')
+    repo = tmp_path / "repo"
+    deep = repo / "src" / "pkg"
+    deep.mkdir(parents=True)
+    (repo / ".git").mkdir()
+    assert project_config(deep) is None  # above the repository: not the project's
+    (repo / "trellis.toml").write_text('[models]\nsmall = "sim:small"\n')
+    assert project_config(deep) == repo / "trellis.toml"
+    (deep / "trellis.toml").write_text("")
+    assert project_config(deep) == deep / "trellis.toml"  # the nearest one wins

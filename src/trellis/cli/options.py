@@ -61,7 +61,8 @@ ConfigOption = Annotated[
         metavar="FILE.toml",
         help=(
             "Configuration file with the model roles (a 'models' table) and prices "
-            "(a 'prices' table). Default: ./trellis.toml when it exists."
+            "(a 'prices' table). Default: the project's trellis.toml: in this directory or "
+            "the nearest parent up to the project's root (a .git or .trellis/ folder)."
         ),
         show_default=False,
     ),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trellis.cli.errors import CliError
+from trellis.cli.stores import project_config
 from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.errors import ConfigurationError
 from trellis.flow.policy import Budget, Cache
@@ -76,15 +77,16 @@ class Settings:
 
 
 def load_config(path: Path | None, *, default: bool = True) -> tuple[Config, Path | None]:
-    """``path`` when given (it must exist), else ``./trellis.toml`` when present (and
-    ``default``), else empty."""
+    """``path`` when given (it must exist), else (with ``default``) the project's
+    ``trellis.toml``: in the working directory or the nearest folder above it, up to the
+    project's root (:func:`~trellis.cli.stores.project_config`), else empty."""
     if path is None:
         if not default:
             return Config(), None
-        fallback = Path(DEFAULT_CONFIG)
-        if not fallback.is_file():
+        found = project_config()
+        if found is None:
             return Config(), None
-        path = fallback
+        path = found
     elif not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
         raise CliError(f"config file {str(path)!r} {what}")

@@ -33,6 +33,7 @@ __all__ = [
     "find_run",
     "open_cli_store",
     "open_existing_store",
+    "project_config",
     "reading_store",
     "store_of_run",
     "store_url",
@@ -51,23 +52,40 @@ def store_url(url: str | None) -> str:
     return url or os.environ.get("TRELLIS_STORE") or _project_store() or DEFAULT_STORE_URL
 
 
+def _project_folders(start: Path | None = None) -> Iterator[Path]:
+    """The working directory, then its parents up to the project's root: the first
+    folder holding a ``.trellis/`` folder or a ``.git``, or the home folder (nothing
+    above it is the project's)."""
+    here = (start or Path.cwd()).resolve()
+    home = Path.home().resolve()
+    for folder in (here, *here.parents):
+        yield folder
+        if (folder / PROJECT_DIR).is_dir() or (folder / ".git").exists() or folder == home:
+            return
+
+
+def project_config(start: Path | None = None) -> Path | None:
+    """The project's ``trellis.toml``: the first one walking up from the working
+    directory to the project's root (as git finds its repository), so a command run
+    from a subdirectory binds the project's roles and uses its store alike."""
+    for folder in _project_folders(start):
+        if (folder / _CONFIG).is_file():
+            return folder / _CONFIG
+    return None
+
+
 def _project_store(start: Path | None = None) -> str | None:
     """The store of the project the working directory is in: walking up from it, the
     first folder holding a ``trellis.toml`` with a ``[store]`` url, or a ``.trellis/``
     folder, decides. ``None`` when none does (or it is the working directory's own
     default, which needs no spelling out)."""
     here = (start or Path.cwd()).resolve()
-    home = Path.home().resolve()
-    for folder in (here, *here.parents):
+    for folder in _project_folders(here):
         configured = _configured_store(folder / _CONFIG)
         if configured is not None:
             return configured
         if (folder / PROJECT_DIR).is_dir():
-            if folder == here:
-                return None
-            return f"sqlite:///{folder / PROJECT_DIR / _DEFAULT_FILE}"
-        if (folder / ".git").exists() or folder == home:
-            return None  # the project's root: nothing above it is the project's
+            return None if folder == here else f"sqlite:///{folder / PROJECT_DIR / _DEFAULT_FILE}"
     return None
 
 
