@@ -108,3 +108,24 @@ def test_messages_name_the_users_types_not_internal_module_names(tmp_path: Path)
     assert result.exit_code == 2
     assert "returns dict[str, Topic] | None" in result.output
     assert "_trellis_target" not in result.output
+
+
+def test_a_users_class_in_an_error_is_named_by_its_own_module(tmp_path: Path) -> None:
+    """The flow file is imported under its own name when that name is free, so a repr
+    in an error reads ``reprs_flow.Out``, not an internal module name."""
+    source = tmp_path / "reprs_flow.py"
+    source.write_text(
+        "from pydantic import BaseModel\n"
+        "import trellis as tl\n"
+        "class Out(BaseModel):\n"
+        "    x: int\n"
+        "flow = tl.Flow('reprs', inputs={'t': str})\n"
+        "@flow.step\n"
+        "def s(t: str) -> Out:\n"
+        "    raise ValueError(f'cannot make {Out}')\n",
+        encoding="utf-8",
+    )
+    result = invoke("run", f"{source}:flow", "-i", '{"t": "a"}', "--no-store", "--json")
+    assert result.exit_code == 1
+    assert "<class 'reprs_flow.Out'>" in result.stdout
+    assert "_trellis_target" not in result.stdout + result.stderr

@@ -77,8 +77,7 @@ def _import_file(source: str) -> ModuleType:
     folder = str(resolved.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    stem = "".join(c if c.isalnum() else "_" for c in resolved.stem)
-    name = f"_trellis_target_{next(_counter)}_{stem}"
+    name = _module_name(resolved)
     spec = importlib.util.spec_from_file_location(name, resolved)
     if spec is None or spec.loader is None:
         raise CliError(f"cannot import {source}: not a Python file")
@@ -90,6 +89,23 @@ def _import_file(source: str) -> ModuleType:
         sys.modules.pop(name, None)
         raise CliError(_import_failure(source, exc)) from None
     return module
+
+
+def _module_name(path: Path) -> str:
+    """The name the file is imported under: its own (``triage`` for ``triage.py``), as
+    ``python triage.py``'s siblings would import it, so messages and reprs name the
+    user's module (``triage.Sentiment``); a private name only when that one is taken (a
+    module of that name is loaded, or another file or package has it)."""
+    stem = path.stem
+    if stem.isidentifier() and stem not in sys.modules:
+        try:
+            found = importlib.util.find_spec(stem)
+        except (ImportError, ValueError):
+            found = None
+        if found is not None and found.origin and Path(found.origin).resolve() == path:
+            return stem
+    safe = "".join(c if c.isalnum() else "_" for c in stem)
+    return f"_trellis_target_{next(_counter)}_{safe}"
 
 
 def _import_module(source: str) -> ModuleType:
