@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,9 +29,9 @@ from trellis.cli.options import ConfigOption, ModelOption, StoreOption, json_fla
 from trellis.errors import ConfigurationError, InputError, StoreError
 
 if TYPE_CHECKING:
-    from trellis.eval import Selection
+    from trellis.eval import Selection, Target
 
-__all__ = ["eval_command"]
+__all__ = ["EvalOptions", "eval_command"]
 
 
 def _train_share(text: str) -> float:
@@ -40,6 +42,50 @@ def _train_share(text: str) -> float:
         return float(value)
     except ValueError:
         raise CliError(f"--split {text!r}: {value!r} is not a number") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvalOptions:
+    """``trellis eval``'s options (its TARGET, the flow, apart)."""
+
+    dataset: Path
+    label: str
+    score: str = "exact"
+    answer: str | None = None
+    variants: Sequence[str] = ()  # --variant specs; none: one variant, 'default'
+    reference: str | None = None
+    sweep: str | None = None
+    split: str | None = None  # train=SHARE
+    seed: int = 0
+    target_text: str | None = None  # --target 'score>=X[*ref]'
+    repeats: int = 1
+    models: Sequence[str] = ()
+    config: Path | None = None
+    concurrency: int = 8
+    limit: int | None = None
+    as_json: bool = False
+    plot: Path | None = None
+    store: str | None = None
+    no_store: bool = False
+    eval_id: str | None = None
+
+    @property
+    def goal(self) -> Target | None:
+        """``--target`` parsed (None without it); an InputError when it is malformed."""
+        from trellis.eval import parse_target
+
+        return parse_target(self.target_text) if self.target_text else None
+
+    def check(self) -> None:
+        """The rules between options; a :class:`CliError` for the first one broken."""
+        try:
+            goal = self.goal
+        except InputError as exc:
+            raise CliError(str(exc)) from None
+        if goal is not None and goal.of_reference and self.reference is None:
+            raise CliError(f"--target {goal.text!r} needs --reference")
+        if (self.split is not None or self.repeats > 1) and goal is None:
+            raise CliError("--split and --repeats choose a setting: give --target too")
 
 
 @command
@@ -194,54 +240,33 @@ def eval_command(
     Exit code 0; 1 when some item failed (it scores 0; the table says how many); 2 for a
     usage or configuration problem.
     """
-    return _execute(
-        target,
-        dataset,
-        label,
-        score,
-        answer,
-        variants or [],
-        reference,
-        sweep,
-        split,
-        seed,
-        target_text,
-        repeats,
-        models or [],
-        config,
-        concurrency,
-        limit,
-        as_json,
-        plot,
-        store,
-        no_store,
-        eval_id,
+    options = EvalOptions(
+        dataset=dataset,
+        label=label,
+        score=score,
+        answer=answer,
+        variants=tuple(variants or ()),
+        reference=reference,
+        sweep=sweep,
+        split=split,
+        seed=seed,
+        target_text=target_text,
+        repeats=repeats,
+        models=tuple(models or ()),
+        config=config,
+        concurrency=concurrency,
+        limit=limit,
+        as_json=as_json,
+        plot=plot,
+        store=store,
+        no_store=no_store,
+        eval_id=eval_id,
     )
+    return _execute(target, options)
 
 
-def _execute(
-    target: str,
-    dataset_path: Path,
-    label: str,
-    score: str,
-    answer: str | None,
-    variant_specs: list[str],
-    reference: str | None,
-    sweep_spec: str | None,
-    split: str | None,
-    seed: int,
-    target_text: str | None,
-    repeats: int,
-    models: list[str],
-    config_path: Path | None,
-    concurrency: int,
-    limit: int | None,
-    as_json: bool,
-    plot: Path | None,
-    store_spec: str | None,
-    no_store: bool,
-    eval_id: str | None,
-) -> int:
+def _execute(target: str, options: EvalOptions) -> int:
+    """``trellis eval`` once its options are parsed; returns the exit code."""
     # trellis.eval and the engine are imported here, not at module level: `trellis --help`
     # and every other command start without them.
     from trellis.cli.settings import apply_model_overrides, load_config
@@ -254,7 +279,6 @@ def _execute(
         load_dataset,
         load_scorer,
         parse_sweep,
-        parse_target,
         parse_variant,
         render_eval,
         resolve_bindings,
@@ -264,8 +288,11 @@ def _execute(
     from trellis.eval.report import summaries
 
     flow, _ = load_flow(target)
-    config, _ = load_config(config_path)
-    config = apply_model_overrides(config, models)
+    options.check()
+    goal = options.goal  # well-formed: check() said so
+    reference, plot = options.reference, options.plot
+    config, _ = load_config(options.config)
+    config = apply_model_overrides(config, options.models)
     if plot is not None:
         from trellis.eval.plot import check_plot_path
 
@@ -275,10 +302,13 @@ def _execute(
             raise CliError(str(exc)) from None
     try:
         data = load_dataset(
-            dataset_path, label, flow_inputs=list(flow.compile().inputs), limit=limit
+            options.dataset,
+            options.label,
+            flow_inputs=list(flow.compile().inputs),
+            limit=options.limit,
         )
-        scorer = load_scorer(score, answer_step=answer)
-        variants = [parse_variant(v, flow.params) for v in variant_specs] or [Variant("default")]
+        scorer = load_scorer(options.score, answer_step=options.answer)
+        variants = [parse_variant(v, flow.params) for v in options.variants] or [Variant("default")]
         for variant in variants:
             resolve_bindings(variant, config)
         names = [v.name for v in variants]
@@ -286,18 +316,14 @@ def _execute(
             raise InputError(f"--variant names must be distinct: {', '.join(names)}")
         if reference is not None and reference not in names:
             raise InputError(f"--reference {reference!r} is not a --variant ({', '.join(names)})")
-        sweep = parse_sweep(sweep_spec, flow) if sweep_spec else None
-        goal = parse_target(target_text) if target_text else None
-        if goal is not None and goal.of_reference and reference is None:
-            raise InputError(f"--target {goal.text!r} needs --reference")
-        if (split is not None or repeats > 1) and goal is None:
-            raise InputError("--split and --repeats choose a setting: give --target too")
+        sweep = parse_sweep(options.sweep, flow) if options.sweep else None
+        answer = options.answer
         if answer is not None and answer not in flow.compile().index:
             raise InputError(f"--answer {answer!r} is not a step of flow {flow.name!r}")
     except (InputError, ConfigurationError) as exc:
         raise CliError(str(exc)) from None
     settings = expand(variants, sweep, reference=reference)
-    store = None if no_store else open_cli_store(store_spec)
+    store = None if options.no_store else open_cli_store(options.store)
     total = len(settings) * len(data)
     err = Console(stderr=True)
     progress = Progress(
@@ -322,8 +348,8 @@ def _execute(
                     scorer,
                     config=config,
                     store=store,
-                    concurrency=concurrency,
-                    eval_id=eval_id,
+                    concurrency=options.concurrency,
+                    eval_id=options.eval_id,
                     on_item=lambda _: progress.advance(task),
                 )
             )
@@ -339,9 +365,9 @@ def _execute(
                 result.variants,
                 target=goal,
                 reference=reference,
-                train_share=_train_share(split) if split else 0.5,
-                seed=seed,
-                repeats=repeats,
+                train_share=_train_share(options.split) if options.split else 0.5,
+                seed=options.seed,
+                repeats=options.repeats,
             )
         except InputError as exc:
             raise CliError(str(exc)) from None
@@ -351,7 +377,7 @@ def _execute(
         from trellis.eval.plot import write_plot
 
         write_plot(report, plot)
-    if as_json:
+    if options.as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:
         console = Console()

@@ -4,6 +4,7 @@ Nothing here runs anything."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from trellis.cli.stores import store_url
 from trellis.engine.records import is_approval
 from trellis.engine.results import RunResult, StepRecord, jsonable
 from trellis.engine.summary import BatchSummary, StepRoutes, WaitingStep, adjustment_warnings
+from trellis.models.schema_refs import SchemaError, resolve
 from trellis.models.schema_sample import placeholder_value
 
 __all__ = [
@@ -137,15 +139,6 @@ def store_args(url: str) -> str:
     return "" if url == store_url(None) else f" --store {shlex.quote(url)}"
 
 
-def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, Any]:
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        target = defs.get(ref.removeprefix("#/$defs/"))
-        if isinstance(target, Mapping):
-            return target
-    return schema
-
-
 def sample_answer(schema: Mapping[str, Any], defs: Mapping[str, Any] | None = None) -> Any:
     """A plausible value of a JSON schema, for the sample command line: required fields
     only (every field when none is required), the first option of a choice (the schema
@@ -179,7 +172,8 @@ def _type_text(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> str:
 def _fields(schema: Mapping[str, Any]) -> str | None:
     """``approved: boolean (required); comment: string | null = null`` for an object."""
     defs = schema.get("$defs") or {}
-    schema = _resolve(schema, defs)
+    with contextlib.suppress(SchemaError):  # a $ref it cannot follow: the schema as it is
+        schema = resolve(schema, schema)
     properties = schema.get("properties")
     if not isinstance(properties, Mapping) or not properties:
         return None
