@@ -161,3 +161,32 @@ async def test_diff_of_two_runs_with_subflows_compares_their_steps(tmp_path: Pat
                 pass
             assert engine.store is not None
             diff_runs(engine.store, "one", "b")
+
+
+async def test_a_fork_is_recorded_with_its_flows_graph(tmp_path: Path) -> None:
+    """A fork (of a run or a batch) keeps the flow's graph like any run, so the UI draws
+    it as the flow it is, and a batch fork is recorded by the one batch path."""
+    from trellis.engine.records import recorded_graph
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    flow = _with_subflow()
+    async with tl.Engine(store=url) as engine:
+        await engine.run(flow, {"x": 1}, run_id="one")
+        async for _ in engine.run_many(flow, [{"x": 2}, {"x": 3}], batch_id="b"):
+            pass
+        store = engine.store
+        assert store is not None
+        expected = flow.compile().shape()["edges"]
+        single = prepare_fork(store, flow, "one", new_id="one-fork", from_step="shown")
+        batch = prepare_fork(store, flow, "b", new_id="b-fork", from_step="shown")
+        assert (single.is_batch, batch.is_batch) == (False, True)
+        for run_id in ("one-fork", "b-fork", "b-fork.1"):
+            row = store.get_run(run_id)
+            assert row is not None and recorded_graph(store, row).edges == expected, run_id
+        items = store.list_runs(parent_id="b-fork")
+        assert [(r.run_id, r.item_index, r.status) for r in items] == [
+            ("b-fork.0", 0, "pending"),
+            ("b-fork.1", 1, "pending"),
+        ]
+        _, results = await fork(engine, flow, "b", new_id="b-fork2", from_step="shown")
+    assert [r.outputs["shown"] for r in results] == ["got 4", "got 6"]

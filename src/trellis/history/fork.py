@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from trellis.engine.durable import open_batch, recorded_batch_inputs
 from trellis.engine.engine import Engine, new_run_id
 from trellis.engine.results import RunResult
 from trellis.errors import InputError
@@ -72,41 +73,15 @@ def prepare_fork(
     rerun = downstream(plan, from_step) if from_step else [s.name for s in plan.steps]
     reused = [s.name for s in plan.steps if s.name not in rerun]
     record = {"fork": {"of": run_id, "from_step": from_step}, **(meta or {})}
-    items = store.list_runs(parent_id=run_id)
     is_batch = row.is_batch
-    now = time.time()
-    if is_batch:
-        rows = [
-            RunRow(
-                run_id=new_id,
-                flow=plan.name,
-                status="running",
-                inputs=json.dumps({"items": len(items)}),
-                started_at=now,
-                meta=json.dumps({"batch": True, **record}),
-                is_batch=True,
-            )
-        ]
-        pairs: list[tuple[str, str]] = []
-        for item in items:
-            index = item.item_index if item.item_index is not None else len(pairs)
-            child = f"{new_id}.{index}"
-            rows.append(
-                RunRow(
-                    child,
-                    plan.name,
-                    "pending",
-                    item.inputs,
-                    now,
-                    parent_id=new_id,
-                    item_index=index,
-                )
-            )
-            pairs.append((item.run_id, child))
-        store.create_runs(rows)
+    if is_batch:  # a new batch of the same items, recorded as any batch is
+        recorded = recorded_batch_inputs(store, run_id)
+        work = open_batch(store, plan, [inputs for _, inputs in recorded], new_id, record)
+        pairs = [(item, child) for (item, _), (child, _) in zip(recorded, work, strict=True)]
     else:
+        meta_json = json.dumps({**plan.shape(), **record})  # the graph, as every run keeps
         store.create_run(
-            RunRow(new_id, plan.name, "pending", row.inputs, now, meta=json.dumps(record))
+            RunRow(new_id, plan.name, "pending", row.inputs, time.time(), meta=meta_json)
         )
         pairs = [(run_id, new_id)]
     keep = set(reused)
