@@ -33,6 +33,7 @@ from trellis.cli.settings import Settings
 from trellis.cli.stores import find_run, store_of_run
 from trellis.engine.durable import load_result
 from trellis.engine.human import find_question, top_of
+from trellis.engine.records import batch_items
 from trellis.engine.results import RunResult
 from trellis.errors import InputError
 from trellis.flow.flow import Flow
@@ -149,7 +150,7 @@ def _waiting_question(store: Store, row: RunRow, step: str) -> dict[str, Any]:
     """The question ``step`` of ``row`` waits on; a CliError saying what waits otherwise."""
     run = row.run_id
     if row.is_batch:
-        items = store.list_runs(parent_id=run, status="waiting")
+        items = [item for item in batch_items(store, run) if item.status == "waiting"]
         if not items:
             raise CliError(f"run {run} is a batch and none of its items is waiting for input")
         names = ", ".join(item.run_id for item in items[:5])
@@ -179,7 +180,7 @@ def _after_item(
     """After an item of ``batch_id`` was answered: say what the batch still waits for, or
     finish it (every item done: the resume path, nothing runs again; some failed: rewrite
     the output file from what is recorded and say how to retry them)."""
-    children = store.list_runs(parent_id=batch_id)
+    children = batch_items(store, batch_id)
     counts = Counter(child.status for child in children)
     waiting = counts["waiting"]
     unfinished = counts["running"] + counts["pending"]

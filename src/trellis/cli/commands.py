@@ -44,7 +44,7 @@ from trellis.cli.target import load_flow
 from trellis.cli.tokens import TokenPrinter
 from trellis.engine.durable import first_changed_item, open_batch, recorded_batch_inputs
 from trellis.engine.engine import new_run_id
-from trellis.engine.records import batch_items, recorded_usage
+from trellis.engine.records import batch_items, recorded_usage, step_statuses
 from trellis.engine.results import RunResult, Stats
 from trellis.engine.summary import BatchSummary, WaitingStep
 from trellis.errors import InputError, RunLockedError, StepChangedError, StoreError
@@ -172,7 +172,8 @@ def run_once(flow: Flow, settings: Settings, job: OneRun) -> int:
             note = f"run {run_id} already completed: its recorded result (nothing was run)"
         else:
             wait_for_dead_leases(store, [existing], echo=_note)
-            recorded = sum(s.status == "done" for s in store.load_steps(existing.run_id))
+            statuses = step_statuses(store, existing.run_id).values()
+            recorded = sum(status == "done" for status in statuses)
             note = f"resuming run {run_id} ({recorded} step(s) done before)"
     if store is not None and run_id is None:
         run_id = new_run_id()  # known before it starts: an interrupted run can be resumed
@@ -284,7 +285,7 @@ def run_batch(flow: Flow, settings: Settings, job: BatchJob) -> int:
             if sys.stderr.isatty():
                 announcement += f" (resume: {resume_hint(batch_id, store)})"
         else:
-            children = store.list_runs(parent_id=batch_id)
+            children = batch_items(store, batch_id)
             done = sum(c.status == "done" for c in children)
             rows = [existing, *(c for c in children if c.status != "done")]
             wait_for_dead_leases(store, rows, echo=_note)
