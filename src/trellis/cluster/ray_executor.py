@@ -189,7 +189,7 @@ class RayExecutor:
         self._spare = None
         await actor.configure.remote(budget, spent, len(self._actors))
         self.limits = actor
-        elapsed = time.monotonic() - guard.started if guard is not None else 0.0
+        elapsed = guard.clock() - guard.started if guard is not None else 0.0
         preloaded = guard.preloaded if guard is not None else False
         return key, SharedLimits(actor, budget, preloaded, elapsed)
 

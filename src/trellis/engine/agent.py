@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -191,9 +190,10 @@ async def _run_tool(
                 failures[call.name] = failures.get(call.name, 0) + 1
             entry.update(replay.value, source="journal")
             return _tool_reply(replay.value)
-    started = time.perf_counter()
+    perf = scope.run.services.clock.perf
+    started = perf()
     outcome = await _execute(tools, call, failures, scope.record.name)
-    entry.update(outcome, latency_s=round(time.perf_counter() - started, 6), source="live")
+    entry.update(outcome, latency_s=round(perf() - started, 6), source="live")
     if journal is not None:
         journal.save_call(key, request, outcome, [])
     return _tool_reply(outcome)

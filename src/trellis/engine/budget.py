@@ -64,13 +64,22 @@ class Reservation:
 
 
 class BudgetGuard:
+    """``clock``: the monotonic time source of the wall-time limit (``max_seconds``): the
+    engine's ``Clock.monotonic``; a guard and its parents must share one."""
+
     def __init__(
-        self, budget: Budget | None, *, parent: BudgetGuard | None = None, label: str = "run"
+        self,
+        budget: Budget | None,
+        *,
+        parent: BudgetGuard | None = None,
+        label: str = "run",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.budget = budget or Budget()
         self.parent = parent
         self.label = label
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self.spent_usd = 0.0
         self.spent_tokens = 0
         self.calls = 0
@@ -119,7 +128,7 @@ class BudgetGuard:
         for g in self._chain():
             limit = g.budget.max_seconds
             if limit is not None:
-                elapsed = time.monotonic() - g.started
+                elapsed = g.clock() - g.started
                 if elapsed >= limit:
                     raise g._error("max_seconds", limit, elapsed, "wall time")
 
@@ -128,7 +137,7 @@ class BudgetGuard:
         timed = [g for g in self._chain() if g.budget.max_seconds is not None]
         guard = min(timed, key=lambda g: g.started + (g.budget.max_seconds or 0.0))
         limit = guard.budget.max_seconds or 0.0
-        return guard._error("max_seconds", limit, time.monotonic() - guard.started, "wall time")
+        return guard._error("max_seconds", limit, guard.clock() - guard.started, "wall time")
 
     async def reserve(self, tokens: int, cost: float) -> Reservation:
         """Reserve an estimated call against this guard and its parents.

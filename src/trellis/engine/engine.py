@@ -19,6 +19,7 @@ from typing import Any
 from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.breaker import BreakerSettings, CircuitBreaker
 from trellis.engine.budget import BudgetGuard
+from trellis.engine.clock import SYSTEM_CLOCK, Clock
 from trellis.engine.durable import DurableRun, finish_batch, load_result, open_batch
 from trellis.engine.events import Emitter, Observer, RunFinished, emitter
 from trellis.engine.executor import BatchItem, BatchWork, EngineRecipe, Executor
@@ -73,6 +74,12 @@ class Engine:
       finite and above 0. A process that stalls longer is taken over, and its writes are
       refused (:class:`LeaseLostError`) when it wakes.
     - ``seed``: seeds the backoff jitter, for reproducible tests.
+    - ``clock``: where runs read the time (:class:`trellis.engine.clock.Clock`: ``now()``
+      for timestamps and cache expiry, ``monotonic()`` for deadlines, ``perf()`` for
+      durations and latencies); None: the real clock. With ``sleep`` (how backoff and
+      retry-after waits are slept, ``asyncio.sleep`` by default) a test drives time
+      itself: latencies, durations and retry deadlines follow its clock, with no real
+      waiting. Neither travels to an ``executor``'s workers: they use the real ones.
     - ``breaker``: how each model's circuit breaker behaves (:class:`BreakerSettings`). One
       breaker per model binding is shared by every run of the engine: while a model fails
       with overloads it lets one probe through at a time, and after an authentication or
@@ -107,6 +114,7 @@ class Engine:
         lease_ttl: float = 30.0,
         seed: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock | None = None,
         breaker: BreakerSettings | None = None,
         executor: Executor | None = None,
         observers: Sequence[Observer] = (),
@@ -136,11 +144,17 @@ class Engine:
                     bound[role] = value
             self.config = self.config.with_models(bound)
         self.registry = ProviderRegistry(providers, specs=self.config.providers)
-        self.guard = BudgetGuard(budget, label="batch") if budget is not None else None
+        clock = clock if clock is not None else SYSTEM_CLOCK
+        self.guard = (
+            BudgetGuard(budget, label="batch", clock=clock.monotonic)
+            if budget is not None
+            else None
+        )
         if executor is not None:
             executor.check_store(self.store)
         self.executor = executor
-        #: How a worker of ``executor`` builds an engine like this one.
+        #: How a worker of ``executor`` builds an engine like this one (without ``clock``
+        #: and ``sleep``: a worker uses the real ones).
         self.recipe = EngineRecipe(
             config=self.config,
             instances=instances,
@@ -156,8 +170,9 @@ class Engine:
         self.services = Services(
             models=ModelChains(self.config, self.registry, instances, breaker or BreakerSettings()),
             prices=self.config.prices,
-            cache=ResponseCache(self.store),
+            cache=ResponseCache(self.store, clock),
             default_cache=cache,
+            clock=clock,
             sleep=sleep,
             rng=random.Random(seed),
             record_prompts=record_prompts,
@@ -304,7 +319,9 @@ class Engine:
                 "inputs={...})"
             )
         plan = flow.compile()
-        guard = BudgetGuard(budget or flow.budget, parent=self.guard)
+        guard = BudgetGuard(
+            budget or flow.budget, parent=self.guard, clock=self.services.clock.monotonic
+        )
         if self.store is None:
             values = plan.validate_inputs(inputs)
             run_ = Run(self.services, flow, plan, values, run_id or new_run_id(), guard, None, emit)

@@ -34,7 +34,9 @@ __all__ = ["BatchItem", "BatchWork", "EngineRecipe", "Executor"]
 class EngineRecipe:
     """What a worker needs to build an engine like the driver's: everything but the open
     store (a worker opens ``store_url`` itself) and the model clients (built per worker).
-    ``Engine.from_recipe`` builds one."""
+    ``Engine.from_recipe`` builds one. The engine's ``clock`` and ``sleep`` are not in it
+    (a test's fake clock, copied to another process, would no longer be the driver's):
+    a worker uses the real clock and ``asyncio.sleep``."""
 
     config: Config
     instances: Mapping[str, Model]

@@ -22,7 +22,6 @@ Every attempt becomes a :class:`CallRecord`, so retries and re-asks are counted,
 from __future__ import annotations
 
 import asyncio
-import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -332,6 +331,7 @@ class _Call:
         scope = self.scope
         policy = scope.policy
         services = scope.run.services
+        perf = services.clock.perf  # bound once: read twice per attempt
         breaker = services.models.breaker(model)
         spec = self.spec
         convo = list(messages)
@@ -369,14 +369,14 @@ class _Call:
                         messages=request.messages,
                     )
                 )
-            started = time.perf_counter()
+            started = perf()
             response: ModelResponse | None = None
             error = None
             try:
                 if self.timeout is None:
                     response = await model.complete(request)
                 else:
-                    response = await _within(model.complete(request), started, self.timeout)
+                    response = await _within(model.complete(request), started, self.timeout, perf)
             except TimeoutError:
                 error = ModelTimeoutError(
                     f"{model.name} did not answer within {self.timeout:g}s", model=model.name
@@ -385,7 +385,7 @@ class _Call:
                 error = exc
             except asyncio.CancelledError:  # the run stopped: the request may still be billed
                 ticket.settle(Outcome.NEUTRAL)
-                latency = time.perf_counter() - started
+                latency = perf() - started
                 self._record(model, Usage(), reservation, latency, "cancelled", "cancelled")
                 raise
             except Exception as exc:  # a provider bug: never retried blindly
@@ -394,7 +394,7 @@ class _Call:
                 raise ConfigurationError(
                     f"model provider {model.name} raised {type(exc).__name__}: {exc}"
                 ) from exc
-            latency = time.perf_counter() - started
+            latency = perf() - started
             answered = error if error is not None else response  # every other path raised
             assert answered is not None
             self.adjusted = answered.adjustments
@@ -562,13 +562,14 @@ class _Call:
         if policy.retry_deadline is not None:
             timeout = policy.retry_deadline - self.retry_spent
         deadline = None if self.scope.run.unbudgeted else guard.deadline()
+        monotonic = self.scope.run.services.clock.monotonic
         if deadline is not None:
-            run_left = deadline - time.monotonic()
+            run_left = deadline - monotonic()
             timeout = run_left if timeout is None else min(timeout, run_left)
         try:
             got = await breaker.acquire(timeout=timeout)
         except BreakerWaitExpired:
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and monotonic() >= deadline:
                 raise guard.time_exceeded() from None
             raise error or OverloadedError(
                 f"{model.name} stayed unavailable: its circuit breaker was still open when "
@@ -589,9 +590,10 @@ class _Call:
             if left <= 0:
                 raise error
             wait = min(wait, left)
-        deadline = self.scope.run.guard.deadline()
+        run = self.scope.run
+        deadline = run.guard.deadline()
         if deadline is not None:
-            wait = min(wait, max(0.0, deadline - time.monotonic()))
+            wait = min(wait, max(0.0, deadline - run.services.clock.monotonic()))
         return wait
 
     def _record(
@@ -661,16 +663,21 @@ class _Call:
             emit(AttemptFinished(run_id=scope.run.result.run_id, record=record, response=response))
 
 
-async def _within(work: Awaitable[ModelResponse], started: float, timeout: float) -> ModelResponse:
-    """``await work`` under a deadline of ``timeout`` seconds from ``started``
-    (``time.perf_counter``), raising ``TimeoutError`` when it passes.
+async def _within(
+    work: Awaitable[ModelResponse],
+    started: float,
+    timeout: float,
+    perf: Callable[[], float],
+) -> ModelResponse:
+    """``await work`` under a deadline of ``timeout`` seconds from ``started`` (a ``perf``
+    reading: the run's ``Clock.perf``), raising ``TimeoutError`` when it passes.
 
     A coroutine is first run to its first suspension here: one that finishes without ever
     suspending (an in-process model, a cached reply) cannot be interrupted by a deadline
     anyway, and then costs no timer (a timer handle per attempt is a good part of a
     zero-latency call). One that suspends goes on under ``asyncio.timeout_at`` of the same
     deadline."""
-    loop_deadline = asyncio.get_running_loop().time() + timeout - (time.perf_counter() - started)
+    loop_deadline = asyncio.get_running_loop().time() + timeout - (perf() - started)
     if not isinstance(work, types.CoroutineType):
         async with asyncio.timeout_at(loop_deadline):
             return await work

@@ -20,7 +20,6 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -115,6 +114,10 @@ class Run:
         slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.services = services
+        # The run's clock, its functions bound once (read per step on the hot path).
+        clock = services.clock
+        self.now = clock.now
+        self.perf = clock.perf
         self.emit = emit  # None: nobody observes the run, no event is built
         self.journal = journal
         self.flow = flow
@@ -127,7 +130,7 @@ class Run:
             flow=plan.name,
             inputs=inputs,
             steps={r.name: r for r in self.records},
-            started_at=time.time(),
+            started_at=self.now(),
         )
         self.shared = RunScope(services, guard, journal, self.result, emit)
         self.values: dict[str, Any] = dict(inputs)
@@ -151,7 +154,7 @@ class Run:
     # -- driving the run --------------------------------------------------------------------
 
     async def execute(self) -> RunResult:
-        started = time.perf_counter()
+        started = self.perf()
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         self.ready.extend(i for i, w in enumerate(self.waiting) if w == 0)
@@ -162,7 +165,7 @@ class Run:
                 if deadline is None:
                     await asyncio.shield(self._done)
                 else:
-                    remaining = max(0.0, deadline - time.monotonic())
+                    remaining = max(0.0, deadline - self.services.clock.monotonic())
                     await asyncio.wait_for(asyncio.shield(self._done), remaining)
             except TimeoutError:
                 self._abort(self.guard.time_exceeded())
@@ -171,7 +174,7 @@ class Run:
                 self._cancel_tasks()
                 raise
         result = self.result
-        result.duration_s = time.perf_counter() - started
+        result.duration_s = self.perf() - started
         if any(s >= FAILED for s in self.state):
             result.status = "failed"
         elif any(s in (WAITING, BLOCKED) for s in self.state):
@@ -281,7 +284,7 @@ class Run:
                 except Exception as exc:
                     self._fail(i, _store_error(exc))
                     return
-        record.started_at = time.time()
+        record.started_at = self.now()
         if self.emit is not None:
             taken = self.step_decisions.get(spec.name)
             self.emit(
@@ -305,7 +308,7 @@ class Run:
             return
         # A plain synchronous step: run inline, no task, no await.
         state[i] = RUNNING
-        t0 = time.perf_counter()
+        t0 = self.perf()
         record.attempts = 1
         try:
             output = spec.fn(**kwargs)
@@ -313,7 +316,7 @@ class Run:
             if validator is not None:
                 output = self._validated(spec, validator, output)
         except Exception as exc:
-            record.duration_s = time.perf_counter() - t0
+            record.duration_s = self.perf() - t0
             self._fail(i, exc)
             return
         self._complete(i, output, t0)
@@ -362,7 +365,7 @@ class Run:
         record = self.records[i]
         record.status = "done"
         record.output = output
-        record.duration_s = time.perf_counter() - t0
+        record.duration_s = self.perf() - t0
         self.values[record.name] = output
         if self.journal is not None:
             self._journal_step(i, record)
@@ -496,7 +499,7 @@ class Run:
 
     async def _run_async(self, i: int, kwargs: dict[str, Any]) -> None:
         spec = self.plan.steps[i]
-        t0 = time.perf_counter()
+        t0 = self.perf()
         _CURRENT_STEP.set(spec.name)  # this task's context: a nested Engine.run refuses
         try:
             if spec.subflow is not None:
@@ -508,18 +511,18 @@ class Run:
             else:
                 output = await self._run_once(i, spec, kwargs, None, None)
         except asyncio.CancelledError:
-            self.records[i].duration_s = time.perf_counter() - t0
+            self.records[i].duration_s = self.perf() - t0
             why = type(self.fatal).__name__ if self.fatal else "cancelled"
             self._finish_unrun(i, CANCELLED, f"stopped while running: {why}")
             return
         except WaitingForInput as waiting:
             record = self.records[i]
-            record.duration_s = time.perf_counter() - t0
+            record.duration_s = self.perf() - t0
             record.question = waiting.question
             self._finish_unrun(i, WAITING, f"waiting for input: {waiting.question['prompt']}")
             return
         except Exception as exc:
-            self.records[i].duration_s = time.perf_counter() - t0
+            self.records[i].duration_s = self.perf() - t0
             self._fail(i, exc)
             return
         self._complete(i, output, t0)
@@ -616,10 +619,11 @@ class Run:
         threaded = self.threaded and not spec.is_async
         emit = self.emit if self.emit is not None and self.emit.parts else None
         run_id = self.result.run_id
+        perf = self.perf
 
         async def element(index: int, item: Any) -> None:
             if emit is not None:
-                part = _Part(emit, run_id, spec.name, index, None)
+                part = _Part(emit, perf, run_id, spec.name, index, None)
             try:
                 kw = {**kwargs, key: item}
                 if direct:
@@ -696,7 +700,7 @@ class Run:
             if emit is None:
                 output = await self._run_once(i, spec, kwargs, None, round_)
             else:
-                part = _Part(emit, self.result.run_id, spec.name, None, number)
+                part = _Part(emit, self.perf, self.result.run_id, spec.name, None, number)
                 try:
                     output = await self._run_once(i, spec, kwargs, None, round_)
                     part.end("done")
@@ -907,16 +911,24 @@ async def _invoke(spec: StepSpec, kwargs: dict[str, Any], threaded: bool = False
 
 class _Part:
     """The events of one part of a step (an element or a round): started when made,
-    finished once by :meth:`end` (later calls do nothing)."""
+    finished once by :meth:`end` (later calls do nothing); ``perf``: the run's
+    ``Clock.perf``."""
 
-    __slots__ = ("emit", "index", "round", "run_id", "started", "step")
+    __slots__ = ("emit", "index", "perf", "round", "run_id", "started", "step")
 
     def __init__(
-        self, emit: Emitter, run_id: str, step: str, index: int | None, round_: int | None
+        self,
+        emit: Emitter,
+        perf: Callable[[], float],
+        run_id: str,
+        step: str,
+        index: int | None,
+        round_: int | None,
     ) -> None:
         self.emit: Emitter | None = emit
+        self.perf = perf
         self.run_id, self.step, self.index, self.round = run_id, step, index, round_
-        self.started = time.perf_counter()
+        self.started = perf()
         emit(StepPartStarted(run_id=run_id, step=step, index=index, round=round_))
 
     def end(self, status: str, exc: BaseException | None = None) -> None:
@@ -931,7 +943,7 @@ class _Part:
                 index=self.index,
                 round=self.round,
                 status=status,
-                duration_s=time.perf_counter() - self.started,
+                duration_s=self.perf() - self.started,
                 error=error,
             )
         )

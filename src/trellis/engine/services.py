@@ -1,5 +1,5 @@
 """What a run borrows from its engine: models, prices, circuit breakers, the response cache,
-``sleep`` and the jitter's random source.
+the clock, ``sleep`` and the jitter's random source.
 
 An :class:`~trellis.engine.engine.Engine` builds one :class:`Services` and hands it to every
 :class:`~trellis.engine.runner.Run`, so a run (and the LLM handles of its steps) never holds
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.breaker import BreakerSettings, CircuitBreaker
+from trellis.engine.clock import SYSTEM_CLOCK, Clock
 from trellis.flow.policy import Cache
 from trellis.models.base import Model
 from trellis.models.pricing import PriceTable
@@ -103,11 +103,13 @@ class ModelChains:
 
 
 class ResponseCache:
-    """LLM replies by request digest, in the engine's store (or in memory without one)."""
+    """LLM replies by request digest, in the engine's store (or in memory without one);
+    entries expire by ``clock``'s wall time (``Clock.now``)."""
 
-    def __init__(self, store: Store | None) -> None:
+    def __init__(self, store: Store | None, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
         self._memory: Store | None = None
+        self._now = clock.now
 
     def _backend(self) -> Store:
         if self._store is not None:
@@ -119,14 +121,14 @@ class ResponseCache:
     def lookup(self, digest: str, output_type: Any) -> tuple[bool, Any]:
         """``(True, value)`` for a live entry, decoded as ``output_type``; else ``(False,
         None)``."""
-        text = self._backend().cache_get(_CACHE_PREFIX + digest, time.time())
+        text = self._backend().cache_get(_CACHE_PREFIX + digest, self._now())
         if text is None:
             return False, None
         return True, decode(text, output_type if output_type is not None else Any, "a cache entry")
 
     def put(self, digest: str, value: Any, cache: Cache) -> None:
         """Keep ``value`` under ``digest`` for ``cache.ttl`` seconds (forever without one)."""
-        now = time.time()
+        now = self._now()
         expires = now + cache.ttl if cache.ttl is not None else None
         self._backend().cache_put(
             _CACHE_PREFIX + digest, encode(value, "a cached reply"), now, expires
@@ -139,12 +141,24 @@ class Services:
     - ``models``: model instances, role chains and per-model circuit breakers;
     - ``prices``: USD per token, for budgets and accounting;
     - ``cache``: the response cache, and ``default_cache``, the engine's cache policy;
+    - ``clock``: where the run reads the time (:class:`~trellis.engine.clock.Clock`:
+      ``now()`` for timestamps, ``monotonic()`` for deadlines, ``perf()`` for durations
+      and latencies), injectable for tests;
     - ``sleep``: how waits (backoff, retry-after) are slept, injectable for tests;
     - ``rng``: the random source of backoff jitter (seeded by ``Engine(seed=)``);
     - ``record_prompts``: every live attempt keeps the messages sent and the reply.
     """
 
-    __slots__ = ("cache", "default_cache", "models", "prices", "record_prompts", "rng", "sleep")
+    __slots__ = (
+        "cache",
+        "clock",
+        "default_cache",
+        "models",
+        "prices",
+        "record_prompts",
+        "rng",
+        "sleep",
+    )
 
     def __init__(
         self,
@@ -153,6 +167,7 @@ class Services:
         prices: PriceTable,
         cache: ResponseCache,
         default_cache: Cache | bool | None = None,
+        clock: Clock = SYSTEM_CLOCK,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         record_prompts: bool = False,
@@ -162,5 +177,6 @@ class Services:
         self.prices = prices
         self.cache = cache
         self.default_cache = default_cache
+        self.clock = clock
         self.sleep = sleep
         self.rng = rng if rng is not None else random.Random()
