@@ -58,7 +58,14 @@ def recorded_runs(path: Path, n: int) -> None:
     for row in rows:
         for k, step in enumerate(STEPS):
             store.save_step(
-                StepRow(row.run_id, step, "done", "d", output="1", started_at=row.started_at + k)
+                StepRow(
+                    run_id=row.run_id,
+                    step=step,
+                    status="done",
+                    definition="d",
+                    output="1",
+                    started_at=row.started_at + k,
+                )
             )
     db.execute("COMMIT")
     store.close()

@@ -55,10 +55,10 @@ def test_config_roles_from_strings_tables_and_bindings() -> None:
             "small": "sim:small",
             "large": {"model": "sim:large", "latency_ms": "200-800", "fallbacks": ["small"]},
             "direct": ModelBinding("sim", "medium"),
-            "role": RoleBinding(ModelBinding("sim", "small"), ("large",)),
+            "role": RoleBinding(binding=ModelBinding("sim", "small"), fallbacks=("large",)),
         }
     )
-    assert config.resolve("small") == RoleBinding(ModelBinding("sim", "small"))
+    assert config.resolve("small") == RoleBinding(binding=ModelBinding("sim", "small"))
     large = config.resolve("large")
     assert large.binding.name == "sim:large"
     assert dict(large.binding.options) == {"latency_ms": "200-800"}

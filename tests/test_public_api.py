@@ -17,6 +17,7 @@ import trellis.models.base as models_base
 import trellis.types as shared_types
 from trellis.engine.results import StepRecord
 from trellis.models.base import ModelResponse, Usage
+from trellis.store import CacheStats, CallRow, RunRow, StepRow, StoreLocation
 
 PUBLIC_MODULES = [
     "trellis",
@@ -77,6 +78,42 @@ _KEYWORD_ONLY: list[tuple[type, tuple[Any, ...], dict[str, Any]]] = [
     (tl.ElementFailure, (), {"index": 0, "error": "ValueError", "message": "m"}),
     (tl.ModelRequest, (), {"messages": (), "model": "m"}),
     (tl.RunResult, (), {"run_id": "r", "flow": "f", "inputs": {}, "steps": {}}),
+    (tl.Param, ("threshold",), {"default": 0.7, "low": 0.0, "high": 1.0}),
+    (tl.RoleBinding, (), {"binding": tl.ModelBinding("sim", "small"), "fallbacks": ("large",)}),
+    (
+        tl.BatchSummary,
+        (),
+        {
+            "total": 1,
+            "done": 1,
+            "failed": 0,
+            "not_started": 0,
+            "failures": {},
+            "failure_examples": {},
+            "steps": (),
+            "calls": 1,
+            "attempts": 1,
+            "retries": {},
+            "input_tokens": 1,
+            "output_tokens": 2,
+            "cost_usd": 0.0,
+            "unpriced_attempts": 0,
+            "models": (),
+            "counterfactual": None,
+            "latency": None,
+            "wall_s": None,
+            "items_per_s": None,
+        },
+    ),
+    (
+        RunRow,
+        (),
+        {"run_id": "r", "flow": "f", "status": "running", "inputs": "{}", "started_at": 1.0},
+    ),
+    (StepRow, (), {"run_id": "r", "step": "s", "status": "done", "definition": "d"}),
+    (CallRow, (), {"run_id": "r", "key": "k", "request": "q", "result": "1", "attempts": "[]"}),
+    (CacheStats, (), {"entries": 1, "expired": 0, "hits": 2, "bytes": 3}),
+    (StoreLocation, (), {"kind": "sqlite", "path": "t.db"}),
     (StepRecord, ("s",), {"status": "done"}),
     (ModelResponse, ("text", Usage()), {"finish_reason": "stop"}),
     (
@@ -122,6 +159,7 @@ def test_documented_positional_construction_still_works() -> None:
     assert str(tl.ModelBinding("sim", "small")) == "sim:small"
     assert tl.ModelResponse("text", tl.Usage()).finish_reason == "stop"
     assert StepRecord("s").status == "pending"
+    assert tl.Param("threshold", default=0.7).name == "threshold"
 
 
 def test_every_public_error_class_is_exported_from_the_package() -> None:

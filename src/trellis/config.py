@@ -70,7 +70,7 @@ class ModelBinding:
         return self.name + "?" + "&".join(f"{k}={v}" for k, v in self.options.items())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoleBinding:
     """What a role resolves to: a model, then fallbacks (roles or bindings) tried in order."""
 
@@ -82,9 +82,9 @@ def _role_from_value(role: str, value: Any) -> RoleBinding:
     if isinstance(value, RoleBinding):
         return value
     if isinstance(value, ModelBinding):
-        return RoleBinding(value)
+        return RoleBinding(binding=value)
     if isinstance(value, str):
-        return RoleBinding(ModelBinding.parse(value))
+        return RoleBinding(binding=ModelBinding.parse(value))
     if isinstance(value, Mapping):
         options = dict(value)
         spec = options.pop("model", None)
@@ -99,7 +99,7 @@ def _role_from_value(role: str, value: Any) -> RoleBinding:
             isinstance(f, str) for f in fallbacks
         ):
             raise ConfigurationError(f"model role {role!r}: fallbacks must be a list of names")
-        return RoleBinding(ModelBinding.parse(spec, **options), tuple(fallbacks))
+        return RoleBinding(binding=ModelBinding.parse(spec, **options), fallbacks=tuple(fallbacks))
     raise ConfigurationError(
         f"model role {role!r} must be bound to 'provider:model' or a table, got {value!r}"
     )
@@ -159,7 +159,7 @@ class Config:
         if rb is not None:
             return rb
         if ":" in role_or_spec:
-            return RoleBinding(ModelBinding.parse(role_or_spec))
+            return RoleBinding(binding=ModelBinding.parse(role_or_spec))
         bound = ", ".join(sorted(self.roles)) or "none"
         raise ConfigurationError(
             f"model role {role_or_spec!r} is not bound (bound roles: {bound}); bind it with "

@@ -329,7 +329,13 @@ def test_resume_waits_out_the_lease_of_a_killed_owner_not_yet_reaped(tmp_path: P
         with SQLiteStore(tmp_path / "t.db") as store:
             store.create_run(
                 RunRow(
-                    "z", "f", "running", "{}", 1.0, lease_owner=owner, lease_expires=time.time() + 5
+                    run_id="z",
+                    flow="f",
+                    status="running",
+                    inputs="{}",
+                    started_at=1.0,
+                    lease_owner=owner,
+                    lease_expires=time.time() + 5,
                 )
             )
             row = store.get_run("z")

@@ -163,8 +163,24 @@ def test_runs_without_a_store_and_unknown_cost(tmp_path: Path) -> None:
 
 def test_interrupted_run_is_shown_as_such(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / ".trellis" / "trellis.db") as store:
-        store.create_run(RunRow("dead", "chain", "running", '{"item": "x"}', time.time()))
-        store.create_run(RunRow("alive", "chain", "running", '{"item": "y"}', time.time()))
+        store.create_run(
+            RunRow(
+                run_id="dead",
+                flow="chain",
+                status="running",
+                inputs='{"item": "x"}',
+                started_at=time.time(),
+            )
+        )
+        store.create_run(
+            RunRow(
+                run_id="alive",
+                flow="chain",
+                status="running",
+                inputs='{"item": "y"}',
+                started_at=time.time(),
+            )
+        )
         assert store.acquire_lease("alive", "h:1:x", time.time(), 60) is None
     by_id = {r["run_id"]: r for r in runs_json()}
     assert by_id["dead"]["interrupted"] and not by_id["alive"]["interrupted"]

@@ -37,7 +37,10 @@ def _successor_takes_over(path: Path, run_id: str, *, now: float | None = None) 
         claim = store.claim_lease(run_id, "successor", now or time.time(), 60.0)
         assert claim.granted, claim
         store.save_step(
-            StepRow(run_id, "before", "done", "x", output='"successor"'), epoch=claim.epoch
+            StepRow(
+                run_id=run_id, step="before", status="done", definition="x", output='"successor"'
+            ),
+            epoch=claim.epoch,
         )
         store.update_run(run_id, status="done", finished_at=time.time(), epoch=claim.epoch)
         return claim.epoch

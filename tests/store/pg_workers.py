@@ -39,8 +39,21 @@ def write_concurrently(url: str, worker: int, steps: int, barrier: Any, out: Any
             store.save_done_step(
                 mine, f"s{i}", "d", f'{{"w": {worker}, "i": {i}}}', 1.0, 0.1, epoch=epoch
             )
-            store.save_call(CallRow(mine, f"k{i}", "req", f'"{worker}-{i}"', "[]"), epoch=epoch)
-            store.save_step(StepRow("shared", f"w{worker}.s{i}", "done", "d", output=str(i)))
+            store.save_call(
+                CallRow(
+                    run_id=mine, key=f"k{i}", request="req", result=f'"{worker}-{i}"', attempts="[]"
+                ),
+                epoch=epoch,
+            )
+            store.save_step(
+                StepRow(
+                    run_id="shared",
+                    step=f"w{worker}.s{i}",
+                    status="done",
+                    definition="d",
+                    output=str(i),
+                )
+            )
         store.update_run(mine, status="done", epoch=epoch)
         try:
             store.create_run(_run("contested", lease_owner=f"w{worker}"))
@@ -64,10 +77,11 @@ def stale_owner(url: str, ready: Any, resume: Any, out: Any) -> None:
                 "fenced", "s", "d", '"stale"', 1.0, 0.1, epoch=epoch
             ),
             "save_step": lambda: store.save_step(
-                StepRow("fenced", "t", "failed", "d"), epoch=epoch
+                StepRow(run_id="fenced", step="t", status="failed", definition="d"), epoch=epoch
             ),
             "save_call": lambda: store.save_call(
-                CallRow("fenced", "k", "req", '"stale"', "[]"), epoch=epoch
+                CallRow(run_id="fenced", key="k", request="req", result='"stale"', attempts="[]"),
+                epoch=epoch,
             ),
         }
         for name, write in writes.items():

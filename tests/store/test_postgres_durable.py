@@ -120,7 +120,12 @@ def successor_takes_over(url: str, run_id: str) -> tuple[Any, ...]:
     with PostgresStore(url) as store:
         claim = store.claim_lease(run_id, "successor", time.time() + 120, 60.0)
         assert claim.granted, claim
-        store.save_step(StepRow(run_id, "before", "done", "x", output='"successor"'), epoch=2)
+        store.save_step(
+            StepRow(
+                run_id=run_id, step="before", status="done", definition="x", output='"successor"'
+            ),
+            epoch=2,
+        )
         store.update_run(run_id, status="done", finished_at=time.time(), epoch=claim.epoch)
         return records(store, run_id)
 

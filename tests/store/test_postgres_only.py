@@ -112,7 +112,15 @@ def test_processes_creating_the_schema_at_once_take_turns(postgres_url: str) -> 
 def test_json_is_stored_as_jsonb_documents(store: PostgresStore) -> None:
     store.create_run(run_row("r", meta='{"target": "x.py:flow"}'))
     store.save_done_step("r", "classify", "d", '{"label":"positive","score":0.5}', 1.0, 0.1)
-    store.save_call(CallRow("r", "k", "req", '{"a": [1, 2]}', '[{"outcome": "ok"}]'))
+    store.save_call(
+        CallRow(
+            run_id="r",
+            key="k",
+            request="req",
+            result='{"a": [1, 2]}',
+            attempts='[{"outcome": "ok"}]',
+        )
+    )
     url = store._conninfo
     assert sql(url, "SELECT output->>'label', jsonb_typeof(output) FROM steps") == [
         ("positive", "object")
@@ -413,7 +421,7 @@ def test_an_idle_connection_killed_between_writes_is_replaced(postgres_url: str)
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
             ("victim-idle",),
         )
-        store.save_step(StepRow("r", "s", "done", "d", output="1"))
+        store.save_step(StepRow(run_id="r", step="s", status="done", definition="d", output="1"))
         store.update_run("r", status="done")
         assert store.get_run("r").status == "done"  # type: ignore[union-attr]
         assert [s.step for s in store.load_steps("r")] == ["s"]

@@ -42,7 +42,9 @@ def test_a_version_two_store_gets_the_epoch_column(tmp_path: Path) -> None:
         claim = store.claim_lease("old", "me", now=100.0, ttl=10.0)
         assert (claim.granted, claim.epoch) == (True, 1)
         with pytest.raises(LeaseLostError):
-            store.save_step(StepRow("old", "s", "done", "d", output="1"), epoch=0)
+            store.save_step(
+                StepRow(run_id="old", step="s", status="done", definition="d", output="1"), epoch=0
+            )
 
 
 def test_the_process_that_took_over_wins_every_write(tmp_path: Path) -> None:
@@ -52,14 +54,20 @@ def test_the_process_that_took_over_wins_every_write(tmp_path: Path) -> None:
         old = stalled.claim_lease("r", "stalled", now=100.0, ttl=1.0).epoch
         new = successor.claim_lease("r", "successor", now=102.0, ttl=1.0).epoch
         assert new == old + 1
-        successor.save_step(StepRow("r", "s", "done", "d", output='"new"'), epoch=new)
+        successor.save_step(
+            StepRow(run_id="r", step="s", status="done", definition="d", output='"new"'), epoch=new
+        )
         successor.update_run("r", status="done", finished_at=103.0, epoch=new)
         with pytest.raises(LeaseLostError):
             stalled.save_done_step("r", "s", "d", '"old"', None, None, epoch=old)
         with pytest.raises(LeaseLostError):
-            stalled.save_step(StepRow("r", "s", "failed", "d"), epoch=old)
+            stalled.save_step(
+                StepRow(run_id="r", step="s", status="failed", definition="d"), epoch=old
+            )
         with pytest.raises(LeaseLostError):
-            stalled.save_call(CallRow("r", "k", "req", "1", "[]"), epoch=old)
+            stalled.save_call(
+                CallRow(run_id="r", key="k", request="req", result="1", attempts="[]"), epoch=old
+            )
         with pytest.raises(LeaseLostError):
             stalled.update_run("r", status="failed", error="{}", epoch=old)
         assert stalled.renew_lease("r", "stalled", now=104.0, ttl=1.0, epoch=old) is False

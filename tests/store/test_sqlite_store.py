@@ -104,7 +104,7 @@ def test_two_connections_see_each_others_writes(tmp_path: Path) -> None:
 
 
 def _step(run_id: str, step: str, output: str) -> StepRow:
-    return StepRow(run_id, step, "done", "def", output=output)
+    return StepRow(run_id=run_id, step=step, status="done", definition="def", output=output)
 
 
 # -- schema version and foreign files -------------------------------------------------------
@@ -127,7 +127,7 @@ def test_every_row_is_tagged_with_its_format(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "t.db") as store:
         store.create_run(run_row("r"))
         store.save_step(_step("r", "a", "1"))
-        store.save_call(CallRow("r", "k", "req", "1", "[]"))
+        store.save_call(CallRow(run_id="r", key="k", request="req", result="1", attempts="[]"))
         store.cache_put("k", "1", now=1.0, expires_at=None)
         for table in ("runs", "steps", "calls", "cache"):
             formats = {r[0] for r in store._db.execute(f"SELECT format FROM {table}")}

@@ -119,7 +119,7 @@ def apply_model_overrides(config: Config, overrides: Sequence[str]) -> Config:
     for text in overrides:
         role, binding = parse_model_override(text)
         previous = config.roles.get(role)
-        bound[role] = RoleBinding(binding, previous.fallbacks if previous else ())
+        bound[role] = RoleBinding(binding=binding, fallbacks=previous.fallbacks if previous else ())
     if not bound:
         return config
     try:

@@ -139,7 +139,7 @@ class Engine:
                 if isinstance(value, Model):
                     binding = ModelBinding("@instance", role)
                     instances[str(binding)] = value
-                    bound[role] = RoleBinding(binding)
+                    bound[role] = RoleBinding(binding=binding)
                 else:
                     bound[role] = value
             self.config = self.config.with_models(bound)
@@ -392,7 +392,10 @@ class Engine:
                 raise InputError(f"step {path!r} of run {run_id!r} is no longer waiting")
             # A child's journal carries no epoch: the parent's lease, held now, fences it.
             fence = epoch if owner == run_id else None
-            store.save_call(CallRow(owner, key, REPLY, encoded, "[]"), epoch=fence)
+            store.save_call(
+                CallRow(run_id=owner, key=key, request=REPLY, result=encoded, attempts="[]"),
+                epoch=fence,
+            )
 
         with managed_gc(self.manage_gc):
             result = await self._execute(

@@ -92,7 +92,11 @@ def track_batch_spend(store: Store, batch_id: str, guard: BudgetGuard) -> Spend:
 
     def save(g: BudgetGuard) -> None:
         tally = {"calls": g.calls, "tokens": g.spent_tokens, "usd": g.spent_usd}
-        store.save_call(CallRow(batch_id, TALLY_KEY, "", json.dumps(tally), "[]"))
+        store.save_call(
+            CallRow(
+                run_id=batch_id, key=TALLY_KEY, request="", result=json.dumps(tally), attempts="[]"
+            )
+        )
 
     guard.on_change = save
     save(guard)  # at once: what the items' records show now may be overwritten by re-runs

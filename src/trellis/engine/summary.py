@@ -146,7 +146,7 @@ class WaitingStep:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BatchSummary:
     """What a batch did (``trellis run --input-file`` prints it; ``to_dict()`` is its
     ``--json``): items by outcome and why they failed, each step's routes and decisions,

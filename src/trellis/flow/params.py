@@ -14,7 +14,7 @@ flow (not data of an item)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from trellis.errors import FlowDefinitionError
@@ -31,6 +31,7 @@ class Param:
     it tunes."""
 
     name: str
+    _: KW_ONLY
     default: Any
     type: Any = None
     low: float | None = None

@@ -81,7 +81,14 @@ def prepare_fork(
     else:
         meta_json = json.dumps({**plan.shape(), **record})  # the graph, as every run keeps
         store.create_run(
-            RunRow(new_id, plan.name, "pending", row.inputs, time.time(), meta=meta_json)
+            RunRow(
+                run_id=new_id,
+                flow=plan.name,
+                status="pending",
+                inputs=row.inputs,
+                started_at=time.time(),
+                meta=meta_json,
+            )
         )
         pairs = [(run_id, new_id)]
     keep = set(reused)

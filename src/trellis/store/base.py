@@ -45,7 +45,7 @@ FORMAT = 1
 RunState = Literal["pending", "running", "waiting", "done", "failed"]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class RunRow:
     run_id: str
     flow: str
@@ -69,7 +69,7 @@ class RunRow:
     unreadable: str | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class StepRow:
     run_id: str
     step: str
@@ -85,7 +85,7 @@ class StepRow:
     duration_s: float | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class CallRow:
     """A completed ``llm.generate`` call: what it returned and every attempt it took."""
 
@@ -132,7 +132,7 @@ def checked_limit(limit: int | None) -> int | None:
     return limit
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CacheStats:
     entries: int
     expired: int
@@ -241,10 +241,10 @@ class Store(abc.ABC):
         of a durable run. The default builds a :class:`StepRow`; a store may do better."""
         self.save_step(
             StepRow(
-                run_id,
-                step,
-                "done",
-                definition,
+                run_id=run_id,
+                step=step,
+                status="done",
+                definition=definition,
                 output=output,
                 started_at=started_at,
                 duration_s=duration_s,

@@ -702,10 +702,10 @@ class PostgresStore(Store):
                 raw = r[11]
                 out.append(
                     StepRow(
-                        run_id,
-                        step,
-                        r[1],
-                        unescape(r[2]),
+                        run_id=run_id,
+                        step=step,
+                        status=r[1],
+                        definition=unescape(r[2]),
                         output=decode_json(r[3], raw, _S_OUTPUT),
                         reason=None if r[4] is None else unescape(r[4]),
                         error=decode_json(r[5], raw, _S_ERROR),
@@ -733,11 +733,11 @@ class PostgresStore(Store):
                 _check_format(r[5], f"call {key!r} of run {run_id!r}")
                 out.append(
                     CallRow(
-                        run_id,
-                        key,
-                        unescape(r[1]),
-                        decode_json(r[2], r[4], _C_RESULT),  # type: ignore[arg-type]
-                        decode_json(r[3], r[4], _C_ATTEMPTS),  # type: ignore[arg-type]
+                        run_id=run_id,
+                        key=key,
+                        request=unescape(r[1]),
+                        result=decode_json(r[2], r[4], _C_RESULT),  # type: ignore[arg-type]
+                        attempts=decode_json(r[3], r[4], _C_ATTEMPTS),  # type: ignore[arg-type]
                     )
                 )
             return out
@@ -783,7 +783,9 @@ class PostgresStore(Store):
                 (now,),
             ).fetchone()
             assert row is not None
-            return CacheStats(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+            return CacheStats(
+                entries=int(row[0]), expired=int(row[1]), hits=int(row[2]), bytes=int(row[3])
+            )
 
         return self._do("cache_stats", stats)
 

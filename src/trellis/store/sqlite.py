@@ -473,7 +473,22 @@ class SQLiteStore(Store):
         out = []
         for r in cur:
             _check_format(r[-1], f"step {r[1]!r} of run {run_id!r}")
-            out.append(StepRow(*r[:-1]))
+            out.append(
+                StepRow(
+                    run_id=r[0],
+                    step=r[1],
+                    status=r[2],
+                    definition=r[3],
+                    output=r[4],
+                    reason=r[5],
+                    error=r[6],
+                    usage=r[7],
+                    decisions=r[8],
+                    details=r[9],
+                    started_at=r[10],
+                    duration_s=r[11],
+                )
+            )
         return out
 
     @_mapped
@@ -498,7 +513,7 @@ class SQLiteStore(Store):
         out = []
         for r in cur:
             _check_format(r[-1], f"call {r[1]!r} of run {run_id!r}")
-            out.append(CallRow(*r[:-1]))
+            out.append(CallRow(run_id=r[0], key=r[1], request=r[2], result=r[3], attempts=r[4]))
         return out
 
     # -- cache ------------------------------------------------------------------------------
@@ -532,7 +547,9 @@ class SQLiteStore(Store):
             "FROM cache",
             (now,),
         ).fetchone()
-        return CacheStats(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+        return CacheStats(
+            entries=int(row[0]), expired=int(row[1]), hits=int(row[2]), bytes=int(row[3])
+        )
 
     @_mapped
     def cache_clear(self, *, expired_only: bool = False, now: float = 0.0) -> int:
@@ -599,9 +616,23 @@ def _run_row(r: Sequence[Any], *, lenient: bool = False) -> RunRow:
 
 
 def _row_of(r: Sequence[Any]) -> RunRow:
-    row = RunRow(*r[:-2])
-    row.is_batch = bool(r[-2])
-    return row
+    return RunRow(
+        run_id=r[0],
+        flow=r[1],
+        status=r[2],
+        inputs=r[3],
+        started_at=r[4],
+        parent_id=r[5],
+        item_index=r[6],
+        finished_at=r[7],
+        error=r[8],
+        usage=r[9],
+        meta=r[10],
+        lease_owner=r[11],
+        lease_expires=r[12],
+        lease_epoch=r[13],
+        is_batch=bool(r[14]),
+    )
 
 
 def _check_format(value: Any, what: str) -> None:

@@ -40,7 +40,7 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # two letters at least: not 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreLocation:
     """What a store URL names: the memory store, a SQLite file and its options, or a
     PostgreSQL database (``url``: the URL as given, password included — never show it)."""
@@ -56,12 +56,12 @@ def parse_store_url(spec: str) -> StoreLocation:
     """Where ``spec`` points; a :class:`StoreError` when it is not one of the accepted forms."""
     text = spec.strip()
     if text in _MEMORY:
-        return StoreLocation("memory")
+        return StoreLocation(kind="memory")
     if "://" not in text:
-        return StoreLocation("sqlite", _plain_path(spec))
+        return StoreLocation(kind="sqlite", path=_plain_path(spec))
     parts = urlsplit(text)
     if parts.scheme in ("postgresql", "postgres"):
-        return StoreLocation("postgres", url=text)
+        return StoreLocation(kind="postgres", url=text)
     if parts.scheme != "sqlite":
         raise StoreError(f"unknown store URL {redact_url(spec)!r}; use {ACCEPTED_FORMS}")
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
@@ -76,7 +76,7 @@ def parse_store_url(spec: str) -> StoreLocation:
         raise StoreError(
             f"store URL {spec!r}: synchronous must be OFF, NORMAL, FULL or EXTRA, got {sync!r}"
         )
-    return StoreLocation("sqlite", path, sync, parts.query)  # type: ignore[arg-type]
+    return StoreLocation(kind="sqlite", path=path, synchronous=sync, query=parts.query)  # type: ignore[arg-type]
 
 
 def _plain_path(spec: str) -> str:

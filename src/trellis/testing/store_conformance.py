@@ -461,14 +461,20 @@ class StoreConformance:
             decisions='[{"kind": "when"}]',
             details='{"attempts": 1}',
         )
-        failed = StepRow("r", "other", "failed", "def", error='{"type": "StepError"}')
+        failed = StepRow(
+            run_id="r",
+            step="other",
+            status="failed",
+            definition="def",
+            error='{"type": "StepError"}',
+        )
         store.save_step(row)
         store.save_step(failed)
         loaded = {s.step: s for s in store.load_steps("r")}
         assert loaded == {"classify": row, "other": failed}
 
     def test_save_done_step_is_a_completed_step_row(self, store: Store) -> None:
-        store.save_step(StepRow("r", "s", "running", "old"))
+        store.save_step(StepRow(run_id="r", step="s", status="running", definition="old"))
         store.save_done_step("r", "s", "def", '{"x": 1}', 12.5, 0.25)
         (row,) = store.load_steps("r")
         assert (row.step, row.status, row.definition, row.output) == (
