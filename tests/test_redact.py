@@ -10,7 +10,7 @@ from trellis.config import ModelBinding
 from trellis.engine.services import _identity
 from trellis.models.sim import SimModel
 from trellis.providers._keys import redact_url
-from trellis.redact import redact_options
+from trellis.redact import redact_options, redacted_url
 
 SECRET = "s3cr3t-Value-42"
 
@@ -56,3 +56,13 @@ def test_no_secret_named_parameter_survives_in_any_url(name: str, secret: str) -
     # Azure shared-access signature) was hidden from messages but kept in run metadata.
     shown = redact_url(url)
     assert secret not in shown and f"{name}=[REDACTED]" in shown and "model=x" in shown
+
+
+def test_an_azure_functions_code_in_a_url_query_is_a_key() -> None:
+    url = f"https://fn.azurewebsites.net/api/chat?code={SECRET}&x=1"
+    kept, redacted = redact_options({"base_url": url})
+    assert kept["base_url"] == "https://fn.azurewebsites.net/api/chat?x=1"
+    assert redacted == ["base_url"]
+    assert SECRET not in redacted_url(url) and "code=[REDACTED]" in redacted_url(url)
+    # Outside a URL's query "code" is an ordinary option name.
+    assert redact_options({"code": "python"}) == ({"code": "python"}, [])

@@ -57,6 +57,16 @@ def _looks_secret(value: object) -> bool:
     return isinstance(value, str) and value.strip().lower().startswith(_SECRET_VALUE_PREFIXES)
 
 
+#: Query parameters that carry a key in a URL although their name says nothing of it:
+#: Azure Functions' ``?code=`` (a function key); only in a URL's query, where ``code``
+#: cannot be anything else.
+_SECRET_QUERY_NAMES = frozenset({"code"})
+
+
+def _secret_query(name: str, value: str) -> bool:
+    return name.lower() in _SECRET_QUERY_NAMES or is_secret_option(name, value)
+
+
 def _clean_url(value: str) -> str | None:
     """``value`` without a URL's ``user:password@`` and without query parameters named like
     a secret (``?api-key=...``, ``&token=...``); None when there is nothing to remove."""
@@ -73,7 +83,7 @@ def _clean_url(value: str) -> str | None:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        kept = [(k, v) for k, v in pairs if not is_secret_option(k, v)]
+        kept = [(k, v) for k, v in pairs if not _secret_query(k, v)]
         if len(kept) != len(pairs):
             query = urlencode(kept)
     if netloc == parts.netloc and query == parts.query:
@@ -91,7 +101,7 @@ def redacted_url(url: str) -> str:
         return "[unparseable url]"
     netloc = parts.netloc.rpartition("@")[2]
     query = "&".join(
-        f"{k}=[REDACTED]" if is_secret_option(k, v) else (f"{k}={v}" if sep else k)
+        f"{k}=[REDACTED]" if _secret_query(k, v) else (f"{k}={v}" if sep else k)
         for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
