@@ -285,6 +285,18 @@ class CircuitBreaker:
     def stop_error(self) -> ModelError | None:
         return self.machine.stop_error
 
+    def admit_now(self) -> Ticket | ModelError | None:
+        """Without waiting: a ticket when a request may be sent now (the common case), the
+        error that stopped the model, or ``None`` when it must wait (:meth:`acquire`)."""
+        machine = self.machine
+        admission = machine.admit()
+        if admission.allowed:
+            return Ticket(self, admission, 0.0)
+        if admission.kind == "stopped":
+            assert machine.stop_error is not None
+            return machine.stop_error
+        return None
+
     async def acquire(self, *, timeout: float | None = None) -> Ticket | ModelError:
         """Wait until a request may be sent; the ticket, or the error that stopped the model.
 

@@ -556,6 +556,18 @@ class _Call:
                 "overload failures; trying the fallback model",
                 model=model.name,
             )
+        got = breaker.admit_now()  # the common case: let through at once, nothing to wait
+        if got is None:
+            got = await self._wait_for(breaker, model, error)
+        if isinstance(got, ModelError):
+            raise _not_sent(got, model)
+        self.retry_spent += got.waited
+        return got
+
+    async def _wait_for(
+        self, breaker: CircuitBreaker, model: Model, error: ModelError | None
+    ) -> Ticket | ModelError:
+        """Wait on the breaker, within the call's retry deadline and the run's."""
         policy = self.scope.policy
         guard = self.scope.run.guard
         timeout = None
@@ -567,7 +579,7 @@ class _Call:
             run_left = deadline - monotonic()
             timeout = run_left if timeout is None else min(timeout, run_left)
         try:
-            got = await breaker.acquire(timeout=timeout)
+            return await breaker.acquire(timeout=timeout)
         except BreakerWaitExpired:
             if deadline is not None and monotonic() >= deadline:
                 raise guard.time_exceeded() from None
@@ -576,10 +588,6 @@ class _Call:
                 f"the call's retry deadline ({policy.retry_deadline:g}s) passed",
                 model=model.name,
             ) from None
-        if isinstance(got, ModelError):
-            raise _not_sent(got, model)
-        self.retry_spent += got.waited
-        return got
 
     def _bounded_wait(self, wait: float, error: ModelError) -> float:
         """``wait`` cut to what is left of the retry deadline and of the run's deadline;
