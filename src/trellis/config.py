@@ -175,7 +175,13 @@ class Config:
             raise ConfigurationError(f"config file {str(p)!r} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"config file {str(p)!r} is not valid TOML: {exc}") from exc
-        return cls.from_dict(data, source=str(p))
+        config = cls.from_dict(data, source=str(p))
+        # A provider given as a file (``path.py:factory``) is relative to this file's folder,
+        # as [store] is: the same wherever the command runs from.
+        config.providers = {
+            name: _relative_provider(spec, p.parent) for name, spec in config.providers.items()
+        }
+        return config
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> Config:
@@ -192,6 +198,13 @@ class Config:
         if not all(isinstance(t, Mapping) for t in (models, prices, providers)):
             raise ConfigurationError(f"{source}: [models], [prices] and [providers] must be tables")
         return cls(models, prices=prices, providers=providers)
+
+
+def _relative_provider(spec: str, folder: Path) -> str:
+    source, sep, attribute = spec.rpartition(":")
+    if source.endswith(".py") and not Path(source).is_absolute():
+        return f"{folder / source}{sep}{attribute}"
+    return spec
 
 
 def _providers(specs: Mapping[str, Any]) -> dict[str, str]:

@@ -133,3 +133,23 @@ def test_an_entry_point_provider(project: Path, monkeypatch: pytest.MonkeyPatch)
         return await llm.generate(text, model="shoutep:v2")
 
     assert flow.run_sync({"text": "yo"}).outputs["loud"] == "YO!"
+
+
+def test_a_provider_file_is_relative_to_its_trellis_toml(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``path.py:factory`` in a trellis.toml names a file next to that trellis.toml, from
+    wherever the command runs (a subdirectory finds the project's configuration)."""
+    (project / "trellis.toml").write_text(
+        '[providers]\nshout = "shout_provider.py:make"\n\n[models]\nmain = "shout:v1"\n'
+    )
+    (project / ".git").mkdir()  # the project's root
+    sub = project / "notebooks"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    result = CliRunner().invoke(
+        app,
+        ["run", "../shout_flow.py:flow", "--input", '{"text": "hi"}', "--no-store", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["outputs"]["loud"].startswith("HI")
