@@ -320,3 +320,20 @@ def test_the_project_config_is_looked_up_to_the_projects_root_and_no_further(
     assert project_config(deep) == repo / "trellis.toml"
     (deep / "trellis.toml").write_text("")
     assert project_config(deep) == deep / "trellis.toml"  # the nearest one wins
+
+
+def test_a_configuration_someone_else_could_plant_above_is_not_used(tmp_path: Path) -> None:
+    """A trellis.toml found above the working directory names code to import and where
+    keys are sent: one in a folder anyone may write to (like /tmp) is ignored, as git
+    ignores a repository another user owns; the working directory's own one counts."""
+    from trellis.cli.stores import project_config
+
+    shared = tmp_path / "shared"
+    work = shared / "work"
+    work.mkdir(parents=True)
+    shared.chmod(0o1777)  # world-writable, sticky: /tmp's mode
+    (shared / "trellis.toml").write_text('[models]\nsmall = "sim:small"\n')
+    (tmp_path / ".git").mkdir()
+    assert project_config(work) is None
+    (work / "trellis.toml").write_text('[models]\nsmall = "sim:small"\n')
+    assert project_config(work) == work / "trellis.toml"

@@ -17,6 +17,7 @@ read (``runs``, ``show``, ``cache``): they never create a database.
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,13 +65,35 @@ def _project_folders(start: Path | None = None) -> Iterator[Path]:
             return
 
 
+def _trusted(path: Path, here: Path) -> bool:
+    """Whether ``path`` (a ``trellis.toml`` or ``.trellis/`` found while walking up) may
+    decide for the working directory: its own always; one above only when it is the
+    user's own and not in a folder anyone may write to (``/tmp``), as git refuses a
+    repository another user owns. A configuration names code to import (providers) and
+    where keys go (``base_url``): a file someone else planted above must not."""
+    if path.parent == here:
+        return True
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:  # no owners to compare (Windows)
+        return True
+    try:
+        mine = path.stat().st_uid == getuid()
+        shared = bool(path.parent.stat().st_mode & stat.S_IWOTH)
+    except OSError:
+        return False
+    return mine and not shared
+
+
 def project_config(start: Path | None = None) -> Path | None:
     """The project's ``trellis.toml``: the first one walking up from the working
     directory to the project's root (as git finds its repository), so a command run
-    from a subdirectory binds the project's roles and uses its store alike."""
-    for folder in _project_folders(start):
-        if (folder / _CONFIG).is_file():
-            return folder / _CONFIG
+    from a subdirectory binds the project's roles and uses its store alike. One above
+    the working directory counts only if it is the user's own (:func:`_trusted`)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in _project_folders(here):
+        candidate = folder / _CONFIG
+        if candidate.is_file() and _trusted(candidate, here):
+            return candidate
     return None
 
 
@@ -81,10 +104,11 @@ def _project_store(start: Path | None = None) -> str | None:
     default, which needs no spelling out)."""
     here = (start or Path.cwd()).resolve()
     for folder in _project_folders(here):
-        configured = _configured_store(folder / _CONFIG)
+        config = folder / _CONFIG
+        configured = _configured_store(config) if _trusted(config, here) else None
         if configured is not None:
             return configured
-        if (folder / PROJECT_DIR).is_dir():
+        if (folder / PROJECT_DIR).is_dir() and _trusted(folder / PROJECT_DIR, here):
             return None if folder == here else f"sqlite:///{folder / PROJECT_DIR / _DEFAULT_FILE}"
     return None
 
