@@ -123,3 +123,24 @@ def test_the_summary_counts_what_the_cascade_did() -> None:
     assert cf.cost_usd == pytest.approx(
         sum(large.cost(tl.Usage(c.input_tokens, c.output_tokens)) for c in first_calls)
     )
+
+
+def test_calls_of_a_step_are_counted_whichever_result_comes_first() -> None:
+    """A run read back without its flow may have calls of a step it has no record of
+    yet; another result has the record. The counts do not depend on the order."""
+
+    def call(step: str) -> tl.CallRecord:
+        return tl.CallRecord(
+            step=step, call=1, attempt=1, model="m", role="small", outcome="ok",
+            input_tokens=1, output_tokens=1, cost_usd=0.0, latency_s=0.0,
+        )  # fmt: skip
+
+    without = tl.RunResult(run_id="a", flow="f", inputs={}, steps={}, calls=[call("s")])
+    with_record = tl.RunResult(
+        run_id="b", flow="f", inputs={}, steps={"s": tl.StepRecord("s", status="done")},
+        calls=[call("s")],
+    )  # fmt: skip
+    for order in ([without, with_record], [with_record, without]):
+        (routes,) = tl.summarize(order, prices=_PRICES).steps
+        assert routes.calls_by_role == {"small": 2}, order
+        assert routes.done == 1

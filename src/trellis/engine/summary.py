@@ -314,7 +314,8 @@ class SummaryBuilder:
         self.examples: dict[str, str] = {}
         self.retries: Counter[str] = Counter()
         self.usage = Stats()
-        self.steps: dict[str, _StepTally] = {}
+        self.steps: dict[str, _StepTally] = {}  # every step seen (records, decisions, calls)
+        self.order: list[str] = []  # the steps some result has a record of, first seen first
         self.models: dict[str, Counter[str]] = {}
         self.model_costs: dict[str, float] = {}
         # The counterfactual's sums: per model, the always-run steps' priced calls.
@@ -351,26 +352,29 @@ class SummaryBuilder:
         self._add_steps(result)
         self._add_calls(result)
 
+    def _tally(self, step: str) -> _StepTally:
+        tally = self.steps.get(step)
+        if tally is None:
+            tally = self.steps[step] = _StepTally()
+        return tally
+
     def _add_steps(self, result: RunResult) -> None:
-        steps = self.steps
         for name, record in result.steps.items():
-            tally = steps.get(name)
-            if tally is None:
-                tally = steps[name] = _StepTally()
+            tally = self._tally(name)
+            if not tally.status:
+                self.order.append(name)  # (a record's status is always counted below)
             tally.status[record.status] += 1
             tally.extra["rounds"] += record.rounds or 0
             tally.extra["elements"] += record.elements or 0
             tally.extra["element_failures"] += record.element_failures
+        # A decision or call may come before any result has its step's record (a run read
+        # back without its flow): counted all the same, shown once a record is seen.
         for decision in result.decisions:
-            tally = steps.get(decision.step)
-            if tally is None:  # a decision of a step no result has a record of
-                continue
+            tally = self._tally(decision.step)
             tally.decisions.setdefault(decision.kind, Counter())[decision.outcome] += 1
         first_model: dict[tuple[str, int], str] = {}
         for call in result.calls:
-            tally = steps.get(call.step)
-            if tally is None:
-                continue
+            tally = self._tally(call.step)
             key = (call.step, call.call)
             if key not in first_model:
                 first_model[key] = call.model
@@ -420,7 +424,7 @@ class SummaryBuilder:
             not_started=self.not_started,
             failures=dict(self.failures.most_common()),
             failure_examples=dict(self.examples),
-            steps=tuple(tally.routes(name) for name, tally in self.steps.items()),
+            steps=tuple(self.steps[name].routes(name) for name in self.order),
             calls=usage.calls,
             attempts=usage.attempts,
             retries=dict(self.retries.most_common()),
