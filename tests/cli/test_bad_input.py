@@ -361,6 +361,7 @@ async def test_max_seconds_stops_a_run_whose_mapped_plain_step_blocks() -> None:
     assert fast.ok and fast.outputs["sleepy"] == [0.01, 0.02]
 
 
+@pytest.mark.slow  # real processes or waits: `make quick` skips it
 def test_max_seconds_on_the_command_line_exits_promptly(tmp_path: Path) -> None:
     """The step sleeps 30 s; the process must end (exit 1) within a few seconds: the
     step's thread must not keep it alive."""
@@ -404,6 +405,7 @@ def _done_items(db: Path, batch: str) -> int:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+@pytest.mark.slow  # real processes or waits: `make quick` skips it
 def test_batch_budget_holds_across_a_kill_and_two_resumes(tmp_path: Path) -> None:
     """40 items of 2 calls each under --budget-calls 20, killed after 3 items, resumed
     twice: the simulator serves at most 20 requests in all. Requests in flight at the kill

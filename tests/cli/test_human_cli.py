@@ -61,6 +61,7 @@ def start_waiting(run_id: str, issue: str = "login broken") -> Result:
 # -- one run -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes or waits: `make quick` skips it
 def test_approval_waits_is_listed_shown_and_approved_from_another_process(tmp_path: Path) -> None:
     started = start_waiting("t1")
     assert "⏸ review  waiting" in started.stdout

@@ -112,6 +112,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # real processes or waits: `make quick` skips it
 def test_ctrl_c_on_a_single_run_prints_its_id_and_how_to_resume_it(tmp_path: Path) -> None:
     db = tmp_path / ".trellis" / "trellis.db"
     process = subprocess.Popen(
@@ -141,6 +142,7 @@ def test_ctrl_c_on_a_single_run_prints_its_id_and_how_to_resume_it(tmp_path: Pat
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
 
 
+@pytest.mark.slow  # real processes or waits: `make quick` skips it
 def test_the_summary_after_ctrl_c_shows_what_was_spent(tmp_path: Path) -> None:
     """Items interrupted mid-way made LLM calls (journaled, paid for): the one-line summary
     counts them, so its attempts are every recorded attempt and its cost is not $0."""

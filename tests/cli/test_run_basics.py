@@ -499,6 +499,7 @@ def test_percentile_interpolates() -> None:
 # -- the real console script -------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes or waits: `make quick` skips it
 def test_console_script_with_piped_stdout(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "trellis"
     if not exe.exists():

@@ -175,6 +175,7 @@ async def test_a_short_lease_expires_after_the_process_dies(tmp_path: Path) -> N
     assert counts == {"first": 1, "wait": 1}
 
 
+@pytest.mark.slow  # real processes or waits: `make quick` skips it
 async def test_the_heartbeat_renews_the_lease_of_a_long_run(tmp_path: Path) -> None:
     """With lease_ttl=0.3 a run lasting about a second keeps its lease throughout."""
     path = tmp_path / "t.db"

@@ -483,6 +483,7 @@ def _wait_for(read: Callable[[], str], prefix: str) -> str:
     raise AssertionError(f"no {prefix} line")
 
 
+@pytest.mark.slow  # real processes or waits: `make quick` skips it
 def test_cli_starts_serves_and_stops(tmp_path: Path) -> None:
     script = tmp_path / "faults.json"
     script.write_text(json.dumps([{"fault": "rate_limit", "retry_after": 0.25}]))

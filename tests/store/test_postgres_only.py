@@ -427,6 +427,7 @@ def test_an_idle_connection_killed_between_writes_is_replaced(postgres_url: str)
         assert [s.step for s in store.load_steps("r")] == ["s"]
 
 
+@pytest.mark.slow  # real processes or waits: `make quick` skips it
 def test_a_database_that_refuses_connections_is_a_store_error_not_a_hang(
     postgres_url: str, postgres_cluster: PostgresCluster
 ) -> None:

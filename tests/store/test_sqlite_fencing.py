@@ -77,6 +77,7 @@ def test_the_process_that_took_over_wins_every_write(tmp_path: Path) -> None:
         assert successor.load_calls("r") == []
 
 
+@pytest.mark.slow  # real processes or waits: `make quick` skips it
 def test_processes_opening_the_same_new_file_at_once_all_get_the_store(tmp_path: Path) -> None:
     """Two ``trellis run`` creating the same new store at the same moment: one creates and
     migrates it, the others wait for it and open it (never "table already exists", never
