@@ -312,8 +312,7 @@ class SummaryBuilder:
         self.total = self.done = self.not_started = 0
         self.failures: Counter[str] = Counter()
         self.examples: dict[str, str] = {}
-        self.retries: Counter[str] = Counter()
-        self.usage = Stats()
+        self.usage = Stats()  # summed over the items (failed attempts by mode included)
         self.steps: dict[str, _StepTally] = {}  # every step seen (records, decisions, calls)
         self.order: list[str] = []  # the steps some result has a record of, first seen first
         self.models: dict[str, Counter[str]] = {}
@@ -337,14 +336,7 @@ class SummaryBuilder:
             key, message = _failure_key(result)
             self.failures[key] += 1
             self.examples.setdefault(key, message)
-        usage = result.usage
-        self.retries.update(usage.failures)
-        self.usage.calls += usage.calls
-        self.usage.attempts += usage.attempts
-        self.usage.input_tokens += usage.input_tokens
-        self.usage.output_tokens += usage.output_tokens
-        self.usage.cost_usd += usage.cost_usd
-        self.usage.unpriced_attempts += usage.unpriced_attempts
+        self.usage.merge(result.usage)
         if _never_started(result):
             self.not_started += 1
         else:
@@ -385,6 +377,8 @@ class SummaryBuilder:
                     tally.fallbacks += 1
 
     def _add_calls(self, result: RunResult) -> None:
+        for warning in adjustment_warnings(result.calls):
+            self.adjustments.setdefault(warning)
         conditional = {
             d.step for d in result.decisions if d.kind in ("when", "branch") and d.outcome == "run"
         }
@@ -395,8 +389,6 @@ class SummaryBuilder:
             totals["attempts"] += 1
             totals["input_tokens"] += call.input_tokens
             totals["output_tokens"] += call.output_tokens
-            for note in call.adjustments:
-                self.adjustments.setdefault(f"{call.model}: {note}")
             if call.cost_usd is None:
                 totals["unpriced"] += 1
                 continue
@@ -427,7 +419,7 @@ class SummaryBuilder:
             steps=tuple(self.steps[name].routes(name) for name in self.order),
             calls=usage.calls,
             attempts=usage.attempts,
-            retries=dict(self.retries.most_common()),
+            retries=dict(Counter(usage.failures).most_common()),
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cost_usd=usage.cost_usd,
