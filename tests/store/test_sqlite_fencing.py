@@ -35,7 +35,7 @@ def test_a_version_two_store_gets_the_epoch_column(tmp_path: Path) -> None:
     path = tmp_path / "v2.db"
     _version_two_store(path)
     with SQLiteStore(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 4
+        assert store.schema_version == SCHEMA_VERSION == 5
         row = store.get_run("old")
         assert row is not None
         assert (row.lease_owner, row.lease_expires, row.lease_epoch) == ("h:1:x", 50.0, 0)

@@ -545,8 +545,8 @@ def render_run(
     head.append(result.flow, style="bold")
     head.append(f"  run {result.run_id}  ")
     head.append(f"{_MARK.get(status, '·')} {status}", style=_STYLE.get(status, ""))
-    if row.finished_at is not None:
-        head.append(f" in {fmt_seconds(row.finished_at - row.started_at)}")
+    if row.duration_s is not None:
+        head.append(f" in {fmt_seconds(row.duration_s)}")
     head.append(f"  · started {_when(row.started_at)}", style="dim")
     subflow = subflow_of(row)
     if subflow is not None:

@@ -31,6 +31,7 @@ from trellis.engine.journal import (
     journaled_usage,
     record_end,
     record_from_row,
+    run_time_before,
     stats_from_json,
 )
 from trellis.engine.lease import Lease, process_owner
@@ -73,6 +74,7 @@ class DurableRun:
         self.lease_ttl = lease_ttl
         self.journal: Journal | None = None
         self.earlier = Stats()  # spent by earlier runs of this id, not replayed (see start)
+        self.earlier_s = 0.0  # how long earlier executions of it ran (see start)
         #: Created by this process just now, its lease held from the start: nothing of it
         #: is recorded yet, so :meth:`start` reads nothing back.
         self.fresh = False
@@ -114,6 +116,7 @@ class DurableRun:
                         status="running",
                         inputs=encode(values, "the run's inputs"),
                         started_at=now,
+                        resumed_at=now,
                         meta=json.dumps({**plan.shape(), **(meta or {})}),
                         lease_owner=owner,
                         lease_expires=now + lease_ttl,
@@ -162,8 +165,9 @@ class DurableRun:
 
     def start(self, *, rerun_changed: bool) -> Journal:
         """Begin executing (under the lease): the journal to replay from, the run marked
-        running — a batch item recorded as pending gets its real start time — and what
-        earlier runs of it spent that no replay will count again (:func:`earlier_spend`).
+        running — a batch item recorded as pending gets its real start time — what
+        earlier runs of it spent that no replay will count again (:func:`earlier_spend`),
+        and how long they ran (:func:`~trellis.engine.journal.run_time_before`).
         A run this process has just created (:attr:`fresh`) is already marked running and
         has nothing to replay: nothing is read or written for it here."""
         self.journal = Journal(
@@ -180,8 +184,12 @@ class DurableRun:
         row = self.store.get_run(self.run_id)
         if row is not None:
             self.earlier = earlier_spend(self.store, row)
-        started = time.time() if row is not None and row.status == "pending" else None
-        self.store.update_run(self.run_id, status="running", epoch=self.epoch, started_at=started)
+            self.earlier_s = run_time_before(self.store, row)
+        now = time.time()
+        started = now if row is not None and row.status == "pending" else None
+        self.store.update_run(
+            self.run_id, status="running", epoch=self.epoch, started_at=started, resumed_at=now
+        )
         return self.journal
 
     def finish(self, result: RunResult) -> None:
@@ -190,6 +198,7 @@ class DurableRun:
         if self.lost is not None:
             raise self.lost
         result.usage.merge(self.earlier)  # a resumed run keeps what its earlier runs spent
+        result.duration_s += self.earlier_s  # and how long they ran
         record_end(self.store, self.run_id, result, epoch=self.epoch)
 
 
@@ -247,7 +256,7 @@ def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> 
         usage=stats_from_json(row.usage),
         error=error_from_json(row.error) if row.error else None,
         started_at=row.started_at,
-        duration_s=(row.finished_at - row.started_at) if row.finished_at else 0.0,
+        duration_s=row.duration_s or 0.0,
     )
     if plan is not None:
         result.inputs = plan.validate_inputs(result.inputs)
@@ -289,6 +298,7 @@ def open_batch(
         status="running",
         inputs=json.dumps({"items": len(listed)}),
         started_at=now,
+        resumed_at=now,
         meta=json.dumps({"batch": True, **plan.shape(), **(meta or {})}),
         is_batch=True,
     )
@@ -380,8 +390,10 @@ def finish_batch(
     *,
     status: Literal["done", "waiting", "failed"],
     epoch: int | None = None,
+    run_s: float | None = None,
 ) -> None:
-    store.update_run(batch_id, status=status, finished_at=time.time(), epoch=epoch)
+    """Record how a batch ended (``run_s``: how long it ran, over all its executions)."""
+    store.update_run(batch_id, status=status, finished_at=time.time(), epoch=epoch, run_s=run_s)
 
 
 def _started_at(row: StepRow) -> float:

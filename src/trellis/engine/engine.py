@@ -25,6 +25,7 @@ from trellis.engine.events import Emitter, Observer, RunFinished, emitter
 from trellis.engine.executor import BatchItem, BatchWork, EngineRecipe, Executor
 from trellis.engine.gcpause import managed_gc
 from trellis.engine.human import REPLY, find_question, leaf_questions
+from trellis.engine.journal import run_time_before
 from trellis.engine.lease import Lease, check_lease_ttl, process_owner
 from trellis.engine.results import ErrorInfo, RunResult, StepRecord
 from trellis.engine.runner import Run, current_step
@@ -473,12 +474,15 @@ class Engine:
         observers: Sequence[Observer],
     ) -> AsyncGenerator[tuple[int, RunResult], None]:
         run_ids: list[str | None]
+        resumed, earlier_s = time.time(), 0.0  # this execution's start; earlier ones' time
         if batch_id is not None:
             assert self.store is not None
             recorded = self.store.get_run(batch_id)
             # A batch that completed is only read back: its recorded end (and so its
             # duration) stays as it was, however long after it is run again.
             completed = recorded is not None and recorded.status == "done"
+            if recorded is not None and not completed:
+                earlier_s = run_time_before(self.store, recorded)
             work = open_batch(self.store, plan, items, batch_id, meta)
             parent = Lease(self.store, batch_id, self.owner, self.lease_ttl)
             batch_lease: contextlib.AbstractAsyncContextManager[object] = parent.hold(
@@ -563,7 +567,9 @@ class Engine:
                     and parent is not None
                     and not completed
                 ):
-                    self.store.update_run(batch_id, status="running", epoch=parent.epoch)
+                    self.store.update_run(
+                        batch_id, status="running", epoch=parent.epoch, resumed_at=resumed
+                    )
                 if self.executor is None:
                     while active < concurrency and start_next():
                         pass
@@ -593,6 +599,7 @@ class Engine:
                         batch_id,
                         status="failed" if failures else "waiting" if waiting else "done",
                         epoch=parent.epoch,
+                        run_s=earlier_s + (time.time() - resumed),
                     )
         finally:
             try:

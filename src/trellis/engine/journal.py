@@ -74,6 +74,8 @@ class Journal:
         self.plan = plan
         self.epoch = epoch  # the lease epoch every write carries (fencing)
         self.rerun_changed = rerun_changed
+        #: How long earlier executions of this run ran (a resumed child run's: see child).
+        self.earlier_s = 0.0
         self._fingerprints = flow_fingerprints(plan)
         steps = {} if empty else {row.step: row for row in store.load_steps(run_id)}
         self._calls = {} if empty else {row.key: row for row in store.load_calls(run_id)}
@@ -174,6 +176,7 @@ class Journal:
         Its writes are fenced by the parent's lease only (the parent stops it when the
         lease is lost)."""
         row = self.store.get_run(run_id)
+        now = time.time()
         if row is None:
             self.store.create_run(
                 RunRow(
@@ -181,7 +184,8 @@ class Journal:
                     flow=plan.name,
                     status="running",
                     inputs=encode(values, f"the inputs of sub-flow run {run_id!r}"),
-                    started_at=time.time(),
+                    started_at=now,
+                    resumed_at=now,
                     parent_id=self.run_id,
                     item_index=index,
                     meta=json.dumps(
@@ -192,12 +196,16 @@ class Journal:
                     ),
                 )
             )
-        elif row.status != "running":
-            self.store.update_run(run_id, status="running")
-        return Journal(self.store, run_id, plan, rerun_changed=self.rerun_changed)
+        child = Journal(self.store, run_id, plan, rerun_changed=self.rerun_changed)
+        if row is not None:
+            child.earlier_s = run_time_before(self.store, row)
+            self.store.update_run(run_id, status="running", resumed_at=now)
+        return child
 
     def finish_child(self, result: RunResult) -> None:
-        """Record how this (child) run ended."""
+        """Record how this (child) run ended (its run time includes its earlier
+        executions')."""
+        result.duration_s += self.earlier_s
         record_end(self.store, self.run_id, result)
 
     # -- calls ----------------------------------------------------------------------------
@@ -384,7 +392,8 @@ def _apply_details(record: StepRecord, row: StepRow) -> None:
 
 
 def record_end(store: Store, run_id: str, result: RunResult, *, epoch: int | None = None) -> None:
-    """Record how a run ended: its status, end time, error and usage (``epoch``: fenced)."""
+    """Record how a run ended: its status, end time, run time (``result.duration_s``: a
+    resumed run's includes its earlier executions'), error and usage (``epoch``: fenced)."""
     store.update_run(
         run_id,
         status=result.status if result.status in ("done", "waiting") else "failed",
@@ -392,7 +401,37 @@ def record_end(store: Store, run_id: str, result: RunResult, *, epoch: int | Non
         error=json.dumps(result.error.to_dict()) if result.error else None,
         usage=json.dumps(result.usage.to_dict()),
         epoch=epoch,
+        run_s=result.duration_s,
     )
+
+
+def run_time_before(store: Store, row: RunRow) -> float:
+    """How long the recorded run ``row`` has executed so far, which its resume adds its
+    own time to: the run time recorded at its last end, and, when its latest execution
+    never recorded an end (its process was killed), that execution's time up to the last
+    of its steps (a batch's: items) that finished. Idle time between executions is not
+    counted. A record from before run times were kept counts from its start to its end."""
+    if row.status == "pending":
+        return 0.0
+    if row.status != "running":
+        return row.duration_s or 0.0
+    earlier = row.run_s or 0.0
+    since = row.resumed_at
+    if since is None:
+        return earlier
+    if row.is_batch:
+        ends = [
+            c.finished_at
+            for c in store.list_runs(parent_id=row.run_id)
+            if c.finished_at is not None and c.finished_at >= since
+        ]
+    else:
+        ends = [
+            s.started_at + (s.duration_s or 0.0)
+            for s in store.load_steps(row.run_id)
+            if s.started_at is not None and s.started_at >= since
+        ]
+    return earlier + max(0.0, max(ends, default=since) - since)
 
 
 def call_record_from_dict(data: dict[str, Any], *, replayed: bool = True) -> CallRecord:

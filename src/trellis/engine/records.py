@@ -398,7 +398,7 @@ def run_entry(
         "item_index": row.item_index,
         "started_at": row.started_at,
         "finished_at": finished,
-        "duration_s": round(finished - row.started_at, 6) if finished is not None else None,
+        "duration_s": None if row.duration_s is None else round(row.duration_s, 6),
         "queued_s": _queued(store, row, parent),
         "steps": {"done": done_steps, "total": total_steps},
         "items": items,
@@ -480,7 +480,7 @@ def list_entries(
 #: The orders a page of runs can be sorted in: name -> the key of a run row.
 RUN_SORTS: dict[str, Any] = {
     "started": lambda r: r.started_at or 0.0,
-    "duration": lambda r: (r.finished_at - r.started_at) if r.finished_at is not None else -1.0,
+    "duration": lambda r: r.duration_s if r.duration_s is not None else -1.0,
     "flow": lambda r: (str(r.flow), r.started_at or 0.0),
     "status": lambda r: (str(r.status), r.started_at or 0.0),
 }

@@ -64,9 +64,25 @@ class RunRow:
     #: A batch's parent run (its items are the runs whose ``parent_id`` is this run): set
     #: when the batch is recorded, stored as a column of its own.
     is_batch: bool = False
+    #: Seconds it spent executing, over all its executions, as of its last recorded end
+    #: (``None``: it never ended, or was recorded before Trellis kept it).
+    run_s: float | None = None
+    #: When its latest execution began (a resumed run's differs from ``started_at``).
+    resumed_at: float | None = None
     #: Set only by ``list_runs(lenient=True)``: why this record cannot be read (an unknown
     #: record format); its other fields are then as found and must not be trusted.
     unreadable: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Its run time: :attr:`run_s` when recorded, else from its start to its end
+        (``None``: it has not ended). Idle time between a failure and a resume is not run
+        time, nor is a batch item's wait for its turn (``started_at`` is when it began)."""
+        if self.finished_at is None:
+            return None
+        if self.run_s is not None:
+            return self.run_s
+        return self.finished_at - self.started_at
 
 
 @dataclass(slots=True, kw_only=True)
@@ -172,11 +188,14 @@ class Store(abc.ABC):
         usage: str | None = None,
         epoch: int | None = None,
         started_at: float | None = None,
+        run_s: float | None = None,
+        resumed_at: float | None = None,
     ) -> None:
         """Set a run's status (and end, error, usage; ``usage=None`` keeps the recorded
         usage). ``started_at`` sets when the run started (a batch item is recorded before
-        it starts; ``None`` keeps it). With ``epoch``: refused with :class:`LeaseLostError`
-        when the run's lease epoch is newer."""
+        it starts), ``resumed_at`` when its latest execution began and ``run_s`` its run
+        time so far; ``None`` keeps each. With ``epoch``: refused with
+        :class:`LeaseLostError` when the run's lease epoch is newer."""
 
     @abc.abstractmethod
     def list_runs(

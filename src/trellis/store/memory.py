@@ -58,6 +58,8 @@ class MemoryStore(Store):
         usage: str | None = None,
         epoch: int | None = None,
         started_at: float | None = None,
+        run_s: float | None = None,
+        resumed_at: float | None = None,
     ) -> None:
         row = self._fenced(run_id, epoch)
         row.status = status
@@ -67,6 +69,10 @@ class MemoryStore(Store):
             row.usage = usage
         if started_at is not None:
             row.started_at = started_at
+        if run_s is not None:
+            row.run_s = run_s
+        if resumed_at is not None:
+            row.resumed_at = resumed_at
 
     def list_runs(
         self,

@@ -144,6 +144,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             OR run_id IN (SELECT parent_id FROM runs WHERE parent_id IS NOT NULL)
         )""",
     ),
+    # 3: run time apart from the start, and when the latest execution began (as SQLite's
+    # migration 5)
+    (
+        "ALTER TABLE runs ADD COLUMN run_s double precision",
+        "ALTER TABLE runs ADD COLUMN resumed_at double precision",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -156,7 +162,7 @@ _K_VALUE = 1
 _RUN_SELECT = (
     "SELECT run_id, flow, status, inputs::text, started_at, parent_id, item_index, "
     "finished_at, error::text, usage::text, meta::text, lease_owner, lease_expires, "
-    "lease_epoch, raw, format, is_batch FROM runs"
+    "lease_epoch, raw, format, is_batch, run_s, resumed_at FROM runs"
 )
 _POSTGRES = Dialect(
     mark="%s",
@@ -167,9 +173,9 @@ _POSTGRES = Dialect(
 _RUN_INSERT = (
     "INSERT INTO runs (run_id, flow, status, inputs, started_at, parent_id, item_index, "
     "finished_at, error, usage, meta, lease_owner, lease_expires, lease_epoch, raw, format, "
-    "is_batch) "
+    "is_batch, run_s, resumed_at) "
     "VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, %s, "
-    "%s, %s, %s, %s)"
+    "%s, %s, %s, %s, %s, %s)"
 )
 # A fenced write's guard: the run exists and its epoch is not newer than the writer's. The
 # share lock orders the write and a concurrent grant (see the module docstring).
@@ -461,6 +467,8 @@ class PostgresStore(Store):
         usage: str | None = None,
         epoch: int | None = None,
         started_at: float | None = None,
+        run_s: float | None = None,
+        resumed_at: float | None = None,
     ) -> None:
         error_json, error_bit = encode_json(error, _R_ERROR)
         usage_json, usage_bit = encode_json(usage, _R_USAGE)
@@ -470,7 +478,8 @@ class PostgresStore(Store):
             cur = conn.execute(
                 "UPDATE runs SET status = %s, finished_at = %s, error = %s::jsonb, "
                 "usage = COALESCE(%s::jsonb, usage), raw = (raw & %s) | %s, "
-                "started_at = COALESCE(%s, started_at) "
+                "started_at = COALESCE(%s, started_at), run_s = COALESCE(%s, run_s), "
+                "resumed_at = COALESCE(%s, resumed_at) "
                 "WHERE run_id = %s AND (%s::bigint IS NULL OR lease_epoch <= %s::bigint)",
                 (
                     status,
@@ -480,6 +489,8 @@ class PostgresStore(Store):
                     keep,
                     error_bit | usage_bit,
                     started_at,
+                    run_s,
+                    resumed_at,
                     escape(run_id),
                     epoch,
                     epoch,
@@ -836,6 +847,8 @@ def _run_values(r: RunRow) -> tuple[Any, ...]:
         b1 | b2 | b3 | b4,
         FORMAT,
         bool(r.is_batch),
+        r.run_s,
+        r.resumed_at,
     )
 
 
@@ -872,6 +885,8 @@ def _decode_run_row(run_id: str, r: Sequence[Any]) -> RunRow:
         lease_expires=r[12],
         lease_epoch=int(r[13]),
         is_batch=bool(r[16]),
+        run_s=r[17],
+        resumed_at=r[18],
     )
 
 

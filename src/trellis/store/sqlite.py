@@ -119,12 +119,18 @@ _MIGRATIONS: tuple[str, ...] = (
         OR run_id IN (SELECT parent_id FROM runs WHERE parent_id IS NOT NULL)
     );
     """,
+    # 5: run time apart from the start (a resumed run's idle time is not run time), and
+    # when the latest execution began
+    """
+    ALTER TABLE runs ADD COLUMN run_s REAL;
+    ALTER TABLE runs ADD COLUMN resumed_at REAL;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _RUN_COLUMNS = (
     "run_id, flow, status, inputs, started_at, parent_id, item_index, finished_at, error, "
-    "usage, meta, lease_owner, lease_expires, lease_epoch, is_batch"
+    "usage, meta, lease_owner, lease_expires, lease_epoch, is_batch, run_s, resumed_at"
 )
 _SQLITE = Dialect(
     mark="?",
@@ -274,7 +280,7 @@ class SQLiteStore(Store):
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 f"INSERT INTO runs ({_RUN_COLUMNS}, format) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ((*_run_values(r), FORMAT) for r in rows),
             )
             db.execute("COMMIT")
@@ -305,12 +311,26 @@ class SQLiteStore(Store):
         usage: str | None = None,
         epoch: int | None = None,
         started_at: float | None = None,
+        run_s: float | None = None,
+        resumed_at: float | None = None,
     ) -> None:
         cur = self._db.execute(
             "UPDATE runs SET status = ?, finished_at = ?, error = ?, usage = COALESCE(?, usage), "
-            "started_at = COALESCE(?, started_at) "
+            "started_at = COALESCE(?, started_at), run_s = COALESCE(?, run_s), "
+            "resumed_at = COALESCE(?, resumed_at) "
             "WHERE run_id = ? AND (? IS NULL OR lease_epoch <= ?)",
-            (status, finished_at, error, usage, started_at, run_id, epoch, epoch),
+            (
+                status,
+                finished_at,
+                error,
+                usage,
+                started_at,
+                run_s,
+                resumed_at,
+                run_id,
+                epoch,
+                epoch,
+            ),
         )
         if cur.rowcount != 1:
             self._refused(run_id, epoch)
@@ -600,6 +620,8 @@ def _run_values(r: RunRow) -> tuple[Any, ...]:
         r.lease_expires,
         r.lease_epoch,
         int(r.is_batch),
+        r.run_s,
+        r.resumed_at,
     )
 
 
@@ -632,6 +654,8 @@ def _row_of(r: Sequence[Any]) -> RunRow:
         lease_expires=r[12],
         lease_epoch=r[13],
         is_batch=bool(r[14]),
+        run_s=r[15],
+        resumed_at=r[16],
     )
 
 

@@ -251,6 +251,21 @@ class StoreConformance:
         store.update_run("item", status="done", finished_at=1010.0)
         assert store.get_run("item").started_at == 1005.5  # type: ignore[union-attr]
 
+    def test_run_time_and_resume_time_are_kept_until_set_again(self, store: Store) -> None:
+        store.create_run(run_row("r", started_at=1000.0, resumed_at=1000.0))
+        row = store.get_run("r")
+        assert row is not None and (row.run_s, row.resumed_at) == (None, 1000.0)
+        store.update_run("r", status="failed", finished_at=1003.0, run_s=2.75)
+        row = store.get_run("r")
+        assert row is not None and (row.run_s, row.duration_s) == (2.75, 2.75)
+        store.update_run("r", status="running", resumed_at=5000.0)  # resumed much later
+        row = store.get_run("r")
+        assert row is not None and (row.run_s, row.resumed_at) == (2.75, 5000.0)
+        assert row.duration_s is None  # not ended
+        store.update_run("r", status="done", finished_at=5001.0, run_s=3.5)
+        row = store.get_run("r")
+        assert row is not None and (row.started_at, row.duration_s) == (1000.0, 3.5)
+
     def test_is_batch_is_a_recorded_field_and_a_filter(self, store: Store) -> None:
         store.create_run(run_row("solo", started_at=1.0))
         store.create_runs(
