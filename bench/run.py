@@ -109,6 +109,7 @@ GROUPS: dict[str, str] = {
     "scale_batch": "scale_batch_workloads",
     "scale_llm": "scale_llm_workloads",
     "startup": "startup_workloads",
+    "http": "http_workloads",
 }
 LANGGRAPH = "langgraph_workloads"
 

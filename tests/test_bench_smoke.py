@@ -42,6 +42,7 @@ UI = {"ui_runs_page_ms", "ui_big_run_page_ms"}
 SCALE_BATCH = {"batch_rss_ratio_20000", "show_batch_ratio_20000"}
 SCALE_LLM = {"llm_path_ratio_10000", "llm_inflight_ratio_10000"}
 STARTUP = {"startup_ratio_run", "startup_ratio_help"}
+HTTP = {"http_rps_ratio_vs_aiohttp", "http_cpu_ms_per_request"}
 FIGURES = {
     "chain_overhead_us_per_step",
     "chain_overhead_us_per_step_async",
@@ -64,6 +65,7 @@ FIGURES = {
     *SCALE_BATCH,
     *SCALE_LLM,
     *STARTUP,
+    *HTTP,
 }
 GOALS = {
     "chain_overhead_us_per_step",
@@ -83,6 +85,7 @@ GOALS = {
     *SCALE_BATCH,
     *SCALE_LLM,
     *STARTUP,
+    *HTTP,
 }
 LANGGRAPH_FIGURES = {
     "chain_overhead_us_per_step",

@@ -49,7 +49,7 @@ from trellis.errors import (
 )
 from trellis.models.base import Model, ModelRequest, ModelResponse, Usage
 from trellis.models.tokens import estimate_request_tokens, estimate_tokens
-from trellis.providers._client import make_client
+from trellis.providers._client import HTTPClientChoice, make_client
 from trellis.providers._errors import (
     ErrorBody,
     classify_error,
@@ -94,6 +94,9 @@ class HTTPOptions(BaseModel):
     ``stream``: use SSE streaming; ``stream_idle_timeout``: seconds without any bytes on a
     stream before the attempt fails (default: ``timeout``). ``rpm`` / ``tpm``: client-side
     requests / tokens per minute for this model, shared by every run of the engine.
+    ``http_client``: what carries the requests: ``aiohttp``'s connection pool, ``httpx``'s
+    own, or ``auto`` (default: aiohttp when installed, else httpx; see
+    :mod:`trellis.providers._client`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -109,6 +112,7 @@ class HTTPOptions(BaseModel):
     stream_idle_timeout: float | None = Field(default=None, gt=0)
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
+    http_client: HTTPClientChoice = "auto"
 
     @field_validator(
         "base_url",
@@ -260,6 +264,7 @@ class HTTPModel(Model):
                 timeout=self.options.timeout,
                 connect_timeout=self.options.connect_timeout,
                 transport=self._transport,
+                http_client=self.options.http_client,
             )
             self._client_loop = loop
         return client
