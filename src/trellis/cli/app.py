@@ -1,9 +1,10 @@
 """The ``trellis`` command: ``run``, ``check``, ``resume``, ``approve``, ``reply``, ``runs``,
 ``show``, ``cache``, wired from the other cli modules.
 
-The commands' declarations (their options and help) load without the engine: what a
-command does is imported when it runs, so ``trellis --help`` and ``trellis CMD --help``
-start fast (tests/cli/test_cli_startup.py holds them to it)."""
+The commands' declarations (their options and help) load without the engine, the store,
+asyncio or rich (typer loads rich for a help screen): what a command does is imported when
+it runs, so ``trellis --help`` and ``trellis CMD --help`` start fast, and a run loads only
+what it uses (tests/cli/test_cli_startup.py and test_startup_modules.py hold them to it)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from trellis import __version__
 from trellis.cli.cache import cache_app
@@ -120,6 +120,8 @@ def check(
 
     Example: `trellis check examples/feedback_triage.py:flow -c examples/trellis.toml`
     """
+    from rich.console import Console
+
     from trellis.cli.check import describe_flow, render_flow
     from trellis.cli.settings import apply_model_overrides, load_config
     from trellis.cli.target import load_flow

@@ -37,8 +37,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from trellis.cli.errors import CliError, configuration_error
-from trellis.cli.files import check_not_input, write_atomic
+from trellis.cli.errors import configuration_error
+from trellis.cli.files import check_output_path, write_atomic
 from trellis.cli.formats import fmt_cost, fmt_usd
 from trellis.cli.inputs import Item
 from trellis.cli.jsonout import json_text
@@ -197,19 +197,6 @@ class BatchRun:
             disable=console is None or not console.is_terminal,
             transient=False,
         )
-
-
-def check_output_path(path: Path | None, input_file: Path | None = None) -> None:
-    """Fail before running anything if the results could not be written (or would be
-    written over the input file)."""
-    if path is None or str(path) == "-":
-        return
-    check_not_input(path, input_file)
-    if path.is_dir():
-        raise CliError(f"--output {str(path)!r} is a directory; give a file name")
-    parent = path.parent
-    if not parent.is_dir():
-        raise CliError(f"--output {str(path)!r}: folder {str(parent)!r} does not exist")
 
 
 def result_lines(items: Sequence[Item], results: Sequence[RunResult | None]) -> list[str | None]:

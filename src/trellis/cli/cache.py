@@ -15,8 +15,6 @@ import typer
 from trellis.cli.errors import command
 from trellis.cli.jsonout import json_text
 from trellis.cli.options import StoreOption, json_flag
-from trellis.cli.stores import reading_store
-from trellis.store.base import CacheStats
 
 __all__ = ["cache_app", "clear", "stats"]
 
@@ -50,6 +48,9 @@ def stats(
 ) -> None:
     """How many replies the cache holds, how many have expired, how often it was hit, and
     how many bytes the cached values take."""
+    from trellis.cli.stores import reading_store  # the store loads when the command runs
+    from trellis.store.base import CacheStats
+
     with reading_store(store) as (opened, url):
         if opened is None:
             result = CacheStats(entries=0, expired=0, hits=0, bytes=0)
@@ -81,6 +82,8 @@ def clear(
     store: StoreOption = None,
 ) -> None:
     """Remove every cached reply (or only the expired ones). Recorded runs are kept."""
+    from trellis.cli.stores import reading_store  # the store loads when the command runs
+
     with reading_store(store) as (opened, url):
         removed = 0
         if opened is not None:

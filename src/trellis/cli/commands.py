@@ -4,6 +4,9 @@ Both return the exit code; a usage or configuration problem is raised as :class:
 With a store (the default) runs are durable: a run id that completed returns its recorded
 result, an incomplete one resumes, and a batch is a parent run whose items are child runs.
 A locked run, a changed step or an unusable store is one ``error:`` line (exit 2).
+
+What only a batch, a table or a resume needs (the progress bar, the summary, rich's
+tables, the read model) is imported where it is used: a quiet single run loads none of it.
 """
 
 from __future__ import annotations
@@ -16,12 +19,10 @@ import json
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
-from trellis.cli.batch import BatchRun, check_output_path, write_results
 from trellis.cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -30,27 +31,26 @@ from trellis.cli.errors import (
     CliError,
     configuration_error,
 )
+from trellis.cli.files import check_output_path
 from trellis.cli.formats import fmt_cost, fmt_seconds
 from trellis.cli.inputs import Item, parse_input, read_items
 from trellis.cli.jobs import BatchJob, OneRun, RunOptions
 from trellis.cli.jsonout import json_text
 from trellis.cli.leases import DEFAULT_LEASE_TTL, wait_for_dead_leases
 from trellis.cli.otel import otlp_tracer
-from trellis.cli.render import answer_commands, render_result, render_summary
 from trellis.cli.run_meta import build_meta
 from trellis.cli.settings import Settings, make_settings
 from trellis.cli.stores import open_cli_store, store_url
 from trellis.cli.target import load_flow
-from trellis.cli.tokens import TokenPrinter
-from trellis.engine.durable import first_changed_item, open_batch, recorded_batch_inputs
 from trellis.engine.engine import new_run_id
-from trellis.engine.records import batch_items, recorded_usage, step_statuses
 from trellis.engine.results import RunResult, Stats
-from trellis.engine.summary import BatchSummary, WaitingStep
 from trellis.errors import InputError, RunLockedError, StepChangedError, StoreError
 from trellis.flow.flow import Flow
 from trellis.store.base import RunRow, Store
 from trellis.store.codec import decode, encode
+
+if TYPE_CHECKING:
+    from trellis.engine.summary import BatchSummary
 
 __all__ = [
     "DURABLE_ERRORS",
@@ -102,7 +102,11 @@ async def _one(
     meta: Mapping[str, Any] | None,
     stream_step: str | None = None,
 ) -> RunResult:
-    observers = [TokenPrinter(stream_step)] if stream_step is not None else []
+    observers = []
+    if stream_step is not None:
+        from trellis.cli.tokens import TokenPrinter
+
+        observers.append(TokenPrinter(stream_step))
     async with settings.engine() as engine:
         try:
             return await engine.run(
@@ -172,6 +176,8 @@ def run_once(flow: Flow, settings: Settings, job: OneRun) -> int:
             note = f"run {run_id} already completed: its recorded result (nothing was run)"
         else:
             wait_for_dead_leases(store, [existing], echo=_note)
+            from trellis.engine.records import step_statuses
+
             statuses = step_statuses(store, existing.run_id).values()
             recorded = sum(status == "done" for status in statuses)
             note = f"resuming run {run_id} ({recorded} step(s) done before)"
@@ -206,6 +212,9 @@ def print_result(result: RunResult, store: str | None, *, quiet: bool, as_json: 
         if result.ok:
             typer.echo(f"done in {fmt_seconds(result.duration_s)}")
         elif result.status == "waiting":
+            from trellis.cli.render import answer_commands
+            from trellis.engine.summary import WaitingStep
+
             for w in WaitingStep.of(result):
                 command = answer_commands(w.run_id, w.step, w.question, store)[0]
                 typer.echo(f"waiting: step {w.step!r} asks {w.question.get('type')}: {command}")
@@ -213,11 +222,17 @@ def print_result(result: RunResult, store: str | None, *, quiet: bool, as_json: 
             err = result.error
             typer.echo(f"failed: {err.type}: {err.message}" if err else "failed", err=True)
     else:
+        from rich.console import Console
+
+        from trellis.cli.render import render_result
+
         render_result(Console(), result, store)
 
 
 def recorded_items(store: Store, batch_id: str) -> list[Item]:
     """A recorded batch's items, in input order, from its child runs."""
+    from trellis.engine.durable import recorded_batch_inputs
+
     return [Item(inputs, run_id) for run_id, inputs in recorded_batch_inputs(store, batch_id)]
 
 
@@ -230,6 +245,8 @@ def _open_durable_batch(
 ) -> tuple[list[Item], RunRow | None]:
     """Record a new batch (parent and items) before anything runs, or check a recorded
     one; returns the items (a recorded batch's own) and the recorded parent row, if any."""
+    from trellis.engine.durable import first_changed_item, open_batch
+
     existing = store.get_run(batch_id)
     if existing is None:
         if items is None:
@@ -271,6 +288,12 @@ def run_batch(flow: Flow, settings: Settings, job: BatchJob) -> int:
     output file gets every item, in input order, exactly once. A configuration error
     stops the batch (every item would fail alike) and says how to resume it once fixed;
     Ctrl-C stops it, prints what was spent and how to resume it (exit 130)."""
+    from rich.console import Console
+
+    from trellis.cli.batch import BatchRun, write_results
+    from trellis.cli.render import answer_commands, render_summary
+    from trellis.engine.records import batch_items
+
     output, display = job.output, job.display
     check_output_path(output, job.input_file or job.recorded_input)
     items = read_items(flow, job.input_file) if job.input_file is not None else None
@@ -381,6 +404,8 @@ def _with_unfinished_spend(
 ) -> BatchSummary:
     """After Ctrl-C: the summary counts what the items that did not finish spent too (as
     their journals recorded it), so that it shows what was spent, not only what finished."""
+    from trellis.engine.records import batch_items, recorded_usage
+
     spent = Stats()
     for index, row in enumerate(batch_items(store, batch_id)):
         if index < len(statuses) and statuses[index] is None and row.status != "done":

@@ -6,7 +6,6 @@ variants, runner, selection, report) and :mod:`trellis.eval.plot`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,15 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from trellis.cli.errors import EXIT_FAILED, EXIT_OK, CliError, command
 from trellis.cli.options import ConfigOption, ModelOption, StoreOption, json_flag
@@ -269,6 +259,18 @@ def _execute(target: str, options: EvalOptions) -> int:
     """``trellis eval`` once its options are parsed; returns the exit code."""
     # trellis.eval and the engine are imported here, not at module level: `trellis --help`
     # and every other command start without them.
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     from trellis.cli.settings import apply_model_overrides, load_config
     from trellis.cli.stores import open_cli_store
     from trellis.cli.target import load_flow

@@ -17,7 +17,20 @@ from pathlib import Path
 
 from trellis.cli.errors import CliError
 
-__all__ = ["check_not_input", "write_atomic"]
+__all__ = ["check_not_input", "check_output_path", "write_atomic"]
+
+
+def check_output_path(path: Path | None, input_file: Path | None = None) -> None:
+    """Fail before running anything if the results could not be written (or would be
+    written over the input file)."""
+    if path is None or str(path) == "-":
+        return
+    check_not_input(path, input_file)
+    if path.is_dir():
+        raise CliError(f"--output {str(path)!r} is a directory; give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise CliError(f"--output {str(path)!r}: folder {str(parent)!r} does not exist")
 
 
 def write_atomic(path: Path, text: str | Iterable[str], *, what: str = "--output") -> None:

@@ -8,8 +8,6 @@ import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from trellis.cli.errors import EXIT_OK, CliError, command
 from trellis.cli.formats import fmt_usd
@@ -20,9 +18,10 @@ from trellis.cli.options import (
     json_flag,
     model_option,
 )
-from trellis.cli.stores import find_run, store_of_run
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from trellis.history import RunDiff
 
 __all__ = ["diff", "fork"]
@@ -93,6 +92,7 @@ def _fork(
     from trellis.cli.jobs import BatchJob, Display, OneRun
     from trellis.cli.resuming import recorded_settings
     from trellis.cli.run_meta import redact_model_overrides
+    from trellis.cli.stores import find_run, store_of_run
     from trellis.engine.engine import new_run_id
     from trellis.history import prepare_fork
 
@@ -143,7 +143,10 @@ def diff(
 ) -> int:
     """Show per step (per item for batches) what differs between two recorded runs: the
     route (a step's status), its output, cost and latency. Exit code 0."""
+    from rich.console import Console
+
     from trellis.cli.commands import DURABLE_ERRORS  # not at start-up of every command
+    from trellis.cli.stores import store_of_run
     from trellis.history import diff_runs
 
     with store_of_run(store, run_a) as opened:
@@ -168,6 +171,8 @@ def _money(value: float | None) -> str:
 
 
 def render_diff(console: Console, result: RunDiff) -> None:
+    from rich.table import Table
+
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     if result.items:

@@ -16,14 +16,10 @@ from collections import Counter
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.text import Text
 
 from trellis.cli.errors import CliError, command
 from trellis.cli.jsonout import json_text
 from trellis.cli.options import StoreOption, json_flag
-from trellis.cli.stores import find_run, reading_store, store_of_run
 
 __all__ = ["runs", "show"]
 
@@ -75,8 +71,13 @@ def runs(
 
     Example: `trellis runs --flow triage --status failed --json`
     """
-    # The read model and the views load when the command runs, not for `--help`.
+    # The read model, the store and the views load when the command runs, not for `--help`.
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.text import Text
+
     from trellis.cli.run_views import runs_table
+    from trellis.cli.stores import reading_store
     from trellis.engine.records import UNREADABLE_ERRORS, Waiting, list_entries, waiting_of
 
     waiting: dict[str, Waiting] = {}
@@ -187,7 +188,10 @@ def show(
 
     Example: `trellis show 20250101-120000-1a2b3c4d --json`
     """
+    from rich.console import Console
+
     from trellis.cli.run_views import ItemRows, render_batch, render_run
+    from trellis.cli.stores import find_run, store_of_run
     from trellis.engine.records import (
         UNREADABLE_ERRORS,
         StepOrder,

@@ -2,6 +2,9 @@
 renews and fences them): ``--lease-ttl``'s default, waiting out the leases of a dead
 process of this host before resuming (a zombie counts as dead; a live holder is refused
 in one line, exit 2), and SIGTERM stopping a command as Ctrl-C does.
+
+Every command installs the SIGTERM handler at start-up, so the engine's lease module and
+the store load only when leases are waited for (``owner_is_dead`` is its re-export).
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from trellis.cli.errors import CliError
-from trellis.engine.lease import owner_is_dead
-from trellis.store.base import RunRow, Store
+
+if TYPE_CHECKING:
+    from trellis.engine.lease import owner_is_dead
+    from trellis.store.base import RunRow, Store
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
@@ -23,6 +29,15 @@ __all__ = [
 ]
 
 DEFAULT_LEASE_TTL = 30.0
+
+
+def __getattr__(name: str) -> Any:
+    """``owner_is_dead`` (re-exported from :mod:`trellis.engine.lease`) loads on first use."""
+    if name == "owner_is_dead":
+        from trellis.engine.lease import owner_is_dead
+
+        return owner_is_dead
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def release_leases_on_sigterm() -> None:
@@ -50,6 +65,8 @@ def wait_for_dead_leases(
 ) -> None:
     """Before resuming ``rows``: wait for the leases a dead process of this host left on
     them to expire; raise :class:`CliError` if one is held by a live (or unknown) process."""
+    from trellis.engine.lease import owner_is_dead
+
     now = time.time()
     until = 0.0
     dead: set[str] = set()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -41,6 +38,10 @@ def _server(script: Path | None, faults: list[str], **kwargs: Any) -> MockServer
 
 
 async def _serve(server: MockServer) -> None:
+    import asyncio  # not at start-up of every command
+    import contextlib
+    import signal
+
     try:
         await server.start()
     except OSError as exc:
@@ -194,6 +195,8 @@ def mock_server(
         )
         if host not in _LOOPBACK:
             typer.echo(f"warning: listening on {host}, reachable beyond this machine", err=True)
+        import asyncio
+
         asyncio.run(_serve(server))
     except KeyboardInterrupt:
         return None

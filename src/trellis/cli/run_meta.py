@@ -21,7 +21,6 @@ from trellis.cli.jobs import RunOptions
 from trellis.cli.leases import DEFAULT_LEASE_TTL
 from trellis.cli.settings import Settings, parse_model_override
 from trellis.cli.target import Target
-from trellis.engine.records import recorded_meta
 from trellis.redact import redact_options
 from trellis.store.base import RunRow, Store
 
@@ -140,6 +139,8 @@ def meta_of(store: Store, row: RunRow, *, answer: str) -> RunMeta:
     """How ``row`` was started by ``trellis run``; a batch item without its own meta uses
     its batch's (and is resumed as a single run). A run started from Python records no
     flow target: a CliError ending with ``answer``, how to continue it from Python."""
+    from trellis.engine.records import recorded_meta  # the read model: resumes only
+
     data, inherited = recorded_meta(store, row)
     if "target" not in data:
         raise CliError(

@@ -52,17 +52,21 @@ class Settings:
     def engine(self) -> Engine:
         """A new engine. Every bound role's provider and options are checked first, so a
         typo in a binding is one error now rather than a failure in every item later."""
-        from trellis.cluster import executor_from_spec  # the engine loads with its first use
-        from trellis.engine.engine import Engine
+        from trellis.engine.engine import Engine  # the engine loads with its first use
 
+        executor = None
         try:
+            if self.executor:  # Ray's executor loads only when --executor asks for it
+                from trellis.cluster import executor_from_spec
+
+                executor = executor_from_spec(self.executor)
             engine = Engine(
                 config=self.config,
                 budget=self.batch_budget,
                 store=self.store,
                 cache=self.cache,
                 lease_ttl=self.lease_ttl,
-                executor=executor_from_spec(self.executor) if self.executor else None,
+                executor=executor,
                 tracing=self.tracing,
                 record_prompts=self.record_prompts,
             )

@@ -8,7 +8,6 @@ import typer
 
 from trellis.cli.errors import CliError, command
 from trellis.cli.options import StoreOption
-from trellis.cli.stores import open_existing_store, store_url
 from trellis.errors import ConfigurationError, InputError
 
 __all__ = ["ui"]
@@ -22,6 +21,7 @@ def make_answerer(url: str | None) -> Any:
 
     def answer(run: str, step: str, value: Any, approval: bool) -> str:
         from trellis.cli.answering import answer_waiting_step  # loads the engine
+        from trellis.cli.stores import open_existing_store, store_url
 
         opened = open_existing_store(url)
         if opened is None:
@@ -66,6 +66,8 @@ def ui(
         from trellis.ui.server import serve
     except (ImportError, ConfigurationError) as exc:
         raise CliError(INSTALL_HINT) from exc
+    from trellis.cli.stores import open_existing_store, store_url
+
     url = store_url(store)
     token = new_token()
     settings = UiSettings(

@@ -1,0 +1,161 @@
+"""What ``trellis --help`` and a ``sim:`` run import: what they use, and nothing heavy
+they do not (the HTTP client and TLS, the mock server, OpenTelemetry, the web UI, the eval
+code, Ray's executor, the progress bar...). Start-up time is mostly imports
+(bench/startup_workloads.py measures it); each check runs the real command in a fresh
+interpreter, since this test process has imported everything.
+
+A run does import ``ssl``: ``asyncio`` itself does, and a run needs asyncio.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+#: Modules (and their submodules) no help screen imports. (Not pydantic: typer itself
+#: imports it to check the values of ``trellis CMD``'s options, --help included.)
+NOT_FOR_HELP = (
+    "asyncio",
+    "ssl",
+    "sqlite3",
+    "httpx",
+    "trellis.store",
+    "trellis.engine",
+    "trellis.flow",
+    "trellis.models",
+    "trellis.providers",
+    "trellis.cluster",
+    "trellis.mockserver",
+    "trellis.eval",
+    "trellis.ui",
+    "trellis.cli.commands",
+    "trellis.cli.stores",
+    "rich.progress",
+    "opentelemetry",
+    "starlette",
+    "uvicorn",
+    "aiohttp",
+    "ray",
+)
+
+#: Modules a one-item ``--quiet`` run on ``sim:`` does not import.
+NOT_FOR_A_SIM_RUN = (
+    "httpx",
+    "trellis.providers.openai",
+    "trellis.providers.anthropic",
+    "trellis.providers.ratelimit",
+    "trellis.mockserver",
+    "trellis.eval",
+    "trellis.ui",
+    "trellis.cluster",
+    "trellis.history",
+    "trellis.cli.batch",
+    "trellis.cli.render",
+    "trellis.cli.resuming",
+    "trellis.cli.answering",
+    "trellis.engine.summary",
+    "trellis.engine.spend",
+    "rich.progress",
+    "rich.table",
+    "rich.markdown",
+    "opentelemetry",
+    "starlette",
+    "uvicorn",
+    "aiohttp",
+    "ray",
+)
+
+FLOW = """
+from pydantic import BaseModel
+
+import trellis as tl
+
+
+class Label(BaseModel):
+    label: str
+
+
+flow = tl.Flow("startup", inputs={"text": str})
+
+
+@flow.step
+async def classify(text: str, llm: tl.LLM) -> Label:
+    return await llm.generate(f"Classify: {text}", output=Label, model="small")
+"""
+
+#: ``trellis ARGS`` as the console script runs it, then the modules it left loaded.
+PROBE = """
+import json, sys
+sys.argv = ["trellis", *json.loads(sys.argv[1])]
+from trellis.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+sys.stdout.flush()
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
+"""
+
+
+def _modules_of(args: list[str], cwd: Path) -> tuple[object, set[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=cwd,
+        timeout=60,
+    )
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    return report["code"], set(report["modules"])
+
+
+def _heavy(loaded: set[str], banned: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in loaded if any(m == b or m.startswith(b + ".") for b in banned))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["run", "--help"], ["eval", "--help"], ["cache", "--help"], ["ui", "--help"]],
+    ids=" ".join,
+)
+def test_help_imports_nothing_heavy(args: list[str], tmp_path: Path) -> None:
+    code, loaded = _modules_of(args, tmp_path)
+    assert code in (0, None)
+    assert "typer" in loaded
+    heavy = _heavy(loaded, NOT_FOR_HELP)
+    assert not heavy, f"`trellis {' '.join(args)}` imported {heavy[:10]}"
+
+
+def _sim_run(tmp_path: Path, *extra: str) -> tuple[object, set[str]]:
+    (tmp_path / "startup_flow.py").write_text(FLOW)
+    args = ["run", "startup_flow.py:flow", "--model", "small=sim:small"]
+    store = ["--store", f"sqlite:///{tmp_path / 'runs.db'}"]
+    return _modules_of([*args, *store, *extra], tmp_path)
+
+
+def test_a_quiet_sim_run_imports_only_what_it_uses(tmp_path: Path) -> None:
+    code, loaded = _sim_run(tmp_path, "--input", '{"text": "The app keeps crashing"}', "--quiet")
+    assert code in (0, None)
+    assert {"trellis.engine.engine", "trellis.models.sim", "trellis.store.sqlite"} <= loaded
+    heavy = _heavy(loaded, NOT_FOR_A_SIM_RUN)
+    assert not heavy, f"a quiet sim: run imported {heavy[:10]}"
+
+
+def test_what_a_batch_and_a_table_use_still_loads(tmp_path: Path) -> None:
+    """The lazy imports are there when they are needed: a batch's progress bar and
+    summary, a single run's table."""
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"text": "a"}\n{"text": "b"}\n')
+    code, loaded = _sim_run(tmp_path, "--input-file", str(items))
+    assert code in (0, None)
+    assert {"trellis.cli.batch", "trellis.engine.summary", "rich.progress"} <= loaded
+    code, loaded = _sim_run(tmp_path, "--input", '{"text": "a"}')
+    assert code in (0, None)
+    assert {"trellis.cli.render", "rich.table"} <= loaded
