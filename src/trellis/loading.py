@@ -16,8 +16,12 @@ from typing import Any
 
 from trellis.errors import ConfigurationError
 
-__all__ = ["load_callable"]
+__all__ = ["FILE_MODULE_MARK", "load_callable"]
 
+
+#: Set (to its path) in a module Trellis loaded from a file path rather than imported by
+#: name: what cannot be imported by name in another process (see the Ray executor).
+FILE_MODULE_MARK = "__trellis_source_file__"
 
 def load_callable(spec: str, *, what: str) -> Callable[..., Any]:
     """The callable ``spec`` names. ``what`` says what it is for the error message, e.g.

@@ -76,3 +76,43 @@ def test_a_batch_budget_on_ray_holds_over_the_batch_and_its_resume(
     # The resume counts what the batch spent (the durable tally the driver kept in sync).
     assert sent_after == 3, (again.stdout, again.stderr)
     assert "3 request(s)" in again.stdout + again.stderr
+
+
+FLOW_FILE = '''
+from pydantic import BaseModel
+
+import trellis as tl
+
+
+class Doubled(BaseModel):
+    value: int
+
+
+flow = tl.Flow("from_a_file", inputs={"x": int})
+
+
+@flow.step
+def double(x: int) -> Doubled:
+    return Doubled(value=2 * x)
+'''
+
+
+def test_a_flow_given_by_file_path_runs_on_workers_that_cannot_import_it(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    """The workers' Python path has only the tests' folder, not the flow file's: its module
+    (and the pydantic model defined in it) reaches them by value. Before, every item
+    failed with ModuleNotFoundError on the workers."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "doubling_flow_on_ray.py").write_text(FLOW_FILE)
+    items = write_items(tmp_path / "items.jsonl", numbers(4))
+    out = tmp_path / "out.jsonl"
+    result = invoke(
+        "run", f"{folder / 'doubling_flow_on_ray.py'}:flow", "--input-file", str(items),
+        "--no-store", "--executor", "ray", "--output", str(out), "-n", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["done"] * 4
+    assert [r["outputs"]["double"]["value"] for r in rows] == [0, 2, 4, 6]

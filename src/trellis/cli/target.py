@@ -21,6 +21,7 @@ from typing import Any
 from trellis.cli.errors import CliError
 from trellis.errors import FlowDefinitionError
 from trellis.flow.flow import Flow
+from trellis.loading import FILE_MODULE_MARK
 from trellis.tracebacks import user_location
 
 __all__ = ["Target", "load_flow", "parse_target"]
@@ -82,6 +83,9 @@ def _import_file(source: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise CliError(f"cannot import {source}: not a Python file")
     module = importlib.util.module_from_spec(spec)
+    # Loaded from a path, not importable by name elsewhere: an executor's workers are sent
+    # its code by value (trellis.cluster.ray_executor).
+    module.__dict__[FILE_MODULE_MARK] = str(resolved)
     sys.modules[name] = module  # pydantic and dataclasses look their module up by name
     try:
         spec.loader.exec_module(module)

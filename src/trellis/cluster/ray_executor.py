@@ -33,6 +33,7 @@ import contextlib
 import itertools
 import math
 import secrets
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -44,6 +45,7 @@ from trellis.engine.budget import BudgetGuard
 from trellis.engine.executor import BatchItem, BatchWork, EngineRecipe
 from trellis.engine.results import RunResult
 from trellis.errors import ConfigurationError, WorkerLostError
+from trellis.loading import FILE_MODULE_MARK
 from trellis.store import Store
 
 __all__ = ["RayExecutor", "executor_from_spec"]
@@ -213,6 +215,7 @@ class RayExecutor:
             (work.items[i : i + size], 0) for i in range(0, len(work.items), size)
         )
         key, limits = await self._start_limits(ray, work)
+        send_file_modules_by_value(ray)
         flow_ref = ray.put(work.flow)
         guard = work.batch_guard if limits is not None and limits.budget is not None else None
 
@@ -339,3 +342,13 @@ def executor_from_spec(spec: str, *, workers: int = 2) -> RayExecutor | None:
     raise ConfigurationError(
         f"--executor {spec!r}: expected local, ray, ray:auto or ray://HOST:PORT"
     )
+
+
+def send_file_modules_by_value(ray: Any) -> None:
+    """Have the flow modules loaded from a file path (``trellis run path/flow.py:flow``)
+    sent to the workers by value: a worker is another process, maybe on another machine,
+    where that module cannot be imported by its name (without this the workers fail with
+    ``ModuleNotFoundError`` unless they happen to run in the file's folder)."""
+    for module in list(sys.modules.values()):
+        if getattr(module, FILE_MODULE_MARK, None) is not None:
+            ray.cloudpickle.register_pickle_by_value(module)
