@@ -222,9 +222,11 @@ async def test_a_sleeping_consumer_never_holds_the_run_and_loses_nothing_but_mer
     ends = [e for e in events if isinstance(e, AttemptFinished)]
     assert len(starts) == len(ends) == width  # ... nothing else was dropped
     assert isinstance(events[-1], RunFinished)
-    # merged or not, every streamed character arrives (elements interleave: compare totals)
-    streamed = "".join(e.text for e in events if isinstance(e, TokenDelta))
-    assert sorted(streamed) == sorted("".join(stream.result.outputs["say"]))
+    # merged or not, each element's text arrives whole and in order (deltas of different
+    # elements are never merged together)
+    for index, said in enumerate(stream.result.outputs["say"]):
+        streamed = "".join(e.text for e in events if isinstance(e, TokenDelta) and e.index == index)
+        assert streamed == said, index
 
 
 def test_the_buffer_merges_only_deltas_and_only_past_its_limit() -> None:
@@ -232,12 +234,43 @@ def test_the_buffer_merges_only_deltas_and_only_past_its_limit() -> None:
     buffer(TokenDelta(run_id="r", step="a", text="x"))
     buffer(TokenDelta(run_id="r", step="a", text="y"))
     buffer(TokenDelta(run_id="r", step="a", text="z"))  # full: kept, later ones merge
+    buffer(TokenDelta(run_id="r", step="a", text="?"))  # merged into "z"
     buffer(StepStarted(run_id="r", step="b"))  # never dropped, even when full
-    buffer(TokenDelta(run_id="r", step="a", text="!"))  # merged into "z"
+    buffer(TokenDelta(run_id="r", step="a", text="!"))  # not merged back past that event
+    buffer(TokenDelta(run_id="r", step="a", text="."))  # merged into "!"
     buffer(TokenDelta(run_id="r", step="b", text="1"))  # the first of b past the limit: kept
     taken = buffer.take()
-    assert [getattr(e, "text", None) for e in taken] == ["x", "y", "z!", None, "1"]
-    assert buffer.coalesced == 1 and len(buffer) == 0
+    assert [getattr(e, "text", None) for e in taken] == ["x", "y", "z?", None, "!.", "1"]
+    assert buffer.coalesced == 2 and len(buffer) == 0
+
+
+def test_merged_deltas_keep_their_attempt_and_never_cross_an_attempt_event() -> None:
+    """A retried call's second attempt streams after AttemptRetried: its text is never
+    glued to the first attempt's, and two elements streaming at once keep their own."""
+    buffer = EventBuffer(limit=1)
+    first, second, other = (None, None, 1, 1), (None, None, 1, 2), (3, None, 1, 1)
+    buffer(StepStarted(run_id="r", step="a"))  # the buffer is full from here on
+    buffer.delta("r", "a", "Hel", first)
+    buffer.delta("r", "a", "lo", first)  # past the limit: merged into "Hel"
+    buffer.delta("r", "a", "Ot", other)  # another element's: a place of its own
+    buffer.delta("r", "a", "her", other)
+    retried = AttemptRetried(
+        run_id="r", step="a", call=1, attempt=1, model="m", mode="timeout", wait_s=0.1
+    )
+    buffer(retried)
+    buffer.delta("r", "a", "Hi", second)
+    buffer.delta("r", "a", "!", second)
+    taken = buffer.take()
+    described = [
+        (type(e).__name__, getattr(e, "text", None), getattr(e, "part", None)) for e in taken
+    ]
+    assert described == [
+        ("StepStarted", None, None),
+        ("TokenDelta", "Hello", first),
+        ("TokenDelta", "Other", other),
+        ("AttemptRetried", None, None),
+        ("TokenDelta", "Hi!", second),
+    ]
 
 
 async def test_a_resume_streams_only_what_runs_after_the_crash(tmp_path: Path) -> None:
@@ -347,7 +380,7 @@ def test_a_lone_buffer_takes_deltas_as_text_and_the_events_are_the_same() -> Non
         emitter = Emitter([buffer])
         for n, (step, text) in enumerate(pieces):
             if emit_delta:
-                emitter.delta("r", step, text)
+                emitter.delta("r", step, text, (None, None, 0, 0))
             else:
                 emitter(TokenDelta(run_id="r", step=step, text=text))
             if n == 2:
@@ -363,24 +396,25 @@ def test_a_lone_buffer_takes_deltas_as_text_and_the_events_are_the_same() -> Non
         == [
             ("TokenDelta", "a", "x"),
             ("TokenDelta", "a", "y"),
-            ("TokenDelta", "b", "12"),
+            ("TokenDelta", "b", "1"),
             ("StepStarted", "c", None),
             ("TokenDelta", "a", "z!"),
+            ("TokenDelta", "b", "2"),
         ]
     )
     seen: list[Event] = []
     both = Emitter([EventBuffer(), seen.append])
-    both.delta("r", "a", "x")
+    both.delta("r", "a", "x", (None, None, 0, 0))
     assert seen == [TokenDelta(run_id="r", step="a", text="x")]
 
 
 def test_a_delta_sink_that_raises_is_dropped_like_any_observer() -> None:
     class Broken(EventBuffer):
-        def delta(self, run_id: str, step: str, text: str, event: Any = None) -> None:
+        def delta(self, run_id: str, step: str, text: str, part: Any, event: Any = None) -> None:
             raise RuntimeError("broken")
 
     emitter = Emitter([Broken()])
-    emitter.delta("r", "a", "x")
-    emitter.delta("r", "a", "y")
+    emitter.delta("r", "a", "x", (None, None, 0, 0))
+    emitter.delta("r", "a", "y", (None, None, 0, 0))
     assert [str(e) for e in emitter.errors] == ["broken"]
     assert emitter.observers == []

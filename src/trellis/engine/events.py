@@ -179,10 +179,33 @@ class AttemptFinished(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TokenDelta(Event):
-    """Text a streaming provider sent for a step's call (deltas may be coalesced)."""
+    """Text a streaming provider sent for one attempt of a step's call: ``call`` and
+    ``attempt`` as in :class:`AttemptStarted`, ``index`` / ``round`` the mapped element
+    / loop round (deltas may be coalesced, only with deltas of the same attempt)."""
 
     step: str
     text: str
+    call: int = 0
+    attempt: int = 0
+    index: int | None = None
+    round: int | None = None
+
+    @property
+    def part(self) -> DeltaPart:
+        """Which attempt the text belongs to: ``(index, round, call, attempt)``."""
+        return (self.index, self.round, self.call, self.attempt)
+
+
+#: The attempt a token delta belongs to: ``(index, round, call, attempt)``.
+DeltaPart = tuple[int | None, int | None, int, int]
+
+
+def token_delta(run_id: str, step: str, text: str, part: DeltaPart) -> TokenDelta:
+    """The :class:`TokenDelta` of ``text`` from attempt ``part`` of ``step``."""
+    index, round_, call, attempt = part
+    return TokenDelta(
+        run_id=run_id, step=step, text=text, call=call, attempt=attempt, index=index, round=round_
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,8 +231,9 @@ class Emitter:
     """Calls each observer with each event; an observer that raises is dropped.
 
     Token deltas come through :meth:`delta`: when the only observer takes deltas as text
-    (``observer.delta(run_id, step, text)``: the buffer of ``engine.stream``), it gets them
-    so, and builds an event only for a delta it does not merge into an earlier one.
+    (``observer.delta(run_id, step, text, part)``: the buffer of ``engine.stream``), it
+    gets them so, and builds an event only for a delta it does not merge into an earlier
+    one.
 
     :class:`StepPartStarted` / :class:`StepPartFinished` (two events per mapped element
     and loop round) are built only when an observer asks for them with a true
@@ -237,14 +261,15 @@ class Emitter:
             self._sink = _delta_sink(self.observers)
             self.parts = _wants_parts(self.observers)
 
-    def delta(self, run_id: str, step: str, text: str) -> None:
-        """A piece of streamed text of ``step``: a :class:`TokenDelta` to every observer."""
+    def delta(self, run_id: str, step: str, text: str, part: DeltaPart) -> None:
+        """A piece of streamed text of attempt ``part`` of ``step``: a :class:`TokenDelta`
+        to every observer."""
         sink = self._sink
         if sink is None:
-            self(TokenDelta(run_id=run_id, step=step, text=text))
+            self(token_delta(run_id, step, text, part))
             return
         try:
-            sink(run_id, step, text)
+            sink(run_id, step, text, part)
         except Exception as exc:  # as for an event: the observer is dropped
             self.errors.append(exc)
             self.observers = []
@@ -256,7 +281,9 @@ def _wants_parts(observers: list[Observer]) -> bool:
     return any(getattr(o, "wants_parts", False) for o in observers)
 
 
-def _delta_sink(observers: list[Observer]) -> Callable[[str, str, str], None] | None:
+def _delta_sink(
+    observers: list[Observer],
+) -> Callable[[str, str, str, DeltaPart], None] | None:
     """The lone observer's ``delta`` method, when it has one."""
     if len(observers) != 1:
         return None

@@ -531,12 +531,13 @@ class _Call:
         scope = self.scope
         run_id = scope.run.result.run_id
         step = scope.record.name
+        part = (scope.index, scope.round, self.call_no, self.attempt)
         parser = PartialParser(self.spec.tp) if self.spec is not None else None
         if parser is not None and not parser.enabled:
             parser = None
 
         def on_text(piece: str) -> None:
-            emit.delta(run_id, step, piece)
+            emit.delta(run_id, step, piece, part)
             if parser is not None:
                 value = parser.feed(piece)
                 if value is not None:

@@ -2,10 +2,14 @@
 
 :class:`EventBuffer` is the observer a stream registers: it never blocks the run (an
 observer is called synchronously on the run's loop) and never drops an event, except that
-token deltas are coalesced: once ``limit`` events wait unread, the deltas of a step that
-follow are merged into one waiting delta instead of each taking a place of its own. So a
-consumer that sleeps holds at most ``limit`` events plus the (few, bounded by the flow's
-size) step and attempt events, however many tokens stream meanwhile.
+token deltas are coalesced: once ``limit`` events wait unread, the deltas of one attempt
+(:attr:`TokenDelta.part`) that follow are merged into its latest waiting delta instead of
+each taking a place of its own. A delta is merged only into one that came after the last
+other event, so merging never moves text before or after a step or attempt event (the
+next attempt's text is never glued to the failed one's), and never mixes two attempts
+(two mapped elements streaming at once keep their own text). So a consumer that sleeps
+holds at most ``limit`` events plus the (few, bounded by the flow's size) step and attempt
+events and a delta after each, however many tokens stream meanwhile.
 
 :class:`EventStream` drives the work in a task while its consumer iterates; the run's
 result is the last event (:class:`~trellis.engine.events.RunFinished`) and, afterwards,
@@ -19,7 +23,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from trellis.engine.events import Event, TokenDelta
+from trellis.engine.events import DeltaPart, Event, TokenDelta, token_delta
 from trellis.engine.results import RunResult
 from trellis.errors import InputError
 
@@ -29,7 +33,7 @@ DEFAULT_LIMIT = 1000
 
 
 class _Merged:
-    """Deltas of one step merged past the limit: the pieces, joined into one
+    """Deltas of one attempt merged past the limit: the pieces, joined into one
     :class:`TokenDelta` only when the consumer takes them (not one event per merge)."""
 
     __slots__ = ("first", "pieces")
@@ -40,7 +44,7 @@ class _Merged:
 
     def event(self) -> TokenDelta:
         first = self.first
-        return TokenDelta(run_id=first.run_id, step=first.step, text="".join(self.pieces))
+        return token_delta(first.run_id, first.step, "".join(self.pieces), first.part)
 
 
 class EventBuffer:
@@ -52,33 +56,46 @@ class EventBuffer:
     in that iteration), and the merged deltas past the limit are kept as pieces joined
     when taken."""
 
-    __slots__ = ("_events", "_latest_delta", "_waiter", "coalesced", "limit")
+    __slots__ = ("_events", "_latest_delta", "_merged", "_waiter", "coalesced", "limit")
 
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
         if limit < 1:
             raise InputError("a stream's buffer must hold at least 1 event")
         self.limit = limit
         self._events: list[Event | _Merged] = []
-        self._latest_delta: dict[tuple[str, str], int] = {}  # (run, step) -> position
+        #: Where each attempt's deltas merge now: (run, step, part) -> position. Emptied by
+        #: every other event, so that no delta merges back past it.
+        self._latest_delta: dict[tuple[str, str, DeltaPart], int] = {}
+        self._merged: list[int] = []  # positions of merged deltas, joined when taken
         self._waiter: asyncio.Future[None] | None = None
         self.coalesced = 0  # deltas merged into an earlier one (for tests and figures)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, TokenDelta):
-            self.delta(event.run_id, event.step, event.text, event)
+            self.delta(event.run_id, event.step, event.text, event.part, event)
             return
+        if self._latest_delta:
+            self._latest_delta.clear()
         self._events.append(event)
         if self._waiter is not None:
             self.wake()
 
-    def delta(self, run_id: str, step: str, text: str, event: TokenDelta | None = None) -> None:
-        """A token delta (the :class:`~trellis.engine.events.Emitter` hands a lone buffer
-        its text: no event is built for a delta that merges)."""
+    def delta(
+        self,
+        run_id: str,
+        step: str,
+        text: str,
+        part: DeltaPart,
+        event: TokenDelta | None = None,
+    ) -> None:
+        """A token delta of attempt ``part`` (the :class:`~trellis.engine.events.Emitter`
+        hands a lone buffer its text: no event is built for a delta that merges)."""
         events = self._events
         # Below the limit a delta is appended and nothing else is tracked; past it, each
-        # step's newest delta is remembered, and later deltas of that step merge into it.
+        # attempt's newest delta since the last other event is remembered, and later
+        # deltas of that attempt merge into it.
         if len(events) >= self.limit:
-            key = (run_id, step)
+            key = (run_id, step, part)
             at = self._latest_delta.get(key)
             if at is not None:
                 older = events[at]
@@ -87,10 +104,11 @@ class EventBuffer:
                 else:
                     assert isinstance(older, TokenDelta)
                     events[at] = _Merged(older, text)
+                    self._merged.append(at)
                 self.coalesced += 1
                 return
             self._latest_delta[key] = len(events)
-        events.append(event or TokenDelta(run_id=run_id, step=step, text=text))
+        events.append(event or token_delta(run_id, step, text, part))
         if self._waiter is not None:
             self.wake()
 
@@ -101,12 +119,13 @@ class EventBuffer:
         """Every waiting event, oldest first (the buffer is then empty)."""
         taken = self._events
         self._events = []
-        if self._latest_delta:  # merges happen only at these positions
-            for at in self._latest_delta.values():
+        self._latest_delta.clear()
+        if self._merged:
+            for at in self._merged:
                 merged = taken[at]
-                if isinstance(merged, _Merged):
-                    taken[at] = merged.event()
-            self._latest_delta.clear()
+                assert isinstance(merged, _Merged)
+                taken[at] = merged.event()
+            self._merged = []
         return taken  # type: ignore[return-value]  # no _Merged is left in it
 
     def wake(self) -> None:
