@@ -63,3 +63,28 @@ def test_questions_inside_a_subflow_are_listed_and_answered_by_path(waiting_stor
         assert done["run"]["status"] == "done" and done["waiting"] == []
         summary = "login: held; auto-typo: published; billing: published"
         assert done["outputs"]["summary"] == summary
+
+
+def test_a_subflow_steps_child_runs_are_nested_collapsed_and_open_on_their_own_page(
+    waiting_store: Path,
+) -> None:
+    app = create_app(settings_for(waiting_store))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        data = client.get("/api/runs/f1").json()
+        [reviews] = [s for s in data["steps"] if s["name"] == "reviews"]
+        children = [c["run_id"] for c in reviews["children"]]
+        assert children == ["f1/reviews[0]", "f1/reviews[1]", "f1/reviews[2]"]
+        assert [c["status"] for c in reviews["children"]] == ["waiting", "done", "waiting"]
+        page = client.get(f"/runs/f1?token={TOKEN}").text
+        assert '<details class="subflow">' in page  # collapsed: no "open" attribute
+        assert "Sub-flow: 3 child runs" in page
+        link = f"/runs/{quote('f1/reviews[1]')}"
+        assert f'href="{link}"' in page
+        # A child run's own page and JSON, its id's "/" included; it links back.
+        child = client.get(f"{link}?token={TOKEN}")
+        assert child.status_code == 200
+        assert "sub-flow step reviews[1]" in child.text
+        assert 'href="/runs/f1#step-reviews"' in child.text
+        api = client.get(f"/api/runs/{quote('f1/reviews[1]')}").json()
+        assert api["run"]["run_id"] == "f1/reviews[1]" and api["run"]["status"] == "done"
+        assert api["subflow"] == {"parent": "f1", "step": "reviews"}

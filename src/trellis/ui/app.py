@@ -305,14 +305,16 @@ def create_app(settings: UiSettings) -> Starlette:
         Route("/", guarded(runs_page)),
         Route("/favicon.ico", no_icon),
         Route("/api/runs", guarded(runs_api)),
-        Route("/runs/{run_id}", guarded(run_page)),
-        Route("/runs/{run_id}/progress", guarded(progress_fragment)),
-        Route("/api/runs/{run_id}", guarded(run_api)),
+        # {run_id:path}: a sub-flow's child run is "<run>/<step>[i]"; the answer routes
+        # come first, so that a path ending in /steps/.../answer is never taken for an id.
         Route("/compare", guarded(compare_page)),
         Route("/api/compare", guarded(compare_api)),
         # {step:path}: a question inside a sub-flow is addressed by its path (review/approve)
         Route("/runs/{run_id}/steps/{step:path}/answer", guarded(answer_form), methods=["POST"]),
         Route("/api/runs/{run_id}/steps/{step:path}/answer", guarded(answer_api), methods=["POST"]),
+        Route("/runs/{run_id:path}/progress", guarded(progress_fragment)),
+        Route("/runs/{run_id:path}", guarded(run_page)),
+        Route("/api/runs/{run_id:path}", guarded(run_api)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes)

@@ -20,6 +20,8 @@ from trellis.engine.records import (
     recorded_result,
     run_entry,
     step_statuses,
+    subflow_of,
+    subflow_runs,
 )
 from trellis.engine.results import CallRecord, RunResult, jsonable
 from trellis.errors import InputError
@@ -255,15 +257,22 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
     edges = graph.edges
     nodes = [GraphNode(name, r.status, _note(result, name)) for name, r in result.steps.items()]
     error = result.error.to_dict() if result.error is not None else None
+    steps = _step_details(result, graph)
+    # A sub-flow step's child runs (one per element when mapped), shown collapsed under it.
+    children = subflow_runs(store, run_id)
+    for step in steps:
+        step["children"] = [run_entry(store, c, order) for c in children.get(step["name"], [])]
+    of = subflow_of(row)
     return {
         "kind": "run",
         "run": entry,
+        "subflow": None if of is None else {"parent": of[0], "step": of[1]},
         "inputs": jsonable(result.inputs),
         "outputs": jsonable(result.outputs),
         "error": error,
         "usage": result.usage.to_dict(),
         "edges": edges,
-        "steps": _step_details(result, graph),
+        "steps": steps,
         "timeline": _timeline(result),
         "waiting": _waiting(result),
         "svg": render_svg(nodes, edges),
