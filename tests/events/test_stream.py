@@ -222,6 +222,9 @@ async def test_a_sleeping_consumer_never_holds_the_run_and_loses_nothing_but_mer
     ends = [e for e in events if isinstance(e, AttemptFinished)]
     assert len(starts) == len(ends) == width  # ... nothing else was dropped
     assert isinstance(events[-1], RunFinished)
+    # each delta names the attempt it belongs to, as its AttemptStarted does
+    started = {(e.index, e.round, e.call, e.attempt) for e in starts}
+    assert {e.part for e in events if isinstance(e, TokenDelta)} == started
     # merged or not, each element's text arrives whole and in order (deltas of different
     # elements are never merged together)
     for index, said in enumerate(stream.result.outputs["say"]):

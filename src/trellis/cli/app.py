@@ -267,7 +267,8 @@ def run(
             metavar="STEP",
             help=(
                 "Print STEP's tokens (on stderr) as the model sends them; single runs only. "
-                "Streams with streaming providers (openai/anthropic with stream=true, sim)."
+                "A step inside a sub-flow by its path: SUBFLOW_STEP/STEP. Streams with "
+                "streaming providers (openai/anthropic with stream=true, sim)."
             ),
             show_default=False,
         ),

@@ -438,12 +438,26 @@ def _one_line(summary: BatchSummary) -> str:
     )
 
 
-def _check_stream_step(flow: Flow, step: str) -> None:
-    names = [s.name for s in flow.compile().steps]
-    if step not in names:
-        near = difflib.get_close_matches(step, names, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else f"; its steps: {', '.join(names)}"
-        raise CliError(f"--stream {step}: flow {flow.name!r} has no step {step!r}{hint}")
+def _check_stream_step(flow: Flow, path: str) -> None:
+    """``--stream``'s step: a step of ``flow``, or a step inside a sub-flow step by its
+    path (``categorise/label``: step ``label`` of sub-flow step ``categorise``)."""
+    names = path.split("/")
+    current = flow
+    for depth, name in enumerate(names):
+        steps = {s.name: s for s in current.compile().steps}
+        if name not in steps:
+            near = difflib.get_close_matches(name, list(steps), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else f"; its steps: {', '.join(steps)}"
+            raise CliError(f"--stream {path}: flow {current.name!r} has no step {name!r}{hint}")
+        if depth == len(names) - 1:
+            return
+        spec = steps[name].subflow
+        if spec is None:
+            raise CliError(
+                f"--stream {path}: step {name!r} of flow {current.name!r} is not a sub-flow "
+                "step; a path names a step inside sub-flows (SUBFLOW_STEP/STEP)"
+            )
+        current = spec.flow
 
 
 def execute_run(target: str, options: RunOptions) -> int:

@@ -531,7 +531,7 @@ class _Call:
         scope = self.scope
         run_id = scope.run.result.run_id
         step = scope.record.name
-        part = (scope.index, scope.round, self.call_no, self.attempt)
+        part = (scope.index, scope.round, self.call_no, self.attempt + 1)  # the one about to start
         parser = PartialParser(self.spec.tp) if self.spec is not None else None
         if parser is not None and not parser.enabled:
             parser = None
