@@ -95,3 +95,8 @@ def test_attempts_streaming_at_once_are_printed_one_after_another() -> None:
         "gamma  [attempt 1: timeout]",
         "gamma",
     ]
+
+
+def test_executor_on_a_single_run_is_refused_not_ignored() -> None:
+    result = invoke("run", CHAIN, "-i", '{"item": "x"}', *SIM, "--executor", "ray")
+    assert_one_error_line(result, "--executor", "--input-file", "single run")

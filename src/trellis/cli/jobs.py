@@ -79,6 +79,11 @@ class RunOptions:
             raise CliError("--run-id is empty")
         if self.stream_step is not None and self.input_file is not None:
             raise CliError("--stream prints one run's tokens: use it with --input, not a batch")
+        if self.executor is not None and self.input_json is not None:
+            raise CliError(
+                "--executor runs a batch's items on workers: use it with --input-file (a "
+                "single run, --input, runs in this process)"
+            )
         if self.cache_ttl is not None and self.cache_ttl <= 0:
             raise CliError("--cache-ttl must be positive (seconds)")
 
