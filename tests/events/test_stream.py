@@ -27,6 +27,7 @@ from trellis.engine.events import (
     StepSkipped,
     StepStarted,
     TokenDelta,
+    WaitingForPerson,
 )
 from trellis.engine.stream import EventBuffer
 from trellis.store import SQLiteStore
@@ -421,3 +422,33 @@ def test_a_delta_sink_that_raises_is_dropped_like_any_observer() -> None:
     emitter.delta("r", "a", "y", (None, None, 0, 0))
     assert [str(e) for e in emitter.errors] == ["broken"]
     assert emitter.observers == []
+
+
+async def test_a_step_asking_a_person_streams_the_question_then_the_waiting_result(
+    tmp_path: Path,
+) -> None:
+    flow = tl.Flow("asks", inputs={"text": str})
+
+    @flow.step
+    async def approve(text: str, human: tl.Human) -> tl.Approval:
+        return await human.approve(f"Publish {text!r}?", details={"text": text})
+
+    @flow.step
+    def publish(text: str, approve: tl.Approval) -> str:
+        return text if approve.approved else "held"
+
+    store = SQLiteStore(tmp_path / "runs.db")
+    try:
+        async with tl.Engine(store=store) as engine:
+            stream = engine.stream(flow, {"text": "notes"}, run_id="w")
+            events = [event async for event in stream]
+    finally:
+        store.close()
+    [asked] = [e for e in events if isinstance(e, WaitingForPerson)]
+    assert asked.run_id == "w" and asked.step == "approve"
+    assert asked.question["prompt"] == "Publish 'notes'?"
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.index("StepStarted") < kinds.index("WaitingForPerson") < len(kinds) - 1
+    assert "publish" not in {getattr(e, "step", None) for e in events if isinstance(e, StepStarted)}
+    assert isinstance(events[-1], RunFinished) and events[-1].result.status == "waiting"
+    assert stream.result.status == "waiting"
