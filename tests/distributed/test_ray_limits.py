@@ -105,3 +105,29 @@ async def test_a_batch_token_budget_holds_across_workers(ray_session: Any, tmp_p
     assert sum(_calls(log).values()) == len(done)
     assert all(r.error is not None and "max_tokens" in r.error.message for r in failed)
     assert guard is not None and guard.spent_tokens == spent
+
+
+async def test_a_batch_usd_budget_holds_across_workers(ray_session: Any, tmp_path: Path) -> None:
+    """A batch's ``max_usd`` is shared by the workers: each call reserves its estimated
+    cost (priced at 1 $ / 1k input and 2 $ / 1k output tokens here) before it is sent."""
+    log = tmp_path / "calls.txt"
+    n, max_usd = 60, 2.0
+    engine = tl.Engine(
+        executor=RayExecutor(workers=2),
+        budget=tl.Budget(max_usd=max_usd, reserve_output_tokens=40),
+        models={"default": tl.FunctionModel(_reply)},
+        config=tl.Config(prices={"function:test": {"input": 1000.0, "output": 2000.0}}),
+    )
+    async with engine:
+        items = [{"x": i, "log_path": str(log)} for i in range(n)]
+        results = {i: r async for i, r in engine.run_many(budgeted, items, concurrency=8)}
+        guard = engine.guard
+    done = [r for r in results.values() if r.status == "done"]
+    failed = [r for r in results.values() if r.status == "failed"]
+    spent = sum(r.usage.cost_usd for r in done)
+    assert done and failed, [r.status for r in results.values()]
+    assert 0 < spent <= max_usd, spent  # estimates above real cost: no overshoot at all
+    assert sum(_calls(log).values()) == len(done)  # every paid call is an item that is done
+    assert all(r.error is not None and "max_usd" in r.error.message for r in failed)
+    assert len({r["spend"]["pid"] for r in done}) == 2  # both workers spent from it
+    assert guard is not None and abs(guard.spent_usd - spent) < 1e-9
