@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import textwrap
 import types
 from pathlib import Path
 from typing import Any
@@ -71,3 +73,25 @@ def test_readme_example_runs_as_a_script_and_not_on_import(tmp_path: Path) -> No
     )
     assert checked.returncode == 0, checked.stderr
     assert "done {" not in checked.stdout  # importing the file ran nothing
+
+
+def test_readme_subflow_example_runs_with_the_command_it_shows(tmp_path: Path) -> None:
+    """The sub-flow block (indented in its list item) saved as ``tickets.py`` and run as
+    the README says: one child run per issue."""
+    indented = re.compile(r"^  ```python\n(.*?)^  ```", re.S | re.M)
+    (block,) = [b for b in indented.findall(README.read_text(encoding="utf-8")) if "subflow(" in b]
+    (tmp_path / "tickets.py").write_text(textwrap.dedent(block), encoding="utf-8")
+    inputs = '{"text": "Login fails. Billing is wrong."}'
+    command = ["run", "tickets.py:ticket", "-i", inputs, "-m", "small=sim:small"]
+    ran = subprocess.run(
+        [sys.executable, "-m", "trellis", *command, "--no-store", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr
+    shown = json.loads(ran.stdout)
+    assert len(shown["outputs"]["categorise"]) == 2
+    assert all("category" in label for label in shown["outputs"]["categorise"])
