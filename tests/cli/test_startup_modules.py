@@ -122,7 +122,18 @@ def _heavy(loaded: set[str], banned: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["run", "--help"], ["eval", "--help"], ["cache", "--help"], ["ui", "--help"]],
+    [
+        ["--help"],
+        ["run", "--help"],
+        ["check", "--help"],
+        ["resume", "--help"],
+        ["approve", "--help"],
+        ["show", "--help"],
+        ["eval", "--help"],
+        ["cache", "--help"],
+        ["cache", "stats", "--help"],
+        ["ui", "--help"],
+    ],
     ids=" ".join,
 )
 def test_help_imports_nothing_heavy(args: list[str], tmp_path: Path) -> None:
@@ -159,3 +170,9 @@ def test_what_a_batch_and_a_table_use_still_loads(tmp_path: Path) -> None:
     code, loaded = _sim_run(tmp_path, "--input", '{"text": "a"}')
     assert code in (0, None)
     assert {"trellis.cli.render", "rich.table"} <= loaded
+
+
+def test_a_command_that_reads_the_store_loads_what_it_needs(tmp_path: Path) -> None:
+    code, loaded = _modules_of(["runs", "--store", "memory:"], tmp_path)
+    assert code in (0, None)
+    assert "trellis.engine.records" in loaded
