@@ -151,27 +151,22 @@ def test_run_time_before_a_killed_batch_counts_to_its_last_finished_item() -> No
     store.create_runs(
         [
             batch,
-            RunRow(
-                run_id="b.0",
-                flow="f",
-                status="done",
-                inputs="{}",
-                started_at=12.0,
-                finished_at=13.0,
-                parent_id="b",
-                item_index=0,
-            ),
-            RunRow(
-                run_id="b.1",
-                flow="f",
-                status="done",
-                inputs="{}",
-                started_at=100.0,
-                finished_at=103.0,
-                parent_id="b",
-                item_index=1,
-            ),
+            _item(0, started=12.0, finished=13.0),
+            _item(1, started=100.0, finished=103.0),
         ]
     )
     row = store.get_run("b")
     assert row is not None and run_time_before(store, row) == pytest.approx(1.0 + 3.0)
+
+
+def _item(index: int, *, started: float, finished: float) -> RunRow:
+    return RunRow(
+        run_id=f"b.{index}",
+        flow="f",
+        status="done",
+        inputs="{}",
+        started_at=started,
+        finished_at=finished,
+        parent_id="b",
+        item_index=index,
+    )
