@@ -17,9 +17,9 @@ from urllib.parse import urlencode
 import pytest
 
 import trellis as tl
-from trellis.cli.leases import owner_is_dead
 from trellis.cli.run_meta import RunMeta, redact_model_overrides
 from trellis.config import ModelBinding
+from trellis.engine.lease import owner_is_dead
 from trellis.models import registry
 from trellis.models.base import Model
 from trellis.models.sim import SimModel, SimOptions

@@ -4,7 +4,7 @@ process of this host before resuming (a zombie counts as dead; a live holder is 
 in one line, exit 2), and SIGTERM stopping a command as Ctrl-C does.
 
 Every command installs the SIGTERM handler at start-up, so the engine's lease module and
-the store load only when leases are waited for (``owner_is_dead`` is its re-export).
+the store load only when leases are waited for.
 """
 
 from __future__ import annotations
@@ -13,31 +13,20 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trellis.cli.errors import CliError
 
 if TYPE_CHECKING:
-    from trellis.engine.lease import owner_is_dead
     from trellis.store.base import RunRow, Store
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
-    "owner_is_dead",
     "release_leases_on_sigterm",
     "wait_for_dead_leases",
 ]
 
 DEFAULT_LEASE_TTL = 30.0
-
-
-def __getattr__(name: str) -> Any:
-    """``owner_is_dead`` (re-exported from :mod:`trellis.engine.lease`) loads on first use."""
-    if name == "owner_is_dead":
-        from trellis.engine.lease import owner_is_dead
-
-        return owner_is_dead
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def release_leases_on_sigterm() -> None:
