@@ -108,6 +108,7 @@ GROUPS: dict[str, str] = {
     "ui": "ui_workloads",
     "scale_batch": "scale_batch_workloads",
     "scale_llm": "scale_llm_workloads",
+    "scale_durable": "scale_durable_workloads",
     "startup": "startup_workloads",
     "http": "http_workloads",
 }

@@ -41,6 +41,7 @@ QUICK_SHARED_LIMIT_CALLS = 120
 UI = {"ui_runs_page_ms", "ui_big_run_page_ms"}
 SCALE_BATCH = {"batch_rss_ratio_20000", "show_batch_ratio_20000"}
 SCALE_LLM = {"llm_path_ratio_10000", "llm_inflight_ratio_10000"}
+SCALE_DURABLE = {"batch_durable_ratio_20000", "llm_journal_ratio"}
 STARTUP = {"startup_ratio_run", "startup_ratio_help"}
 HTTP = {"http_rps_ratio_vs_aiohttp", "http_cpu_ms_per_request"}
 FIGURES = {
@@ -64,6 +65,7 @@ FIGURES = {
     *UI,
     *SCALE_BATCH,
     *SCALE_LLM,
+    *SCALE_DURABLE,
     *STARTUP,
     *HTTP,
 }
@@ -84,6 +86,7 @@ GOALS = {
     *UI,
     *SCALE_BATCH,
     *SCALE_LLM,
+    *SCALE_DURABLE,
     *STARTUP,
     *HTTP,
 }
