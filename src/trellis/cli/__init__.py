@@ -3,8 +3,50 @@
 ``trellis run TARGET`` runs a flow once or over a JSONL batch and summarises what it did;
 ``trellis check TARGET`` validates a flow and lists its steps. ``main`` is the console
 script's entry point; ``app`` is the typer application (for ``typer.testing.CliRunner``).
+
+``app`` is imported when first used (PEP 562): ``trellis --help`` prints its screen without
+typer (``trellis.cli.roothelp``), so the package itself imports nothing heavy.
 """
 
-from trellis.cli.app import app, main
+from __future__ import annotations
+
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trellis.cli.app import app as app
 
 __all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point of the ``trellis`` console script."""
+    from trellis.cli.roothelp import HELP_ARGS, print_root_help
+
+    args = tuple(sys.argv[1:])
+    if args in HELP_ARGS and print_root_help():
+        raise SystemExit(2 if not args else 0)  # as typer: no arguments is a usage error
+    from trellis.cli.app import main as run_app
+
+    run_app()
+
+
+class _Package(types.ModuleType):
+    """``trellis.cli.app`` is the typer application, as when this package imported it
+    eagerly: the import system's binding of the submodule ``app`` keeps the application."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "app":
+            from trellis.cli.app import app
+
+            return app
+        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "app" and isinstance(value, types.ModuleType):
+            value = value.app
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

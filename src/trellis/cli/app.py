@@ -39,17 +39,14 @@ from trellis.cli.options import (
     json_flag,
 )
 from trellis.cli.resume import resume
+from trellis.cli.roothelp import APP_HELP
 from trellis.cli.ui import ui
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="trellis",
-    help=(
-        "Trellis: reliable multi-step LLM workflows.\n\n"
-        "Run a flow once or over a JSONL batch, with model roles bound from trellis.toml "
-        "or --model, budgets, retries by failure mode and a cost / route summary."
-    ),
+    help=APP_HELP,  # trellis --help prints it without typer: cli/roothelp.py
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
