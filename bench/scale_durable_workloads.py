@@ -30,7 +30,7 @@ from typing import Any
 from common import Goal, Runner, interleave, median, ratio_figure
 from durable_workloads import WorkDir, remove_db
 from scale_batch_workloads import FLOW, _trellis
-from scale_llm_workloads import REPLY, llm_flow, reply
+from scale_llm_workloads import REPLY, _ratio, llm_flow, reply
 from workloads import Label
 
 import trellis as tl
@@ -160,17 +160,13 @@ async def llm_journal_figure(n: int, reps: int, say: Callable[[str], None]) -> d
         s = await interleave(
             reps,
             {
-                "sqlite3": plain_journal_runner(work, n),
+                "asyncio": plain_journal_runner(work, n),
                 "trellis": trellis_journal_runner(work, llm_flow(), n),
             },
         )
     return {
-        "llm_journal_ratio": ratio_figure(
+        "llm_journal_ratio": _ratio(
             s,
-            "trellis",
-            "sqlite3",
-            baseline_unit="ms",
-            baseline_scale=1e3,
             baseline_what=(
                 f"asyncio.gather of {n} coroutines calling the same function, validating the "
                 "same Pydantic model and each INSERTing the reply with plain sqlite3 (one "
@@ -179,8 +175,5 @@ async def llm_journal_figure(n: int, reps: int, say: Callable[[str], None]) -> d
             goal=LLM_JOURNAL_GOAL,
             reps=reps,
             n=n,
-            run_ms=median(s["trellis"]) * 1e3,
-            samples_ms=[x * 1e3 for x in s["trellis"]],
-            baseline_samples_ms=[x * 1e3 for x in s["sqlite3"]],
         )
     }
