@@ -451,3 +451,51 @@ async def test_streamed_json_reply(choice: str, framing: str, closing: list[Open
         closing.append(m := model(server.url, choice))
         reply = await m.complete(request())
     assert reply.text == ("Hello!" if framing == "chunked" else "x" * (2 << 20))
+
+
+# -- the direct path (aiohttp without httpx's request / response objects) -------------------
+
+
+async def test_direct_path_keeps_cookies_and_error_bodies(closing: list[OpenAIModel]) -> None:
+    """A non-streamed request over aiohttp skips httpx, yet a cookie the server sets is sent
+    back (httpx's jar takes over) and a status error's body is mapped as before."""
+    from trellis.errors import BadRequestError
+
+    cookies: list[bytes] = []
+    replies = [
+        response(OK, headers={"Set-Cookie": "lb=node-7; Path=/"}),
+        response(
+            b'{"error": {"message": "bad thing", "type": "invalid_request_error"}}',
+            status="400 Bad Request",
+        ),
+    ]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while replies:
+            lines, _ = await server.read_request(reader)
+            cookies.extend(line for line in lines if line.lower().startswith(b"cookie:"))
+            writer.write(replies.pop(0))
+            await writer.drain()
+
+    async with RawServer(handler) as server:
+        closing.append(m := model(server.url, "aiohttp"))
+        assert (await m.complete(request())).text == "Hello!"
+        with pytest.raises(BadRequestError, match="bad thing"):
+            await m.complete(request())
+    assert [c.lower() for c in cookies] == [b"cookie: lb=node-7"]
+
+
+def test_json_helpers_match_the_stdlib() -> None:
+    from trellis.providers._client import decode_json, json_body
+
+    payload = {"messages": [{"content": "é \u2028 NaN"}], "temperature": 0.5, "n": 2**70}
+    assert (
+        json_body(payload)
+        == json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    )
+    with pytest.raises(ValueError):
+        json_body({"temperature": float("nan")})
+    for raw in (b'{"a": 1}', b'\xef\xbb\xbf{"a": 1}', '{"a": 1}'.encode("utf-16"), '"\\ud800"'):
+        assert decode_json(raw) == json.loads(raw)
+    with pytest.raises(ValueError):
+        decode_json(b"{not json")

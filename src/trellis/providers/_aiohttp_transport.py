@@ -29,18 +29,30 @@ Behaviour, as :class:`httpx.AsyncHTTPTransport` with ``retries=0``:
 
 The aiohttp session is created on the first request, in the running event loop, and
 closed by :meth:`AiohttpTransport.aclose` (``httpx.AsyncClient.aclose`` calls it).
+
+:meth:`AiohttpTransport.post_direct` is the providers' short path for a request that is
+not streamed: it POSTs bytes over the same session without building an ``httpx.Request``
+or ``httpx.Response`` (httpx's per-request machinery was most of a provider's CPU once the
+pool was aiohttp's) and returns a :class:`DirectReply`, read to the end. The caller
+(:class:`~trellis.providers._client.ProviderClient`) gives it the headers httpx would have
+sent and turns the rare replies that need httpx (``Content-Encoding``, ``Set-Cookie``) into
+an ``httpx.Response``; errors and timeouts are httpx's, as above.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import suppress
+from typing import Any
 
 import aiohttp
 import httpx
+from yarl import URL
 
-__all__ = ["AiohttpTransport"]
+from trellis.providers._client import decode_json
+
+__all__ = ["AiohttpTransport", "DirectReply"]
 
 
 #: What :func:`_httpx_error` maps.
@@ -52,7 +64,10 @@ _ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 EAGER_BYTES = 1 << 20
 
 
-def _httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+_URL_CACHE = 64  # distinct URL strings a transport keeps parsed
+
+
+def _httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:
     """The httpx equivalent of aiohttp's (or asyncio's) transport error ``exc``."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(str(exc) or "connect timed out", request=request)
@@ -68,6 +83,45 @@ def _httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportE
         return httpx.UnsupportedProtocol(str(exc), request=request)
     # a malformed reply, an invalid URL, ...
     return httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request)
+
+
+class DirectReply:
+    """A reply of :meth:`AiohttpTransport.post_direct`, read to the end: what the providers
+    read of an ``httpx.Response`` (``status_code``, ``headers``, ``content``, ``text``,
+    ``json()``), decoded as httpx decodes it (``text``: the ``charset`` of the
+    ``Content-Type``, else UTF-8, undecodable bytes replaced; ``json()``: the bytes, as
+    ``json.loads`` reads them).
+    ``Content-Encoding`` is not decoded (the caller hands such a reply to httpx)."""
+
+    __slots__ = ("_response", "content", "headers", "status_code")
+
+    def __init__(self, response: aiohttp.ClientResponse, content: bytes) -> None:
+        self._response = response
+        self.status_code = response.status
+        self.headers: Mapping[str, str] = response.headers
+        self.content = content
+
+    def __repr__(self) -> str:
+        return f"<DirectReply [{self.status_code}]>"
+
+    @property
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        return self._response.raw_headers
+
+    @property
+    def reason(self) -> str:
+        return self._response.reason or ""
+
+    @property
+    def text(self) -> str:
+        charset = self._response.charset or "utf-8"
+        try:
+            return self.content.decode(charset, errors="replace")
+        except LookupError:  # an unknown charset
+            return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return decode_json(self.content)
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -97,6 +151,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self.limits = limits if limits is not None else httpx.Limits()
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, URL] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         limits = self.limits
@@ -159,7 +214,40 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             extensions=extensions,
         )
 
-    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
+    async def post_direct(
+        self,
+        url: str,
+        content: bytes,
+        headers: Iterable[tuple[str, str]],
+        timeouts: Mapping[str, float | None],
+    ) -> DirectReply:
+        """POST ``content`` to ``url`` with exactly ``headers`` (plus ``Host`` and
+        ``Content-Length``) and read the reply to the end; ``timeouts`` as httpx's request
+        extension (``connect``, ``read``, ``pool``). Failures raise httpx's errors, as
+        :meth:`handle_async_request` does, without a request attached."""
+        session = self._session
+        if session is None or session.closed:
+            session = self._open()
+        target = self._urls.get(url)
+        if target is None:
+            if len(self._urls) >= _URL_CACHE:
+                self._urls.clear()
+            target = self._urls[url] = URL(url)
+        try:
+            response = await session.request(
+                "POST",
+                target,
+                headers=headers,
+                data=content,
+                allow_redirects=False,
+                timeout=self._timeout(timeouts),
+            )
+            body = await response.read()  # closes the connection if the read fails
+        except _ERRORS as exc:
+            raise _httpx_error(exc, None) from exc
+        return DirectReply(response, body)
+
+    def _timeout(self, timeouts: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
         """aiohttp's timeouts for httpx's (one object per distinct set, reused)."""
         key = (timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read"))
         timeout = self._timeouts.get(key)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import difflib
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -49,7 +48,13 @@ from trellis.errors import (
 )
 from trellis.models.base import Model, ModelRequest, ModelResponse, Usage
 from trellis.models.tokens import estimate_request_tokens, estimate_tokens
-from trellis.providers._client import HTTPClientChoice, make_client
+from trellis.providers._client import (
+    HTTPClientChoice,
+    HTTPReply,
+    ProviderClient,
+    decode_json,
+    make_client,
+)
 from trellis.providers._errors import (
     ErrorBody,
     classify_error,
@@ -223,7 +228,7 @@ class HTTPModel(Model):
         )
         self._transport = transport
         self._now = now
-        self._client: httpx.AsyncClient | None = None
+        self._client: ProviderClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         #: What this binding's server rejected, shared by every instance in the process.
         self.negotiation: Negotiation = negotiation_for(
@@ -254,7 +259,7 @@ class HTTPModel(Model):
 
     # -- the client -------------------------------------------------------------------------
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> ProviderClient:
         """This instance's client, created on first use in the running event loop (a client
         left over from an earlier, finished loop is dropped, not reused)."""
         loop = asyncio.get_running_loop()
@@ -348,9 +353,7 @@ class HTTPModel(Model):
             client = self._http()
             headers = self._headers()
             if stream:
-                async with client.stream(
-                    "POST", self.endpoint, json=payload, headers=headers
-                ) as response:
+                async with client.stream_json(self.endpoint, payload, headers) as response:
                     self._observe(response)
                     if response.status_code >= 400:
                         await response.aread()
@@ -367,12 +370,12 @@ class HTTPModel(Model):
                         ) as events:
                             result = await assemble(events)
             else:
-                response = await client.post(self.endpoint, json=payload, headers=headers)
-                self._observe(response)
-                if response.status_code >= 400:
+                reply = await client.post_json(self.endpoint, payload, headers)
+                self._observe(reply)
+                if reply.status_code >= 400:
                     used = 0
-                    raise self._status_error(response, payload)
-                result = parse(self._decode(response))
+                    raise self._status_error(reply, payload)
+                result = parse(self._decode(reply))
             used = result.usage.total_tokens
             return result
         except StreamIdleTimeout as exc:
@@ -403,7 +406,7 @@ class HTTPModel(Model):
         finally:
             self.limiter.settle(permit, permit.tokens if used is None else used)
 
-    def _observe(self, response: httpx.Response) -> None:
+    def _observe(self, response: HTTPReply) -> None:
         limits = parse_rate_limit_headers(response.headers, now=self._now())
         if not limits.empty:
             self.limiter.observe(
@@ -428,7 +431,7 @@ class HTTPModel(Model):
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _status_error(
-        self, response: httpx.Response, payload: Mapping[str, Any] | None = None
+        self, response: HTTPReply, payload: Mapping[str, Any] | None = None
     ) -> ModelError:
         body = parse_error_body(response.text, response.headers.get("content-type"))
         retry_after = retry_after_from_headers(response.headers, now=self._now())
@@ -456,9 +459,9 @@ class HTTPModel(Model):
                 )
         return error
 
-    def _decode(self, response: httpx.Response) -> Any:
+    def _decode(self, response: HTTPReply) -> Any:
         try:
-            return response.json()
+            return decode_json(response.content)
         except ValueError:
             body = parse_error_body(response.text, response.headers.get("content-type"))
             if body.type == "html":
@@ -504,7 +507,7 @@ class HTTPModel(Model):
     def json_loads(self, text: str, *, what: str) -> Any:
         """``json.loads`` that raises :class:`OverloadedError` (a garbled reply) instead."""
         try:
-            return json.loads(text)
+            return decode_json(text)
         except ValueError:
             raise OverloadedError(
                 self._redact(f"{self.name}: {what} is not valid JSON: {text[:200]!r}"),

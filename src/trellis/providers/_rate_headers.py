@@ -161,6 +161,7 @@ class RateLimitHeaders:
 
 
 _ANTHROPIC_TOKEN_KINDS = ("tokens", "input-tokens", "output-tokens")
+_NOT_SAID = RateLimitHeaders()
 
 
 def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> RateLimitHeaders:
@@ -169,6 +170,8 @@ def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> RateL
     reset times). For Anthropic's separate token limits the most exhausted one is used.
     ``now`` is the current epoch time."""
     h = _lower(headers)
+    if not any("ratelimit-" in name for name in h):
+        return _NOT_SAID  # most replies (and every local server's)
     remaining_requests = _number(h.get("x-ratelimit-remaining-requests"))
     reset_requests = _reset_seconds(h.get("x-ratelimit-reset-requests"), now)
     remaining_tokens = _number(h.get("x-ratelimit-remaining-tokens"))
@@ -231,6 +234,12 @@ def retry_after_from_headers(headers: Mapping[str, str], *, now: float) -> float
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    if isinstance(headers, httpx.Headers):
-        return {k.lower(): v for k, v in headers.items()}
-    return {str(k).lower(): str(v) for k, v in headers.items()}
+    """``headers`` by lower-case name; a repeated header's values joined by ``", "`` (as
+    ``httpx.Headers`` joins them; a multidict, such as aiohttp's, lists each)."""
+    if isinstance(headers, httpx.Headers | dict):
+        return {str(k).lower(): str(v) for k, v in headers.items()}
+    out: dict[str, str] = {}
+    for k, v in headers.items():
+        name = str(k).lower()
+        out[name] = f"{out[name]}, {v}" if name in out else str(v)
+    return out

@@ -181,6 +181,8 @@ class Negotiation:
 
     def apply(self, payload: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         """``payload`` with the known adjustments made, and their notes (in field order)."""
+        if not self.adjustments:
+            return dict(payload), ()
         out: dict[str, Any] = {}
         notes: list[str] = []
         for key, value in payload.items():
