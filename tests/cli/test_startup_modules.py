@@ -42,12 +42,36 @@ NOT_FOR_HELP = (
     "ray",
 )
 
-#: Modules a one-item ``--quiet`` run on ``sim:`` does not import.
+#: The modules of each command but ``run`` and ``check`` (defined in ``trellis.cli.app``):
+#: ``trellis CMD ...`` imports its own only (the console script builds the typer
+#: application with the invoked command alone: ``trellis.cli.app.main``).
+COMMAND_MODULES = {
+    "mock-server": "trellis.cli.mock",
+    "eval": "trellis.cli.eval",
+    "fork": "trellis.cli.history",
+    "diff": "trellis.cli.history",
+    "resume": "trellis.cli.resume",
+    "approve": "trellis.cli.human",
+    "reply": "trellis.cli.human",
+    "runs": "trellis.cli.inspect",
+    "show": "trellis.cli.inspect",
+    "ui": "trellis.cli.ui",
+    "cache": "trellis.cli.cache",
+}
+
+#: Modules a one-item ``--quiet`` run on ``sim:`` does not import: nothing of the HTTP
+#: providers, the other commands, the tables and progress bar (no rich at all), the
+#: summaries, Postgres, OpenTelemetry, the web UI, Ray...
 NOT_FOR_A_SIM_RUN = (
+    *sorted(set(COMMAND_MODULES.values())),
+    "trellis.cli.check",
+    "trellis.cli.run_views",
+    "trellis.cli.tokens",
+    "trellis.engine.records",
+    "trellis.store.postgres",
+    "trellis.store.pgcluster",
     "httpx",
-    "trellis.providers.openai",
-    "trellis.providers.anthropic",
-    "trellis.providers.ratelimit",
+    "trellis.providers",
     "trellis.mockserver",
     "trellis.eval",
     "trellis.ui",
@@ -59,9 +83,8 @@ NOT_FOR_A_SIM_RUN = (
     "trellis.cli.answering",
     "trellis.engine.summary",
     "trellis.engine.spend",
-    "rich.progress",
-    "rich.table",
-    "rich.markdown",
+    "rich",
+    "typer.rich_utils",
     "opentelemetry",
     "starlette",
     "uvicorn",
@@ -147,6 +170,14 @@ def test_help_imports_nothing_heavy(args: list[str], tmp_path: Path) -> None:
         assert "typer" in loaded
     heavy = _heavy(loaded, banned)
     assert not heavy, f"`trellis {' '.join(args)}` imported {heavy[:10]}"
+
+
+@pytest.mark.parametrize("name", [*COMMAND_MODULES, "run", "check"])
+def test_a_commands_help_imports_no_other_command(name: str, tmp_path: Path) -> None:
+    code, loaded = _modules_of([name, "--help"], tmp_path)
+    assert code in (0, None)
+    others = {m for c, m in COMMAND_MODULES.items() if m != COMMAND_MODULES.get(name)}
+    assert not others & loaded, f"`trellis {name} --help` imported {sorted(others & loaded)}"
 
 
 def _sim_run(tmp_path: Path, *extra: str) -> tuple[object, set[str]]:

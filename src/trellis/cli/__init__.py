@@ -34,7 +34,9 @@ def main() -> None:
 
 class _Package(types.ModuleType):
     """``trellis.cli.app`` is the typer application, as when this package imported it
-    eagerly: the import system's binding of the submodule ``app`` keeps the application."""
+    eagerly. The import system's binding of the submodule ``app`` is left out, so the
+    application (every command: ``trellis.cli.app.build_app``) is only built when it is
+    used, not when the console script imports the submodule for one command."""
 
     def __getattr__(self, name: str) -> Any:
         if name == "app":
@@ -45,7 +47,7 @@ class _Package(types.ModuleType):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "app" and isinstance(value, types.ModuleType):
-            value = value.app
+            return  # the submodule: ``__getattr__`` gives its application when asked
         super().__setattr__(name, value)
 
 

@@ -4,26 +4,30 @@
 The commands' declarations (their options and help) load without the engine, the store,
 asyncio or rich (typer loads rich for a help screen): what a command does is imported when
 it runs, so ``trellis --help`` and ``trellis CMD --help`` start fast, and a run loads only
-what it uses (tests/cli/test_cli_startup.py and test_startup_modules.py hold them to it)."""
+what it uses (tests/cli/test_startup_modules.py holds them to it).
+
+:func:`build_app` makes the typer application. ``app`` (every command) is built when first
+used (PEP 562); the console script (:func:`main`) builds one with only the command it
+invokes: typer turns every command it holds into a click command (its options and their
+types) before it parses anything, and the other commands' modules are not even imported.
+A command's screens and errors are the same in both (``tests/cli/test_lazy_app.py``);
+anything but a command's name first (``--version``, an unknown command) gets every
+command."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from trellis import __version__
-from trellis.cli.cache import cache_app
 from trellis.cli.errors import EXIT_OK, CliError, command
-from trellis.cli.eval import eval_command
-from trellis.cli.history import diff, fork
-from trellis.cli.human import approve, reply
-from trellis.cli.inspect import runs, show
-from trellis.cli.mock import mock_server
 from trellis.cli.options import (
     BudgetCallsOption,
     BudgetTokensOption,
@@ -38,21 +42,13 @@ from trellis.cli.options import (
     StoreOption,
     json_flag,
 )
-from trellis.cli.resume import resume
 from trellis.cli.roothelp import APP_HELP
-from trellis.cli.ui import ui
 
-__all__ = ["app", "main"]
+if TYPE_CHECKING:
+    #: The application with every command (built on first use: :func:`__getattr__`).
+    app: typer.Typer
 
-app = typer.Typer(
-    name="trellis",
-    help=APP_HELP,  # trellis --help prints it without typer: cli/roothelp.py
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+__all__ = ["COMMANDS", "app", "build_app", "main"]
 
 TARGET_HELP = (
     "The flow to use: `path/to/file.py:flow` (a Python file and the name of the "
@@ -76,7 +72,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -100,7 +95,6 @@ def _root(
 # -- trellis check -------------------------------------------------------------------------
 
 
-@app.command()
 @command
 def check(
     target: Annotated[str, typer.Argument(help=TARGET_HELP, metavar="TARGET", show_default=False)],
@@ -143,7 +137,6 @@ def check(
 # -- trellis run ---------------------------------------------------------------------------
 
 
-@app.command()
 @command
 def run(
     target: Annotated[str, typer.Argument(help=TARGET_HELP, metavar="TARGET", show_default=False)],
@@ -344,17 +337,72 @@ def run(
     return execute_run(target, options)
 
 
-app.command("mock-server")(mock_server)
-app.command("eval")(eval_command)
-app.command("fork")(fork)
-app.command("diff")(diff)
-app.command("resume")(resume)
-app.command("approve")(approve)
-app.command("reply")(reply)
-app.command("runs")(runs)
-app.command("show")(show)
-app.command("ui")(ui)
-app.add_typer(cache_app, name="cache")
+def _imported(module: str, name: str) -> Callable[[], Any]:
+    """A loader of ``module.name``: the module is imported when the command is added."""
+
+    def load() -> Any:
+        return getattr(importlib.import_module(module), name)
+
+    return load
+
+
+#: Each command's name and a loader of its function (of its typer application for a group
+#: of commands), in the order ``trellis --help`` lists them (``trellis.cli.roothelp``).
+COMMANDS: dict[str, Callable[[], Any]] = {
+    "check": lambda: check,
+    "run": lambda: run,
+    "mock-server": _imported("trellis.cli.mock", "mock_server"),
+    "eval": _imported("trellis.cli.eval", "eval_command"),
+    "fork": _imported("trellis.cli.history", "fork"),
+    "diff": _imported("trellis.cli.history", "diff"),
+    "resume": _imported("trellis.cli.resume", "resume"),
+    "approve": _imported("trellis.cli.human", "approve"),
+    "reply": _imported("trellis.cli.human", "reply"),
+    "runs": _imported("trellis.cli.inspect", "runs"),
+    "show": _imported("trellis.cli.inspect", "show"),
+    "ui": _imported("trellis.cli.ui", "ui"),
+    "cache": _imported("trellis.cli.cache", "cache_app"),
+}
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The ``trellis`` typer application: every command, or only the command ``only``."""
+    application = typer.Typer(
+        name="trellis",
+        help=APP_HELP,  # trellis --help prints it without typer: cli/roothelp.py
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="markdown",
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    application.callback()(_root)
+    for name, load in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        function = load()
+        if isinstance(function, typer.Typer):
+            application.add_typer(function, name=name)
+        else:
+            application.command(name)(function)
+    return application
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        application = build_app()
+        globals()["app"] = application  # built once
+        return application
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "app"})
+
+
+def invoked_command(args: Sequence[str]) -> str | None:
+    """The command ``trellis ARGS`` invokes when ARGS start with a command's name."""
+    return args[0] if args and args[0] in COMMANDS else None
 
 
 def main() -> None:
@@ -362,4 +410,4 @@ def main() -> None:
     from trellis.cli.leases import release_leases_on_sigterm
 
     release_leases_on_sigterm()  # SIGTERM stops a run as Ctrl-C does
-    app()
+    build_app(invoked_command(sys.argv[1:]))()
