@@ -22,9 +22,9 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, overload
 
 from rich.console import Console
 from rich.progress import (
@@ -43,6 +43,7 @@ from trellis.cli.formats import fmt_cost, fmt_usd
 from trellis.cli.inputs import Item
 from trellis.cli.jsonout import json_text
 from trellis.cli.settings import Settings
+from trellis.engine.durable import BatchItems
 from trellis.engine.engine import Engine
 from trellis.engine.records import result_line
 from trellis.engine.results import RunResult
@@ -81,10 +82,47 @@ class LineSpool:
         self._file.close()
 
 
+class Statuses(Sequence[str | None]):
+    """Each item's status once it finished (None before): one byte an item."""
+
+    def __init__(self, size: int) -> None:
+        self._codes = bytearray(size)  # 0: not finished; else 1 + its index in _names
+        self._names: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    @overload
+    def __getitem__(self, index: int) -> str | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str | None]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str | None] | None:
+        if isinstance(index, slice):
+            return [self._name(code) for code in self._codes[index]]
+        return self._name(self._codes[index])
+
+    def __iter__(self) -> Iterator[str | None]:
+        return map(self._name, self._codes)
+
+    def _name(self, code: int) -> str | None:
+        return self._names[code - 1] if code else None
+
+    def __setitem__(self, index: int, status: str) -> None:
+        if status not in self._names:
+            self._names.append(status)  # a handful: done, failed, waiting...
+        self._codes[index] = self._names.index(status) + 1
+
+
 class BatchRun:
     """One batch. ``statuses[i]`` is item i's status once it finished (None before), and
     with ``keep_lines`` ``lines[i]`` its output line, so a caller interrupted by Ctrl-C can
-    still write what finished; ``tally`` summarises the finished items."""
+    still write what finished; ``tally`` summarises the finished items.
+
+    ``items`` are read as they are used (an :class:`~trellis.cli.inputs.ItemFile`: from
+    its file again); with a store, ``batch`` is the batch as recorded
+    (:func:`~trellis.engine.durable.open_batch`), which its items run from."""
 
     def __init__(
         self,
@@ -98,13 +136,14 @@ class BatchRun:
         rerun_changed: bool = False,
         echo: Callable[[str], None] | None = None,
         keep_lines: bool = False,
+        batch: BatchItems | None = None,
     ) -> None:
         self.flow = flow
         self.items = items
         self.settings = settings
         self.concurrency = concurrency
         self.progress_console = progress
-        self.statuses: list[str | None] = [None] * len(items)
+        self.statuses = Statuses(len(items))
         self.lines = LineSpool(len(items)) if keep_lines else None
         self.tally = SummaryBuilder()
         self.config_error: str | None = None
@@ -112,6 +151,7 @@ class BatchRun:
         self.started = time.perf_counter()
         self.wall_s = 0.0
         self.batch_id = batch_id  # with a store: the parent run (it must exist already)
+        self.batch = batch
         self.rerun_changed = rerun_changed
         self._echo = echo or (lambda _text: None)
 
@@ -142,9 +182,13 @@ class BatchRun:
         async with self.settings.engine() as engine:  # it holds the batch's lease
             self._count_earlier_spending(engine)
             self.prices = engine.config.prices
+            # A batch recorded already is not opened again; else its items are read as needed.
+            items: BatchItems | Iterator[Mapping[str, Any]] = (
+                self.batch if self.batch is not None else (item.inputs for item in self.items)
+            )
             stream = engine.run_many(
                 self.flow,
-                (item.inputs for item in self.items),
+                items,
                 concurrency=self.concurrency,
                 budget=self.settings.run_budget,
                 batch_id=self.batch_id,

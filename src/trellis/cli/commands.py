@@ -18,8 +18,8 @@ import difflib
 import json
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 import typer
 
@@ -33,7 +33,7 @@ from trellis.cli.errors import (
 )
 from trellis.cli.files import check_output_path
 from trellis.cli.formats import fmt_cost, fmt_seconds
-from trellis.cli.inputs import Item, parse_input, read_items
+from trellis.cli.inputs import Item, ItemFile, parse_input
 from trellis.cli.jobs import BatchJob, OneRun, RunOptions
 from trellis.cli.jsonout import json_text
 from trellis.cli.leases import DEFAULT_LEASE_TTL, wait_for_dead_leases
@@ -50,6 +50,7 @@ from trellis.store.base import RunRow, Store
 from trellis.store.codec import decode, encode
 
 if TYPE_CHECKING:
+    from trellis.engine.durable import BatchItems
     from trellis.engine.summary import BatchSummary
 
 __all__ = [
@@ -236,26 +237,56 @@ def recorded_items(store: Store, batch_id: str) -> list[Item]:
     return [Item(inputs, run_id) for run_id, inputs in recorded_batch_inputs(store, batch_id)]
 
 
+class _RecordedItems(Sequence[Item]):
+    """A recorded batch's items (their ``where``: the item's run id), read from the store
+    as they are used."""
+
+    def __init__(self, batch: BatchItems) -> None:
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    @overload
+    def __getitem__(self, index: int) -> Item: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Item]: ...
+
+    def __getitem__(self, index: int | slice) -> Item | Sequence[Item]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        return Item(self.batch.inputs(index), self.batch.run_id(index))
+
+    def __iter__(self) -> Iterator[Item]:
+        return (Item(inputs, run_id) for run_id, inputs in self.batch)
+
+
 def _open_durable_batch(
     flow: Flow,
     store: Store,
     batch_id: str,
-    items: Sequence[Item] | None,
+    items: ItemFile | None,
     meta: Mapping[str, Any] | None,
-) -> tuple[list[Item], RunRow | None]:
+) -> tuple[Sequence[Item], RunRow | None, BatchItems]:
     """Record a new batch (parent and items) before anything runs, or check a recorded
-    one; returns the items (a recorded batch's own) and the recorded parent row, if any."""
+    one; returns the items (a recorded batch's own), the recorded parent row, if any, and
+    the batch as recorded. The items are read from the file as they are recorded, and
+    compared with a recorded batch's one by one: never all held at once."""
     from trellis.engine.durable import first_changed_item, open_batch
 
     existing = store.get_run(batch_id)
     if existing is None:
         if items is None:
             raise CliError(f"no run {batch_id!r} in {store.url}")
+        inputs = (item.inputs for item in items)
         try:
-            open_batch(store, flow.compile(), [item.inputs for item in items], batch_id, meta)
+            batch = open_batch(store, flow.compile(), inputs, batch_id, meta, count=len(items))
         except DURABLE_ERRORS as exc:
             raise CliError(str(exc)) from None
-        return list(items), None
+        return items, None, batch
     if not existing.is_batch:
         raise CliError(
             f"run {batch_id} is a single run, not a batch: resume it with --input (or "
@@ -263,22 +294,23 @@ def _open_durable_batch(
         )
     if existing.flow != flow.name:
         raise CliError(f"batch {batch_id!r} belongs to flow {existing.flow!r}, not {flow.name!r}")
-    recorded = recorded_items(store, batch_id)
+    batch = open_batch(store, flow.compile(), None, batch_id, meta)
     if items is not None:
-        changed = first_changed_item([r.inputs for r in recorded], [i.inputs for i in items])
-        if changed is not None and len(items) != len(recorded):
+        if len(items) != len(batch):
             raise CliError(
-                f"batch {batch_id!r} was recorded with {len(recorded)} items, the input file "
+                f"batch {batch_id!r} was recorded with {len(batch)} items, the input file "
                 f"has {len(items)}; resume it with `trellis resume {batch_id}`, or use another "
                 "--run-id"
             )
+        recorded = (inputs for _, inputs in batch)
+        changed = first_changed_item(recorded, (item.inputs for item in items))
         if changed is not None:
             raise CliError(
-                f"{items[changed].where}: batch {batch_id!r} was recorded with other inputs "
+                f"{items.where(changed)}: batch {batch_id!r} was recorded with other inputs "
                 f"for this item; resume it with `trellis resume {batch_id}`, or use another "
                 "--run-id"
             )
-    return recorded, existing
+    return _RecordedItems(batch), existing, batch
 
 
 def run_batch(flow: Flow, settings: Settings, job: BatchJob) -> int:
@@ -287,7 +319,20 @@ def run_batch(flow: Flow, settings: Settings, job: BatchJob) -> int:
     before anything runs; a recorded batch id resumes: only unfinished items run, and the
     output file gets every item, in input order, exactly once. A configuration error
     stops the batch (every item would fail alike) and says how to resume it once fixed;
-    Ctrl-C stops it, prints what was spent and how to resume it (exit 130)."""
+    Ctrl-C stops it, prints what was spent and how to resume it (exit 130).
+    The input file is checked whole before anything runs, then read again as its items
+    are recorded and written out (:class:`~trellis.cli.inputs.ItemFile`), not held."""
+
+    check_output_path(job.output, job.input_file or job.recorded_input)
+    item_file = ItemFile.open(flow, job.input_file) if job.input_file is not None else None
+    try:
+        return _run_batch(flow, settings, job, item_file)
+    finally:
+        if item_file is not None:
+            item_file.close()
+
+
+def _run_batch(flow: Flow, settings: Settings, job: BatchJob, item_file: ItemFile | None) -> int:
     from rich.console import Console
 
     from trellis.cli.batch import BatchRun, write_results
@@ -295,14 +340,14 @@ def run_batch(flow: Flow, settings: Settings, job: BatchJob) -> int:
     from trellis.engine.records import batch_items
 
     output, display = job.output, job.display
-    check_output_path(output, job.input_file or job.recorded_input)
-    items = read_items(flow, job.input_file) if job.input_file is not None else None
+    items: Sequence[Item] | None = item_file
+    recorded: BatchItems | None = None
     store = settings.store
     batch_id = job.batch_id
     announcement: str | None = None
     if store is not None:
         batch_id = batch_id or new_run_id()
-        items, existing = _open_durable_batch(flow, store, batch_id, items, job.meta)
+        items, existing, recorded = _open_durable_batch(flow, store, batch_id, item_file, job.meta)
         if existing is None:
             announcement = f"batch {batch_id}: {_items(len(items))} recorded in {store.url}"
             if sys.stderr.isatty():
@@ -341,6 +386,7 @@ def run_batch(flow: Flow, settings: Settings, job: BatchJob) -> int:
         rerun_changed=job.rerun_changed,
         echo=_note,
         keep_lines=output is not None,
+        batch=recorded,
     )
     interrupted = False
     try:

@@ -20,7 +20,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sized
 from typing import Any, Literal
 
 from trellis.engine.journal import (
@@ -43,6 +43,7 @@ from trellis.store.base import RunRow, StepRow, Store
 from trellis.store.codec import decode, encode
 
 __all__ = [
+    "BatchItems",
     "DurableRun",
     "earlier_spend",
     "finish_batch",
@@ -263,26 +264,85 @@ def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> 
     return result
 
 
+class BatchItems:
+    """A recorded batch's items, as :func:`open_batch` returns them: how many there are,
+    each one's run id (``<batch_id>.<index>``) and, on demand, its recorded inputs (read
+    back from the store), so that a batch of any size is never held in memory at once.
+    Iterating gives ``(run id, inputs)`` in item order. ``fresh``: the batch was recorded
+    by the :func:`open_batch` that returned it (nothing of it ran yet)."""
+
+    __slots__ = ("batch_id", "count", "fresh", "store")
+
+    def __init__(self, store: Store, batch_id: str, count: int, *, fresh: bool = False) -> None:
+        self.store = store
+        self.batch_id = batch_id
+        self.count = count
+        self.fresh = fresh
+
+    def __len__(self) -> int:
+        return self.count
+
+    def run_id(self, index: int) -> str:
+        """Item ``index``'s child run id."""
+        if not 0 <= index < self.count:
+            raise IndexError(f"batch {self.batch_id!r} has no item {index}")
+        return f"{self.batch_id}.{index}"
+
+    def inputs(self, index: int) -> Any:
+        """Item ``index``'s recorded inputs."""
+        run_id = self.run_id(index)
+        row = self.store.get_run(run_id)
+        if row is None or row.parent_id != self.batch_id:
+            raise StoreError(
+                f"batch {self.batch_id!r} has no record of its item {index} ({run_id}) in "
+                f"{self.store.url}"
+            )
+        return decode(row.inputs, Any, f"the inputs of {run_id}")
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        for row in self.store.list_runs(parent_id=self.batch_id):
+            yield row.run_id, decode(row.inputs, Any, f"the inputs of {row.run_id}")
+
+
+def _recorded_count(store: Store, row: RunRow) -> int:
+    """How many items the recorded batch ``row`` has: as its parent record says (``{"items":
+    N}``), else (a record without it) as many as are listed."""
+    try:
+        count = json.loads(row.inputs).get("items")
+    except (ValueError, AttributeError):
+        count = None
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        return count
+    return len(store.list_runs(parent_id=row.run_id))
+
+
 def open_batch(
     store: Store,
     plan: CompiledFlow,
     items: Iterable[Mapping[str, Any]] | None,
     batch_id: str,
     meta: Mapping[str, Any] | None,
-) -> list[tuple[str, Mapping[str, Any]]]:
-    """The batch's items as ``(child run id, inputs)``, creating the batch if it is new.
+    *,
+    count: int | None = None,
+) -> BatchItems:
+    """The batch's items (:class:`BatchItems`), creating the batch if it is new.
 
     A new batch records the parent and every item (as pending child runs) in one
-    transaction, before any item runs, so an interrupted batch knows all its items.
+    transaction, before any item runs, so an interrupted batch knows all its items. The
+    items are streamed into the store, never held all at once, when their number is known
+    before they are read: ``items`` is sized (a list...), or ``count`` says it (then a
+    different number of items recorded nothing and raises :class:`InputError`). A
+    recorded batch takes its count from its parent's record; given ``items``, they must be
+    its recorded ones (compared one by one as they are read).
     """
     row = store.get_run(batch_id)
     if row is not None:
         if row.flow != plan.name:
             raise InputError(f"batch {batch_id!r} belongs to flow {row.flow!r}, not {plan.name!r}")
-        recorded = recorded_batch_inputs(store, batch_id)
+        recorded = BatchItems(store, batch_id, _recorded_count(store, row))
         if items is not None:
-            given = [dict(item) for item in items]
-            if first_changed_item([r for _, r in recorded], given) is not None:
+            given = (dict(item) for item in items)
+            if first_changed_item((inputs for _, inputs in recorded), given) is not None:
                 raise InputError(
                     f"batch {batch_id!r} was recorded with {len(recorded)} items, not these; "
                     "resume it without items, or use another batch id"
@@ -290,33 +350,48 @@ def open_batch(
         return recorded
     if items is None:
         raise InputError(f"no batch {batch_id!r} in the store {store.url}")
+    source: Iterable[Mapping[str, Any]]
+    if isinstance(items, Sized):
+        source, count = items, len(items)
+    elif count is not None:
+        source = items
+    else:  # an iterator that does not know how many: its items are needed first
+        source = [dict(item) for item in items]
+        count = len(source)
+    expected = count
     now = time.time()
-    listed = [dict(item) for item in items]
     parent = RunRow(
         run_id=batch_id,
         flow=plan.name,
         status="running",
-        inputs=json.dumps({"items": len(listed)}),
+        inputs=json.dumps({"items": expected}),
         started_at=now,
         resumed_at=now,
         meta=json.dumps({"batch": True, **plan.shape(), **(meta or {})}),
         is_batch=True,
     )
-    # The items' rows are made as the store inserts them: a big batch never holds them all.
-    children = (
-        RunRow(
-            run_id=f"{batch_id}.{index}",
-            flow=plan.name,
-            status="pending",
-            inputs=encode(item, f"the inputs of item {index}"),
-            started_at=now,
-            parent_id=batch_id,
-            item_index=index,
-        )
-        for index, item in enumerate(listed)
-    )
+
+    def children() -> Iterator[RunRow]:
+        # The items' rows are made as the store inserts them: a big batch never holds them
+        # all. A count that was wrong raises in the store's transaction: nothing recorded.
+        index = -1
+        for index, item in enumerate(source):
+            if index >= expected:
+                raise InputError(f"batch {batch_id!r}: more than the {expected} items said")
+            yield RunRow(
+                run_id=f"{batch_id}.{index}",
+                flow=plan.name,
+                status="pending",
+                inputs=encode(dict(item), f"the inputs of item {index}"),
+                started_at=now,
+                parent_id=batch_id,
+                item_index=index,
+            )
+        if index + 1 != expected:
+            raise InputError(f"batch {batch_id!r}: {index + 1} items, not the {expected} said")
+
     try:
-        store.create_runs(itertools.chain([parent], children))
+        store.create_runs(itertools.chain([parent], children()))
     except StoreError:
         row = store.get_run(batch_id)
         if row is None:
@@ -329,7 +404,7 @@ def open_batch(
             run_id=batch_id,
             owner=holder,
         ) from None
-    return [(f"{batch_id}.{index}", item) for index, item in enumerate(listed)]
+    return BatchItems(store, batch_id, expected, fresh=True)
 
 
 def earlier_spend(store: Store, row: RunRow) -> Stats:
@@ -371,16 +446,17 @@ def recorded_batch_inputs(store: Store, batch_id: str) -> list[tuple[str, Any]]:
 
 
 def first_changed_item(
-    recorded: Sequence[Mapping[str, Any]], given: Sequence[Mapping[str, Any]]
+    recorded: Iterable[Mapping[str, Any]], given: Iterable[Mapping[str, Any]]
 ) -> int | None:
     """The "same batch, same items" check: ``None`` when ``given`` are the recorded items
     (same count, each equal as JSON values, key order aside); else the index of the first
-    item that differs (``min`` of the two counts when only the counts differ)."""
-    for index, (old, new) in enumerate(zip(recorded, given, strict=False)):
+    item that differs (``min`` of the two counts when only the counts differ). Both are
+    read one item at a time."""
+    for index, (old, new) in enumerate(itertools.zip_longest(recorded, given)):
+        if old is None or new is None:
+            return index
         if json.loads(encode(dict(old))) != json.loads(encode(dict(new))):
             return index
-    if len(recorded) != len(given):
-        return min(len(recorded), len(given))
     return None
 
 

@@ -12,7 +12,15 @@ import contextlib
 import random
 import secrets
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any
 
@@ -20,7 +28,13 @@ from trellis.config import Config, ModelBinding, RoleBinding
 from trellis.engine.breaker import BreakerSettings, CircuitBreaker
 from trellis.engine.budget import BudgetGuard
 from trellis.engine.clock import SYSTEM_CLOCK, Clock
-from trellis.engine.durable import DurableRun, finish_batch, load_result, open_batch
+from trellis.engine.durable import (
+    BatchItems,
+    DurableRun,
+    finish_batch,
+    load_result,
+    open_batch,
+)
 from trellis.engine.events import Emitter, Observer, RunFinished, emitter
 from trellis.engine.executor import BatchItem, BatchWork, EngineRecipe, Executor
 from trellis.engine.gcpause import managed_gc
@@ -420,7 +434,7 @@ class Engine:
     def run_many(
         self,
         flow: Flow,
-        items: Iterable[Mapping[str, Any]] | None = None,
+        items: Iterable[Mapping[str, Any]] | BatchItems | None = None,
         *,
         concurrency: int = 8,
         budget: Budget | None = None,
@@ -437,12 +451,24 @@ class Engine:
         With a store and a ``batch_id``, the batch is one parent run whose items are child
         runs (``<batch_id>.<index>``), all recorded before the first one starts. Running
         the same ``batch_id`` again (``items`` may be omitted) yields the recorded results
-        of finished items without running them, and resumes the others.
+        of finished items without running them, and resumes the others. ``items`` may be
+        the batch as :func:`~trellis.engine.durable.open_batch` opened it already (then
+        ``batch_id`` may be left out): it is not opened again.
+
+        Items are read as they start, not all at once: a batch holds the inputs of the
+        items in flight only (a batch with a store: not even those, its items run from
+        their records).
 
         Bad arguments are refused when it is called, before anything is iterated: a
         ``concurrency`` below 1, a ``batch_id`` without a store, no items and no batch."""
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InputError(f"concurrency must be a whole number >= 1, not {concurrency!r}")
+        if isinstance(items, BatchItems):
+            if batch_id is not None and batch_id != items.batch_id:
+                raise InputError(
+                    f"batch_id={batch_id!r} is not the batch the items are of ({items.batch_id!r})"
+                )
+            batch_id = items.batch_id
         if batch_id is not None and self.store is None:
             raise ConfigurationError("batch_id= needs an engine with a store")
         if batch_id is None and items is None:
@@ -464,7 +490,7 @@ class Engine:
         self,
         flow: Flow,
         plan: CompiledFlow,
-        items: Iterable[Mapping[str, Any]] | None,
+        items: Iterable[Mapping[str, Any]] | BatchItems | None,
         *,
         concurrency: int,
         budget: Budget | None,
@@ -473,42 +499,56 @@ class Engine:
         meta: Mapping[str, Any] | None,
         observers: Sequence[Observer],
     ) -> AsyncGenerator[tuple[int, RunResult], None]:
-        run_ids: list[str | None]
         resumed, earlier_s = time.time(), 0.0  # this execution's start; earlier ones' time
+        work: BatchItems | None = None
         if batch_id is not None:
             assert self.store is not None
-            recorded = self.store.get_run(batch_id)
-            # A batch that completed is only read back: its recorded end (and so its
-            # duration) stays as it was, however long after it is run again.
-            completed = recorded is not None and recorded.status == "done"
-            if recorded is not None and not completed:
-                earlier_s = run_time_before(self.store, recorded)
-            work = open_batch(self.store, plan, items, batch_id, meta)
+            if isinstance(items, BatchItems) and items.fresh:
+                work, completed = items, False  # just recorded: nothing ran before
+            else:
+                recorded = self.store.get_run(batch_id)
+                # A batch that completed is only read back: its recorded end (and so its
+                # duration) stays as it was, however long after it is run again.
+                completed = recorded is not None and recorded.status == "done"
+                if recorded is not None and not completed:
+                    earlier_s = run_time_before(self.store, recorded)
+                if isinstance(items, BatchItems):
+                    work = items
+                else:
+                    work = open_batch(self.store, plan, items, batch_id, meta)
             parent = Lease(self.store, batch_id, self.owner, self.lease_ttl)
             batch_lease: contextlib.AbstractAsyncContextManager[object] = parent.hold(
                 on_lost=lambda exc: queue.put_nowait((-1, exc))  # stop: another process has it
             )
-            run_ids = [w[0] for w in work]
-            pending: list[Mapping[str, Any]] = [w[1] for w in work]
+            # Its items run from their records: their inputs are read only if needed.
+            source: Iterator[tuple[int, Mapping[str, Any] | None]] = (
+                (index, None) for index in range(len(work))
+            )
         else:
-            assert items is not None
-            pending = list(items)
-            run_ids = [None] * len(pending)
+            assert items is not None and not isinstance(items, BatchItems)
+            source = enumerate(items)  # read as items start
             parent = None
             completed = False
             batch_lease = contextlib.nullcontext()
         queue: asyncio.Queue[tuple[int, RunResult | BaseException]] = asyncio.Queue()
-        iterator = iter(enumerate(pending))
+        iterator = source
         active = 0
         failures = waiting = 0
 
-        async def one(index: int, item: Mapping[str, Any]) -> None:
+        def inputs_of(index: int, item: Mapping[str, Any] | None) -> Mapping[str, Any]:
+            if item is not None or work is None:
+                return item or {}
+            inputs: Mapping[str, Any] = work.inputs(index)
+            return inputs
+
+        async def one(index: int, item: Mapping[str, Any] | None) -> None:
             outcome: RunResult | BaseException
             ran: RunResult | None = None  # what run() returned (it emitted RunFinished itself)
-            run_id = run_ids[index]
+            run_id = work.run_id(index) if work is not None else None
             try:
                 if self.guard is not None and self.guard.exhausted is not None:
-                    outcome = failed_result(plan, item, self.guard.exhausted, run_id=run_id)
+                    exhausted = self.guard.exhausted
+                    outcome = failed_result(plan, inputs_of(index, item), exhausted, run_id=run_id)
                 else:
                     outcome = await self.run(
                         flow,
@@ -520,7 +560,10 @@ class Engine:
                     )
                     ran = outcome
             except InputError as exc:
-                outcome = failed_result(plan, item, exc, run_id=run_id)
+                try:
+                    outcome = failed_result(plan, inputs_of(index, item), exc, run_id=run_id)
+                except Exception as unreadable:  # its record cannot be read back
+                    outcome = unreadable
             except Exception as exc:  # an engine bug: surface it to the consumer, don't hang
                 outcome = exc
             if isinstance(outcome, RunResult) and outcome is not ran:
@@ -543,10 +586,10 @@ class Engine:
             active += 1
             return True
 
-        async def elsewhere(executor: Executor) -> None:
+        async def elsewhere(executor: Executor, pending: list[BatchItem]) -> None:
             work = BatchWork(
                 flow=flow,
-                items=[BatchItem(i, run_ids[i], item) for i, item in enumerate(pending)],
+                items=pending,
                 concurrency=concurrency,
                 budget=budget,
                 batch_budget=self.guard.budget if self.guard is not None else None,
@@ -573,11 +616,24 @@ class Engine:
                 if self.executor is None:
                     while active < concurrency and start_next():
                         pass
-                elif pending:
-                    feeder = asyncio.get_running_loop().create_task(elsewhere(self.executor))
-                    tasks.add(feeder)
-                    feeder.add_done_callback(lambda t: report_fault(t, queue))
-                    active = len(pending)
+                else:
+                    # An executor takes the whole batch at once (with every item's inputs).
+                    if work is not None:
+                        pending = [
+                            BatchItem(index, run_id, inputs)
+                            for index, (run_id, inputs) in enumerate(work)
+                        ]
+                    else:
+                        pending = [
+                            BatchItem(index, None, inputs_of(index, item)) for index, item in source
+                        ]
+                    if pending:
+                        feeder = asyncio.get_running_loop().create_task(
+                            elsewhere(self.executor, pending)
+                        )
+                        tasks.add(feeder)
+                        feeder.add_done_callback(lambda t: report_fault(t, queue))
+                        active = len(pending)
                 while active:
                     index, outcome = await queue.get()
                     if isinstance(outcome, BaseException):

@@ -10,6 +10,7 @@ results and a price table; nothing here prints (``trellis.cli.render`` draws it)
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -321,7 +322,7 @@ class SummaryBuilder:
         self.repriceable: dict[str, Counter[str]] = {}
         self.actual_usd = 0.0
         self.left_out = 0
-        self.durations: list[float] = []
+        self.durations = array("d")  # 8 bytes an item
         self.waiting: list[tuple[tuple[int, str], list[WaitingStep]]] = []
         self.adjustments: dict[str, None] = {}
 
