@@ -76,9 +76,13 @@ class DurableRun:
         self.journal: Journal | None = None
         self.earlier = Stats()  # spent by earlier runs of this id, not replayed (see start)
         self.earlier_s = 0.0  # how long earlier executions of it ran (see start)
-        #: Created by this process just now, its lease held from the start: nothing of it
-        #: is recorded yet, so :meth:`start` reads nothing back.
+        #: Created (or, a pending batch item, started) by this process just now, its lease
+        #: held from the start: nothing of it is recorded yet, so :meth:`start` reads
+        #: nothing back.
         self.fresh = False
+        #: A batch item no process has started (pending at lease epoch 0): :meth:`lease`
+        #: starts it (:meth:`Store.start_pending`).
+        self.unstarted = False
         self._lease = Lease(store, run_id, owner, lease_ttl)
 
     @property
@@ -151,6 +155,12 @@ class DurableRun:
                     f"run {run_id!r} was started with other inputs; resume it without inputs, "
                     "or use another run id"
                 )
+        if row.status == "pending" and row.lease_epoch == 0:
+            # A batch item no process has started: like a new run, nothing of it to read
+            # back; :meth:`lease` starts it with its lease in one write.
+            item = cls(store, plan, run_id, values, None, owner, lease_ttl)
+            item.fresh = item.unstarted = True
+            return item
         recorded = load_result(store, run_id, plan) if row.status == "done" else None
         return cls(store, plan, run_id, values, recorded, owner, lease_ttl)
 
@@ -161,6 +171,12 @@ class DurableRun:
         """Hold the run's lease while the body runs (:class:`RunLockedError` if another
         process holds it). If another process takes it over (this one stalled past the
         TTL), ``on_lost`` is told, and the run must stop."""
+        if self.unstarted:
+            epoch = self.store.start_pending(self.run_id, self.owner, time.time(), self.lease_ttl)
+            if epoch is None:  # started meanwhile by another process (or the store declines)
+                self.fresh = False  # the general way: claim its lease, read what it recorded
+            else:
+                self._lease.adopt(epoch)
         async with self._lease.hold(on_lost):
             yield
 
@@ -193,14 +209,17 @@ class DurableRun:
         )
         return self.journal
 
-    def finish(self, result: RunResult) -> None:
+    async def finish(self, result: RunResult) -> None:
         """Record how the run ended, unless its lease was lost (then the new owner's
-        record stands: :class:`LeaseLostError`)."""
+        record stands: :class:`LeaseLostError`), and return once everything the run
+        wrote is durable (a write the store refused raises its error here)."""
         if self.lost is not None:
             raise self.lost
         result.usage.merge(self.earlier)  # a resumed run keeps what its earlier runs spent
         result.duration_s += self.earlier_s  # and how long they ran
         record_end(self.store, self.run_id, result, epoch=self.epoch)
+        self._lease.release()  # with the end, in the same commit
+        await self.store.committed(self.run_id)
 
 
 def load_result(store: Store, run_id: str, plan: CompiledFlow | None = None) -> RunResult:

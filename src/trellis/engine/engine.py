@@ -50,7 +50,6 @@ from trellis.engine.tracing import tracing_observer
 from trellis.errors import (
     ConfigurationError,
     InputError,
-    LeaseLostError,
     NestedRunError,
     SerializationError,
     StoreError,
@@ -354,24 +353,28 @@ class Engine:
             return durable.recorded
         running: list[Run] = []
 
-        def lease_lost(exc: LeaseLostError) -> None:
+        def lease_lost(exc: StoreError) -> None:
+            # The lease was lost, or the store refused a queued write (the same, found at
+            # commit time) or failed it: the run writes nothing more.
             for run_ in running:
-                run_.abort(exc)  # a StoreError: the run writes nothing more
+                run_.abort(exc)
 
-        async with durable.lease(on_lost=lease_lost):
-            if under_lease is not None:
-                under_lease(self.store, durable.epoch)
-            journal = durable.start(rerun_changed=rerun_changed)  # read under the lease
-            run = Run(
-                self.services, flow, plan, durable.values, durable.run_id, guard, journal, emit
-            )
-            running.append(run)
-            result = await run.execute()
-            if durable.lost is not None:
-                raise durable.lost  # another process owns the run now: its record stands
-            if isinstance(run.fatal, StoreError) and not isinstance(run.fatal, SerializationError):
-                raise run.fatal  # the store cannot be trusted: nothing more is written
-            durable.finish(result)
+        with self.store.grouped(durable.run_id, lease_lost):
+            async with durable.lease(on_lost=lease_lost):
+                if under_lease is not None:
+                    under_lease(self.store, durable.epoch)
+                journal = durable.start(rerun_changed=rerun_changed)  # read under the lease
+                run = Run(
+                    self.services, flow, plan, durable.values, durable.run_id, guard, journal, emit
+                )
+                running.append(run)
+                result = await run.execute()
+                if durable.lost is not None:
+                    raise durable.lost  # another process owns the run now: its record stands
+                fatal = run.fatal
+                if isinstance(fatal, StoreError) and not isinstance(fatal, SerializationError):
+                    raise fatal  # the store cannot be trusted: nothing more is written
+                await durable.finish(result)
         return result
 
     async def reply(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +107,12 @@ class Journal:
         self.replayed_calls = 0
 
     # -- steps ----------------------------------------------------------------------------
+
+    def when_recorded(self, callback: Callable[[], object]) -> bool:
+        """If the store queued writes of the run (group commit): call ``callback`` once
+        they are committed and return True (a step about to start then waits for them:
+        it never runs before what it depends on is recorded); else False."""
+        return self.store.when_committed(self.run_id, callback)
 
     @property
     def restorable(self) -> int:

@@ -104,10 +104,12 @@ class Lease:
         self.ttl = check_lease_ttl(ttl)
         self.epoch: int | None = None  # set while held
         self.lost: LeaseLostError | None = None  # set once another process took it over
+        self.released = False
 
     def adopt(self, epoch: int) -> None:
         """The lease was granted when the run was created (with ``epoch``)."""
         self.epoch = epoch
+        self.released = False
 
     def acquire(self) -> int:
         """Take the lease; its epoch. A live holder is :class:`RunLockedError`."""
@@ -123,6 +125,7 @@ class Lease:
                 owner=holder,
             )
         self.epoch = claim.epoch
+        self.released = False
         return claim.epoch
 
     @contextlib.asynccontextmanager
@@ -144,9 +147,11 @@ class Lease:
             self.release()
 
     def release(self) -> None:
-        """Give the lease up now, so that the next process need not wait for it to expire."""
-        if self.epoch is None or self.lost is not None:
+        """Give the lease up now, so that the next process need not wait for it to expire
+        (once: a second call does nothing)."""
+        if self.epoch is None or self.lost is not None or self.released:
             return
+        self.released = True
         with contextlib.suppress(StoreError):  # it then expires on its own
             self.store.release_lease(self.run_id, self.owner, self.epoch)
 
@@ -171,6 +176,8 @@ class Lease:
     async def _heartbeat(self, on_lost: Callable[[LeaseLostError], None] | None) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
+            if self.released:  # given up already (with the run's end): nothing to renew
+                return
             try:
                 renewed = self.store.renew_lease(
                     self.run_id, self.owner, time.time(), self.ttl, self.epoch

@@ -146,6 +146,10 @@ class Run:
         self.slots = slots
         self.step_decisions: dict[str, list[Decision]] = {}
         self._draining = False
+        #: Ready steps wait for the run's queued writes to be committed (group commit):
+        #: "waiting", then "resume" (for :meth:`execute` to start them), or "stopped" once
+        #: the run was cancelled (nothing more starts).
+        self._held: str | None = None
         self._done: asyncio.Future[None] | None = None
         # With a deadline a blocking sync step must not hold the event loop: it runs in a
         # thread (without one, the inline fast path).
@@ -159,8 +163,8 @@ class Run:
         self._done = loop.create_future()
         self.ready.extend(i for i, w in enumerate(self.waiting) if w == 0)
         self._drain()
-        if self.finished < len(self.records):
-            deadline = self.guard.deadline()
+        deadline = self.guard.deadline()
+        while self.finished < len(self.records):
             try:
                 if deadline is None:
                     await asyncio.shield(self._done)
@@ -169,10 +173,16 @@ class Run:
                     await asyncio.wait_for(asyncio.shield(self._done), remaining)
             except TimeoutError:
                 self._abort(self.guard.time_exceeded())
-                await self._done
+                deadline = None  # what is left settles now, with no deadline to wait for
+                continue
             except asyncio.CancelledError:
+                self._held = "stopped"
                 self._cancel_tasks()
                 raise
+            if self._held == "resume":  # woken to start the steps that waited (_recorded)
+                self._held = None
+                self._done = loop.create_future()
+                self._drain()
         result = self.result
         result.duration_s = self.perf() - started
         if any(s >= FAILED for s in self.state):
@@ -191,7 +201,13 @@ class Run:
         self._draining = True
         try:
             ready = self.ready
+            journal = self.journal
             while ready:
+                if self._held is not None:
+                    return
+                if journal is not None and journal.when_recorded(self._recorded):
+                    self._held = "waiting"  # ready steps start once what they depend on is
+                    return  # recorded
                 i = ready.popleft()
                 try:
                     self._start(i)
@@ -202,6 +218,15 @@ class Run:
                         raise
         finally:
             self._draining = False
+
+    def _recorded(self) -> None:
+        """The run's queued writes are committed: the ready steps may start, in the run's
+        own task (:meth:`execute`: its context, and what a step raises reaches the caller)."""
+        if self._held == "waiting":
+            self._held = "resume"
+            done = self._done
+            if done is not None and not done.done():
+                done.set_result(None)
 
     def _settle(self, i: int, state: int) -> None:
         self.state[i] = state

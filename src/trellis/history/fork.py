@@ -39,6 +39,9 @@ class ForkPlan:
     reused: tuple[str, ...]  # the other steps: taken from the record when it has them
 
 
+_FORK_OWNER = "trellis-fork"  # the lease owner that marks a forked run as written
+
+
 def downstream(plan: CompiledFlow, step: str) -> list[str]:
     """``step`` and every step that reads it, directly or not, in run order."""
     if step not in plan.index:
@@ -93,9 +96,17 @@ def prepare_fork(
         pairs = [(run_id, new_id)]
     keep = set(reused)
     for source, target in pairs:
+        copied = False
         for step in store.load_steps(source):
             if step.step in keep and step.status in _REUSABLE:
                 store.save_step(replace(step, run_id=target))
+                copied = True
+        if copied:
+            # A pending run at lease epoch 0 counts as holding nothing (a batch item as
+            # recorded: started without reading its journal); this one holds copied steps,
+            # so its epoch moves past 0 (a lease granted and given up at once).
+            claim = store.claim_lease(target, _FORK_OWNER, time.time(), 1.0)
+            store.release_lease(target, _FORK_OWNER, claim.epoch)
     return ForkPlan(run_id, new_id, is_batch, from_step, tuple(rerun), tuple(reused))
 
 

@@ -5,6 +5,15 @@ pickled. Methods are synchronous and short: the engine calls them on the event l
 right when a step completes or an LLM call returns, so that a killed process loses at most
 the work that was in flight. (SQLite in WAL mode commits in tens of microseconds.)
 
+Group commit: while the engine executes a run it *groups* it (:meth:`Store.grouped`). A
+store may then queue that run's writes and commit those of every grouped run together,
+once per event-loop turn (the SQLite store does: :mod:`trellis.store.groupcommit`), as
+long as it keeps their order, lets every read see them, and fences each write as an
+immediate one is fenced. A queued write that is refused is reported to the grouping's
+callback instead of raised; :meth:`Store.committed` waits until a run's writes are
+durable (the engine awaits it before a run counts as done). The default commits every
+write at once.
+
 A store implementation passes ``tests/store/conformance.py``, and raises
 :class:`~trellis.errors.StoreError` for its own failures (the engine wraps anything else in
 one and stops the run).
@@ -22,11 +31,12 @@ lease and woke up after another process took the run over can never overwrite it
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from trellis.errors import LeaseLostError
+from trellis.errors import LeaseLostError, StoreError
 
 __all__ = [
     "FORMAT",
@@ -227,6 +237,36 @@ class Store(abc.ABC):
         """:meth:`claim_lease` without the epoch: ``None`` when granted, else the owner."""
         claim = self.claim_lease(run_id, owner, now, ttl)
         return None if claim.granted else (claim.holder or "another process")
+
+    def start_pending(self, run_id: str, owner: str, now: float, ttl: float) -> int | None:
+        """Start a batch item that no process has started yet (``pending`` at lease epoch
+        0): take its lease and mark it running since ``now``, atomically; its epoch
+        (``None``: the run is not such an item, and is started the general way, with
+        :meth:`claim_lease`). A store may do this in one statement, and may queue it while
+        the run is grouped (:meth:`grouped`): it then returns epoch 1 at once, nothing of
+        the run executes before the write is committed (steps wait for the run's queued
+        writes), and if another process started the item first the refusal reaches the
+        grouping's callback. The default declines."""
+        return None
+
+    def grouped(
+        self, run_id: str, on_failure: Callable[[StoreError], None]
+    ) -> contextlib.AbstractContextManager[None]:
+        """While the block runs, ``run_id``'s writes may be queued and committed with
+        other grouped runs' (see the module docs); a queued write that is refused or fails
+        is passed to ``on_failure`` (which must stop the run) instead of being raised, and
+        the run's later writes raise it. The default writes everything at once."""
+        return contextlib.nullcontext()
+
+    def when_committed(self, run_id: str, callback: Callable[[], object]) -> bool:
+        """If ``run_id`` has queued writes (see :meth:`grouped`): call ``callback`` once
+        they are committed, or refused (then after the grouping's callback was told), and
+        return True; False when nothing of it is queued. The default queues nothing."""
+        return False
+
+    async def committed(self, run_id: str) -> None:  # noqa: B027 - optional hook
+        """Return once every write of ``run_id`` made so far is durable; raise the
+        :class:`StoreError` that refused one of them (see :meth:`grouped`)."""
 
     @abc.abstractmethod
     def renew_lease(

@@ -7,7 +7,12 @@ can lose the last transactions before the most recent checkpoint (never corrupt 
 Choose ``synchronous="FULL"`` (``sqlite:///path?synchronous=FULL``) to fsync every commit
 and survive power loss too, at the cost of one fsync per completed step and LLM call.
 
-One writer: the engine writes from its event-loop thread only. The schema is versioned in
+One writer: the engine writes from its event-loop thread only. The writes of the runs an
+engine executes are group-committed (:mod:`trellis.store.groupcommit`): queued during an
+event-loop turn and committed together in one transaction at the start of the next. Every
+write commits the queued ones before it, in the same transaction, so what is durable is
+always a prefix of what was written, in order; a read of a run commits its queued writes
+first. The schema is versioned in
 ``trellis_meta``; opening a database written by a newer Trellis, or a SQLite file that is
 not a Trellis store, is a clear :class:`StoreError`. Every SQL value is bound.
 
@@ -19,6 +24,7 @@ as its ``\ud800`` escape; an id that is not UTF-8 text is a :class:`StoreError`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import sqlite3
@@ -39,6 +45,7 @@ from trellis.store.base import (
     Store,
     stale_write,
 )
+from trellis.store.groupcommit import Write, WriteGroup
 from trellis.store.sql import Dialect, run_listing
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -147,6 +154,7 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def _mapped(method: F) -> F:
@@ -174,6 +182,7 @@ class SQLiteStore(Store):
         if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise StoreError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
         self.url = f"sqlite:///{self.path}"
+        self._group = WriteGroup(self._commit_writes)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -191,6 +200,111 @@ class SQLiteStore(Store):
                 f"{self.path!r} is not a usable Trellis store ({exc}); point --store or "
                 "TRELLIS_STORE at another file"
             ) from exc
+
+    # -- group commit -----------------------------------------------------------------------
+
+    def grouped(
+        self, run_id: str, on_failure: Callable[[StoreError], None]
+    ) -> contextlib.AbstractContextManager[None]:
+        return self._group.grouped(run_id, on_failure)
+
+    async def committed(self, run_id: str) -> None:
+        await self._group.committed(run_id)
+
+    def when_committed(self, run_id: str, callback: Callable[[], object]) -> bool:
+        return self._group.when_committed(run_id, callback)
+
+    def _read(self, run_id: str) -> None:
+        """Before reading ``run_id``: commit its queued writes (read-your-writes)."""
+        if run_id in self._group.pending_runs:
+            self._group.flush()
+
+    def _read_all(self) -> None:
+        """Before reading several runs: commit every queued write."""
+        if self._group.pending:
+            self._group.flush()
+
+    def _write(
+        self, run_id: str, sql: str, values: tuple[Any, ...], epoch: int | None, check: bool
+    ) -> None:
+        """One write of a run: queued while the run is grouped, else now (after the queued
+        writes, in the same transaction). ``check``: it must change exactly one row, else
+        it was refused (:meth:`_refused`)."""
+        if self._group.defer((run_id, sql, values, epoch, check)):
+            return
+        cur = self._now(lambda: self._db.execute(sql, values))
+        if check and cur.rowcount != 1:
+            self._refused(run_id, epoch)
+
+    def _now(self, body: Callable[[], T]) -> T:
+        """``body`` (statements of one immediate operation) after the queued writes, in one
+        transaction with them when there are any."""
+        if not self._group.pending:
+            return body()
+        return self._queued_then(body)
+
+    def _queued_then(self, body: Callable[[], T]) -> T:
+        """The queued writes, then ``body``, in one ``BEGIN IMMEDIATE`` transaction."""
+        group, db = self._group, self._db
+        writes = group.take()
+        failures: dict[str, StoreError] = {}
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            failures = self._apply(writes)
+            result = body()
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            error = StoreError(f"store {self.path!r}: a group commit failed: {exc}")
+            group.settle({w[0]: error for w in writes})
+            raise
+        group.settle(failures)
+        return result
+
+    def _commit_writes(self, writes: list[Write]) -> dict[str, StoreError]:
+        """:class:`WriteGroup`'s commit: ``writes`` in one transaction; what failed."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            failures = self._apply(writes)
+            db.execute("COMMIT")
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            error = StoreError(
+                f"store {self.path!r}: committing {len(writes)} queued write(s) failed: {exc}"
+            )
+            return {w[0]: error for w in writes}
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return failures
+
+    def _apply(self, writes: list[Write]) -> dict[str, StoreError]:
+        """Execute queued writes inside the caller's transaction: the runs whose write was
+        refused (a stale epoch) or failed (the statement is undone, the others stand), and
+        their errors; a refused run's later writes are skipped. An error that ends the
+        transaction itself (a full disk) is raised."""
+        db = self._db
+        failures: dict[str, StoreError] = {}
+        for run_id, sql, values, epoch, check in writes:
+            if run_id in failures:
+                continue
+            try:
+                cur = db.execute(sql, values)
+                if check and cur.rowcount != 1:
+                    self._refused(run_id, epoch)
+            except StoreError as exc:
+                failures[run_id] = exc
+            except (sqlite3.Error, UnicodeEncodeError) as exc:
+                if not db.in_transaction:
+                    raise
+                failures[run_id] = StoreError(
+                    f"store {self.path!r}: a write of run {run_id!r} failed: {exc}"
+                )
+        return failures
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -275,6 +389,7 @@ class SQLiteStore(Store):
 
     @_mapped
     def create_runs(self, rows: Iterable[RunRow]) -> None:
+        self._read_all()  # the queued writes first, in order
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -294,6 +409,7 @@ class SQLiteStore(Store):
 
     @_mapped
     def get_run(self, run_id: str) -> RunRow | None:
+        self._read(run_id)
         cur = self._db.execute(
             f"SELECT {_RUN_COLUMNS}, format FROM runs WHERE run_id = ?", (run_id,)
         )
@@ -314,7 +430,8 @@ class SQLiteStore(Store):
         run_s: float | None = None,
         resumed_at: float | None = None,
     ) -> None:
-        cur = self._db.execute(
+        self._write(
+            run_id,
             "UPDATE runs SET status = ?, finished_at = ?, error = ?, usage = COALESCE(?, usage), "
             "started_at = COALESCE(?, started_at), run_s = COALESCE(?, run_s), "
             "resumed_at = COALESCE(?, resumed_at) "
@@ -331,9 +448,9 @@ class SQLiteStore(Store):
                 epoch,
                 epoch,
             ),
+            epoch,
+            True,
         )
-        if cur.rowcount != 1:
-            self._refused(run_id, epoch)
 
     @_mapped
     def list_runs(
@@ -347,6 +464,7 @@ class SQLiteStore(Store):
         limit: int | None = None,
         lenient: bool = False,
     ) -> list[RunRow]:
+        self._read_all()
         sql, args = run_listing(
             f"SELECT {_RUN_COLUMNS}, format FROM runs",
             _SQLITE,
@@ -364,8 +482,8 @@ class SQLiteStore(Store):
     @_mapped
     def claim_lease(self, run_id: str, owner: str, now: float, ttl: float) -> LeaseClaim:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")  # the grant and the epoch it returns, atomically
-        try:
+
+        def claim() -> tuple[bool, Any]:
             cur = db.execute(
                 "UPDATE runs SET lease_owner = ?, lease_expires = ?, "
                 "lease_epoch = lease_epoch + 1 WHERE run_id = ? AND "
@@ -373,15 +491,12 @@ class SQLiteStore(Store):
                 "lease_expires <= ?)",
                 (owner, now + ttl, run_id, owner, now),
             )
-            granted = cur.rowcount == 1
-            row = db.execute(
+            return cur.rowcount == 1, db.execute(
                 "SELECT lease_owner, lease_epoch FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+
+        # The grant and the epoch it returns, atomically (with the queued writes before).
+        granted, row = self._queued_then(claim)
         if row is None:
             raise StoreError(f"no run {run_id!r}")
         if granted:
@@ -389,22 +504,41 @@ class SQLiteStore(Store):
         return LeaseClaim(False, int(row[1]), None if row[0] is None else str(row[0]))
 
     @_mapped
+    def start_pending(self, run_id: str, owner: str, now: float, ttl: float) -> int | None:
+        sql = (
+            "UPDATE runs SET status = 'running', started_at = ?, resumed_at = ?, "
+            "lease_owner = ?, lease_expires = ?, lease_epoch = 1 "
+            "WHERE run_id = ? AND status = 'pending' AND lease_epoch = 0"
+        )
+        values = (now, now, owner, now + ttl, run_id)
+        # Queued: refused (epoch 0 is older than the other process's grant) at commit.
+        if self._group.defer((run_id, sql, values, 0, True)):
+            return 1
+        rows = self._now(lambda: self._db.execute(sql + " RETURNING 1", values).fetchall())
+        return 1 if rows else None
+
+    @_mapped
     def renew_lease(
         self, run_id: str, owner: str, now: float, ttl: float, epoch: int | None = None
     ) -> bool:
-        cur = self._db.execute(
-            "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND lease_owner = ? "
-            "AND (? IS NULL OR lease_epoch = ?)",
-            (now + ttl, run_id, owner, epoch, epoch),
+        cur = self._now(
+            lambda: self._db.execute(
+                "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND lease_owner = ? "
+                "AND (? IS NULL OR lease_epoch = ?)",
+                (now + ttl, run_id, owner, epoch, epoch),
+            )
         )
         return cur.rowcount == 1
 
     @_mapped
     def release_lease(self, run_id: str, owner: str, epoch: int | None = None) -> None:
-        self._db.execute(
+        self._write(
+            run_id,
             "UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
             "WHERE run_id = ? AND lease_owner = ? AND (? IS NULL OR lease_epoch = ?)",
             (run_id, owner, epoch, epoch),
+            epoch,
+            False,
         )
 
     def _refused(self, run_id: str, epoch: int | None) -> None:
@@ -423,7 +557,7 @@ class SQLiteStore(Store):
     def save_step(self, row: StepRow, *, epoch: int | None = None) -> None:
         # The hot path of a durable run (one call per completed step): no wrapper frame.
         try:
-            values = (
+            values: tuple[Any, ...] = (
                 row.run_id,
                 row.step,
                 row.status,
@@ -443,14 +577,11 @@ class SQLiteStore(Store):
                 "reason, error, usage, decisions, details, started_at, duration_s, format) "
             )
             if epoch is None:
-                self._db.execute(sql + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
-                return
-            cur = self._db.execute(
-                sql + "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE " + _FENCE,
-                (*values, row.run_id, epoch),
-            )
-            if cur.rowcount != 1:
-                self._refused(row.run_id, epoch)
+                sql += "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            else:
+                sql += "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE " + _FENCE
+                values += (row.run_id, epoch)
+            self._write(row.run_id, sql, values, epoch, epoch is not None)
         except (sqlite3.Error, UnicodeEncodeError) as exc:
             raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
@@ -465,26 +596,24 @@ class SQLiteStore(Store):
         *,
         epoch: int | None = None,
     ) -> None:
-        values = (run_id, step, definition, output, started_at, duration_s, FORMAT)
+        values: tuple[Any, ...] = (run_id, step, definition, output, started_at, duration_s, FORMAT)
         sql = (
             "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, "
             "started_at, duration_s, format) "
         )
         try:
             if epoch is None:
-                self._db.execute(sql + "VALUES (?, ?, 'done', ?, ?, ?, ?, ?)", values)
-                return
-            cur = self._db.execute(
-                sql + "SELECT ?, ?, 'done', ?, ?, ?, ?, ? WHERE " + _FENCE,
-                (*values, run_id, epoch),
-            )
-            if cur.rowcount != 1:
-                self._refused(run_id, epoch)
+                sql += "VALUES (?, ?, 'done', ?, ?, ?, ?, ?)"
+            else:
+                sql += "SELECT ?, ?, 'done', ?, ?, ?, ?, ? WHERE " + _FENCE
+                values += (run_id, epoch)
+            self._write(run_id, sql, values, epoch, epoch is not None)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
     @_mapped
     def load_steps(self, run_id: str) -> list[StepRow]:
+        self._read(run_id)
         cur = self._db.execute(
             "SELECT run_id, step, status, definition, output, reason, error, usage, decisions, "
             "details, started_at, duration_s, format FROM steps WHERE run_id = ?",
@@ -513,19 +642,25 @@ class SQLiteStore(Store):
 
     @_mapped
     def save_call(self, row: CallRow, *, epoch: int | None = None) -> None:
-        values = (row.run_id, row.key, row.request, row.result, row.attempts, FORMAT)
+        values: tuple[Any, ...] = (
+            row.run_id,
+            row.key,
+            row.request,
+            row.result,
+            row.attempts,
+            FORMAT,
+        )
         sql = "INSERT OR REPLACE INTO calls (run_id, key, request, result, attempts, format) "
         if epoch is None:
-            self._db.execute(sql + "VALUES (?, ?, ?, ?, ?, ?)", values)
-            return
-        cur = self._db.execute(
-            sql + "SELECT ?, ?, ?, ?, ?, ? WHERE " + _FENCE, (*values, row.run_id, epoch)
-        )
-        if cur.rowcount != 1:
-            self._refused(row.run_id, epoch)
+            sql += "VALUES (?, ?, ?, ?, ?, ?)"
+        else:
+            sql += "SELECT ?, ?, ?, ?, ?, ? WHERE " + _FENCE
+            values += (row.run_id, epoch)
+        self._write(row.run_id, sql, values, epoch, epoch is not None)
 
     @_mapped
     def load_calls(self, run_id: str) -> list[CallRow]:
+        self._read(run_id)
         cur = self._db.execute(
             "SELECT run_id, key, request, result, attempts, format FROM calls WHERE run_id = ?",
             (run_id,),
@@ -582,7 +717,10 @@ class SQLiteStore(Store):
         return cur.rowcount
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._group.flush()  # what is queued is committed, not dropped
+        finally:
+            self._db.close()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"

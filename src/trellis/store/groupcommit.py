@@ -1,0 +1,148 @@
+"""Group commit: the writes of concurrent durable runs, committed together once per turn.
+
+A store that commits every write as its own transaction pays a commit per completed step
+and LLM call; with many runs in flight on one event loop that is most of a durable batch's
+time. :class:`WriteGroup` collects the writes of the runs an engine *groups*
+(:meth:`trellis.store.base.Store.grouped`) while an event loop runs, and hands them to the
+store in one transaction, scheduled with ``loop.call_soon`` at the first write of a turn:
+everything written during a turn is committed at the start of the next one, in order.
+
+What it keeps:
+
+- Order and read-your-writes: a read or an immediate write of a run with queued writes
+  commits them first (the store asks :meth:`WriteGroup.flush`), and queued writes are
+  committed in the order they were made.
+- Fencing: every queued write is the same fenced statement as an immediate one, checked
+  when the transaction runs; no lock is held across event-loop turns, so a process that
+  stalls holds nothing another process waits on. A refused write (a stale lease epoch) or
+  a failed one is the run's :class:`~trellis.errors.StoreError`: the callback the engine
+  grouped the run with is told (it stops the run, as when its lease is lost), later writes
+  of the run raise it, and the other runs' writes are committed regardless.
+- Durability when it matters: :meth:`WriteGroup.committed` waits until the run's writes
+  so far are committed (the engine awaits it before a run is reported done); a killed
+  process loses at most the writes of the turn it was killed in, work that was still
+  running as far as anything outside the process could tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from trellis.errors import StoreError
+
+__all__ = ["Commit", "Write", "WriteGroup"]
+
+#: A queued write: (run id, SQL, values, epoch, whether it must change exactly one row).
+Write = tuple[str, str, tuple[Any, ...], int | None, bool]
+
+#: Commits writes in one transaction: the runs whose write was refused or failed, each with
+#: its error (a run's later writes in the same list are skipped).
+Commit = Callable[[list[Write]], dict[str, StoreError]]
+
+
+class WriteGroup:
+    """The queued writes of one store connection (used from its event-loop thread)."""
+
+    __slots__ = ("_after", "_commit", "_loop", "failed", "pending", "pending_runs", "watched")
+
+    def __init__(self, commit: Commit) -> None:
+        self._commit = commit
+        #: Grouped runs: what to tell when one of their writes is refused or fails.
+        self.watched: dict[str, Callable[[StoreError], None]] = {}
+        self.pending: list[Write] = []
+        self.pending_runs: set[str] = set()
+        #: Grouped runs whose write was refused or failed: their later writes raise it.
+        self.failed: dict[str, StoreError] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # where a flush is scheduled
+        self._after: list[Callable[[], object]] = []  # called once the queue is committed
+
+    @contextlib.contextmanager
+    def grouped(self, run_id: str, on_failure: Callable[[StoreError], None]) -> Iterator[None]:
+        """Queue ``run_id``'s writes while the block runs (see the module docs)."""
+        self.watched[run_id] = on_failure
+        try:
+            yield
+        finally:
+            self.watched.pop(run_id, None)
+            self.failed.pop(run_id, None)
+            if run_id in self.pending_runs:  # a run that ended without finishing
+                self.flush()
+
+    def defer(self, write: Write) -> bool:
+        """Queue ``write`` if its run is grouped and an event loop runs in this thread;
+        ``False``: the caller must write it now (after :meth:`flush` if the run has
+        queued writes). A run whose earlier write failed raises that error."""
+        run_id = write[0]
+        if run_id not in self.watched:
+            return False
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            return False
+        error = self.failed.get(run_id)
+        if error is not None:
+            raise error
+        if self._loop is not loop:
+            if self._loop is not None:  # another loop's writes, never flushed there
+                self.flush()
+            self._loop = loop
+            loop.call_soon(self.flush)
+        self.pending.append(write)
+        self.pending_runs.add(run_id)
+        return True
+
+    def take(self) -> list[Write]:
+        """The queued writes, for the caller to commit in its own transaction (then it
+        must :meth:`settle` them)."""
+        writes, self.pending = self.pending, []
+        self.pending_runs.clear()
+        self._loop = None
+        return writes
+
+    def flush(self) -> None:
+        """Commit every queued write now, in one transaction."""
+        writes = self.take()
+        failures: dict[str, StoreError] = {}
+        try:
+            if writes:
+                failures = self._commit(writes)
+        finally:  # waiters are woken whatever happened (a commit that raised: no failures)
+            self.settle(failures)
+
+    def settle(self, failures: dict[str, StoreError]) -> None:
+        """Record what a commit of queued writes refused and tell those runs, then call
+        what waited for the commit (:meth:`when_committed`)."""
+        for run_id, error in failures.items():
+            on_failure = self.watched.get(run_id)
+            if on_failure is not None:
+                self.failed[run_id] = error
+                on_failure(error)
+        after, self._after = self._after, []
+        for callback in after:
+            callback()
+
+    def when_committed(self, run_id: str, callback: Callable[[], object]) -> bool:
+        """If ``run_id`` has queued writes: call ``callback`` once they are committed (or
+        refused: see :attr:`failed`) and return True; else False."""
+        if run_id not in self.pending_runs:
+            return False
+        self._after.append(callback)
+        return True
+
+    async def committed(self, run_id: str) -> None:
+        """Return once ``run_id``'s writes so far are committed; raise the error that
+        refused one of them."""
+        waiter = asyncio.get_running_loop().create_future()
+        if self.when_committed(run_id, functools.partial(_wake, waiter)):
+            await waiter
+        error = self.failed.get(run_id)
+        if error is not None:
+            raise error
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,234 @@
+"""Group commit in the SQLite store: the writes of grouped runs are queued during an event-loop
+turn and committed together, in order, visible to this store's reads at once and to other
+connections (other processes) once committed; a refused queued write stops only its run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import trellis as tl
+from trellis.errors import LeaseLostError, StoreError
+from trellis.store import CallRow, SQLiteStore, StepRow
+from trellis.testing.store_conformance import run_row
+
+
+def _step(run_id: str, step: str = "s", output: str = '"x"') -> StepRow:
+    return StepRow(run_id=run_id, step=step, status="done", definition="d", output=output)
+
+
+def _call(run_id: str, key: str) -> CallRow:
+    return CallRow(run_id=run_id, key=key, request="h", result='"r"', attempts="[]")
+
+
+def _commits(store: SQLiteStore) -> list[str]:
+    """The transactions the store's connection commits from now on."""
+    seen: list[str] = []
+    store._db.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+    return seen
+
+
+async def test_grouped_writes_are_one_commit_visible_to_this_store_at_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    with SQLiteStore(path) as store, SQLiteStore(path) as other:
+        for run_id in ("a", "b"):
+            store.create_run(run_row(run_id, status="running"))
+        epochs = {r: store.claim_lease(r, "me", 100.0, 60.0).epoch for r in ("a", "b")}
+        commits = _commits(store)
+        failures: list[StoreError] = []
+        with store.grouped("a", failures.append), store.grouped("b", failures.append):
+            for run_id in ("a", "b"):
+                for n in range(3):
+                    store.save_call(_call(run_id, f"k{n}"), epoch=epochs[run_id])
+                store.save_step(_step(run_id), epoch=epochs[run_id])
+            # Not committed yet: another connection does not see them ...
+            assert other.load_calls("a") == [] and other.load_steps("b") == []
+            assert commits == []
+            # ... this store's reads do (they commit what they read first).
+            assert [c.key for c in store.load_calls("a")] == ["k0", "k1", "k2"]
+            assert len(commits) == 1
+            store.save_step(_step("b", "t"), epoch=epochs["b"])
+            await store.committed("b")
+            assert len(commits) == 2
+            assert {s.step for s in other.load_steps("b")} == {"s", "t"}
+        assert failures == []
+
+
+async def test_a_refused_queued_write_stops_only_its_run(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with SQLiteStore(path) as stalled, SQLiteStore(path) as successor:
+        for run_id in ("lost", "kept"):
+            stalled.create_run(run_row(run_id, status="running"))
+        old = stalled.claim_lease("lost", "stalled", 100.0, 1.0).epoch
+        kept = stalled.claim_lease("kept", "stalled", 100.0, 60.0).epoch
+        told: list[tuple[str, StoreError]] = []
+        with (
+            stalled.grouped("lost", lambda e: told.append(("lost", e))),
+            stalled.grouped("kept", lambda e: told.append(("kept", e))),
+        ):
+            stalled.save_step(_step("kept", "before"), epoch=kept)
+            stalled.save_step(_step("lost", "stale"), epoch=old)  # queued, not refused yet
+            # Meanwhile the lease expired and another process took the run over.
+            new = successor.claim_lease("lost", "successor", 102.0, 60.0).epoch
+            stalled.save_step(_step("kept", "after"), epoch=kept)
+            with pytest.raises(LeaseLostError) as refused:
+                await stalled.committed("lost")
+            assert (refused.value.epoch, refused.value.current) == (old, new)
+            assert [(who, type(e)) for who, e in told] == [("lost", LeaseLostError)]
+            with pytest.raises(LeaseLostError):  # its later writes are refused at once
+                stalled.update_run("lost", status="failed", epoch=old)
+            await stalled.committed("kept")
+        assert successor.load_steps("lost") == []
+        assert {s.step for s in successor.load_steps("kept")} == {"before", "after"}
+        row = successor.get_run("lost")
+        assert row is not None and row.status == "running" and row.lease_owner == "successor"
+
+
+async def test_a_queued_item_start_loses_to_a_process_that_started_it_first(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    with SQLiteStore(path) as store, SQLiteStore(path) as other:
+        store.create_run(run_row("b.0", status="pending"))
+        told: list[StoreError] = []
+        with store.grouped("b.0", told.append):
+            assert store.start_pending("b.0", "me", 100.0, 60.0) == 1  # queued
+            assert other.start_pending("b.0", "them", 100.5, 60.0) == 1  # committed first
+            with pytest.raises(LeaseLostError):
+                await store.committed("b.0")
+        assert len(told) == 1
+        row = other.get_run("b.0")
+        assert row is not None and (row.status, row.lease_owner) == ("running", "them")
+        # Not pending any more: neither store starts it again the quick way.
+        assert store.start_pending("b.0", "me", 101.0, 60.0) is None
+
+
+def test_without_a_running_loop_writes_are_immediate(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with SQLiteStore(path) as store, SQLiteStore(path) as other:
+        store.create_run(run_row("r", status="running"))
+        with store.grouped("r", lambda e: None):
+            store.save_step(_step("r"))
+            assert [s.step for s in other.load_steps("r")] == ["s"]
+
+
+async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SQLiteStore(path)
+    store.create_run(run_row("r", status="running"))
+    with store.grouped("r", lambda e: None):
+        store.save_step(_step("r"))
+        store.close()
+    with SQLiteStore(path) as reopened:
+        assert [s.step for s in reopened.load_steps("r")] == ["s"]
+
+
+async def test_a_durable_batch_commits_in_groups_and_each_step_waits_for_its_inputs_record(
+    tmp_path: Path,
+) -> None:
+    """200 items of a 2-step flow: far fewer commits than writes, and when a step starts,
+    the record of the step it depends on is already committed (another connection sees
+    it)."""
+    path = tmp_path / "t.db"
+    flow = tl.Flow("two", inputs={"n": int})
+    watcher = SQLiteStore(path)
+    unrecorded: list[int] = []
+
+    @flow.step
+    async def first(n: int) -> int:
+        await asyncio.sleep(0)
+        return n + 1
+
+    @flow.step
+    def second(n: int, first: int) -> int:
+        if not any(s.step == "first" for s in watcher.load_steps(f"b.{n}")):
+            unrecorded.append(n)
+        return first * 2
+
+    store = SQLiteStore(path)
+    commits = _commits(store)
+    try:
+        async with tl.Engine(store=store) as engine:
+            results = {
+                i: r
+                async for i, r in engine.run_many(
+                    flow, [{"n": n} for n in range(200)], batch_id="b", concurrency=32
+                )
+            }
+    finally:
+        store.close()
+        watcher.close()
+    assert {i: r["second"] for i, r in results.items()} == {n: (n + 1) * 2 for n in range(200)}
+    assert unrecorded == []
+    # Per item: its start, 2 step records, its end and its lease's release (5 writes).
+    assert len(commits) < 200, f"{len(commits)} commits for 1000 writes"
+
+
+def test_a_killed_process_keeps_every_item_it_reported(tmp_path: Path) -> None:
+    """A batch process killed (SIGKILL) mid-batch: every item whose result it handed out is
+    done in the store, and resuming the batch runs none of them again (each other item's
+    step runs once more at most: the ones in flight at the kill)."""
+    path, log = tmp_path / "t.db", tmp_path / "ran.log"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, sys
+        import trellis as tl
+        from trellis.store import SQLiteStore
+
+        flow = tl.Flow("slow", inputs={{"n": int}})
+
+        @flow.step
+        async def work(n: int) -> int:
+            await asyncio.sleep(0.001)
+            with open({str(log)!r}, "a") as f:
+                f.write(f"{{n}}\\n")
+            return n * 3
+
+        async def main(kill: bool) -> None:
+            store = SQLiteStore({str(path)!r})
+            async with tl.Engine(store=store, lease_ttl=1.0) as engine:
+                done = 0
+                items = [{{"n": n}} for n in range(400)]
+                async for index, result in engine.run_many(
+                    flow, items, batch_id="b", concurrency=16
+                ):
+                    print(index, result.status, flush=True)
+                    done += 1
+                    if kill and done == 150:
+                        os.kill(os.getpid(), 9)
+
+        asyncio.run(main(sys.argv[1] == "kill"))
+        """
+    )
+    killed = subprocess.run([sys.executable, "-c", script, "kill"], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    reported = [int(line.split()[0]) for line in killed.stdout.splitlines()]
+    assert len(reported) == 150
+    with SQLiteStore(path) as store:
+        status = {r.run_id: r.status for r in store.list_runs(parent_id="b")}
+        outputs = {
+            r.run_id: json.loads(s.output or "null")
+            for r in store.list_runs(parent_id="b")
+            for s in store.load_steps(r.run_id)
+        }
+    for index in reported:
+        assert status[f"b.{index}"] == "done"
+        assert outputs[f"b.{index}"] == index * 3
+    time.sleep(1.2)  # the killed process's leases expire
+    resume = [sys.executable, "-c", script, "resume"]
+    resumed = subprocess.run(resume, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(resumed.stdout.splitlines()) == 400
+    runs = [int(n) for n in log.read_text().split()]
+    assert sorted(set(runs)) == list(range(400))
+    assert all(runs.count(index) == 1 for index in reported)
+    assert max(runs.count(n) for n in range(400)) <= 2
