@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic_core import to_json
+from pydantic_core import PydanticSerializationError, to_json
 
 from trellis.engine.results import (
     CallRecord,
@@ -232,10 +232,20 @@ class Journal:
             key=key,
             request=request,
             result=encode(value, f"the reply of call {key!r}"),
-            attempts=json.dumps([a.to_dict() for a in attempts]),
+            attempts=json_text([a.to_dict() for a in attempts]),
         )
         self.store.save_call(row, epoch=self.epoch)
         self._calls[key] = row
+
+
+def json_text(value: Any) -> str:
+    """A record's plain JSON (dicts, lists, numbers, text) as ``json.dumps`` writes it, but
+    compact and by ``pydantic_core`` (several times faster); text JSON cannot carry as
+    UTF-8 (a lone surrogate) goes through ``json.dumps``, which escapes it."""
+    try:
+        return to_json(value, inf_nan_mode="constants").decode()
+    except PydanticSerializationError:
+        return json.dumps(value)
 
 
 def request_hash(model: str, request: ModelRequest) -> str:
@@ -296,9 +306,9 @@ def step_row(
         definition=definition,
         output=output,
         reason=record.reason,
-        error=json.dumps(record.error.to_dict()) if record.error else None,
-        usage=json.dumps(usage.to_dict()) if usage.attempts else None,
-        decisions=json.dumps([d.to_dict() for d in decisions]) if decisions else None,
+        error=json_text(record.error.to_dict()) if record.error else None,
+        usage=json_text(usage.to_dict()) if usage.attempts else None,
+        decisions=json_text([d.to_dict() for d in decisions]) if decisions else None,
         details=to_json(details).decode() if details else None,
         started_at=record.started_at,
         duration_s=record.duration_s,
@@ -404,8 +414,8 @@ def record_end(store: Store, run_id: str, result: RunResult, *, epoch: int | Non
         run_id,
         status=result.status if result.status in ("done", "waiting") else "failed",
         finished_at=time.time(),
-        error=json.dumps(result.error.to_dict()) if result.error else None,
-        usage=json.dumps(result.usage.to_dict()),
+        error=json_text(result.error.to_dict()) if result.error else None,
+        usage=json_text(result.usage.to_dict()),
         epoch=epoch,
         run_s=result.duration_s,
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import secrets
@@ -36,7 +37,12 @@ __all__ = ["Lease", "check_lease_ttl", "owner_is_dead", "process_owner"]
 
 def process_owner() -> str:
     """Who holds a lease: host, pid and a random tag (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    return f"{_hostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@functools.cache
+def _hostname() -> str:
+    return socket.gethostname()
 
 
 def check_lease_ttl(ttl: float) -> float:
@@ -137,13 +143,12 @@ class Lease:
         holder must stop its work on the run. Released at the end (unless lost)."""
         if self.epoch is None:
             self.acquire()
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(on_lost))
+        loop = asyncio.get_running_loop()
+        beat = _Heartbeat(self, loop, on_lost)
         try:
             yield self
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            beat.stop()
             self.release()
 
     def release(self) -> None:
@@ -173,19 +178,44 @@ class Lease:
             owner=holder,
         )
 
-    async def _heartbeat(self, on_lost: Callable[[LeaseLostError], None] | None) -> None:
-        while True:
-            await asyncio.sleep(self.ttl / 3)
-            if self.released:  # given up already (with the run's end): nothing to renew
-                return
-            try:
-                renewed = self.store.renew_lease(
-                    self.run_id, self.owner, time.time(), self.ttl, self.epoch
-                )
-            except StoreError:  # e.g. the database is busy: try again at the next beat
-                continue
-            if not renewed:
-                self.lost = self.lost_error()
-                if on_lost is not None:
-                    on_lost(self.lost)
-                return
+
+class _Heartbeat:
+    """Renews a held lease every third of its TTL, on the event loop (a timer, not a task:
+    nothing to await when the run ends). A renewal that fails (the lease was taken over)
+    marks the lease lost and tells ``on_lost``; one that comes late (the loop was blocked)
+    but finds the lease still ours simply goes on; a store error is retried at the next
+    beat."""
+
+    __slots__ = ("handle", "lease", "loop", "on_lost")
+
+    def __init__(
+        self,
+        lease: Lease,
+        loop: asyncio.AbstractEventLoop,
+        on_lost: Callable[[LeaseLostError], None] | None,
+    ) -> None:
+        self.lease, self.loop, self.on_lost = lease, loop, on_lost
+        self.handle: asyncio.TimerHandle | None = loop.call_later(lease.ttl / 3, self.renew)
+
+    def renew(self) -> None:
+        self.handle = None
+        lease = self.lease
+        if lease.released or lease.lost is not None:  # given up already: nothing to renew
+            return
+        try:
+            renewed = lease.store.renew_lease(
+                lease.run_id, lease.owner, time.time(), lease.ttl, lease.epoch
+            )
+        except StoreError:  # e.g. the database is busy: try again at the next beat
+            renewed = True
+        if not renewed:
+            lease.lost = lease.lost_error()
+            if self.on_lost is not None:
+                self.on_lost(lease.lost)
+            return
+        self.handle = self.loop.call_later(lease.ttl / 3, self.renew)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
