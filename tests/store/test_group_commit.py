@@ -232,3 +232,28 @@ def test_a_killed_process_keeps_every_item_it_reported(tmp_path: Path) -> None:
     assert sorted(set(runs)) == list(range(400))
     assert all(runs.count(index) == 1 for index in reported)
     assert max(runs.count(n) for n in range(400)) <= 2
+
+
+async def test_a_callback_that_raises_does_not_keep_others_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with SQLiteStore(path) as store, SQLiteStore(path) as successor:
+        for run_id in ("a", "b"):
+            store.create_run(run_row(run_id, status="running"))
+        old = store.claim_lease("a", "me", 100.0, 1.0).epoch
+        epoch_b = store.claim_lease("b", "me", 100.0, 60.0).epoch
+
+        def explode(error: StoreError) -> None:
+            raise RuntimeError("a broken callback")
+
+        with store.grouped("a", explode), store.grouped("b", lambda e: None):
+            store.save_step(_step("a"), epoch=old)
+            store.save_step(_step("b"), epoch=epoch_b)
+            successor.claim_lease("a", "successor", 102.0, 60.0)
+            woken: list[str] = []
+            assert store.when_committed("b", lambda: woken.append("b"))
+            with pytest.raises(RuntimeError, match="broken callback"):
+                store._group.flush()
+            assert woken == ["b"]  # woken all the same
+            with pytest.raises(LeaseLostError):
+                await store.committed("a")
+        assert [s.step for s in successor.load_steps("b")] == ["s"]

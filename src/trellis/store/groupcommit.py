@@ -115,14 +115,23 @@ class WriteGroup:
     def settle(self, failures: dict[str, StoreError]) -> None:
         """Record what a commit of queued writes refused and tell those runs, then call
         what waited for the commit (:meth:`when_committed`)."""
+        raised: list[Exception] = []
         for run_id, error in failures.items():
             on_failure = self.watched.get(run_id)
             if on_failure is not None:
                 self.failed[run_id] = error
-                on_failure(error)
+                try:
+                    on_failure(error)
+                except Exception as exc:  # every run is still told, every waiter woken
+                    raised.append(exc)
         after, self._after = self._after, []
         for callback in after:
-            callback()
+            try:
+                callback()
+            except Exception as exc:
+                raised.append(exc)
+        if raised:
+            raise raised[0]
 
     def when_committed(self, run_id: str, callback: Callable[[], object]) -> bool:
         """If ``run_id`` has queued writes: call ``callback`` once they are committed (or
