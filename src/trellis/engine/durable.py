@@ -20,7 +20,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from typing import Any, Literal
 
 from trellis.engine.journal import (
@@ -164,10 +164,8 @@ class DurableRun:
         recorded = load_result(store, run_id, plan) if row.status == "done" else None
         return cls(store, plan, run_id, values, recorded, owner, lease_ttl)
 
-    @contextlib.asynccontextmanager
-    async def lease(
-        self, on_lost: Callable[[LeaseLostError], None] | None = None
-    ) -> AsyncIterator[None]:
+    @contextlib.contextmanager
+    def lease(self, on_lost: Callable[[LeaseLostError], None] | None = None) -> Iterator[None]:
         """Hold the run's lease while the body runs (:class:`RunLockedError` if another
         process holds it). If another process takes it over (this one stalled past the
         TTL), ``on_lost`` is told, and the run must stop."""
@@ -177,7 +175,7 @@ class DurableRun:
                 self.fresh = False  # the general way: claim its lease, read what it recorded
             else:
                 self._lease.adopt(epoch)
-        async with self._lease.hold(on_lost):
+        with self._lease.held(on_lost):
             yield
 
     def start(self, *, rerun_changed: bool) -> Journal:

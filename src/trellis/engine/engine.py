@@ -359,22 +359,21 @@ class Engine:
             for run_ in running:
                 run_.abort(exc)
 
-        with self.store.grouped(durable.run_id, lease_lost):
-            async with durable.lease(on_lost=lease_lost):
-                if under_lease is not None:
-                    under_lease(self.store, durable.epoch)
-                journal = durable.start(rerun_changed=rerun_changed)  # read under the lease
-                run = Run(
-                    self.services, flow, plan, durable.values, durable.run_id, guard, journal, emit
-                )
-                running.append(run)
-                result = await run.execute()
-                if durable.lost is not None:
-                    raise durable.lost  # another process owns the run now: its record stands
-                fatal = run.fatal
-                if isinstance(fatal, StoreError) and not isinstance(fatal, SerializationError):
-                    raise fatal  # the store cannot be trusted: nothing more is written
-                await durable.finish(result)
+        with self.store.grouped(durable.run_id, lease_lost), durable.lease(on_lost=lease_lost):
+            if under_lease is not None:
+                under_lease(self.store, durable.epoch)
+            journal = durable.start(rerun_changed=rerun_changed)  # read under the lease
+            run = Run(
+                self.services, flow, plan, durable.values, durable.run_id, guard, journal, emit
+            )
+            running.append(run)
+            result = await run.execute()
+            if durable.lost is not None:
+                raise durable.lost  # another process owns the run now: its record stands
+            fatal = run.fatal
+            if isinstance(fatal, StoreError) and not isinstance(fatal, SerializationError):
+                raise fatal  # the store cannot be trusted: nothing more is written
+            await durable.finish(result)
         return result
 
     async def reply(

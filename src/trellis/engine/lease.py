@@ -27,7 +27,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from trellis.errors import ConfigurationError, LeaseLostError, RunLockedError, StoreError
 from trellis.store.base import Store
@@ -138,13 +138,19 @@ class Lease:
     async def hold(
         self, on_lost: Callable[[LeaseLostError], None] | None = None
     ) -> AsyncIterator[Lease]:
-        """Hold the lease (acquiring it unless adopted) while the body runs, renewing it.
-        If another process takes it over, :attr:`lost` is set and ``on_lost`` is told: the
-        holder must stop its work on the run. Released at the end (unless lost)."""
+        """:meth:`held`, as an async context manager."""
+        with self.held(on_lost):
+            yield self
+
+    @contextlib.contextmanager
+    def held(self, on_lost: Callable[[LeaseLostError], None] | None = None) -> Iterator[Lease]:
+        """Hold the lease (acquiring it unless adopted) while the body runs, renewing it
+        (in a running event loop). If another process takes it over, :attr:`lost` is set
+        and ``on_lost`` is told: the holder must stop its work on the run. Released at the
+        end (unless lost)."""
         if self.epoch is None:
             self.acquire()
-        loop = asyncio.get_running_loop()
-        beat = _Heartbeat(self, loop, on_lost)
+        beat = _Heartbeat(self, asyncio.get_running_loop(), on_lost)
         try:
             yield self
         finally:

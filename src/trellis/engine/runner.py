@@ -167,7 +167,7 @@ class Run:
         while self.finished < len(self.records):
             try:
                 if deadline is None:
-                    await asyncio.shield(self._done)
+                    await self._done  # settled only by this run (_settle, _recorded)
                 else:
                     remaining = max(0.0, deadline - self.services.clock.monotonic())
                     await asyncio.wait_for(asyncio.shield(self._done), remaining)
