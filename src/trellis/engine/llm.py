@@ -22,8 +22,10 @@ Every attempt becomes a :class:`CallRecord`, so retries and re-asks are counted,
 from __future__ import annotations
 
 import asyncio
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
+import contextvars
+import math
+import weakref
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +64,7 @@ from trellis.models.base import (
     ModelResponse,
     ToolSpec,
     Usage,
+    new_request,
 )
 from trellis.models.parts import message_parts, reply_parts
 
@@ -74,7 +77,7 @@ class EngineLLM(LLM):
     def __init__(self, scope: StepScope) -> None:
         self._scope = scope
 
-    async def generate(
+    def generate(
         self,
         prompt: Prompt,
         *,
@@ -87,8 +90,11 @@ class EngineLLM(LLM):
         fallbacks: Sequence[str] | None = None,
         timeout: float | None = None,
         seed: int | None = None,
-    ) -> Any:
-        return await self.complete_turn(
+    ) -> Coroutine[Any, Any, Any]:
+        # A plain method returning the call's coroutine, awaited exactly like an ``async
+        # def``: one coroutine frame less per call in flight. (So a malformed prompt raises
+        # its ConfigurationError where ``generate`` is called, not where it is awaited.)
+        return self.complete_turn(
             _messages(prompt, system),
             output=output,
             model=model,
@@ -153,24 +159,31 @@ class EngineLLM(LLM):
         carrying the tool calls, or the final reply's text when there are none.
         """
         scope = self._scope
-        call_no = scope.next_call()
+        run = scope.run
+        call_no = scope.next_call()  # numbered first: a call refused below still counts
         role = model or scope.default_model or "default"
-        chain = scope.run.services.models.chain(role, fallbacks)
+        chain = run.services.models.chain(role, fallbacks)
         spec = output_spec(output) if output is not None else None
         policy = scope.policy
         call = _Call(
-            scope=scope,
-            call_no=call_no,
-            role=role,
-            spec=spec,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=seed,
-            reasks=policy.reasks if reasks is None else reasks,
-            timeout=policy.timeout if timeout is None else timeout,
-            tools=tuple(tools),
-            tool_choice=tool_choice,
+            scope,
+            call_no,
+            role,
+            spec,
+            temperature,
+            max_tokens,
+            seed,
+            policy.reasks if reasks is None else reasks,
+            policy.timeout if timeout is None else timeout,
+            tuple(tools) if tools else (),
+            tool_choice,
         )
+        if run.journal is None and scope.cache is None:  # nothing to replay or record
+            if len(chain) == 1:
+                value = await call.on_model(chain[0], messages)
+            else:
+                value = await self._attempts(call, chain, messages)
+            return self._returned(value)
         value_type: Any = AgentReply if tools else output
         where = self._locate(call, chain[0], messages)
         found, value = self._replay(where, value_type)
@@ -252,8 +265,9 @@ class EngineLLM(LLM):
             scope.run.services.cache.put(where.cache_digest, value, scope.cache)
 
     def _returned(self, value: Any) -> Any:
-        self._scope.record.usage.calls += 1
-        self._scope.run.result.usage.calls += 1
+        scope = self._scope
+        scope.record.usage.calls += 1
+        scope.run.result.usage.calls += 1
         return value
 
 
@@ -273,9 +287,28 @@ _NOWHERE = _Where(None, None, None)
 class _Call:
     """One ``generate`` call's attempts across the model chain."""
 
+    __slots__ = (
+        "adjusted",
+        "attempt",
+        "call_no",
+        "max_tokens",
+        "reasks",
+        "records",
+        "retry_spent",
+        "role",
+        "scope",
+        "seed",
+        "sent",
+        "spec",
+        "temperature",
+        "timeout",
+        "tool_choice",
+        "tools",
+        "waited",
+    )
+
     def __init__(
         self,
-        *,
         scope: StepScope,
         call_no: int,
         role: str,
@@ -309,46 +342,71 @@ class _Call:
     def request(
         self,
         model: Model,
-        messages: list[Message],
+        messages: Sequence[Message],
         on_text: Callable[[str], None] | None = None,
+        sent_as: str | None = None,
     ) -> ModelRequest:
+        """The request of an attempt on ``model``; ``sent_as``: the provider's name of the
+        model (the binding's name without the provider prefix), when known."""
         spec = self.spec
-        return ModelRequest(
-            messages=tuple(messages),
-            model=model.name.partition(":")[2] or model.name,
-            output_schema=spec.schema if spec else None,
-            schema_name=spec.name if spec else None,
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-            seed=self.seed,
-            tools=self.tools,
-            tool_choice=self.tool_choice,
-            on_text=on_text,
+        if sent_as is None:
+            sent_as = _sent_as(model)
+        return new_request(
+            tuple(messages),
+            sent_as,
+            spec.schema if spec is not None else None,
+            spec.name if spec is not None else None,
+            self.temperature,
+            self.max_tokens,
+            self.seed,
+            self.tools,
+            self.tool_choice,
+            on_text,
         )
 
-    async def on_model(self, model: Model, messages: list[Message], *, last: bool = True) -> Any:
+    async def on_model(
+        self, model: Model, messages: Sequence[Message], *, last: bool = True
+    ) -> Any:
         """The attempts on one model; ``last``: no fallback model follows it."""
         scope = self.scope
+        run = scope.run
         policy = scope.policy
-        services = scope.run.services
+        services = run.services
         perf = services.clock.perf  # bound once: read twice per attempt
         breaker = services.models.breaker(model)
+        sent_as = _sent_as(model)
         spec = self.spec
-        convo = list(messages)
+        timeout = self.timeout
+        convo = messages  # copied when a re-ask adds to it
         transient = overloaded = reasked = 0
-        bad: list[ReplyAttempt] = []
+        bad: list[ReplyAttempt] | None = None  # the invalid replies (made at the first one)
         wait = 0.0
         error: ModelError | None = None
         while True:
-            ticket = await self._admit(breaker, model, last, error)
-            wait += ticket.waited
-            emit = scope.run.emit
-            request = self.request(model, convo, None if emit is None else self._text_hook(emit))
+            if not last and breaker.failing:
+                raise error or OverloadedError(
+                    f"not sent to {model.name}: its circuit breaker is open after repeated "
+                    "overload failures; trying the fallback model",
+                    model=model.name,
+                )
+            got = breaker.admit_now()  # the common case: let through at once, no wait
+            if got is None:
+                got = await self._wait_for(breaker, model, error)
+            if isinstance(got, ModelError):
+                raise _not_sent(got, model)
+            ticket = got
+            if ticket.waited:
+                self.retry_spent += ticket.waited
+                wait += ticket.waited
+            emit = run.emit
+            request = self.request(
+                model, convo, None if emit is None else self._text_hook(emit), sent_as
+            )
             self.sent = request.messages
-            reservation = scope.run.reserve_free()
+            reservation = run.reserve_free()
             if reservation is None:
                 try:
-                    reservation = await scope.run.reserve(model.name, request)
+                    reservation = await run.reserve(model.name, request)
                 except BaseException:
                     ticket.settle(Outcome.NEUTRAL)
                     raise
@@ -357,7 +415,7 @@ class _Call:
             if emit is not None:
                 emit(
                     AttemptStarted(
-                        run_id=scope.run.result.run_id,
+                        run_id=run.result.run_id,
                         step=scope.record.name,
                         call=self.call_no,
                         attempt=self.attempt,
@@ -373,13 +431,26 @@ class _Call:
             response: ModelResponse | None = None
             error = None
             try:
-                if self.timeout is None:
+                if timeout is None or not timeout < math.inf:  # none, or never (inf, NaN)
                     response = await model.complete(request)
                 else:
-                    response = await _within(model.complete(request), started, self.timeout, perf)
+                    # The attempt's deadline, on a timer shared with the run's other calls
+                    # (see _Deadlines): no timer, task lookup or context per attempt.
+                    loop = asyncio.get_running_loop()
+                    deadlines = run.deadlines
+                    if deadlines is None or deadlines.loop is not loop:
+                        deadlines = run.deadlines = _deadlines_for(loop)
+                    task, prior, bucket = deadlines.arm(timeout)
+                    try:
+                        response = await model.complete(request)
+                    except BaseException as exc:
+                        if bucket.release(task, prior, exc):
+                            raise TimeoutError from exc
+                        raise
+                    bucket.release(task, prior, None)
             except TimeoutError:
                 error = ModelTimeoutError(
-                    f"{model.name} did not answer within {self.timeout:g}s", model=model.name
+                    f"{model.name} did not answer within {timeout:g}s", model=model.name
                 )
             except ModelError as exc:
                 error = exc
@@ -390,7 +461,7 @@ class _Call:
                 raise
             except Exception as exc:  # a provider bug: never retried blindly
                 ticket.settle(Outcome.NEUTRAL)
-                scope.run.settle(reservation, model.name, Usage())
+                run.settle(reservation, model.name, Usage())
                 raise ConfigurationError(
                     f"model provider {model.name} raised {type(exc).__name__}: {exc}"
                 ) from exc
@@ -398,7 +469,7 @@ class _Call:
             answered = error if error is not None else response  # every other path raised
             assert answered is not None
             self.adjusted = answered.adjustments
-            ticket.settle(_breaker_outcome(error), error)
+            ticket.settle(Outcome.OK if error is None else _breaker_outcome(error), error)
 
             if error is not None:
                 usage = error.usage or Usage()
@@ -492,6 +563,8 @@ class _Call:
                 cost=billed,
                 response=response,
             )
+            if bad is None:
+                bad = []
             bad.append(
                 ReplyAttempt(
                     model=model.name,
@@ -522,8 +595,11 @@ class _Call:
                         reask=reasked,
                     )
                 )
-            convo.append(Message("assistant", response.text))
-            convo.append(Message("user", reask_message(parsed, spec)))
+            convo = [
+                *convo,
+                Message("assistant", response.text),
+                Message("user", reask_message(parsed, spec)),
+            ]
 
     def _text_hook(self, emit: Emitter) -> Callable[[str], None]:
         """What a streaming provider calls with each piece of an attempt's reply: a token
@@ -544,26 +620,6 @@ class _Call:
                     emit(PartialOutput(run_id=run_id, step=step, value=value))
 
         return on_text
-
-    async def _admit(
-        self, breaker: CircuitBreaker, model: Model, last: bool, error: ModelError | None
-    ) -> Ticket:
-        """Wait for ``model``'s breaker to let a request through, within the call's retry
-        deadline and the run's; a stopped model raises its error at once, and a failing
-        one is skipped for the fallback when there is one."""
-        if not last and breaker.failing:
-            raise error or OverloadedError(
-                f"not sent to {model.name}: its circuit breaker is open after repeated "
-                "overload failures; trying the fallback model",
-                model=model.name,
-            )
-        got = breaker.admit_now()  # the common case: let through at once, nothing to wait
-        if got is None:
-            got = await self._wait_for(breaker, model, error)
-        if isinstance(got, ModelError):
-            raise _not_sent(got, model)
-        self.retry_spent += got.waited
-        return got
 
     async def _wait_for(
         self, breaker: CircuitBreaker, model: Model, error: ModelError | None
@@ -672,56 +728,110 @@ class _Call:
             emit(AttemptFinished(run_id=scope.run.result.run_id, record=record, response=response))
 
 
-async def _within(
-    work: Awaitable[ModelResponse],
-    started: float,
-    timeout: float,
-    perf: Callable[[], float],
-) -> ModelResponse:
-    """``await work`` under a deadline of ``timeout`` seconds from ``started`` (a ``perf``
-    reading: the run's ``Clock.perf``), raising ``TimeoutError`` when it passes.
-
-    A coroutine is first run to its first suspension here: one that finishes without ever
-    suspending (an in-process model, a cached reply) cannot be interrupted by a deadline
-    anyway, and then costs no timer (a timer handle per attempt is a good part of a
-    zero-latency call). One that suspends goes on under ``asyncio.timeout_at`` of the same
-    deadline."""
-    loop_deadline = asyncio.get_running_loop().time() + timeout - (perf() - started)
-    if not isinstance(work, types.CoroutineType):
-        async with asyncio.timeout_at(loop_deadline):
-            return await work
-    try:
-        first = work.send(None)
-    except StopIteration as done:
-        value: ModelResponse = done.value
-        return value
-    except BaseException:
-        work.close()
-        raise
-    async with asyncio.timeout_at(loop_deadline):
-        return await _resumed(work, first)  # type: ignore[no-any-return]
+#: Each event loop's deadlines, shared by every run on it (held by their scopes and by the
+#: pending timers, not by this table): a run's own would keep its newest timer, and with
+#: it the run's memory, until the timeout ran out.
+_BY_LOOP: weakref.WeakValueDictionary[int, _Deadlines] = weakref.WeakValueDictionary()
 
 
-@types.coroutine
-def _resumed(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
-    """Go on with ``coro``, suspended at ``pending`` (what its last step yielded): what
-    ``await coro`` would have done from there, values and exceptions passed through."""
-    while True:
-        try:
-            sent = yield pending
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # thrown in by the task (cancellation, the deadline)
-            try:
-                pending = coro.throw(exc)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                pending = coro.send(sent)
-            except StopIteration as done:
-                return done.value
+def _deadlines_for(loop: asyncio.AbstractEventLoop) -> _Deadlines:
+    deadlines = _BY_LOOP.get(id(loop))
+    if deadlines is None or deadlines.loop is not loop:  # none yet, or a dead loop's id
+        deadlines = _BY_LOOP[id(loop)] = _Deadlines(loop)
+    return deadlines
+
+
+class _Deadlines:
+    """The per-attempt deadlines (``RetryPolicy.timeout``) of the calls on one event loop.
+
+    ``asyncio.timeout`` costs, per attempt, a timer (a heap entry and its handle with a
+    copied context), two running-loop lookups and a ``Timeout`` object: with 10 000 calls
+    in flight that is a good part of the makespan. Here deadlines that fall in the same
+    millisecond share one timer, a :class:`_Bucket` of the tasks waiting on it, rounded up:
+    an attempt is never cut short, and is stopped at most a millisecond after its deadline.
+    When the timer fires, every task still in its bucket is cancelled, and the attempt
+    turns that cancellation into ``TimeoutError`` exactly as ``asyncio.timeout`` does (only
+    when no other cancellation was requested meanwhile). A bucket emptied before it fires
+    cancels its timer, except the newest one, kept for the attempts that follow in the same
+    millisecond (so attempts answered at once cost no timer each); it is cancelled when a
+    newer bucket replaces it empty, or fires having nothing to do. Every run on an event
+    loop shares its deadlines (:func:`_deadlines_for`), so at most that one idle timer is
+    left behind however many runs end. A timeout that is not finite is no deadline.
+    """
+
+    __slots__ = ("__weakref__", "buckets", "context", "loop", "newest")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.buckets: dict[int, _Bucket] = {}
+        self.newest: _Bucket | None = None
+        #: What the timers run in: their own empty context, not a copy of the arming
+        #: task's (kept alive until the timer fires).
+        self.context = contextvars.Context()
+
+    def arm(self, timeout: float) -> tuple[asyncio.Task[Any], int, _Bucket]:
+        """Start the current task's deadline, ``timeout`` seconds from now: the task, its
+        pending cancellations (``Task.cancelling``) and the bucket to release it from."""
+        loop = self.loop
+        task = asyncio.current_task(loop)
+        assert task is not None  # an attempt always runs in a task
+        key = int((loop.time() + timeout) * 1000.0) + 1  # the next millisecond: never early
+        bucket = self.newest
+        if bucket is None or bucket.key != key:
+            bucket = self.buckets.get(key) or self._new(key)
+        bucket.tasks.add(task)
+        return task, task.cancelling(), bucket
+
+    def _new(self, key: int) -> _Bucket:
+        bucket = _Bucket(self, key)
+        self.buckets[key] = bucket
+        old, self.newest = self.newest, bucket
+        if old is not None and not old.tasks and not old.fired:
+            old.drop()
+        return bucket
+
+
+class _Bucket:
+    """The tasks whose attempt deadlines fall in one millisecond, and their one timer."""
+
+    __slots__ = ("fired", "handle", "key", "owner", "tasks")
+
+    def __init__(self, owner: _Deadlines, key: int) -> None:
+        self.owner = owner
+        self.key = key
+        self.fired = False
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.handle = owner.loop.call_at(key / 1000.0, self.fire, context=owner.context)
+
+    def fire(self) -> None:
+        """The deadline passed: cancel every attempt still waiting in the bucket."""
+        self.fired = True
+        owner = self.owner
+        owner.buckets.pop(self.key, None)
+        if owner.newest is self:
+            owner.newest = None
+        for task in self.tasks:
+            task.cancel()
+
+    def drop(self) -> None:
+        self.handle.cancel()
+        self.owner.buckets.pop(self.key, None)
+
+    def release(self, task: asyncio.Task[Any], prior: int, exc: BaseException | None) -> bool:
+        """End ``task``'s deadline, its attempt ended with ``exc`` (None: it returned);
+        True when that is the cancellation the deadline caused (then a timeout)."""
+        tasks = self.tasks
+        tasks.discard(task)
+        if self.fired:  # the task was in the bucket when it fired: it was cancelled
+            return task.uncancel() <= prior and type(exc) is asyncio.CancelledError
+        if not tasks and self.owner.newest is not self:
+            self.drop()
+        return False
+
+
+def _sent_as(model: Model) -> str:
+    """The provider's name of ``model``: its binding name without the provider prefix."""
+    return model.name.partition(":")[2] or model.name
 
 
 def _breaker_outcome(error: ModelError | None) -> Outcome:

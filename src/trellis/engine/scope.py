@@ -9,6 +9,8 @@ handles only read them, so they never import the runner.
 
 from __future__ import annotations
 
+from typing import Any
+
 from trellis.engine.budget import BudgetGuard, Reservation
 from trellis.engine.events import Emitter
 from trellis.engine.journal import Journal
@@ -25,7 +27,16 @@ __all__ = ["RunScope", "StepScope"]
 class RunScope:
     """What the step executions of one run share (one per run)."""
 
-    __slots__ = ("call_numbers", "emit", "guard", "journal", "result", "services", "unbudgeted")
+    __slots__ = (
+        "call_numbers",
+        "deadlines",
+        "emit",
+        "guard",
+        "journal",
+        "result",
+        "services",
+        "unbudgeted",
+    )
 
     def __init__(
         self,
@@ -46,6 +57,9 @@ class RunScope:
         #: No budget on the guard or any parent (budgets are fixed when a guard is made):
         #: a call then reserves nothing, so no estimate is made for it (see reserve_free).
         self.unbudgeted = _unbudgeted(guard)
+        #: The attempts' deadlines on the run's event loop (``trellis.engine.llm``: shared
+        #: by the loop's runs), looked up by the first call that has one.
+        self.deadlines: Any = None
 
     def reserve_free(self) -> Reservation | None:
         """The reservation of a call when no budget applies (None when one does: use

@@ -77,6 +77,72 @@ class ModelResponse:
     cost_usd: float | None = None
 
 
+# -- building requests and replies on the hot path --------------------------------------
+#
+# A frozen dataclass's ``__init__`` stores each field with ``object.__setattr__`` (its own
+# ``__setattr__`` refuses): about ten times a plain slot store, 1.6 us for a request. The
+# engine makes a request for every attempt and an offline model a reply, so they are built
+# here through a mutable twin with the very same slots (a plain store per field), which
+# then takes the frozen class as its own: the object is exactly what the constructor makes
+# (same fields, still frozen), for a fifth of the cost.
+
+
+class _RequestFields:
+    __slots__ = ModelRequest.__slots__
+
+
+class _ResponseFields:
+    __slots__ = ModelResponse.__slots__
+
+
+def new_request(
+    messages: tuple[Message, ...],
+    model: str,
+    output_schema: dict[str, Any] | None,
+    schema_name: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    seed: int | None,
+    tools: tuple[ToolSpec, ...],
+    tool_choice: str | None,
+    on_text: Callable[[str], None] | None,
+) -> ModelRequest:
+    """``ModelRequest(...)`` of these fields (``extra`` empty), built fast (see above)."""
+    r: Any = _RequestFields()
+    r.messages = messages
+    r.model = model
+    r.output_schema = output_schema
+    r.schema_name = schema_name
+    r.temperature = temperature
+    r.max_tokens = max_tokens
+    r.seed = seed
+    r.tools = tools
+    r.tool_choice = tool_choice
+    r.extra = {}
+    r.on_text = on_text
+    r.__class__ = ModelRequest
+    request: ModelRequest = r
+    return request
+
+
+def new_response(text: str, usage: Usage, model: str | None) -> ModelResponse:
+    """``ModelResponse(text, usage, model=model)``, built fast (see above)."""
+    r: Any = _ResponseFields()
+    r.text = text
+    r.usage = usage
+    r.finish_reason = "stop"
+    r.refusal = None
+    r.model = model
+    r.response_id = None
+    r.raw_finish_reason = None
+    r.tool_calls = ()
+    r.adjustments = ()
+    r.cost_usd = None
+    r.__class__ = ModelResponse
+    response: ModelResponse = r
+    return response
+
+
 class Model(abc.ABC):
     """A model provider bound to one model. Subclasses implement :meth:`complete`."""
 

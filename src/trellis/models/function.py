@@ -18,12 +18,13 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import Any, TypeAlias
 
 from pydantic import BaseModel
 
-from trellis.models.base import Model, ModelRequest, ModelResponse, Usage
-from trellis.models.tokens import estimate_request_tokens, estimate_tokens
+from trellis.models.base import Model, ModelRequest, ModelResponse, Usage, new_response
+from trellis.models.tokens import estimate_request_tokens
 
 __all__ = ["FunctionModel", "Reply", "ReplyFn", "TestModel", "TestModelExhaustedError"]
 
@@ -59,16 +60,22 @@ class FunctionModel(Model):
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.calls.append(request)
         result = self._fn(request)
-        if not isinstance(result, str) and inspect.isawaitable(result):
+        if type(result) is not str and (
+            type(result) is CoroutineType or inspect.isawaitable(result)
+        ):
             result = await result
         return self._to_response(request, result)
 
     def _to_response(self, request: ModelRequest, reply: Reply) -> ModelResponse:
-        if isinstance(reply, ModelResponse):
+        if type(reply) is str:  # the common case first
+            text = reply
+        elif isinstance(reply, ModelResponse):
             return reply
-        text = _reply_text(reply)
-        usage = Usage(estimate_request_tokens(request), max(1, estimate_tokens(text)))
-        return ModelResponse(text=text, usage=usage, model=self.name)
+        else:
+            text = _reply_text(reply)
+        # the reply's tokens: estimate_tokens(text), at least 1 (inlined: once per attempt)
+        usage = Usage(estimate_request_tokens(request), max(1, (len(text) + 3) // 4))
+        return new_response(text, usage, self.name)
 
 
 class TestModelExhaustedError(AssertionError):

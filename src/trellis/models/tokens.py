@@ -52,10 +52,14 @@ def schema_json(schema: Mapping[str, Any]) -> str:
 
 def estimate_request_tokens(request: ModelRequest) -> int:
     """Input tokens of ``request``: its messages and output schema, plus per-message framing."""
-    chars = sum(len(m.content) for m in request.messages)
-    if request.output_schema is not None:
-        chars += len(schema_json(request.output_schema))
-    return (chars + 3) // 4 + _TOKENS_PER_MESSAGE * len(request.messages)
+    messages = request.messages
+    chars = 0
+    for m in messages:  # a loop, not sum() of a generator: most requests have 1-3 messages
+        chars += len(m.content)
+    schema = request.output_schema
+    if schema is not None:
+        chars += len(schema_json(schema))
+    return (chars + 3) // 4 + _TOKENS_PER_MESSAGE * len(messages)
 
 
 def estimate_tool_tokens(request: ModelRequest) -> int:
