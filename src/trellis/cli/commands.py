@@ -19,7 +19,7 @@ import json
 import shlex
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -33,7 +33,7 @@ from trellis.cli.errors import (
 )
 from trellis.cli.files import check_output_path
 from trellis.cli.formats import fmt_cost, fmt_seconds
-from trellis.cli.inputs import Item, ItemFile, parse_input
+from trellis.cli.inputs import Item, ItemFile, LazyItems, parse_input
 from trellis.cli.jobs import BatchJob, OneRun, RunOptions
 from trellis.cli.jsonout import json_text
 from trellis.cli.leases import DEFAULT_LEASE_TTL, wait_for_dead_leases
@@ -237,7 +237,7 @@ def recorded_items(store: Store, batch_id: str) -> list[Item]:
     return [Item(inputs, run_id) for run_id, inputs in recorded_batch_inputs(store, batch_id)]
 
 
-class _RecordedItems(Sequence[Item]):
+class _RecordedItems(LazyItems):
     """A recorded batch's items (their ``where``: the item's run id), read from the store
     as they are used."""
 
@@ -247,17 +247,7 @@ class _RecordedItems(Sequence[Item]):
     def __len__(self) -> int:
         return len(self.batch)
 
-    @overload
-    def __getitem__(self, index: int) -> Item: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Item]: ...
-
-    def __getitem__(self, index: int | slice) -> Item | Sequence[Item]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
+    def _item(self, index: int) -> Item:
         return Item(self.batch.inputs(index), self.batch.run_id(index))
 
     def __iter__(self) -> Iterator[Item]:

@@ -106,7 +106,29 @@ def read_items(flow: Flow, path: Path) -> list[Item]:
         return list(items)
 
 
-class ItemFile(Sequence[Item]):
+class LazyItems(Sequence[Item]):
+    """A sequence of items read when used: a subclass gives ``__len__`` and ``_item``."""
+
+    @overload
+    def __getitem__(self, index: int) -> Item: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Item]: ...
+
+    def __getitem__(self, index: int | slice) -> Item | Sequence[Item]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("item index out of range")
+        return self._item(index)
+
+    def _item(self, index: int) -> Item:
+        raise NotImplementedError
+
+
+class ItemFile(LazyItems):
     """The items of a JSONL input file, checked once and read again as they are used.
 
     :meth:`open` reads the file once: every non-blank line must be a JSON object of valid
@@ -188,19 +210,7 @@ class ItemFile(Sequence[Item]):
     def __len__(self) -> int:
         return len(self._offsets)
 
-    @overload
-    def __getitem__(self, index: int) -> Item: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Item]: ...
-
-    def __getitem__(self, index: int | slice) -> Item | Sequence[Item]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError("item index out of range")
+    def _item(self, index: int) -> Item:
         return self._read(index)
 
     def __iter__(self) -> Iterator[Item]:
