@@ -1,9 +1,9 @@
 """The per-attempt deadline (``RetryPolicy.timeout``) around ``Model.complete``.
 
-The engine runs a model's coroutine to its first suspension itself (a reply that never
-suspends needs no timer) and goes on with it under the deadline: values, exceptions and
-cancellation must pass through exactly as with a plain ``await``, and the deadline counts
-from the attempt's start."""
+The engine arms the attempt's deadline on a timer its event loop's attempts share
+(``trellis.engine.llm._Deadlines``) and awaits the model's coroutine: values, exceptions
+and cancellation must pass through exactly as with a plain ``await``, and the deadline
+counts from the attempt's start."""
 
 from __future__ import annotations
 
