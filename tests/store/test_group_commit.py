@@ -58,7 +58,6 @@ async def test_grouped_writes_are_one_commit_visible_to_this_store_at_once(
             assert len(commits) == 1
             store.save_step(_step("b", "t"), epoch=epochs["b"])
             await store.committed("b")
-            assert len(commits) == 2
             assert {s.step for s in other.load_steps("b")} == {"s", "t"}
         assert failures == []
 
@@ -257,3 +256,40 @@ async def test_a_callback_that_raises_does_not_keep_others_waiting(tmp_path: Pat
             with pytest.raises(LeaseLostError):
                 await store.committed("a")
         assert [s.step for s in successor.load_steps("b")] == ["s"]
+
+
+async def test_a_lone_runs_chain_commits_each_step_before_the_next_starts(tmp_path: Path) -> None:
+    """One run alone (no other run to share a commit with): a step's record is committed
+    as soon as the next step is ready, without waiting for the next turn."""
+    path = tmp_path / "t.db"
+    flow = tl.Flow("chain", inputs={"n": int})
+    watcher = SQLiteStore(path)
+    seen: list[set[str]] = []
+
+    def recorded() -> set[str]:
+        return {s.step for s in watcher.load_steps("r")}
+
+    @flow.step
+    def a(n: int) -> int:
+        seen.append(recorded())
+        return n + 1
+
+    @flow.step
+    def b(a: int) -> int:
+        seen.append(recorded())
+        return a + 1
+
+    @flow.step
+    def c(b: int) -> int:
+        seen.append(recorded())
+        return b + 1
+
+    store = SQLiteStore(path)
+    try:
+        async with tl.Engine(store=store) as engine:
+            result = await engine.run(flow, {"n": 0}, run_id="r")
+    finally:
+        store.close()
+        watcher.close()
+    assert result["c"] == 3
+    assert seen == [set(), {"a"}, {"a", "b"}]

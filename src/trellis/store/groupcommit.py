@@ -72,12 +72,15 @@ class WriteGroup:
             if run_id in self.pending_runs:  # a run that ended without finishing
                 self.flush()
 
-    def defer(self, write: Write) -> bool:
+    def defer(self, write: Write, *, eager: bool = False) -> bool:
         """Queue ``write`` if its run is grouped and an event loop runs in this thread;
-        ``False``: the caller must write it now (after :meth:`flush` if the run has
-        queued writes). A run whose earlier write failed raises that error."""
+        ``False``: the caller must write it now (after the queued writes). ``eager``: a
+        write whose run goes on only once it is committed (a step's record, before the
+        steps after it start), written now when its run is the only grouped one (there
+        is no other run's write to share a commit with). A run whose earlier write failed
+        raises that error."""
         run_id = write[0]
-        if run_id not in self.watched:
+        if run_id not in self.watched or (eager and len(self.watched) == 1):
             return False
         loop = asyncio._get_running_loop()
         if loop is None:
@@ -89,7 +92,7 @@ class WriteGroup:
             if self._loop is not None:  # another loop's writes, never flushed there
                 self.flush()
             self._loop = loop
-            loop.call_soon(self.flush)
+            loop.call_soon(self._turn_ends)
         self.pending.append(write)
         self.pending_runs.add(run_id)
         return True
@@ -99,8 +102,13 @@ class WriteGroup:
         must :meth:`settle` them)."""
         writes, self.pending = self.pending, []
         self.pending_runs.clear()
-        self._loop = None
         return writes
+
+    def _turn_ends(self) -> None:
+        """The commit scheduled at a turn's first write (the queue may have been committed
+        meanwhile: then there is nothing to do)."""
+        self._loop = None
+        self.flush()
 
     def flush(self) -> None:
         """Commit every queued write now, in one transaction."""
@@ -115,6 +123,8 @@ class WriteGroup:
     def settle(self, failures: dict[str, StoreError]) -> None:
         """Record what a commit of queued writes refused and tell those runs, then call
         what waited for the commit (:meth:`when_committed`)."""
+        if not failures and not self._after:
+            return  # the common case: nothing refused, nobody waiting
         raised: list[Exception] = []
         for run_id, error in failures.items():
             on_failure = self.watched.get(run_id)
@@ -135,8 +145,13 @@ class WriteGroup:
 
     def when_committed(self, run_id: str, callback: Callable[[], object]) -> bool:
         """If ``run_id`` has queued writes: call ``callback`` once they are committed (or
-        refused: see :attr:`failed`) and return True; else False."""
+        refused: see :attr:`failed`) and return True; else False. When ``run_id`` is the
+        only grouped run (no other run's writes could share the commit: a lone run's chain
+        of steps), they are committed now instead, and it returns False."""
         if run_id not in self.pending_runs:
+            return False
+        if len(self.watched) == 1:
+            self.flush()
             return False
         self._after.append(callback)
         return True

@@ -225,12 +225,19 @@ class SQLiteStore(Store):
             self._group.flush()
 
     def _write(
-        self, run_id: str, sql: str, values: tuple[Any, ...], epoch: int | None, check: bool
+        self,
+        run_id: str,
+        sql: str,
+        values: tuple[Any, ...],
+        epoch: int | None,
+        check: bool,
+        *,
+        eager: bool = False,
     ) -> None:
         """One write of a run: queued while the run is grouped, else now (after the queued
         writes, in the same transaction). ``check``: it must change exactly one row, else
-        it was refused (:meth:`_refused`)."""
-        if self._group.defer((run_id, sql, values, epoch, check)):
+        it was refused (:meth:`_refused`). ``eager``: see :meth:`WriteGroup.defer`."""
+        if self._group.defer((run_id, sql, values, epoch, check), eager=eager):
             return
         cur = self._now(lambda: self._db.execute(sql, values))
         if check and cur.rowcount != 1:
@@ -265,6 +272,8 @@ class SQLiteStore(Store):
     def _commit_writes(self, writes: list[Write]) -> dict[str, StoreError]:
         """:class:`WriteGroup`'s commit: ``writes`` in one transaction; what failed."""
         db = self._db
+        if len(writes) == 1:  # one statement is its own transaction
+            return self._apply(writes, alone=True)
         try:
             db.execute("BEGIN IMMEDIATE")
             failures = self._apply(writes)
@@ -282,11 +291,12 @@ class SQLiteStore(Store):
             raise
         return failures
 
-    def _apply(self, writes: list[Write]) -> dict[str, StoreError]:
-        """Execute queued writes inside the caller's transaction: the runs whose write was
-        refused (a stale epoch) or failed (the statement is undone, the others stand), and
-        their errors; a refused run's later writes are skipped. An error that ends the
-        transaction itself (a full disk) is raised."""
+    def _apply(self, writes: list[Write], *, alone: bool = False) -> dict[str, StoreError]:
+        """Execute queued writes inside the caller's transaction (``alone``: one write, its
+        own transaction): the runs whose write was refused (a stale epoch) or failed (the
+        statement is undone, the others stand), and their errors; a refused run's later
+        writes are skipped. An error that ends the caller's transaction (a full disk) is
+        raised."""
         db = self._db
         failures: dict[str, StoreError] = {}
         for run_id, sql, values, epoch, check in writes:
@@ -299,7 +309,7 @@ class SQLiteStore(Store):
             except StoreError as exc:
                 failures[run_id] = exc
             except (sqlite3.Error, UnicodeEncodeError) as exc:
-                if not db.in_transaction:
+                if not alone and not db.in_transaction:
                     raise
                 failures[run_id] = StoreError(
                     f"store {self.path!r}: a write of run {run_id!r} failed: {exc}"
@@ -581,7 +591,7 @@ class SQLiteStore(Store):
             else:
                 sql += "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE " + _FENCE
                 values += (row.run_id, epoch)
-            self._write(row.run_id, sql, values, epoch, epoch is not None)
+            self._write(row.run_id, sql, values, epoch, epoch is not None, eager=True)
         except (sqlite3.Error, UnicodeEncodeError) as exc:
             raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
@@ -607,7 +617,7 @@ class SQLiteStore(Store):
             else:
                 sql += "SELECT ?, ?, 'done', ?, ?, ?, ?, ? WHERE " + _FENCE
                 values += (run_id, epoch)
-            self._write(run_id, sql, values, epoch, epoch is not None)
+            self._write(run_id, sql, values, epoch, epoch is not None, eager=True)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
