@@ -7,8 +7,9 @@ are removed from the environment so that no test can authenticate against a real
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -67,3 +68,25 @@ def sleeps() -> SleepRecorder:
 @pytest.fixture
 def fake_sleep(sleeps: SleepRecorder) -> Callable[[float], Awaitable[None]]:
     return sleeps
+
+
+#: The collector's thresholds the GC tests start from (not CPython's default: a change
+#: to them by the code under test shows).
+GC_CUSTOM = (1234, 11, 12)
+
+
+@pytest.fixture
+def known_collector() -> Iterator[None]:
+    """Start from a known collector state (enabled, nothing frozen, :data:`GC_CUSTOM`)
+    and leave the process as it was."""
+    saved, enabled = gc.get_threshold(), gc.isenabled()
+    gc.unfreeze()
+    gc.enable()
+    gc.set_threshold(*GC_CUSTOM)
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*saved)
+        if not enabled:
+            gc.disable()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,23 +13,8 @@ import pytest
 import trellis as tl
 from trellis.engine.gcpause import RUN_GEN0_THRESHOLD, gc_state, managed_gc
 
-CUSTOM = (1234, 11, 12)
-
-
-@pytest.fixture(autouse=True)
-def collector() -> Iterator[None]:
-    """Every test starts from a known collector state and leaves the process as it was."""
-    saved, enabled = gc.get_threshold(), gc.isenabled()
-    gc.unfreeze()
-    gc.enable()
-    gc.set_threshold(*CUSTOM)
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*saved)
-        if not enabled:
-            gc.disable()
+CUSTOM = (1234, 11, 12)  # the known_collector fixture's thresholds (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("known_collector")
 
 
 def untouched() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,22 +20,8 @@ from trellis.engine.gcpause import (
     managed_gc,
 )
 
-CUSTOM = (1234, 11, 12)
-
-
-@pytest.fixture(autouse=True)
-def collector() -> Iterator[None]:
-    saved, enabled = gc.get_threshold(), gc.isenabled()
-    gc.unfreeze()
-    gc.enable()
-    gc.set_threshold(*CUSTOM)
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*saved)
-        if not enabled:
-            gc.disable()
+CUSTOM = (1234, 11, 12)  # the known_collector fixture's thresholds (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("known_collector")
 
 
 def untouched() -> None:
