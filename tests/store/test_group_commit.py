@@ -293,3 +293,21 @@ async def test_a_lone_runs_chain_commits_each_step_before_the_next_starts(tmp_pa
         watcher.close()
     assert result["c"] == 3
     assert seen == [set(), {"a"}, {"a", "b"}]
+
+
+async def test_a_second_grouping_of_a_run_leaves_the_first_in_place(tmp_path: Path) -> None:
+    """Two attempts at one run in one process: the one refused its lease ends its grouping
+    without taking the running one's away (its refusals still reach it)."""
+    path = tmp_path / "t.db"
+    with SQLiteStore(path) as store, SQLiteStore(path) as successor:
+        store.create_run(run_row("r", status="running"))
+        old = store.claim_lease("r", "me", 100.0, 1.0).epoch
+        told: list[str] = []
+        with store.grouped("r", lambda e: told.append("first")):
+            with store.grouped("r", lambda e: told.append("second")):
+                pass  # refused its lease: nothing written
+            store.save_call(_call("r", "k"), epoch=old)  # queued
+            successor.claim_lease("r", "successor", 102.0, 60.0)
+            with pytest.raises(LeaseLostError):
+                await store.committed("r")
+        assert told == ["first"]

@@ -62,15 +62,21 @@ class WriteGroup:
 
     @contextlib.contextmanager
     def grouped(self, run_id: str, on_failure: Callable[[StoreError], None]) -> Iterator[None]:
-        """Queue ``run_id``'s writes while the block runs (see the module docs)."""
+        """Queue ``run_id``'s writes while the block runs (see the module docs). Grouping
+        a run that is grouped already (a second attempt at the same run, refused its
+        lease) leaves the first grouping as it was once the block ends."""
+        previous = self.watched.get(run_id)
         self.watched[run_id] = on_failure
         try:
             yield
         finally:
-            self.watched.pop(run_id, None)
-            self.failed.pop(run_id, None)
-            if run_id in self.pending_runs:  # a run that ended without finishing
-                self.flush()
+            if previous is not None:
+                self.watched[run_id] = previous
+            else:
+                self.watched.pop(run_id, None)
+                self.failed.pop(run_id, None)
+                if run_id in self.pending_runs:  # a run that ended without finishing
+                    self.flush()
 
     def defer(self, write: Write, *, eager: bool = False) -> bool:
         """Queue ``write`` if its run is grouped and an event loop runs in this thread;
