@@ -311,3 +311,75 @@ async def test_a_second_grouping_of_a_run_leaves_the_first_in_place(tmp_path: Pa
             with pytest.raises(LeaseLostError):
                 await store.committed("r")
         assert told == ["first"]
+
+
+@pytest.mark.parametrize("items", [1, 3])
+def test_a_paid_call_is_recorded_before_the_step_goes_on(tmp_path: Path, items: int) -> None:
+    """A step pays a call, then blocks the event loop (CPU work, sync I/O) and the process
+    is killed: the call is recorded (a resume does not pay it again), alone or in a batch."""
+    path = tmp_path / "t.db"
+    child = textwrap.dedent(
+        f"""
+        import asyncio, time
+        import trellis as tl
+        from trellis.store import SQLiteStore
+
+        flow = tl.Flow("k", inputs={{"n": int}})
+
+        @flow.step
+        async def ask(n: int, llm: tl.LLM) -> str:
+            reply = await llm.generate(f"hi {{n}}", model="m")
+            print("PAID", flush=True)
+            time.sleep(30)  # blocking work after the call
+            return str(reply)
+
+        model = tl.FunctionModel(lambda request: "answer", name="function:test")
+
+        async def main() -> None:
+            store = SQLiteStore({str(path)!r})
+            async with tl.Engine(store=store, models={{"m": model}}) as engine:
+                items = [{{"n": n}} for n in range({items})]
+                async for _ in engine.run_many(flow, items, batch_id="b", concurrency=8):
+                    pass
+
+        asyncio.run(main())
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "PAID"
+        time.sleep(0.3)
+    finally:
+        proc.kill()
+        proc.wait()
+    with SQLiteStore(path) as store:
+        recorded = [c for i in range(items) for c in store.load_calls(f"b.{i}")]
+    assert len(recorded) >= 1, "the paid call was lost with the process"
+
+
+async def test_a_commit_that_raises_tells_every_run_it_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.db"
+    with SQLiteStore(path) as store:
+        for run_id in ("a", "b"):
+            store.create_run(run_row(run_id, status="running"))
+        told: list[str] = []
+        with store.grouped("a", lambda e: told.append("a")), store.grouped(
+            "b", lambda e: told.append("b")
+        ):
+            store.save_call(_call("a", "k"))
+            store.save_call(_call("b", "k"))
+
+            def broken(*args: object, **kwargs: object) -> None:
+                raise OverflowError("not a sqlite3 error")
+
+            monkeypatch.setattr(store, "_apply", broken)
+            with pytest.raises(OverflowError):
+                store._group.flush()
+            monkeypatch.undo()
+            with pytest.raises(StoreError, match="not a sqlite3 error"):
+                await store.committed("a")
+        assert sorted(told) == ["a", "b"]
+        assert store.load_calls("a") == []

@@ -108,6 +108,11 @@ class Journal:
 
     # -- steps ----------------------------------------------------------------------------
 
+    async def recorded(self) -> None:
+        """Return once everything the run wrote so far is committed (group commit: the
+        store may have queued it); a refused write raises its error."""
+        await self.store.committed(self.run_id)
+
     def when_recorded(self, callback: Callable[[], object]) -> bool:
         """If the store queued writes of the run (group commit): call ``callback`` once
         they are committed and return True (a step about to start then waits for them:

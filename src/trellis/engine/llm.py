@@ -193,6 +193,11 @@ class EngineLLM(LLM):
         if not found:
             value = await self._attempts(call, chain, messages)
         self._record(where, call, value, cached=found)
+        journal = run.journal
+        if journal is not None and not found:
+            # A paid reply is durable before the step sees it: code that follows without
+            # yielding (CPU work, blocking I/O) cannot delay its record (group commit).
+            await journal.recorded()
         return self._returned(value)
 
     # -- the stages of a durable call: replay -> cache -> attempts -> record -----------------

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -47,7 +48,16 @@ Commit = Callable[[list[Write]], dict[str, StoreError]]
 class WriteGroup:
     """The queued writes of one store connection (used from its event-loop thread)."""
 
-    __slots__ = ("_after", "_commit", "_loop", "failed", "pending", "pending_runs", "watched")
+    __slots__ = (
+        "_after",
+        "_commit",
+        "_loop",
+        "failed",
+        "pending",
+        "pending_runs",
+        "thread",
+        "watched",
+    )
 
     def __init__(self, commit: Commit) -> None:
         self._commit = commit
@@ -59,6 +69,8 @@ class WriteGroup:
         self.failed: dict[str, StoreError] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # where a flush is scheduled
         self._after: list[Callable[[], object]] = []  # called once the queue is committed
+        #: The thread whose event loop queued the writes (only its reads commit them).
+        self.thread: int | None = None
 
     @contextlib.contextmanager
     def grouped(self, run_id: str, on_failure: Callable[[StoreError], None]) -> Iterator[None]:
@@ -98,6 +110,7 @@ class WriteGroup:
             if self._loop is not None:  # another loop's writes, never flushed there
                 self.flush()
             self._loop = loop
+            self.thread = threading.get_ident()
             loop.call_soon(self._turn_ends)
         self.pending.append(write)
         self.pending_runs.add(run_id)
@@ -123,7 +136,11 @@ class WriteGroup:
         try:
             if writes:
                 failures = self._commit(writes)
-        finally:  # waiters are woken whatever happened (a commit that raised: no failures)
+        except BaseException as exc:  # nothing of it was committed: every run is told
+            error = StoreError(f"committing {len(writes)} queued write(s) failed: {exc!r}")
+            failures = {write[0]: error for write in writes}
+            raise
+        finally:  # waiters are woken whatever happened
             self.settle(failures)
 
     def settle(self, failures: dict[str, StoreError]) -> None:

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -215,13 +216,16 @@ class SQLiteStore(Store):
         return self._group.when_committed(run_id, callback)
 
     def _read(self, run_id: str) -> None:
-        """Before reading ``run_id``: commit its queued writes (read-your-writes)."""
-        if run_id in self._group.pending_runs:
-            self._group.flush()
+        """Before reading ``run_id``: commit its queued writes (read-your-writes; a read
+        from another thread than the writer's sees what is committed, as another
+        connection would)."""
+        group = self._group
+        if run_id in group.pending_runs and threading.get_ident() == group.thread:
+            group.flush()
 
     def _read_all(self) -> None:
-        """Before reading several runs: commit every queued write."""
-        if self._group.pending:
+        """Before reading several runs: commit every queued write (as :meth:`_read`)."""
+        if self._group.pending and threading.get_ident() == self._group.thread:
             self._group.flush()
 
     def _write(
