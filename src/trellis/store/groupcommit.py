@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -52,6 +51,7 @@ class WriteGroup:
         "_after",
         "_commit",
         "_loop",
+        "_turn",
         "failed",
         "pending",
         "pending_runs",
@@ -69,6 +69,8 @@ class WriteGroup:
         self.failed: dict[str, StoreError] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # where a flush is scheduled
         self._after: list[Callable[[], object]] = []  # called once the queue is committed
+        #: What :meth:`committed` waits on: one future for every waiter of the next commit.
+        self._turn: asyncio.Future[None] | None = None
         #: The thread whose event loop queued the writes (only its reads commit them).
         self.thread: int | None = None
 
@@ -146,6 +148,9 @@ class WriteGroup:
     def settle(self, failures: dict[str, StoreError]) -> None:
         """Record what a commit of queued writes refused and tell those runs, then call
         what waited for the commit (:meth:`when_committed`)."""
+        turn, self._turn = self._turn, None
+        if turn is not None and not turn.done():
+            turn.set_result(None)
         if not failures and not self._after:
             return  # the common case: nothing refused, nobody waiting
         raised: list[Exception] = []
@@ -182,14 +187,14 @@ class WriteGroup:
     async def committed(self, run_id: str) -> None:
         """Return once ``run_id``'s writes so far are committed; raise the error that
         refused one of them."""
-        waiter = asyncio.get_running_loop().create_future()
-        if self.when_committed(run_id, functools.partial(_wake, waiter)):
-            await waiter
+        # Even a lone run waits for the turn's commit: its other writes of the turn (a
+        # mapped step's many calls) join it. Every waiter of a commit shares one future.
+        if run_id in self.pending_runs:
+            turn = self._turn
+            if turn is None or turn.done():
+                turn = self._turn = asyncio.get_running_loop().create_future()
+            await turn
         error = self.failed.get(run_id)
         if error is not None:
             raise error
 
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
