@@ -140,7 +140,10 @@ async def test_openai_429_and_headers_on_every_response() -> None:
         assert h["x-ratelimit-reset-requests"].endswith("s")
         assert h["x-ratelimit-limit-tokens"] == "100000"
         usage = ok.json()["usage"]
-        assert int(h["x-ratelimit-remaining-tokens"]) == 100_000 - usage["total_tokens"]
+        # The reply's tokens are charged; the bucket refills 1.7 tokens a millisecond
+        # meanwhile (a slow machine's request may see a few back).
+        refilled = int(h["x-ratelimit-remaining-tokens"]) - (100_000 - usage["total_tokens"])
+        assert 0 <= refilled < 200
         assert "retry-after" not in h
         limited = await post(url, OPENAI_BODY)
         assert limited.status_code == 429
