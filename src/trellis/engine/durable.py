@@ -317,8 +317,7 @@ class BatchItems:
         return decode(row.inputs, Any, f"the inputs of {run_id}")
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
-        for row in self.store.list_runs(parent_id=self.batch_id):
-            yield row.run_id, decode(row.inputs, Any, f"the inputs of {row.run_id}")
+        return iter(recorded_batch_inputs(self.store, self.batch_id))
 
 
 def _recorded_count(store: Store, row: RunRow) -> int:
