@@ -92,6 +92,37 @@ async def test_a_refused_queued_write_stops_only_its_run(tmp_path: Path) -> None
         assert row is not None and row.status == "running" and row.lease_owner == "successor"
 
 
+async def test_queued_records_are_fenced_once_per_commit_even_alone(tmp_path: Path) -> None:
+    """Queued step and call records carry no guard of their own: the commit reads each
+    run's lease epoch once. A stale epoch, or a run that does not exist, is refused there,
+    also when the write is the only one of its commit."""
+    path = tmp_path / "t.db"
+    with SQLiteStore(path) as store, SQLiteStore(path) as successor:
+        store.create_run(run_row("r", status="running"))
+        old = store.claim_lease("r", "me", 100.0, 1.0).epoch
+        successor.claim_lease("r", "successor", 102.0, 60.0)
+        told: list[StoreError] = []
+        with store.grouped("r", told.append), store.grouped("other", told.append):
+            store.save_call(_call("r", "k"), epoch=old)  # alone in its commit
+            with pytest.raises(LeaseLostError):
+                await store.committed("r")
+        assert successor.load_calls("r") == [] and len(told) == 1
+        told.clear()
+        store.create_run(run_row("kept", status="running"))
+        kept = store.claim_lease("kept", "me", 100.0, 60.0).epoch
+        with store.grouped("ghost", told.append), store.grouped("kept", told.append):
+            store.save_step(_step("ghost"), epoch=1)
+            store.save_done_step("kept", "s", "d", '"x"', None, None, epoch=kept)
+            store.save_call(_call("kept", "k"), epoch=kept)
+            with pytest.raises(StoreError, match="no run 'ghost'") as refused:
+                await store.committed("ghost")
+            assert not isinstance(refused.value, LeaseLostError)
+            await store.committed("kept")
+        assert [s.step for s in successor.load_steps("kept")] == ["s"]
+        assert [c.key for c in successor.load_calls("kept")] == ["k"]
+        assert successor.load_steps("ghost") == [] and len(told) == 1
+
+
 async def test_a_queued_item_start_loses_to_a_process_that_started_it_first(
     tmp_path: Path,
 ) -> None:

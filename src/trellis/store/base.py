@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -187,6 +187,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def get_run(self, run_id: str) -> RunRow | None: ...
 
+    def pending_runs(self, run_ids: Sequence[str]) -> list[RunRow]:
+        """Of the runs ``run_ids``, those no process has started (``pending`` at lease
+        epoch 0: a batch's items that can start without reading anything else back), in
+        any order; the others are left out. The default reads each one."""
+        rows = (self.get_run(run_id) for run_id in run_ids)
+        return [r for r in rows if r is not None and r.status == "pending" and r.lease_epoch == 0]
+
     @abc.abstractmethod
     def update_run(
         self,
@@ -206,6 +213,33 @@ class Store(abc.ABC):
         it starts), ``resumed_at`` when its latest execution began and ``run_s`` its run
         time so far; ``None`` keeps each. With ``epoch``: refused with
         :class:`LeaseLostError` when the run's lease epoch is newer."""
+
+    def finish_run(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        status: RunState,
+        finished_at: float,
+        error: str | None = None,
+        usage: str | None = None,
+        epoch: int | None = None,
+        run_s: float | None = None,
+    ) -> None:
+        """Record how a run ended (:meth:`update_run`) and release ``owner``'s lease on it
+        (:meth:`release_lease`: if ``owner``, with ``epoch`` that grant, still holds it),
+        as one write where the store can. The default makes the two writes."""
+        self.update_run(
+            run_id,
+            status=status,
+            finished_at=finished_at,
+            error=error,
+            usage=usage,
+            epoch=epoch,
+            run_s=run_s,
+        )
+        with contextlib.suppress(StoreError):  # unreleased, the lease expires on its own
+            self.release_lease(run_id, owner, epoch)
 
     @abc.abstractmethod
     def list_runs(

@@ -12,8 +12,9 @@ What it keeps:
 - Order and read-your-writes: a read or an immediate write of a run with queued writes
   commits them first (the store asks :meth:`WriteGroup.flush`), and queued writes are
   committed in the order they were made.
-- Fencing: every queued write is the same fenced statement as an immediate one, checked
-  when the transaction runs; no lock is held across event-loop turns, so a process that
+- Fencing: every queued write is fenced as an immediate one is, checked when the
+  transaction runs (a step's or call's record once per run and commit, see
+  :data:`FENCED`); no lock is held across event-loop turns, so a process that
   stalls holds nothing another process waits on. A refused write (a stale lease epoch) or
   a failed one is the run's :class:`~trellis.errors.StoreError`: the callback the engine
   grouped the run with is told (it stops the run, as when its lease is lost), later writes
@@ -27,17 +28,23 @@ What it keeps:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from trellis.errors import StoreError
 
-__all__ = ["Commit", "Write", "WriteGroup"]
+__all__ = ["FENCED", "ONE_ROW", "UNCHECKED", "Commit", "Write", "WriteGroup"]
 
-#: A queued write: (run id, SQL, values, epoch, whether it must change exactly one row).
-Write = tuple[str, str, tuple[Any, ...], int | None, bool]
+#: How a queued write is checked when it is committed (the last item of a :data:`Write`):
+#: not at all; it must change exactly one row (else it was refused); or it is fenced: its
+#: run must exist with a lease epoch no newer than the write's, which the store checks once
+#: per run and commit (under the commit's write lock) instead of in every statement.
+UNCHECKED, ONE_ROW, FENCED = 0, 1, 2
+
+#: A queued write: (run id, SQL, values, epoch, check: :data:`UNCHECKED`, :data:`ONE_ROW`
+#: or :data:`FENCED`).
+Write = tuple[str, str, tuple[Any, ...], int | None, int]
 
 #: Commits writes in one transaction: the runs whose write was refused or failed, each with
 #: its error (a run's later writes in the same list are skipped).
@@ -74,23 +81,11 @@ class WriteGroup:
         #: The thread whose event loop queued the writes (only its reads commit them).
         self.thread: int | None = None
 
-    @contextlib.contextmanager
-    def grouped(self, run_id: str, on_failure: Callable[[StoreError], None]) -> Iterator[None]:
+    def grouped(self, run_id: str, on_failure: Callable[[StoreError], None]) -> _Grouping:
         """Queue ``run_id``'s writes while the block runs (see the module docs). Grouping
         a run that is grouped already (a second attempt at the same run, refused its
         lease) leaves the first grouping as it was once the block ends."""
-        previous = self.watched.get(run_id)
-        self.watched[run_id] = on_failure
-        try:
-            yield
-        finally:
-            if previous is not None:
-                self.watched[run_id] = previous
-            else:
-                self.watched.pop(run_id, None)
-                self.failed.pop(run_id, None)
-                if run_id in self.pending_runs:  # a run that ended without finishing
-                    self.flush()
+        return _Grouping(self, run_id, on_failure)
 
     def defer(self, write: Write, *, eager: bool = False) -> bool:
         """Queue ``write`` if its run is grouped and an event loop runs in this thread;
@@ -184,6 +179,16 @@ class WriteGroup:
         self._after.append(callback)
         return True
 
+    def ungroup(self, run_id: str, previous: Callable[[StoreError], None] | None) -> None:
+        """The end of a grouping of ``run_id`` (``previous``: the grouping it was nested in)."""
+        if previous is not None:
+            self.watched[run_id] = previous
+            return
+        self.watched.pop(run_id, None)
+        self.failed.pop(run_id, None)
+        if run_id in self.pending_runs:  # a run that ended without finishing
+            self.flush()
+
     async def committed(self, run_id: str) -> None:
         """Return once ``run_id``'s writes so far are committed; raise the error that
         refused one of them."""
@@ -198,3 +203,23 @@ class WriteGroup:
         if error is not None:
             raise error
 
+
+
+class _Grouping:
+    """:meth:`WriteGroup.grouped` (a class, not a generator: one per durable run)."""
+
+    __slots__ = ("group", "on_failure", "previous", "run_id")
+
+    def __init__(
+        self, group: WriteGroup, run_id: str, on_failure: Callable[[StoreError], None]
+    ) -> None:
+        self.group, self.run_id, self.on_failure = group, run_id, on_failure
+        self.previous: Callable[[StoreError], None] | None = None
+
+    def __enter__(self) -> None:
+        watched = self.group.watched
+        self.previous = watched.get(self.run_id)
+        watched[self.run_id] = self.on_failure
+
+    def __exit__(self, *exc: object) -> None:
+        self.group.ungroup(self.run_id, self.previous)

@@ -457,6 +457,18 @@ class PostgresStore(Store):
 
         return self._do("get_run", read)
 
+    def pending_runs(self, run_ids: Sequence[str]) -> list[RunRow]:
+        keys = [escape(run_id) for run_id in run_ids]
+
+        def read(conn: psycopg.Connection[Any]) -> list[RunRow]:
+            cur = conn.execute(
+                _RUN_SELECT + " WHERE run_id = ANY(%s) AND status = 'pending' AND lease_epoch = 0",
+                (keys,),
+            )
+            return [_run_row(r) for r in cur]
+
+        return self._do("pending_runs", read)
+
     def update_run(
         self,
         run_id: str,

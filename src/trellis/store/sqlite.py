@@ -30,7 +30,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -46,7 +46,7 @@ from trellis.store.base import (
     Store,
     stale_write,
 )
-from trellis.store.groupcommit import Write, WriteGroup
+from trellis.store.groupcommit import FENCED, ONE_ROW, UNCHECKED, Write, WriteGroup
 from trellis.store.sql import Dialect, run_listing
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -151,6 +151,31 @@ _SQLITE = Dialect(
 # A fenced write's guard: the run exists and its epoch is not newer than the writer's.
 _FENCE = "EXISTS (SELECT 1 FROM runs WHERE run_id = ? AND lease_epoch <= ?)"
 
+
+def _fenced(insert: str, values: str) -> tuple[str, str]:
+    """An insert's two forms: plain (queued: the commit checks the fence once per run,
+    :data:`~trellis.store.groupcommit.FENCED`) and guarded by :data:`_FENCE` (written at
+    once: its values end with the run id and the epoch)."""
+    return f"{insert} VALUES ({values})", f"{insert} SELECT {values} WHERE {_FENCE}"
+
+
+_STEP_INSERTS = _fenced(
+    "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, reason, error, "
+    "usage, decisions, details, started_at, duration_s, format)",
+    ", ".join("?" * 13),
+)
+_DONE_STEP_INSERTS = _fenced(
+    "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, started_at, "
+    "duration_s, format)",
+    "?, ?, 'done', ?, ?, ?, ?, ?",
+)
+_CALL_INSERTS = _fenced(
+    "INSERT OR REPLACE INTO calls (run_id, key, request, result, attempts, format)",
+    ", ".join("?" * 6),
+)
+#: Run ids per ``IN (...)`` list (SQLite allows at least 999 values per statement).
+_IDS_PER_QUERY = 500
+
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
@@ -241,11 +266,30 @@ class SQLiteStore(Store):
         """One write of a run: queued while the run is grouped, else now (after the queued
         writes, in the same transaction). ``check``: it must change exactly one row, else
         it was refused (:meth:`_refused`). ``eager``: see :meth:`WriteGroup.defer`."""
-        if self._group.defer((run_id, sql, values, epoch, check), eager=eager):
+        write = (run_id, sql, values, epoch, ONE_ROW if check else UNCHECKED)
+        if self._group.defer(write, eager=eager):
             return
         cur = self._now(lambda: self._db.execute(sql, values))
         if check and cur.rowcount != 1:
             self._refused(run_id, epoch)
+
+    def _insert(
+        self,
+        run_id: str,
+        sql: tuple[str, str],
+        values: tuple[Any, ...],
+        epoch: int | None,
+        *,
+        eager: bool = False,
+    ) -> None:
+        """One record of a run (``sql``: the insert's plain and fenced forms, see
+        :func:`_fenced`), fenced by ``epoch`` when it is given: queued (the commit checks
+        the fence) or written at once by the fenced form."""
+        plain, fenced = sql
+        if epoch is None:
+            self._write(run_id, plain, values, None, False, eager=eager)
+        elif not self._group.defer((run_id, plain, values, epoch, FENCED), eager=eager):
+            self._write(run_id, fenced, (*values, run_id, epoch), epoch, True)
 
     def _now(self, body: Callable[[], T]) -> T:
         """``body`` (statements of one immediate operation) after the queued writes, in one
@@ -276,7 +320,7 @@ class SQLiteStore(Store):
     def _commit_writes(self, writes: list[Write]) -> dict[str, StoreError]:
         """:class:`WriteGroup`'s commit: ``writes`` in one transaction; what failed."""
         db = self._db
-        if len(writes) == 1:  # one statement is its own transaction
+        if len(writes) == 1 and writes[0][4] != FENCED:  # one statement: its own transaction
             return self._apply(writes, alone=True)
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -303,10 +347,19 @@ class SQLiteStore(Store):
         raised."""
         db = self._db
         failures: dict[str, StoreError] = {}
+        epochs: dict[str, int] | None = None  # the fenced runs' lease epochs, read once
         for run_id, sql, values, epoch, check in writes:
             if run_id in failures:
                 continue
             try:
+                if check == FENCED:
+                    if epochs is None:
+                        epochs = self._lease_epochs({w[0] for w in writes if w[4] == FENCED})
+                    current = epochs.get(run_id)
+                    if current is None or (epoch is not None and epoch < current):
+                        self._refused(run_id, epoch)
+                    db.execute(sql, values)
+                    continue
                 cur = db.execute(sql, values)
                 if check and cur.rowcount != 1:
                     self._refused(run_id, epoch)
@@ -319,6 +372,17 @@ class SQLiteStore(Store):
                     f"store {self.path!r}: a write of run {run_id!r} failed: {exc}"
                 )
         return failures
+
+    def _lease_epochs(self, run_ids: set[str]) -> dict[str, int]:
+        """The lease epochs of the runs ``run_ids`` that exist, read inside the commit's
+        transaction: what its fenced writes are checked against. Within a commit they
+        change only by a queued :meth:`start_pending` (epoch 0 to 1, which no fence
+        refuses either way); every other grant is immediate and commits the queue first."""
+        epochs: dict[str, int] = {}
+        for chunk, marks in _id_lists(list(run_ids)):
+            sql = f"SELECT run_id, lease_epoch FROM runs WHERE run_id IN ({marks})"
+            epochs.update(self._db.execute(sql, chunk).fetchall())
+        return epochs
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -431,6 +495,19 @@ class SQLiteStore(Store):
         return _run_row(row) if row else None
 
     @_mapped
+    def pending_runs(self, run_ids: Sequence[str]) -> list[RunRow]:
+        self._read_all()
+        rows: list[RunRow] = []
+        for chunk, marks in _id_lists(run_ids):
+            cur = self._db.execute(
+                f"SELECT {_RUN_COLUMNS}, format FROM runs WHERE run_id IN ({marks}) "
+                "AND status = 'pending' AND lease_epoch = 0",
+                chunk,
+            )
+            rows.extend(_run_row(r) for r in cur)
+        return rows
+
+    @_mapped
     def update_run(
         self,
         run_id: str,
@@ -458,6 +535,47 @@ class SQLiteStore(Store):
                 started_at,
                 run_s,
                 resumed_at,
+                run_id,
+                epoch,
+                epoch,
+            ),
+            epoch,
+            True,
+        )
+
+    @_mapped
+    def finish_run(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        status: RunState,
+        finished_at: float,
+        error: str | None = None,
+        usage: str | None = None,
+        epoch: int | None = None,
+        run_s: float | None = None,
+    ) -> None:
+        # One statement: SET sees the row as it was, so both lease columns test the owner.
+        release = "CASE WHEN lease_owner = ? AND (? IS NULL OR lease_epoch = ?) THEN NULL ELSE"
+        self._write(
+            run_id,
+            "UPDATE runs SET status = ?, finished_at = ?, error = ?, usage = COALESCE(?, usage), "
+            f"run_s = COALESCE(?, run_s), lease_owner = {release} lease_owner END, "
+            f"lease_expires = {release} lease_expires END "
+            "WHERE run_id = ? AND (? IS NULL OR lease_epoch <= ?)",
+            (
+                status,
+                finished_at,
+                error,
+                usage,
+                run_s,
+                owner,
+                epoch,
+                epoch,
+                owner,
+                epoch,
+                epoch,
                 run_id,
                 epoch,
                 epoch,
@@ -526,7 +644,7 @@ class SQLiteStore(Store):
         )
         values = (now, now, owner, now + ttl, run_id)
         # Queued: refused (epoch 0 is older than the other process's grant) at commit.
-        if self._group.defer((run_id, sql, values, 0, True)):
+        if self._group.defer((run_id, sql, values, 0, ONE_ROW)):
             return 1
         rows = self._now(lambda: self._db.execute(sql + " RETURNING 1", values).fetchall())
         return 1 if rows else None
@@ -586,16 +704,7 @@ class SQLiteStore(Store):
                 row.duration_s,
                 FORMAT,
             )
-            sql = (
-                "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, "
-                "reason, error, usage, decisions, details, started_at, duration_s, format) "
-            )
-            if epoch is None:
-                sql += "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            else:
-                sql += "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE " + _FENCE
-                values += (row.run_id, epoch)
-            self._write(row.run_id, sql, values, epoch, epoch is not None, eager=True)
+            self._insert(row.run_id, _STEP_INSERTS, values, epoch, eager=True)
         except (sqlite3.Error, UnicodeEncodeError) as exc:
             raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
@@ -610,18 +719,9 @@ class SQLiteStore(Store):
         *,
         epoch: int | None = None,
     ) -> None:
-        values: tuple[Any, ...] = (run_id, step, definition, output, started_at, duration_s, FORMAT)
-        sql = (
-            "INSERT OR REPLACE INTO steps (run_id, step, status, definition, output, "
-            "started_at, duration_s, format) "
-        )
+        values = (run_id, step, definition, output, started_at, duration_s, FORMAT)
         try:
-            if epoch is None:
-                sql += "VALUES (?, ?, 'done', ?, ?, ?, ?, ?)"
-            else:
-                sql += "SELECT ?, ?, 'done', ?, ?, ?, ?, ? WHERE " + _FENCE
-                values += (run_id, epoch)
-            self._write(run_id, sql, values, epoch, epoch is not None, eager=True)
+            self._insert(run_id, _DONE_STEP_INSERTS, values, epoch, eager=True)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path!r}: save_step failed: {exc}") from exc
 
@@ -664,13 +764,7 @@ class SQLiteStore(Store):
             row.attempts,
             FORMAT,
         )
-        sql = "INSERT OR REPLACE INTO calls (run_id, key, request, result, attempts, format) "
-        if epoch is None:
-            sql += "VALUES (?, ?, ?, ?, ?, ?)"
-        else:
-            sql += "SELECT ?, ?, ?, ?, ?, ? WHERE " + _FENCE
-            values += (row.run_id, epoch)
-        self._write(row.run_id, sql, values, epoch, epoch is not None)
+        self._insert(row.run_id, _CALL_INSERTS, values, epoch)
 
     @_mapped
     def load_calls(self, run_id: str) -> list[CallRow]:
@@ -775,6 +869,13 @@ def _run_values(r: RunRow) -> tuple[Any, ...]:
         r.run_s,
         r.resumed_at,
     )
+
+
+def _id_lists(run_ids: Sequence[str]) -> Iterator[tuple[list[str], str]]:
+    """``run_ids`` in chunks for ``IN (...)`` lists: each chunk and its parameter marks."""
+    for start in range(0, len(run_ids), _IDS_PER_QUERY):
+        chunk = list(run_ids[start : start + _IDS_PER_QUERY])
+        yield chunk, ", ".join("?" * len(chunk))
 
 
 def _run_row(r: Sequence[Any], *, lenient: bool = False) -> RunRow:

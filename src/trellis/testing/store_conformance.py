@@ -346,6 +346,53 @@ class StoreConformance:
         assert store.acquire_lease("r", "other", now=101.0, ttl=30.0) is None
         store.release_lease("nope", "me")  # unknown run: no error
 
+    def test_finish_run_records_the_end_and_releases_the_owners_lease(
+        self, store: Store
+    ) -> None:
+        store.create_run(run_row("r", status="running"))
+        epoch = store.claim_lease("r", "me", now=100.0, ttl=30.0).epoch
+        usage = '{"calls": 1}'
+        store.finish_run(
+            "r", "me", status="done", finished_at=5.0, usage=usage, epoch=epoch, run_s=2.5
+        )
+        row = store.get_run("r")
+        assert row is not None
+        assert (row.status, row.finished_at, row.usage, row.run_s) == ("done", 5.0, usage, 2.5)
+        assert (row.lease_owner, row.lease_expires, row.lease_epoch) == (None, None, epoch)
+        # Another owner's lease (or another grant of it) is left held; the end is recorded.
+        store.create_run(run_row("s", status="running"))
+        store.claim_lease("s", "other", now=100.0, ttl=30.0)
+        store.finish_run("s", "me", status="failed", finished_at=6.0, error='{"e": 1}')
+        row = store.get_run("s")
+        assert row is not None
+        assert (row.status, row.error, row.lease_owner) == ("failed", '{"e": 1}', "other")
+        store.finish_run("s", "other", status="done", finished_at=7.0, epoch=1)
+        assert store.get_run("s").lease_owner is None  # type: ignore[union-attr]
+        store.create_run(run_row("t", status="running"))
+        store.claim_lease("t", "me", now=100.0, ttl=30.0)
+        store.claim_lease("t", "me", now=101.0, ttl=30.0)  # epoch 2: epoch 1 is not the grant
+        store.update_run("t", status="running", epoch=2)
+        with pytest.raises(LeaseLostError):
+            store.finish_run("t", "me", status="done", finished_at=8.0, epoch=1)
+        row = store.get_run("t")
+        assert row is not None
+        assert (row.status, row.lease_owner) == ("running", "me")
+
+    def test_pending_runs_are_those_no_process_started(self, store: Store) -> None:
+        store.create_runs(
+            [run_row(f"b.{i}", parent_id="b", item_index=i) for i in range(5)]
+            + [run_row("b.5", parent_id="b", item_index=5, status="done")]
+        )
+        store.claim_lease("b.1", "me", now=100.0, ttl=30.0)  # leased: epoch 1
+        started = store.start_pending("b.2", "me", now=100.0, ttl=30.0)  # if the store can
+        store.update_run("b.3", status="running")
+        rows = store.pending_runs(["b.0", "b.1", "b.2", "b.3", "b.4", "b.5", "nope"])
+        assert sorted(ids(rows)) == (["b.0", "b.4"] if started else ["b.0", "b.2", "b.4"])
+        by_id = {r.run_id: r for r in rows}
+        assert (by_id["b.4"].parent_id, by_id["b.4"].item_index) == ("b", 4)
+        assert by_id["b.4"].inputs == json.dumps({"x": 1})
+        assert store.pending_runs([]) == []
+
     # -- fencing: the lease epoch --------------------------------------------------------
 
     def test_a_new_run_has_epoch_zero_and_each_grant_increments_it(self, store: Store) -> None:
