@@ -164,19 +164,33 @@ class DurableRun:
         recorded = load_result(store, run_id, plan) if row.status == "done" else None
         return cls(store, plan, run_id, values, recorded, owner, lease_ttl)
 
-    @contextlib.contextmanager
-    def lease(self, on_lost: Callable[[LeaseLostError], None] | None = None) -> Iterator[None]:
+    @classmethod
+    def unstarted_item(
+        cls, store: Store, plan: CompiledFlow, row: RunRow, *, owner: str, lease_ttl: float
+    ) -> DurableRun:
+        """A batch item no process has started, from its record ``row`` as
+        :meth:`Store.pending_runs` read it (in a chunk of the batch's items): what
+        :meth:`open` makes of such an item, without reading it again. :meth:`lease` starts
+        it, or finds it started meanwhile by another process."""
+        recorded = decode(row.inputs, Any, f"the inputs of run {row.run_id!r}")
+        item = cls(store, plan, row.run_id, plan.validate_inputs(recorded), None, owner, lease_ttl)
+        item.fresh = item.unstarted = True
+        return item
+
+    def lease(
+        self, on_lost: Callable[[LeaseLostError], None] | None = None
+    ) -> contextlib.AbstractContextManager[object]:
         """Hold the run's lease while the body runs (:class:`RunLockedError` if another
         process holds it). If another process takes it over (this one stalled past the
-        TTL), ``on_lost`` is told, and the run must stop."""
+        TTL), ``on_lost`` is told, and the run must stop. Used at once (``with
+        durable.lease():``): an unstarted item is started when this is called."""
         if self.unstarted:
             epoch = self.store.start_pending(self.run_id, self.owner, time.time(), self.lease_ttl)
             if epoch is None:  # started meanwhile by another process (or the store declines)
                 self.fresh = False  # the general way: claim its lease, read what it recorded
             else:
                 self._lease.adopt(epoch)
-        with self._lease.held(on_lost):
-            yield
+        return self._lease.held(on_lost)
 
     def start(self, *, rerun_changed: bool) -> Journal:
         """Begin executing (under the lease): the journal to replay from, the run marked
@@ -215,8 +229,8 @@ class DurableRun:
             raise self.lost
         result.usage.merge(self.earlier)  # a resumed run keeps what its earlier runs spent
         result.duration_s += self.earlier_s  # and how long they ran
-        record_end(self.store, self.run_id, result, epoch=self.epoch)
-        self._lease.release()  # with the end, in the same commit
+        record_end(self.store, self.run_id, result, epoch=self.epoch, owner=self.owner)
+        self._lease.released = True  # with the end, in the same write
         await self.store.committed(self.run_id)
 
 
@@ -318,6 +332,21 @@ class BatchItems:
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         return iter(recorded_batch_inputs(self.store, self.batch_id))
+
+    def unstarted(self, start: int, stop: int) -> dict[int, RunRow]:
+        """The records of items ``start`` to ``stop - 1`` that no process has started
+        (:meth:`Store.pending_runs`), by item index: they start from these, unread again."""
+        index_of = {self.run_id(i): i for i in range(start, min(stop, self.count))}
+        rows = self.store.pending_runs(list(index_of))
+        return {index_of[r.run_id]: r for r in rows if r.parent_id == self.batch_id}
+
+    def starts(self, chunk: int) -> Iterator[tuple[int, RunRow | None]]:
+        """Every item's index in order, with its record when no process has started it
+        (read ``chunk`` items at a time, as the items are reached); else ``None``."""
+        for start in range(0, self.count, chunk):
+            rows = self.unstarted(start, start + chunk)
+            for index in range(start, min(start + chunk, self.count)):
+                yield index, rows.get(index)
 
 
 def _recorded_count(store: Store, row: RunRow) -> int:

@@ -59,7 +59,7 @@ from trellis.flow.graph import CompiledFlow
 from trellis.flow.policy import Budget, Cache
 from trellis.models.base import Model
 from trellis.models.registry import ProviderFactory, ProviderRegistry
-from trellis.store import CallRow, Store, open_store
+from trellis.store import CallRow, RunRow, Store, open_store
 from trellis.store.codec import encode
 
 __all__ = ["Engine", "failed_result", "new_run_id"]
@@ -320,10 +320,13 @@ class Engine:
         meta: Mapping[str, Any] | None = None,
         under_lease: Callable[[Store, int | None], None] | None = None,
         emit: Emitter | None = None,
+        unstarted: RunRow | None = None,
     ) -> RunResult:
         """What :meth:`run` does; ``under_lease(store, epoch)`` is called once the run's
         lease is held and before its journal is read (how :meth:`reply` writes an answer
-        so that exactly one of two concurrent answers wins)."""
+        so that exactly one of two concurrent answers wins). ``unstarted``: the record of
+        the batch item ``run_id`` as read with others, when no process had started it
+        (:meth:`BatchItems.starts`): it is not read again."""
         step = current_step()
         if step is not None:
             raise NestedRunError(
@@ -340,15 +343,21 @@ class Engine:
             values = plan.validate_inputs(inputs)
             run_ = Run(self.services, flow, plan, values, run_id or new_run_id(), guard, None, emit)
             return await run_.execute()
-        durable = DurableRun.open(
-            self.store,
-            plan,
-            inputs,
-            run_id or new_run_id(),
-            owner=process_owner(),  # one owner per run: a second run of it is refused
-            lease_ttl=self.lease_ttl,
-            meta=meta,
-        )
+        owner = process_owner()  # one owner per run: a second run of it is refused
+        if unstarted is not None:
+            durable = DurableRun.unstarted_item(
+                self.store, plan, unstarted, owner=owner, lease_ttl=self.lease_ttl
+            )
+        else:
+            durable = DurableRun.open(
+                self.store,
+                plan,
+                inputs,
+                run_id or new_run_id(),
+                owner=owner,
+                lease_ttl=self.lease_ttl,
+                meta=meta,
+            )
         if durable.recorded is not None:
             return durable.recorded
         running: list[Run] = []
@@ -522,13 +531,14 @@ class Engine:
             batch_lease: contextlib.AbstractAsyncContextManager[object] = parent.hold(
                 on_lost=lambda exc: queue.put_nowait((-1, exc))  # stop: another process has it
             )
-            # Its items run from their records: their inputs are read only if needed.
-            source: Iterator[tuple[int, Mapping[str, Any] | None]] = (
-                (index, None) for index in range(len(work))
+            # Its items run from their records, read a chunk at a time as they are reached
+            # (an item another process started is read again, alone, when it starts).
+            source: Iterator[tuple[int, Mapping[str, Any] | None, RunRow | None]] = (
+                (index, None, row) for index, row in work.starts(max(concurrency, 256))
             )
         else:
             assert items is not None and not isinstance(items, BatchItems)
-            source = enumerate(items)  # read as items start
+            source = ((index, item, None) for index, item in enumerate(items))  # as they start
             parent = None
             completed = False
             batch_lease = contextlib.nullcontext()
@@ -543,23 +553,28 @@ class Engine:
             inputs: Mapping[str, Any] = work.inputs(index)
             return inputs
 
-        async def one(index: int, item: Mapping[str, Any] | None) -> None:
+        async def one(index: int, item: Mapping[str, Any] | None, row: RunRow | None) -> None:
             outcome: RunResult | BaseException
-            ran: RunResult | None = None  # what run() returned (it emitted RunFinished itself)
+            ran: RunResult | None = None  # what ran (RunFinished emitted already)
             run_id = work.run_id(index) if work is not None else None
             try:
                 if self.guard is not None and self.guard.exhausted is not None:
                     exhausted = self.guard.exhausted
                     outcome = failed_result(plan, inputs_of(index, item), exhausted, run_id=run_id)
                 else:
-                    outcome = await self.run(
+                    # As run() does (the batch holds the collector's tuning already).
+                    emit = emitter(self.observers, observers)
+                    outcome = await self._execute(
                         flow,
                         None if run_id is not None else item,
                         budget=budget,
                         run_id=run_id,
                         rerun_changed=rerun_changed,
-                        observers=observers,
+                        emit=emit,
+                        unstarted=row,
                     )
+                    if emit is not None:
+                        emit(RunFinished(run_id=outcome.run_id, result=outcome))
                     ran = outcome
             except InputError as exc:
                 try:
@@ -579,10 +594,10 @@ class Engine:
         def start_next() -> bool:
             nonlocal active
             try:
-                index, item = next(iterator)
+                index, item, row = next(iterator)
             except StopIteration:
                 return False
-            task = asyncio.get_running_loop().create_task(one(index, item))
+            task = asyncio.get_running_loop().create_task(one(index, item, row))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             active += 1
@@ -627,7 +642,8 @@ class Engine:
                         ]
                     else:
                         pending = [
-                            BatchItem(index, None, inputs_of(index, item)) for index, item in source
+                            BatchItem(index, None, inputs_of(index, item))
+                            for index, item, _ in source
                         ]
                     if pending:
                         feeder = asyncio.get_running_loop().create_task(

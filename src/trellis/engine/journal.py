@@ -33,7 +33,7 @@ from trellis.engine.results import (
 from trellis.errors import StepChangedError, StoreError
 from trellis.flow.fingerprint import flow_fingerprints
 from trellis.models.base import ModelRequest
-from trellis.store.base import CallRow, RunRow, StepRow, Store
+from trellis.store.base import CallRow, RunRow, RunState, StepRow, Store
 from trellis.store.codec import decode, encode
 from trellis.tracebacks import Frame
 
@@ -232,11 +232,15 @@ class Journal:
         return JournaledCall(value, attempts)
 
     def save_call(self, key: str, request: str, value: Any, attempts: list[CallRecord]) -> None:
+        try:
+            result = to_json(value).decode()  # the common case; encode() says what failed
+        except Exception:
+            result = encode(value, f"the reply of call {key!r}")
         row = CallRow(
             run_id=self.run_id,
             key=key,
             request=request,
-            result=encode(value, f"the reply of call {key!r}"),
+            result=result,
             attempts=json_text([a.to_dict() for a in attempts]),
         )
         self.store.save_call(row, epoch=self.epoch)
@@ -261,21 +265,59 @@ def request_hash(model: str, request: ModelRequest) -> str:
         h.update(f"\x1e{m.role}\x1f{m.content}\x1f{m.tool_call_id}".encode())
         for tc in m.tool_calls:
             h.update(f"\x1d{tc.id}\x1f{tc.name}\x1f{tc.arguments}".encode())
-    h.update(
-        json.dumps(
-            [
-                request.output_schema,
-                request.temperature,
-                request.max_tokens,
-                request.seed,
-                [(t.name, t.description, t.parameters) for t in request.tools],
-                request.tool_choice,
-            ],
+    h.update(_settings_json(request).encode())
+    return h.hexdigest()
+
+
+def _settings_json(request: ModelRequest) -> str:
+    """``json.dumps([output_schema, temperature, max_tokens, seed, tools, tool_choice],
+    sort_keys=True, default=str)``, the request's settings as its digest has always taken
+    them (a journal recorded by an earlier version must still match), made from pieces
+    seen before: a step sends the same schema object and settings with every call."""
+    tools = [(t.name, t.description, t.parameters) for t in request.tools]
+    choice = request.tool_choice
+    key = None
+    if not tools and (choice is None or type(choice) is str):
+        # Types in the key: 0 and 0.0 are equal keys, but are written "0" and "0.0".
+        t, m, seed = request.temperature, request.max_tokens, request.seed
+        key = (type(t), t, type(m), m, type(seed), seed, choice)
+        rest = _SETTINGS.get(key)
+    else:
+        rest = None
+    if rest is None:
+        rest = json.dumps(
+            [request.temperature, request.max_tokens, request.seed, tools, choice],
             sort_keys=True,
             default=str,
-        ).encode()
-    )
-    return h.hexdigest()
+        )
+        if key is not None:
+            _remember(_SETTINGS, key, rest)
+    # A list's JSON is "[" + its items' JSON joined by ", " + "]".
+    return f"[{_schema_json(request.output_schema)}, {rest[1:]}"
+
+
+def _schema_json(schema: dict[str, Any] | None) -> str:
+    """An output schema's sorted JSON, remembered by the schema object (kept alive with
+    it, so that its id is not reused): one per output type (``OutputSpec`` keeps it)."""
+    if schema is None:
+        return "null"
+    seen = _SCHEMAS.get(id(schema))
+    if seen is not None and seen[0] is schema:
+        return seen[1]
+    text = json.dumps(schema, sort_keys=True, default=str)
+    _remember(_SCHEMAS, id(schema), (schema, text))
+    return text
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()  # a process with more distinct settings than this starts over
+    memo[key] = value
+
+
+_MEMO_SIZE = 512
+_SETTINGS: dict[tuple[Any, ...], str] = {}
+_SCHEMAS: dict[int, tuple[dict[str, Any], str]] = {}
 
 
 def step_row(
@@ -412,15 +454,38 @@ def _apply_details(record: StepRecord, row: StepRow) -> None:
         record.question = details.get("question")
 
 
-def record_end(store: Store, run_id: str, result: RunResult, *, epoch: int | None = None) -> None:
+def record_end(
+    store: Store,
+    run_id: str,
+    result: RunResult,
+    *,
+    epoch: int | None = None,
+    owner: str | None = None,
+) -> None:
     """Record how a run ended: its status, end time, run time (``result.duration_s``: a
-    resumed run's includes its earlier executions'), error and usage (``epoch``: fenced)."""
+    resumed run's includes its earlier executions'), error and usage (``epoch``: fenced);
+    with ``owner``, its lease is released in the same write (:meth:`Store.finish_run`)."""
+    status: RunState = result.status if result.status in ("done", "waiting") else "failed"
+    error = json_text(result.error.to_dict()) if result.error else None
+    usage = json_text(result.usage.to_dict())
+    if owner is not None:
+        store.finish_run(
+            run_id,
+            owner,
+            status=status,
+            finished_at=time.time(),
+            error=error,
+            usage=usage,
+            epoch=epoch,
+            run_s=result.duration_s,
+        )
+        return
     store.update_run(
         run_id,
-        status=result.status if result.status in ("done", "waiting") else "failed",
+        status=status,
         finished_at=time.time(),
-        error=json_text(result.error.to_dict()) if result.error else None,
-        usage=json_text(result.usage.to_dict()),
+        error=error,
+        usage=usage,
         epoch=epoch,
         run_s=result.duration_s,
     )

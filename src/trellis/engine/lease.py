@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import math
 import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 from trellis.errors import ConfigurationError, LeaseLostError, RunLockedError, StoreError
 from trellis.store.base import Store
@@ -36,8 +37,16 @@ __all__ = ["Lease", "check_lease_ttl", "owner_is_dead", "process_owner"]
 
 
 def process_owner() -> str:
-    """Who holds a lease: host, pid and a random tag (pids are reused)."""
-    return f"{_hostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """Who holds a lease: host, pid and a tag, unique to this owner: a random part (pids
+    are reused) drawn once per process and a count of the owners it made."""
+    global _tag
+    pid = os.getpid()
+    if _tag is None or _tag[0] != pid:  # a forked child draws its own
+        _tag = (pid, f"{_hostname()}:{pid}:{secrets.token_hex(3)}", itertools.count())
+    return f"{_tag[1]}.{next(_tag[2]):x}"
+
+
+_tag: tuple[int, str, itertools.count[int]] | None = None
 
 
 @functools.cache
@@ -142,20 +151,12 @@ class Lease:
         with self.held(on_lost):
             yield self
 
-    @contextlib.contextmanager
-    def held(self, on_lost: Callable[[LeaseLostError], None] | None = None) -> Iterator[Lease]:
+    def held(self, on_lost: Callable[[LeaseLostError], None] | None = None) -> _Held:
         """Hold the lease (acquiring it unless adopted) while the body runs, renewing it
         (in a running event loop). If another process takes it over, :attr:`lost` is set
         and ``on_lost`` is told: the holder must stop its work on the run. Released at the
         end (unless lost)."""
-        if self.epoch is None:
-            self.acquire()
-        beat = _Heartbeat(self, asyncio.get_running_loop(), on_lost)
-        try:
-            yield self
-        finally:
-            beat.stop()
-            self.release()
+        return _Held(self, on_lost)
 
     def release(self) -> None:
         """Give the lease up now, so that the next process need not wait for it to expire
@@ -183,6 +184,28 @@ class Lease:
             current=current,
             owner=holder,
         )
+
+
+class _Held:
+    """:meth:`Lease.held` (a class, not a generator: one per durable run)."""
+
+    __slots__ = ("beat", "lease", "on_lost")
+
+    def __init__(self, lease: Lease, on_lost: Callable[[LeaseLostError], None] | None) -> None:
+        self.lease, self.on_lost = lease, on_lost
+        self.beat: _Heartbeat | None = None
+
+    def __enter__(self) -> Lease:
+        lease = self.lease
+        if lease.epoch is None:
+            lease.acquire()
+        self.beat = _Heartbeat(lease, asyncio.get_running_loop(), self.on_lost)
+        return lease
+
+    def __exit__(self, *exc: object) -> None:
+        if self.beat is not None:
+            self.beat.stop()
+        self.lease.release()
 
 
 class _Heartbeat:
