@@ -61,8 +61,13 @@ COMMAND_MODULES = {
 
 #: Modules a one-item ``--quiet`` run on ``sim:`` does not import: nothing of the HTTP
 #: providers, the other commands, the tables and progress bar (no rich at all), the
-#: summaries, Postgres, OpenTelemetry, the web UI, Ray...
+#: summaries, Postgres, OpenTelemetry, the web UI, Ray... and no typer or click: its
+#: command line is parsed by ``trellis.cli.fastrun``.
 NOT_FOR_A_SIM_RUN = (
+    "typer",
+    "click",
+    "trellis.cli.app",
+    "trellis.cli.options",
     *sorted(set(COMMAND_MODULES.values())),
     "trellis.cli.check",
     "trellis.cli.run_views",
@@ -84,7 +89,6 @@ NOT_FOR_A_SIM_RUN = (
     "trellis.engine.summary",
     "trellis.engine.spend",
     "rich",
-    "typer.rich_utils",
     "opentelemetry",
     "starlette",
     "uvicorn",
@@ -191,8 +195,47 @@ def test_a_quiet_sim_run_imports_only_what_it_uses(tmp_path: Path) -> None:
     code, loaded = _sim_run(tmp_path, "--input", '{"text": "The app keeps crashing"}', "--quiet")
     assert code in (0, None)
     assert {"trellis.engine.engine", "trellis.models.sim", "trellis.store.sqlite"} <= loaded
+    assert "trellis.cli.fastrun" in loaded
     heavy = _heavy(loaded, NOT_FOR_A_SIM_RUN)
     assert not heavy, f"a quiet sim: run imported {heavy[:10]}"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["-i", '{"text": "a"}', "-q", "--json"],
+        ["-i", '{"text": "a"}', "--no-store", "--quiet"],
+        ["--input={}", "-q"],  # a usage error (a required input): one error line
+        ["-i", '{"text": "a"}', "-q", "--max-seconds", "30", "-n", "2", "--cache"],
+    ],
+    ids=" ".join,
+)
+def test_a_fast_path_run_imports_no_typer(tmp_path: Path, extra: list[str]) -> None:
+    """What ``trellis.cli.fastrun`` parses runs without typer, click or rich."""
+    code, loaded = _sim_run(tmp_path, *extra)
+    assert code in (0, 2)
+    assert "trellis.cli.fastrun" in loaded
+    heavy = _heavy(loaded, ("typer", "click", "rich", "trellis.cli.app", "trellis.cli.options"))
+    assert not heavy, f"trellis run {' '.join(extra)} imported {heavy[:10]}"
+
+
+def test_what_the_fast_path_does_not_parse_goes_through_typer(tmp_path: Path) -> None:
+    code, loaded = _sim_run(tmp_path, "-qi", '{"text": "a"}')  # combined short flags
+    assert code in (0, None)
+    assert {"typer", "trellis.cli.app"} <= loaded
+
+
+@pytest.mark.parametrize("module", ["trellis.cli.fastrun", "trellis.cli.echo"])
+def test_the_fast_path_modules_import_only_the_standard_library(module: str) -> None:
+    probe = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(json.loads(proc.stdout))
+    outside = {m for m in loaded if m.split(".")[0] in ("typer", "click", "rich", "pydantic")}
+    assert not outside, sorted(outside)
+    trellis_modules = {m for m in loaded if m.startswith("trellis")}
+    assert trellis_modules <= {"trellis", "trellis.cli", module}, sorted(trellis_modules)
 
 
 def test_what_a_batch_and_a_table_use_still_loads(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@
 script's entry point; ``app`` is the typer application (for ``typer.testing.CliRunner``).
 
 ``app`` is imported when first used (PEP 562): ``trellis --help`` prints its screen without
-typer (``trellis.cli.roothelp``), so the package itself imports nothing heavy.
+typer (``trellis.cli.roothelp``), and ``trellis run`` parses its common command lines
+without it (``trellis.cli.fastrun``: anything else goes to typer), so the package itself
+imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ def main() -> None:
     args = tuple(sys.argv[1:])
     if args in HELP_ARGS and print_root_help():
         raise SystemExit(2 if not args else 0)  # as typer: no arguments is a usage error
+    if args[:1] == ("run",):
+        from trellis.cli.fastrun import parse_run, run
+
+        parsed = parse_run(args[1:])
+        if parsed is not None:
+            run(*parsed)
     from trellis.cli.app import main as run_app
 
     run_app()

@@ -16,9 +16,7 @@ command."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from trellis import __version__
+from trellis.cli.echo import tolerant_streams as _tolerant_streams
 from trellis.cli.errors import EXIT_OK, CliError, command
 from trellis.cli.options import (
     BudgetCallsOption,
@@ -55,15 +54,6 @@ TARGET_HELP = (
     "tl.Flow in it) or `package.module:flow`. The `:flow` part may be left out "
     "when the file defines exactly one flow."
 )
-
-
-def _tolerant_streams() -> None:
-    """Text UTF-8 cannot encode (a lone surrogate in a recorded value) is printed as its
-    escape (``\\ud800``) in tables and messages instead of crashing the command."""
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper):
-            with contextlib.suppress(ValueError, OSError):
-                stream.reconfigure(errors="backslashreplace")
 
 
 def _version(value: bool) -> None:
@@ -308,20 +298,22 @@ def run(
     finishes an interrupted one, running only the items that did not finish.
     """
     from trellis.cli.commands import execute_run
-    from trellis.cli.jobs import Display, RunOptions
+    from trellis.cli.fastrun import run_options
 
-    options = RunOptions(
+    options = run_options(
         input_json=input_json,
         input_file=input_file,
         output=output,
-        models=tuple(models or ()),
+        models=models,
         config=config,
         concurrency=concurrency,
         budget_usd=budget_usd,
         budget_tokens=budget_tokens,
         budget_calls=budget_calls,
         max_seconds=max_seconds,
-        display=Display(quiet=quiet, as_json=as_json, progress=not no_progress),
+        quiet=quiet,
+        as_json=as_json,
+        no_progress=no_progress,
         store=store,
         no_store=no_store,
         run_id=run_id,
@@ -330,7 +322,7 @@ def run(
         cache_ttl=cache_ttl,
         lease_ttl=lease_ttl,
         executor=executor,
-        stream_step=stream,
+        stream=stream,
         otel=otel,
         record_prompts=record_prompts,
     )

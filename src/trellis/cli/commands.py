@@ -21,8 +21,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import typer
-
+from trellis.cli.echo import echo
 from trellis.cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -77,7 +76,7 @@ def exit_code(result: RunResult) -> int:
 
 
 def _note(text: str) -> None:
-    typer.echo(text, err=True)
+    echo(text, err=True)
 
 
 def resume_hint(run_id: str, store: Store) -> str:
@@ -211,17 +210,17 @@ def print_result(result: RunResult, store: str | None, *, quiet: bool, as_json: 
         sys.stdout.write(json_text(result.to_dict(), indent=2) + "\n")
     elif quiet:
         if result.ok:
-            typer.echo(f"done in {fmt_seconds(result.duration_s)}")
+            echo(f"done in {fmt_seconds(result.duration_s)}")
         elif result.status == "waiting":
             from trellis.cli.render import answer_commands
             from trellis.engine.summary import WaitingStep
 
             for w in WaitingStep.of(result):
                 command = answer_commands(w.run_id, w.step, w.question, store)[0]
-                typer.echo(f"waiting: step {w.step!r} asks {w.question.get('type')}: {command}")
+                echo(f"waiting: step {w.step!r} asks {w.question.get('type')}: {command}")
         else:
             err = result.error
-            typer.echo(f"failed: {err.type}: {err.message}" if err else "failed", err=True)
+            echo(f"failed: {err.type}: {err.message}" if err else "failed", err=True)
     else:
         from rich.console import Console
 
@@ -428,7 +427,7 @@ def _run_batch(flow: Flow, settings: Settings, job: BatchJob, item_file: ItemFil
     if interrupted:
         unfinished = len(items) - batch.finished
         resume = f"; resume: {resume_hint(batch_id, store)}" if store and batch_id else ""
-        typer.echo(f"interrupted: {unfinished} item(s) did not finish{resume}", err=True)
+        echo(f"interrupted: {unfinished} item(s) did not finish{resume}", err=True)
         return EXIT_INTERRUPTED
     if summary.failed:
         return EXIT_FAILED

@@ -1,4 +1,8 @@
-"""The CLI's one error: a message for the user and an exit code, never a traceback."""
+"""The CLI's one error: a message for the user and an exit code, never a traceback.
+
+Typer is imported when a command raises through it (:func:`fail`, :func:`command`), not
+with this module: ``trellis run``'s fast path (``trellis.cli.fastrun``) never loads it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, ParamSpec
 
-import typer
+from trellis.cli.echo import echo
 
 if TYPE_CHECKING:
+    import typer
+
     from trellis.engine.results import RunResult
 
 
@@ -22,6 +28,7 @@ __all__ = [
     "command",
     "configuration_error",
     "fail",
+    "report",
 ]
 
 EXIT_OK = 0  # every item is done
@@ -56,8 +63,15 @@ def configuration_error(results: Iterable[RunResult]) -> str | None:
 
 def fail(error: CliError) -> typer.Exit:
     """Report ``error`` as one ``error: ...`` line on stderr; the Exit to raise."""
-    typer.echo(f"error: {error.message}", err=True)
+    import typer
+
+    report(error)
     return typer.Exit(error.code)
+
+
+def report(error: CliError) -> None:
+    """Print ``error`` as one ``error: ...`` line on stderr (what :func:`fail` prints)."""
+    echo(f"error: {error.message}", err=True)
 
 
 P = ParamSpec("P")
@@ -70,6 +84,8 @@ def command(function: Callable[P, int | None]) -> Callable[P, None]:
 
     @functools.wraps(function)
     def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        import typer
+
         try:
             code = function(*args, **kwargs)
         except CliError as exc:

@@ -32,7 +32,6 @@ from typing import Any
 
 from trellis.models.prose import hint_names, hint_words, phrase, pick_word, sentence
 from trellis.models.prose import sample_prose as sample_prose
-from trellis.models.regex_sample import pattern_value
 from trellis.models.schema_corrupt import corrupt_value as corrupt_value
 from trellis.models.schema_refs import Schema, SchemaError, resolve
 from trellis.models.string_formats import format_value
@@ -406,6 +405,8 @@ class _Sampler:
             if v is not None and len(v) >= min_len and (max_len is None or len(v) <= max_len):
                 return v
         if isinstance(pattern, str):
+            from trellis.models.regex_sample import pattern_value  # only for patterns
+
             for _ in range(8):
                 v = pattern_value(pattern, rng)
                 if v is None:
