@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -466,26 +467,13 @@ def record_end(
     resumed run's includes its earlier executions'), error and usage (``epoch``: fenced);
     with ``owner``, its lease is released in the same write (:meth:`Store.finish_run`)."""
     status: RunState = result.status if result.status in ("done", "waiting") else "failed"
-    error = json_text(result.error.to_dict()) if result.error else None
-    usage = json_text(result.usage.to_dict())
-    if owner is not None:
-        store.finish_run(
-            run_id,
-            owner,
-            status=status,
-            finished_at=time.time(),
-            error=error,
-            usage=usage,
-            epoch=epoch,
-            run_s=result.duration_s,
-        )
-        return
-    store.update_run(
+    end = store.update_run if owner is None else functools.partial(store.finish_run, owner=owner)
+    end(
         run_id,
         status=status,
         finished_at=time.time(),
-        error=error,
-        usage=usage,
+        error=json_text(result.error.to_dict()) if result.error else None,
+        usage=json_text(result.usage.to_dict()),
         epoch=epoch,
         run_s=result.duration_s,
     )
