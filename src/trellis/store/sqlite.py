@@ -173,8 +173,9 @@ _CALL_INSERTS = _fenced(
     "INSERT OR REPLACE INTO calls (run_id, key, request, result, attempts, format)",
     ", ".join("?" * 6),
 )
-#: Run ids per ``IN (...)`` list (SQLite allows at least 999 values per statement).
-_IDS_PER_QUERY = 500
+#: Run ids per ``IN (...)`` list (SQLite allows at least 999 values per statement; a power
+#: of two, see :func:`_id_lists`).
+_IDS_PER_QUERY = 512
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -872,10 +873,17 @@ def _run_values(r: RunRow) -> tuple[Any, ...]:
 
 
 def _id_lists(run_ids: Sequence[str]) -> Iterator[tuple[list[str], str]]:
-    """``run_ids`` in chunks for ``IN (...)`` lists: each chunk and its parameter marks."""
+    """``run_ids`` in chunks for ``IN (...)`` lists: each chunk and its parameter marks.
+    A chunk is padded (with its last id again) to a power of two, so that the statements
+    of a few sizes are prepared once and reused from the connection's statement cache."""
     for start in range(0, len(run_ids), _IDS_PER_QUERY):
         chunk = list(run_ids[start : start + _IDS_PER_QUERY])
-        yield chunk, ", ".join("?" * len(chunk))
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += chunk[-1:] * (size - len(chunk))
+        yield chunk, _MARKS.get(size) or _MARKS.setdefault(size, ", ".join("?" * size))
+
+
+_MARKS: dict[int, str] = {}
 
 
 def _run_row(r: Sequence[Any], *, lenient: bool = False) -> RunRow:
