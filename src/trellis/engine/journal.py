@@ -17,7 +17,7 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -109,10 +109,10 @@ class Journal:
 
     # -- steps ----------------------------------------------------------------------------
 
-    async def recorded(self) -> None:
-        """Return once everything the run wrote so far is committed (group commit: the
-        store may have queued it); a refused write raises its error."""
-        await self.store.committed(self.run_id)
+    def recorded(self) -> Coroutine[Any, Any, None]:
+        """To await: returns once everything the run wrote so far is committed (group
+        commit: the store may have queued it); a refused write raises its error."""
+        return self.store.committed(self.run_id)
 
     def when_recorded(self, callback: Callable[[], object]) -> bool:
         """If the store queued writes of the run (group commit): call ``callback`` once
