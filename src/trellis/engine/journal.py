@@ -78,12 +78,17 @@ class Journal:
         #: How long earlier executions of this run ran (a resumed child run's: see child).
         self.earlier_s = 0.0
         self._fingerprints = flow_fingerprints(plan)
-        steps = {} if empty else {row.step: row for row in store.load_steps(run_id)}
-        self._calls = {} if empty else {row.key: row for row in store.load_calls(run_id)}
+        self.replayed_steps = 0
+        self.replayed_calls = 0
+        self._calls: dict[str, CallRow] = {}
         self._calls_by_step: dict[str, list[CallRow]] = {}
+        self._done: dict[int, StepRow] = {}
+        if empty:
+            return
+        steps = {row.step: row for row in store.load_steps(run_id)}
+        self._calls = {row.key: row for row in store.load_calls(run_id)}
         for call in self._calls.values():
             self._calls_by_step.setdefault(call.key.partition("|")[0], []).append(call)
-        self._done: dict[int, StepRow] = {}
         stale: set[int] = set()
         for i, spec in enumerate(plan.steps):
             row = steps.get(spec.name)
@@ -104,8 +109,6 @@ class Journal:
                 self._done[i] = row
         for i in _downstream(plan, stale):
             self._done.pop(i, None)
-        self.replayed_steps = 0
-        self.replayed_calls = 0
 
     # -- steps ----------------------------------------------------------------------------
 

@@ -755,17 +755,13 @@ class SQLiteStore(Store):
             )
         return out
 
-    @_mapped
     def save_call(self, row: CallRow, *, epoch: int | None = None) -> None:
-        values: tuple[Any, ...] = (
-            row.run_id,
-            row.key,
-            row.request,
-            row.result,
-            row.attempts,
-            FORMAT,
-        )
-        self._insert(row.run_id, _CALL_INSERTS, values, epoch)
+        # The hot path of a durable run (one call per LLM reply): no wrapper frame.
+        values = (row.run_id, row.key, row.request, row.result, row.attempts, FORMAT)
+        try:
+            self._insert(row.run_id, _CALL_INSERTS, values, epoch)
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            raise StoreError(f"store {self.path!r}: save_call failed: {exc}") from exc
 
     @_mapped
     def load_calls(self, run_id: str) -> list[CallRow]:
