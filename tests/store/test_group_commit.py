@@ -123,6 +123,43 @@ async def test_queued_records_are_fenced_once_per_commit_even_alone(tmp_path: Pa
         assert successor.load_steps("ghost") == [] and len(told) == 1
 
 
+async def test_a_commit_waits_for_the_writes_of_the_turns_after_it_but_not_forever(
+    tmp_path: Path,
+) -> None:
+    """Runs still at work in the turns after a commit was scheduled join it (one
+    transaction for the wave); runs that write in every turn are committed at least
+    every fifth turn (MAX_DEFERRED is 4)."""
+    from trellis.store.groupcommit import MAX_DEFERRED
+
+    assert MAX_DEFERRED == 4
+    with SQLiteStore(tmp_path / "t.db") as store:
+        for run_id in ("a", "b"):
+            store.create_run(run_row(run_id, status="running"))
+        sizes: list[int] = []  # the writes of each transaction of queued writes
+        commit = store._group._commit
+        store._group._commit = lambda writes: sizes.append(len(writes)) or commit(writes)
+        with store.grouped("a", pytest.fail), store.grouped("b", pytest.fail):
+            store.save_call(_call("a", "k0"))  # a turn with two writers: more may follow
+            store.save_call(_call("b", "k0"))
+            await asyncio.sleep(0)
+            store.save_call(_call("a", "k1"))  # the next turn's
+            await asyncio.sleep(0)
+            store.save_call(_call("b", "k1"))
+            assert sizes == []
+            for _ in range(MAX_DEFERRED + 1):
+                await asyncio.sleep(0)
+            assert sizes == [4]
+            sizes.clear()
+            turns = 40
+            for n in range(turns):  # two runs that never stop writing
+                store.save_call(_call("a", f"w{n}"))
+                store.save_call(_call("b", f"w{n}"))
+                await asyncio.sleep(0)
+            assert len(sizes) >= turns // 5
+            await store.committed("a")
+        assert len(store.load_calls("a")) == 2 + turns
+
+
 async def test_a_queued_item_start_loses_to_a_process_that_started_it_first(
     tmp_path: Path,
 ) -> None:

@@ -5,7 +5,9 @@ and LLM call; with many runs in flight on one event loop that is most of a durab
 time. :class:`WriteGroup` collects the writes of the runs an engine *groups*
 (:meth:`trellis.store.base.Store.grouped`) while an event loop runs, and hands them to the
 store in one transaction, scheduled with ``loop.call_soon`` at the first write of a turn:
-everything written during a turn is committed at the start of the next one, in order.
+everything written during a turn is committed at the start of the next one, in order —
+or, while other runs go on writing in the turns after (a wave of runs woken by the last
+commit), a few turns later, with their writes too (:meth:`WriteGroup._turn_ends`).
 
 What it keeps:
 
@@ -42,6 +44,10 @@ __all__ = ["FENCED", "ONE_ROW", "UNCHECKED", "Commit", "Write", "WriteGroup"]
 #: per run and commit (under the commit's write lock) instead of in every statement.
 UNCHECKED, ONE_ROW, FENCED = 0, 1, 2
 
+#: How many turns a commit is put off at most while writes keep coming, and how many queued
+#: writes commit at once regardless (:meth:`WriteGroup._turn_ends`).
+MAX_DEFERRED, MAX_QUEUED = 4, 4096
+
 #: A queued write: (run id, SQL, values, epoch, check: :data:`UNCHECKED`, :data:`ONE_ROW`
 #: or :data:`FENCED`).
 Write = tuple[str, str, tuple[Any, ...], int | None, int]
@@ -57,7 +63,9 @@ class WriteGroup:
     __slots__ = (
         "_after",
         "_commit",
+        "_deferred",
         "_loop",
+        "_seen",
         "_turn",
         "failed",
         "pending",
@@ -75,6 +83,8 @@ class WriteGroup:
         #: Grouped runs whose write was refused or failed: their later writes raise it.
         self.failed: dict[str, StoreError] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # where a flush is scheduled
+        self._seen = 0  # how many writes were queued when the flush was last put off
+        self._deferred = 0  # how many turns it has been put off
         self._after: list[Callable[[], object]] = []  # called once the queue is committed
         #: What :meth:`committed` waits on: one future for every waiter of the next commit.
         self._turn: asyncio.Future[None] | None = None
@@ -109,6 +119,7 @@ class WriteGroup:
             self._loop = loop
             self.thread = threading.get_ident()
             loop.call_soon(self._turn_ends)
+            self._seen, self._deferred = len(self.pending) + 1, 0
         self.pending.append(write)
         self.pending_runs.add(run_id)
         return True
@@ -122,7 +133,22 @@ class WriteGroup:
 
     def _turn_ends(self) -> None:
         """The commit scheduled at a turn's first write (the queue may have been committed
-        meanwhile: then there is nothing to do)."""
+        meanwhile: then there is nothing to do). While writes keep coming in the turns
+        after it (other runs are still at work, none waits for this commit yet but those
+        that wrote), it is put off a turn at a time, up to :data:`MAX_DEFERRED` turns or
+        :data:`MAX_QUEUED` writes: the commit then takes a whole wave of runs' writes, one
+        transaction where there would be several."""
+        size = len(self.pending)
+        loop = self._loop
+        if (
+            loop is not None
+            and size != self._seen
+            and self._deferred < MAX_DEFERRED
+            and size < MAX_QUEUED
+        ):
+            self._seen, self._deferred = size, self._deferred + 1
+            loop.call_soon(self._turn_ends)
+            return
         self._loop = None
         self.flush()
 
