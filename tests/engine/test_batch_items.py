@@ -127,3 +127,52 @@ async def test_run_many_reads_items_as_they_start() -> None:
             most_ahead = max(most_ahead, len(taken) - finished)
     assert finished == 50
     assert most_ahead <= 3  # never more than the items in flight
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_an_item_another_process_ran_since_its_chunk_was_read_is_read_back(
+    tmp_path: Path, concurrency: int
+) -> None:
+    """Items start from their records as read a chunk at a time; one another process ran
+    to its end meanwhile (``engine.run(run_id=item)``) is not started again from that
+    stale record: its start is refused, and it is read back as that process recorded it.
+    The batch goes on; every step body runs once."""
+    import asyncio
+    import collections
+    import threading
+
+    path = tmp_path / "t.db"
+    ran: collections.Counter[int] = collections.Counter()
+    flow = tl.Flow("items", inputs={"n": int})
+
+    @flow.step
+    async def work(n: int) -> int:
+        ran[n] += 1
+        if n == 0 and ran[0] == 1:
+
+            def other_process() -> None:
+                async def go() -> None:
+                    with SQLiteStore(path) as store:
+                        async with tl.Engine(store=store) as engine:
+                            assert (await engine.run(flow, run_id="b.4")).ok
+
+                asyncio.run(go())
+
+            thread = threading.Thread(target=other_process)
+            thread.start()
+            thread.join()
+        await asyncio.sleep(0)
+        return 10 * n
+
+    with SQLiteStore(path) as store:
+        async with tl.Engine(store=store) as engine:
+            results = {
+                i: r
+                async for i, r in engine.run_many(
+                    flow, items(6), batch_id="b", concurrency=concurrency
+                )
+            }
+    assert {i: (r.status, r.steps["work"].output) for i, r in results.items()} == {
+        i: ("done", 10 * i) for i in range(6)
+    }
+    assert ran == {i: 1 for i in range(6)}

@@ -107,3 +107,13 @@ def test_a_schema_equal_to_a_remembered_one_but_another_object_is_read_again() -
     other = {"type": "object", "title": "B"}
     request = _request(other, None, None, None, (), None)
     assert request_hash("m", request) == reference_hash("m", request)
+
+
+def test_settings_that_cannot_be_remembered_are_read_every_time() -> None:
+    """A value that is not a number (against the declared types) cannot be a memo key:
+    it is written out each time, as before, instead of failing."""
+    for request in (
+        _request(None, [0.5], None, None, (), None),
+        _request({"type": "object"}, None, {"n": 1}, None, (), None),
+    ):
+        assert request_hash("m", request) == reference_hash("m", request)

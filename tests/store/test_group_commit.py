@@ -160,6 +160,32 @@ async def test_a_commit_waits_for_the_writes_of_the_turns_after_it_but_not_forev
         assert len(store.load_calls("a")) == 2 + turns
 
 
+async def test_a_start_queued_in_a_commit_moves_the_epoch_its_later_records_are_checked_against(
+    tmp_path: Path,
+) -> None:
+    """The commit reads its runs' epochs once, but a queued start (epoch 0 to 1) of a run
+    is seen by that run's records after it: one written at epoch 0 is refused, as its own
+    fenced statement would be."""
+    with SQLiteStore(tmp_path / "t.db") as store:
+        store.create_run(run_row("a", status="running"))
+        store.create_run(run_row("b", status="pending"))
+        epoch = store.claim_lease("a", "me", 100.0, 60.0).epoch
+        told: dict[str, StoreError] = {}
+        with (
+            store.grouped("a", lambda e: told.setdefault("a", e)),
+            store.grouped("b", lambda e: told.setdefault("b", e)),
+        ):
+            store.save_step(_step("a", "x"), epoch=epoch)  # the epochs are read for it
+            assert store.start_pending("b", "me", 100.0, 60.0) == 1  # b: 0 to 1, queued
+            store.save_step(_step("b", "y"), epoch=0)
+            store.save_step(_step("b", "z"), epoch=1)
+            with pytest.raises(LeaseLostError):
+                await store.committed("b")
+        assert list(told) == ["b"] and isinstance(told["b"], LeaseLostError)
+        assert [s.step for s in store.load_steps("a")] == ["x"]
+        assert store.load_steps("b") == []  # refused, and its later writes skipped
+
+
 async def test_a_queued_item_start_loses_to_a_process_that_started_it_first(
     tmp_path: Path,
 ) -> None:
@@ -434,8 +460,9 @@ async def test_a_commit_that_raises_tells_every_run_it_failed(
         for run_id in ("a", "b"):
             store.create_run(run_row(run_id, status="running"))
         told: list[str] = []
-        with store.grouped("a", lambda e: told.append("a")), store.grouped(
-            "b", lambda e: told.append("b")
+        with (
+            store.grouped("a", lambda e: told.append("a")),
+            store.grouped("b", lambda e: told.append("b")),
         ):
             store.save_call(_call("a", "k"))
             store.save_call(_call("b", "k"))

@@ -177,6 +177,12 @@ class DurableRun:
         item.fresh = item.unstarted = True
         return item
 
+    def start_refused(self, exc: LeaseLostError) -> bool:
+        """Whether ``exc`` is the refusal of this unstarted item's start (its queued
+        :meth:`Store.start_pending`, at epoch 0): another process started the item since
+        its record was read. Nothing of it ran here then: its steps wait for the start."""
+        return self.unstarted and exc.run_id == self.run_id and exc.epoch == 0
+
     def lease(
         self, on_lost: Callable[[LeaseLostError], None] | None = None
     ) -> contextlib.AbstractContextManager[object]:

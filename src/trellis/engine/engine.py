@@ -50,6 +50,7 @@ from trellis.engine.tracing import tracing_observer
 from trellis.errors import (
     ConfigurationError,
     InputError,
+    LeaseLostError,
     NestedRunError,
     SerializationError,
     StoreError,
@@ -345,19 +346,40 @@ class Engine:
             return await run_.execute()
         owner = process_owner()  # one owner per run: a second run of it is refused
         if unstarted is not None:
-            durable = DurableRun.unstarted_item(
+            item = DurableRun.unstarted_item(
                 self.store, plan, unstarted, owner=owner, lease_ttl=self.lease_ttl
             )
-        else:
-            durable = DurableRun.open(
-                self.store,
-                plan,
-                inputs,
-                run_id or new_run_id(),
-                owner=owner,
-                lease_ttl=self.lease_ttl,
-                meta=meta,
-            )
+            try:
+                return await self._durable(item, flow, plan, guard, rerun_changed, None, emit)
+            except LeaseLostError as exc:
+                if not item.start_refused(exc):
+                    raise
+            # Started by another process since its record was read (with its chunk): nothing
+            # of it ran here; the general way reads what that process recorded.
+            run_id = item.run_id
+        durable = DurableRun.open(
+            self.store,
+            plan,
+            inputs,
+            run_id or new_run_id(),
+            owner=owner,
+            lease_ttl=self.lease_ttl,
+            meta=meta,
+        )
+        return await self._durable(durable, flow, plan, guard, rerun_changed, under_lease, emit)
+
+    async def _durable(
+        self,
+        durable: DurableRun,
+        flow: Flow,
+        plan: CompiledFlow,
+        guard: BudgetGuard,
+        rerun_changed: bool,
+        under_lease: Callable[[Store, int | None], None] | None,
+        emit: Emitter | None,
+    ) -> RunResult:
+        """:meth:`_execute` of a durable run, once it is opened."""
+        store = durable.store
         if durable.recorded is not None:
             return durable.recorded
         running: list[Run] = []
@@ -368,9 +390,9 @@ class Engine:
             for run_ in running:
                 run_.abort(exc)
 
-        with self.store.grouped(durable.run_id, lease_lost), durable.lease(on_lost=lease_lost):
+        with store.grouped(durable.run_id, lease_lost), durable.lease(on_lost=lease_lost):
             if under_lease is not None:
-                under_lease(self.store, durable.epoch)
+                under_lease(store, durable.epoch)
             journal = durable.start(rerun_changed=rerun_changed)  # read under the lease
             run = Run(
                 self.services, flow, plan, durable.values, durable.run_id, guard, journal, emit

@@ -281,13 +281,15 @@ def _settings_json(request: ModelRequest) -> str:
     tools = [(t.name, t.description, t.parameters) for t in request.tools]
     choice = request.tool_choice
     key = None
+    rest = None
     if not tools and (choice is None or type(choice) is str):
         # Types in the key: 0 and 0.0 are equal keys, but are written "0" and "0.0".
         t, m, seed = request.temperature, request.max_tokens, request.seed
         key = (type(t), t, type(m), m, type(seed), seed, choice)
-        rest = _SETTINGS.get(key)
-    else:
-        rest = None
+        try:
+            rest = _SETTINGS.get(key)
+        except TypeError:  # a value that cannot be a key (not a number): not remembered
+            key = None
     if rest is None:
         rest = json.dumps(
             [request.temperature, request.max_tokens, request.seed, tools, choice],
@@ -302,7 +304,8 @@ def _settings_json(request: ModelRequest) -> str:
 
 def _schema_json(schema: dict[str, Any] | None) -> str:
     """An output schema's sorted JSON, remembered by the schema object (kept alive with
-    it, so that its id is not reused): one per output type (``OutputSpec`` keeps it)."""
+    it, so that its id is not reused): one per output type (``OutputSpec`` keeps it). A
+    schema is not changed in place once sent (providers change a deep copy)."""
     if schema is None:
         return "null"
     seen = _SCHEMAS.get(id(schema))

@@ -356,12 +356,16 @@ class SQLiteStore(Store):
                 if check == FENCED:
                     if epochs is None:
                         epochs = self._lease_epochs({w[0] for w in writes if w[4] == FENCED})
+                    elif run_id not in epochs:  # unknown, or its epoch may have moved
+                        epochs.update(self._lease_epochs({run_id}))
                     current = epochs.get(run_id)
                     if current is None or (epoch is not None and epoch < current):
                         self._refused(run_id, epoch)
                     db.execute(sql, values)
                     continue
                 cur = db.execute(sql, values)
+                if epochs is not None:
+                    epochs.pop(run_id, None)  # a status write (a start) may move its epoch
                 if check and cur.rowcount != 1:
                     self._refused(run_id, epoch)
             except StoreError as exc:
@@ -376,9 +380,9 @@ class SQLiteStore(Store):
 
     def _lease_epochs(self, run_ids: set[str]) -> dict[str, int]:
         """The lease epochs of the runs ``run_ids`` that exist, read inside the commit's
-        transaction: what its fenced writes are checked against. Within a commit they
-        change only by a queued :meth:`start_pending` (epoch 0 to 1, which no fence
-        refuses either way); every other grant is immediate and commits the queue first."""
+        transaction: what its fenced writes are checked against. Grants are immediate and
+        commit the queue first; within a commit only a queued status write moves a run's
+        epoch (:meth:`start_pending`, 0 to 1), after which :meth:`_apply` reads it again."""
         epochs: dict[str, int] = {}
         for chunk, marks in _id_lists(list(run_ids)):
             sql = f"SELECT run_id, lease_epoch FROM runs WHERE run_id IN ({marks})"
