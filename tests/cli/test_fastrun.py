@@ -73,7 +73,13 @@ def test_the_option_table_is_the_typer_commands() -> None:
     for p in options:  # nothing else changes how a value is read
         assert p.nargs == 1 and not p.count and p.envvar is None and p.callback is None
         assert p.max is None and not p.is_eager and p.prompt is None, p.name
-        assert p.type_descriptor.parameter_info.parser is None, p.name
+        info = p.type_descriptor.parameter_info
+        assert info.parser is None, p.name
+        if _declared(p).kind == "path":  # what fastrun._path checks
+            checks = (info.exists, info.file_okay, info.dir_okay, info.readable)
+            assert checks == (False, True, True, True), p.name
+            assert not (info.writable or info.resolve_path or info.allow_dash), p.name
+            assert info.path_type is None, p.name
 
 
 def test_run_options_takes_every_parameter_of_the_command() -> None:
@@ -416,3 +422,21 @@ def test_echo_prints_what_typer_echo_prints(
         stream.flush()
         printed.append(buffer.getvalue())
     assert printed[0] == printed[1]
+
+
+@pytest.mark.parametrize("option", ["--input-file", "-o", "--config"])
+def test_an_existing_path_this_process_cannot_read_is_left_to_typer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str
+) -> None:
+    """typer refuses an existing path option it cannot read (exit 2, "is not readable");
+    the fast path leaves it to typer instead of running (and writing, for -o) anyway. (The
+    suite runs as root, who reads everything: ``os.access`` says what a user would get.)"""
+    path = tmp_path / "locked.jsonl"
+    path.write_text("")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: str(p) != str(path) and real_access(p, mode))
+    args = [f"{FLOWS}/chain.py:flow", "-i", "{}", option, str(path)]
+    assert parse_run(args) is None
+    assert parse_run([f"{FLOWS}/chain.py:flow", "-i", "{}", option, str(tmp_path / "new")])
+    result = CliRunner().invoke(_APP, ["run", *args], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "is not readable" in result.output

@@ -5,7 +5,8 @@ one-item run's start-up, so the console script (:func:`trellis.cli.main`) first 
 ``trellis run ARGS`` to :func:`parse_run`. It accepts only the forms it is sure of: the
 TARGET once, and the options of :data:`RUN_OPTIONS` as ``--name VALUE``, ``--name=VALUE``
 or ``-x VALUE`` (flags bare), each at most once (``--model`` repeatable), with values
-typer takes as they are (numbers in plain decimal, within their minimum). Anything else
+typer takes as they are (numbers in plain decimal, within their minimum; paths that do
+not exist yet, or that this process can read). Anything else
 (``--help``, an unknown option, a missing, empty or dash-led value, a number typer may
 read otherwise, ``--``, ``-qf`` or ``-ifile``, an option twice, text that is not UTF-8,
 shell completion) returns ``None`` and typer parses the command line as before: its
@@ -129,12 +130,25 @@ def _value(opt: Opt, text: str) -> Any:
             return None
         number = float(text)
     elif opt.kind == "path":
-        return Path(text)
+        return _path(text)
     else:
         return text
     if opt.min is not None and number < opt.min:
         return None
     return number
+
+
+def _path(text: str) -> Path | None:
+    """A path option's value as typer takes it (a path that need not exist, file or
+    folder, readable when it exists); ``None``, for typer's error, when it exists and this
+    process cannot read it."""
+    try:
+        os.stat(text)
+    except OSError:
+        return Path(text)
+    except ValueError:  # a NUL in the text: typer's to deal with
+        return None
+    return Path(text) if os.access(text, os.R_OK) else None
 
 
 def _utf8(args: Sequence[str]) -> bool:
