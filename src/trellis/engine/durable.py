@@ -146,8 +146,7 @@ class DurableRun:
                 f"run {run_id!r} belongs to flow {row.flow!r}, not {plan.name!r}; use another "
                 "run id"
             )
-        recorded_inputs = decode(row.inputs, Any, f"the inputs of run {run_id!r}")
-        values = plan.validate_inputs(recorded_inputs)
+        values = _recorded_values(plan, row)
         if inputs is not None:
             given = plan.validate_inputs(inputs)
             if encode(given) != encode(values):
@@ -158,9 +157,7 @@ class DurableRun:
         if row.status == "pending" and row.lease_epoch == 0:
             # A batch item no process has started: like a new run, nothing of it to read
             # back; :meth:`lease` starts it with its lease in one write.
-            item = cls(store, plan, run_id, values, None, owner, lease_ttl)
-            item.fresh = item.unstarted = True
-            return item
+            return cls._unstarted(store, plan, run_id, values, owner, lease_ttl)
         recorded = load_result(store, run_id, plan) if row.status == "done" else None
         return cls(store, plan, run_id, values, recorded, owner, lease_ttl)
 
@@ -172,8 +169,20 @@ class DurableRun:
         :meth:`Store.pending_runs` read it (in a chunk of the batch's items): what
         :meth:`open` makes of such an item, without reading it again. :meth:`lease` starts
         it, or finds it started meanwhile by another process."""
-        recorded = decode(row.inputs, Any, f"the inputs of run {row.run_id!r}")
-        item = cls(store, plan, row.run_id, plan.validate_inputs(recorded), None, owner, lease_ttl)
+        values = _recorded_values(plan, row)
+        return cls._unstarted(store, plan, row.run_id, values, owner, lease_ttl)
+
+    @classmethod
+    def _unstarted(
+        cls,
+        store: Store,
+        plan: CompiledFlow,
+        run_id: str,
+        values: dict[str, Any],
+        owner: str,
+        lease_ttl: float,
+    ) -> DurableRun:
+        item = cls(store, plan, run_id, values, None, owner, lease_ttl)
         item.fresh = item.unstarted = True
         return item
 
@@ -353,6 +362,11 @@ class BatchItems:
             rows = self.unstarted(start, start + chunk)
             for index in range(start, min(start + chunk, self.count)):
                 yield index, rows.get(index)
+
+
+def _recorded_values(plan: CompiledFlow, row: RunRow) -> dict[str, Any]:
+    """A recorded run's inputs, validated against the flow as a new run's are."""
+    return plan.validate_inputs(decode(row.inputs, Any, f"the inputs of run {row.run_id!r}"))
 
 
 def _recorded_count(store: Store, row: RunRow) -> int:

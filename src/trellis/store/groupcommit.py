@@ -142,6 +142,7 @@ class WriteGroup:
         loop = self._loop
         if (
             loop is not None
+            and loop is asyncio._get_running_loop()  # (not another loop's, queued since)
             and size != self._seen
             and self._deferred < MAX_DEFERRED
             and size < MAX_QUEUED
@@ -228,7 +229,6 @@ class WriteGroup:
         error = self.failed.get(run_id)
         if error is not None:
             raise error
-
 
 
 class _Grouping:
