@@ -521,3 +521,13 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
         assert store.schema_version == SCHEMA_VERSION
         (row,) = store.load_steps("r")
         assert (row.step, row.output, row.started_at, row.duration_s) == ("s", "1", None, None)
+
+
+def test_a_call_key_that_is_not_utf8_is_a_store_error_naming_it(tmp_path: Path) -> None:
+    """The hot path (no mapping wrapper) says what the wrapper says: which text is not
+    UTF-8, as for every other operation."""
+    with SQLiteStore(tmp_path / "t.db") as store:
+        store.create_run(run_row("r"))
+        row = CallRow(run_id="r", key="k\ud800", request="h", result='"x"', attempts="[]")
+        with pytest.raises(StoreError, match=r"save_call: '\\ud800' in an id or name is not UTF-8"):
+            store.save_call(row)

@@ -191,15 +191,20 @@ def _mapped(method: F) -> F:
     def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path!r}: {method.__name__} failed: {exc}") from exc
-        except UnicodeEncodeError as exc:  # e.g. an id decoded from bytes that are not UTF-8
-            raise StoreError(
-                f"store {self.path!r}: {method.__name__}: {exc.object[exc.start : exc.end]!r} "
-                "in an id or name is not UTF-8 text (SQLite holds UTF-8 only)"
-            ) from exc
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            raise _store_error(self.path, method.__name__, exc) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def _store_error(path: str, operation: str, exc: sqlite3.Error | UnicodeEncodeError) -> StoreError:
+    """What :func:`_mapped` raises for ``exc`` from ``operation`` (for hot paths without it)."""
+    if isinstance(exc, UnicodeEncodeError):  # e.g. an id decoded from bytes that are not UTF-8
+        return StoreError(
+            f"store {path!r}: {operation}: {exc.object[exc.start : exc.end]!r} "
+            "in an id or name is not UTF-8 text (SQLite holds UTF-8 only)"
+        )
+    return StoreError(f"store {path!r}: {operation} failed: {exc}")
 
 
 class SQLiteStore(Store):
@@ -765,7 +770,7 @@ class SQLiteStore(Store):
         try:
             self._insert(row.run_id, _CALL_INSERTS, values, epoch)
         except (sqlite3.Error, UnicodeEncodeError) as exc:
-            raise StoreError(f"store {self.path!r}: save_call failed: {exc}") from exc
+            raise _store_error(self.path, "save_call", exc) from exc
 
     @_mapped
     def load_calls(self, run_id: str) -> list[CallRow]:
