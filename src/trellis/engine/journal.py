@@ -236,15 +236,11 @@ class Journal:
         return JournaledCall(value, attempts)
 
     def save_call(self, key: str, request: str, value: Any, attempts: list[CallRecord]) -> None:
-        try:
-            result = to_json(value).decode()  # the common case; encode() says what failed
-        except Exception:
-            result = encode(value, f"the reply of call {key!r}")
         row = CallRow(
             run_id=self.run_id,
             key=key,
             request=request,
-            result=result,
+            result=encode(value, f"the reply of call {key!r}"),
             attempts=json_text([a.to_dict() for a in attempts]),
         )
         self.store.save_call(row, epoch=self.epoch)
